@@ -1,0 +1,1 @@
+//! rustynet-backend-wireguard (scaffold; filled in by its issue).

@@ -1,0 +1,1 @@
+//! rustynet-cli (scaffold; filled in by its issue).

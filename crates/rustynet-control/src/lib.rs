@@ -1,0 +1,1 @@
+//! rustynet-control (scaffold; filled in by its issue).

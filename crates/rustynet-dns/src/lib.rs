@@ -1,0 +1,1 @@
+//! rustynet-dns (scaffold; filled in by its issue).

@@ -1,0 +1,1 @@
+//! rustynet-lab (scaffold; filled in by its issue).

@@ -1,0 +1,1 @@
+//! rustynet-netos (scaffold; filled in by its issue).

@@ -1,0 +1,1 @@
+//! rustynet-policy (scaffold; filled in by its issue).

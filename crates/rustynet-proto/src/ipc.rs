@@ -1,0 +1,448 @@
+//! The daemon's local IPC: one JSON object per line over a Unix socket.
+//!
+//! Every frame carries a version and an id; the daemon answers each request
+//! with exactly one response carrying the same id. Frames over
+//! [`MAX_FRAME_BYTES`] or that fail to parse close that connection only.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::control_api::SecretString;
+use crate::netmap::NodeId;
+
+/// IPC protocol version.
+pub const IPC_VERSION: u16 = 1;
+
+/// Largest frame (one line) either side accepts.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// A request frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpcRequest {
+    /// [`IPC_VERSION`].
+    pub v: u16,
+    /// Echoed in the response.
+    pub id: u64,
+    /// What to do.
+    pub cmd: Command,
+}
+
+/// Arguments of `up`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpArgs {
+    /// Control URL, `https://HOST:PORT`.
+    pub control_url: String,
+    /// PEM of the control CA to pin.
+    pub ca_cert_pem: String,
+    /// Pre-auth key; needed only when not yet enrolled.
+    pub auth_key: Option<SecretString>,
+    /// Requested host label.
+    pub hostname: Option<String>,
+    /// Offer to be an exit node.
+    pub advertise_exit_node: bool,
+    /// LAN prefixes to offer.
+    pub advertise_routes: Vec<IpNet>,
+}
+
+/// A command. `is_mutating` decides which callers may send it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Command {
+    /// Current state.
+    Status,
+    /// Enroll (if needed) and connect.
+    Up(UpArgs),
+    /// Disconnect and restore the host's network configuration.
+    Down,
+    /// Exit nodes this node may use.
+    ExitNodeList,
+    /// Route all internet traffic through `name`.
+    ExitNodeSelect {
+        /// Host label or Magic DNS name.
+        name: String,
+    },
+    /// Stop using an exit node.
+    ExitNodeOff,
+    /// Toggle reaching the exit node's LAN.
+    LanAccess {
+        /// On or off.
+        on: bool,
+    },
+    /// Offer LAN prefixes.
+    RouteAdvertise {
+        /// Prefixes.
+        cidrs: Vec<IpNet>,
+    },
+    /// Withdraw LAN prefixes.
+    RouteWithdraw {
+        /// Prefixes.
+        cidrs: Vec<IpNet>,
+    },
+    /// Explain Magic DNS, optionally for one name.
+    DnsInspect {
+        /// A name to explain.
+        name: Option<String>,
+    },
+    /// Reachability report.
+    Netcheck,
+    /// Probe a peer through the tunnel.
+    Ping {
+        /// Host label, Magic DNS name or tunnel IP.
+        name: String,
+    },
+}
+
+impl Command {
+    /// Whether the command changes anything (needs the admin role).
+    pub fn is_mutating(&self) -> bool {
+        !matches!(
+            self,
+            Command::Status
+                | Command::ExitNodeList
+                | Command::DnsInspect { .. }
+                | Command::Netcheck
+                | Command::Ping { .. }
+        )
+    }
+
+    /// Short name for logs (never includes arguments, which may be secret).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Status => "status",
+            Command::Up(_) => "up",
+            Command::Down => "down",
+            Command::ExitNodeList => "exit_node_list",
+            Command::ExitNodeSelect { .. } => "exit_node_select",
+            Command::ExitNodeOff => "exit_node_off",
+            Command::LanAccess { .. } => "lan_access",
+            Command::RouteAdvertise { .. } => "route_advertise",
+            Command::RouteWithdraw { .. } => "route_withdraw",
+            Command::DnsInspect { .. } => "dns_inspect",
+            Command::Netcheck => "netcheck",
+            Command::Ping { .. } => "ping",
+        }
+    }
+}
+
+/// A response frame: exactly one of `ok` and `error` is present.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IpcResponse {
+    /// [`IPC_VERSION`].
+    pub v: u16,
+    /// The request's id (0 when the request could not be parsed).
+    pub id: u64,
+    /// Success payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<Reply>,
+    /// Failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<IpcError>,
+}
+
+impl IpcResponse {
+    /// A success.
+    pub fn ok(id: u64, reply: Reply) -> Self {
+        Self {
+            v: IPC_VERSION,
+            id,
+            ok: Some(reply),
+            error: None,
+        }
+    }
+    /// A failure.
+    pub fn err(id: u64, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            v: IPC_VERSION,
+            id,
+            ok: None,
+            error: Some(IpcError {
+                code,
+                message: message.into(),
+            }),
+        }
+    }
+}
+
+/// Stable error categories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The caller's uid/gid lacks the role.
+    PermissionDenied,
+    /// Frame malformed, oversized or of another version.
+    BadRequest,
+    /// Arguments invalid (unknown name, bad CIDR, ...).
+    InvalidArgument,
+    /// Not allowed by the signed policy (e.g. no exit grant).
+    NotAuthorized,
+    /// Not possible in the current state (e.g. not enrolled).
+    WrongState,
+    /// Control refused or was unreachable.
+    Control,
+    /// Applying to the OS failed (state was rolled back).
+    Apply,
+    /// Anything else.
+    Internal,
+}
+
+/// Failure payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpcError {
+    /// Category.
+    pub code: ErrorCode,
+    /// One line for the operator.
+    pub message: String,
+}
+
+/// Success payloads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum Reply {
+    /// `status`.
+    Status(StatusDoc),
+    /// `exit-node list`.
+    ExitNodes(Vec<ExitNodeEntry>),
+    /// `dns inspect`.
+    Dns(DnsInspectDoc),
+    /// `netcheck`.
+    Netcheck(NetcheckDoc),
+    /// `ping`.
+    Ping(PingDoc),
+    /// A mutating command succeeded.
+    Done {
+        /// What happened.
+        message: String,
+    },
+}
+
+/// The five dataplane states (Phase 10 section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataplaneState {
+    /// Starting; nothing trusted yet.
+    Init,
+    /// A verified map is held.
+    ControlTrusted,
+    /// The map is applied to the OS.
+    DataplaneApplied,
+    /// Applied with an exit node selected.
+    ExitActive,
+    /// Traffic blocked because trust, state or health is missing.
+    FailClosed,
+}
+
+impl DataplaneState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataplaneState::Init => "init",
+            DataplaneState::ControlTrusted => "control_trusted",
+            DataplaneState::DataplaneApplied => "dataplane_applied",
+            DataplaneState::ExitActive => "exit_active",
+            DataplaneState::FailClosed => "fail_closed",
+        }
+    }
+}
+
+/// `status --json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusDoc {
+    /// Dataplane state.
+    pub state: DataplaneState,
+    /// This node, once enrolled.
+    #[serde(rename = "self")]
+    pub self_node: Option<SelfStatus>,
+    /// Peers.
+    pub peers: Vec<PeerStatus>,
+    /// Selected exit node's host label.
+    pub exit_node: Option<String>,
+    /// LAN access toggle.
+    pub lan_access: bool,
+    /// Applied generation (0 before the first).
+    pub generation: u64,
+    /// Tunnel engine in use and why it was chosen.
+    pub backend: String,
+    /// Kill switch asserted.
+    pub kill_switch: bool,
+    /// Protected DNS asserted.
+    pub dns_protected: bool,
+    /// Why the node is failing closed or what last went wrong.
+    pub error: Option<String>,
+    /// Prefixes this node advertises.
+    pub advertised_routes: Vec<IpNet>,
+    /// Whether this node offers itself as an exit.
+    pub advertise_exit_node: bool,
+}
+
+/// `status` self section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SelfStatus {
+    /// Host label.
+    pub name: String,
+    /// Tunnel address.
+    pub tunnel_ip: Ipv4Addr,
+    /// Magic DNS name.
+    pub dns_name: String,
+    /// Node id.
+    pub node_id: NodeId,
+}
+
+/// Path a peer's packets take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    /// Straight UDP to the peer's endpoint.
+    Direct,
+    /// Through a relay.
+    Relay,
+    /// No working path.
+    None,
+}
+
+/// `status` peer entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Host label.
+    pub name: String,
+    /// Magic DNS name.
+    pub dns_name: String,
+    /// Tunnel address.
+    pub tunnel_ip: Ipv4Addr,
+    /// Current path.
+    pub path: PathKind,
+    /// Endpoint in use.
+    pub endpoint: Option<SocketAddr>,
+    /// Seconds since the last completed handshake.
+    pub last_handshake_secs: Option<u64>,
+    /// Bytes received from the peer.
+    pub rx_bytes: u64,
+    /// Bytes sent to the peer.
+    pub tx_bytes: u64,
+    /// Control's view of liveness.
+    pub online: bool,
+    /// Usable as this node's exit.
+    pub exit_node: bool,
+}
+
+/// `exit-node list` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitNodeEntry {
+    /// Host label.
+    pub name: String,
+    /// Magic DNS name.
+    pub dns_name: String,
+    /// Tunnel address.
+    pub tunnel_ip: Ipv4Addr,
+    /// Online per control.
+    pub online: bool,
+    /// Currently selected.
+    pub selected: bool,
+}
+
+/// `dns inspect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsInspectDoc {
+    /// Resolver address (100.100.100.100).
+    pub resolver: IpAddr,
+    /// Tailnet suffix.
+    pub suffix: String,
+    /// Where non-tailnet names go (`exit node NAME`, `system resolvers [..]`).
+    pub upstream: String,
+    /// Protected DNS asserted.
+    pub protected: bool,
+    /// How the OS was pointed at the resolver (`resolv.conf PATH`, ...).
+    pub os_config: String,
+    /// Records (all, or the one asked about).
+    pub records: Vec<DnsRecordView>,
+    /// Split-DNS routes.
+    pub split: Vec<String>,
+    /// For a single name: why it resolves the way it does.
+    pub explanation: Option<String>,
+}
+
+/// A record as shown by `dns inspect`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsRecordView {
+    /// Name.
+    pub name: String,
+    /// Address.
+    pub ip: IpAddr,
+    /// Why it is named so.
+    pub why: String,
+}
+
+/// `netcheck`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetcheckDoc {
+    /// UDP socket bound and usable.
+    pub udp: bool,
+    /// Local endpoints reported to control.
+    pub local_endpoints: Vec<SocketAddr>,
+    /// Control reachable over TLS 1.3.
+    pub control_reachable: bool,
+    /// Relay round trip, if a relay is configured.
+    pub relay_latency_ms: Option<u64>,
+    /// Peers with a recent handshake, by path.
+    pub direct_peers: usize,
+    /// Peers via relay.
+    pub relay_peers: usize,
+}
+
+/// `ping`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PingDoc {
+    /// Peer label.
+    pub name: String,
+    /// Peer tunnel address.
+    pub tunnel_ip: Ipv4Addr,
+    /// Path used.
+    pub path: PathKind,
+    /// Round trip in microseconds, if answered.
+    pub rtt_us: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_form_is_stable() {
+        let req = IpcRequest {
+            v: IPC_VERSION,
+            id: 7,
+            cmd: Command::ExitNodeSelect {
+                name: "exit".into(),
+            },
+        };
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            json,
+            r#"{"v":1,"id":7,"cmd":{"op":"exit_node_select","name":"exit"}}"#
+        );
+        assert_eq!(serde_json::from_str::<IpcRequest>(&json).unwrap(), req);
+    }
+
+    #[test]
+    fn unknown_fields_and_ops_are_refused() {
+        assert!(
+            serde_json::from_str::<IpcRequest>(r#"{"v":1,"id":1,"cmd":{"op":"rm_rf"}}"#).is_err()
+        );
+        assert!(
+            serde_json::from_str::<IpcRequest>(r#"{"v":1,"id":1,"cmd":{"op":"status"},"x":1}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn mutating_classification() {
+        assert!(!Command::Status.is_mutating());
+        assert!(Command::Down.is_mutating());
+        assert!(Command::LanAccess { on: true }.is_mutating());
+        assert!(!Command::Ping { name: "a".into() }.is_mutating());
+    }
+}

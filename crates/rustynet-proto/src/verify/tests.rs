@@ -1,0 +1,232 @@
+use super::*;
+use crate::keys::{NodeSigningKey, TunnelPublicKey};
+use crate::netmap::{DnsConfig, NETMAP_VERSION, PeerInfo, SelfInfo};
+
+const NOW: i64 = 1_800_000_000;
+
+fn netmap(node: u64) -> Netmap {
+    Netmap {
+        version: NETMAP_VERSION,
+        self_node: SelfInfo {
+            node_id: NodeId(node),
+            hostname: "a".into(),
+            dns_name: "a.rustynet.internal".into(),
+            tunnel_ip: "100.64.0.1".parse().unwrap(),
+            node_key: TunnelPublicKey([1; 32]),
+            user: "alice".into(),
+            tags: vec![],
+            advertise_exit_node: false,
+            advertised_routes: vec![],
+            approved_routes: vec![],
+        },
+        peers: vec![PeerInfo {
+            node_id: NodeId(node + 1),
+            hostname: "b".into(),
+            dns_name: "b.rustynet.internal".into(),
+            node_key: TunnelPublicKey([2; 32]),
+            tunnel_ip: "100.64.0.2".parse().unwrap(),
+            endpoints: vec!["192.0.2.1:41641".parse().unwrap()],
+            home_relay: None,
+            allowed_ips: vec!["100.64.0.2/32".parse().unwrap()],
+            online: true,
+            exit_node: false,
+        }],
+        packet_filter: vec![],
+        exit_clients: vec![],
+        forward_filter: vec![],
+        exit_grants: vec![],
+        lan_grants: vec![],
+        dns: DnsConfig {
+            suffix: "rustynet.internal".into(),
+            records: vec![],
+            split: vec![],
+        },
+    }
+}
+
+fn body(generation: u64, issued_at: i64, expires_at: i64) -> SignedBody<Netmap> {
+    SignedBody {
+        kind: BodyKind::Netmap,
+        node_id: NodeId(7),
+        generation,
+        issued_at,
+        expires_at,
+        payload: netmap(7),
+    }
+}
+
+fn setup() -> (NodeSigningKey, NetmapVerifier) {
+    let key = NodeSigningKey::from_seed(&[3; 32]);
+    let verifier = NetmapVerifier::new(key.public(), NodeId(7), VerifyPolicy::default());
+    (key, verifier)
+}
+
+fn wire(key: &NodeSigningKey, body: &SignedBody<Netmap>) -> Vec<u8> {
+    SignedEnvelope::seal(key, body)
+        .unwrap()
+        .to_json()
+        .into_bytes()
+}
+
+#[test]
+fn accepts_fresh_newer_map() {
+    let (key, v) = setup();
+    let ok = v
+        .verify_wire(
+            &wire(&key, &body(5, NOW, NOW + 600)),
+            GenerationRule::After(4),
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(ok.generation(), 5);
+    assert_eq!(ok.netmap().peers.len(), 1);
+}
+
+#[test]
+fn rejects_replay_and_equal_generation() {
+    let (key, v) = setup();
+    let w = wire(&key, &body(5, NOW, NOW + 600));
+    for hw in [5, 6] {
+        assert!(matches!(
+            v.verify_wire(&w, GenerationRule::After(hw), NOW),
+            Err(VerifyError::Replayed { got: 5, .. })
+        ));
+    }
+}
+
+#[test]
+fn rejects_expired_and_future_dated() {
+    let (key, v) = setup();
+    let expired = wire(&key, &body(5, NOW - 700, NOW - 100));
+    assert!(matches!(
+        v.verify_wire(&expired, GenerationRule::After(0), NOW),
+        Err(VerifyError::Expired { .. })
+    ));
+    let future = wire(&key, &body(5, NOW + 61, NOW + 600));
+    assert!(matches!(
+        v.verify_wire(&future, GenerationRule::After(0), NOW),
+        Err(VerifyError::FutureDated { .. })
+    ));
+    // Within the skew bound is fine.
+    let slight = wire(&key, &body(5, NOW + 59, NOW + 600));
+    assert!(
+        v.verify_wire(&slight, GenerationRule::After(0), NOW)
+            .is_ok()
+    );
+}
+
+#[test]
+fn rejects_bad_signature_and_foreign_key() {
+    let (key, v) = setup();
+    let mut env = SignedEnvelope::seal(&key, &body(5, NOW, NOW + 600)).unwrap();
+    env.sig.0[10] ^= 0x40;
+    assert_eq!(
+        v.verify(env, GenerationRule::After(0), NOW),
+        Err(VerifyError::BadSignature)
+    );
+    let other = NodeSigningKey::from_seed(&[4; 32]);
+    assert_eq!(
+        v.verify_wire(
+            &wire(&other, &body(5, NOW, NOW + 600)),
+            GenerationRule::After(0),
+            NOW
+        ),
+        Err(VerifyError::BadSignature)
+    );
+}
+
+#[test]
+fn rejects_body_tampering_even_with_same_json_meaning() {
+    let (key, v) = setup();
+    let mut env = SignedEnvelope::seal(&key, &body(5, NOW, NOW + 600)).unwrap();
+    // Re-encode the body with extra whitespace: same JSON, different bytes.
+    let bytes = B64.decode(&env.body).unwrap();
+    let mut spaced = b" ".to_vec();
+    spaced.extend_from_slice(&bytes);
+    env.body = B64.encode(spaced);
+    assert_eq!(
+        v.verify(env, GenerationRule::After(0), NOW),
+        Err(VerifyError::BadSignature)
+    );
+}
+
+#[test]
+fn rejects_other_node_oversize_and_garbage() {
+    let (key, v) = setup();
+    let mut b = body(5, NOW, NOW + 600);
+    b.node_id = NodeId(8);
+    assert!(matches!(
+        v.verify_wire(&wire(&key, &b), GenerationRule::After(0), NOW),
+        Err(VerifyError::WrongNode { .. })
+    ));
+    let small = NetmapVerifier::new(
+        key.public(),
+        NodeId(7),
+        VerifyPolicy {
+            max_bytes: 64,
+            ..VerifyPolicy::default()
+        },
+    );
+    assert!(matches!(
+        small.verify_wire(
+            &wire(&key, &body(5, NOW, NOW + 600)),
+            GenerationRule::After(0),
+            NOW
+        ),
+        Err(VerifyError::TooLarge { .. })
+    ));
+    for junk in [
+        &b"\xff\xfe"[..],
+        b"{}",
+        b"[]",
+        b"{\"v\":1,\"body\":\"!!\",\"sig\":\"\"}",
+    ] {
+        assert!(matches!(
+            v.verify_wire(junk, GenerationRule::After(0), NOW),
+            Err(VerifyError::Malformed(_))
+        ));
+    }
+}
+
+#[test]
+fn rejects_validity_out_of_bounds_and_invalid_payload() {
+    let (key, v) = setup();
+    let long = wire(&key, &body(5, NOW, NOW + 3 * 24 * 3600));
+    assert!(matches!(
+        v.verify_wire(&long, GenerationRule::After(0), NOW),
+        Err(VerifyError::Validity(_))
+    ));
+    let mut b = body(5, NOW, NOW + 600);
+    b.payload.peers[0]
+        .allowed_ips
+        .push("0.0.0.0/0".parse().unwrap());
+    assert!(matches!(
+        v.verify_wire(&wire(&key, &b), GenerationRule::After(0), NOW),
+        Err(VerifyError::Invalid(NetmapError::DefaultRoute(_)))
+    ));
+    let mut b = body(5, NOW, NOW + 600);
+    b.payload.self_node.tunnel_ip = "10.0.0.1".parse().unwrap();
+    assert!(matches!(
+        v.verify_wire(&wire(&key, &b), GenerationRule::After(0), NOW),
+        Err(VerifyError::Invalid(NetmapError::TunnelIp(_)))
+    ));
+}
+
+#[test]
+fn restore_requires_exact_generation() {
+    let (key, v) = setup();
+    let w = wire(&key, &body(5, NOW, NOW + 600));
+    assert!(v.verify_wire(&w, GenerationRule::Exactly(5), NOW).is_ok());
+    assert!(matches!(
+        v.verify_wire(&w, GenerationRule::Exactly(6), NOW),
+        Err(VerifyError::GenerationMismatch { .. })
+    ));
+}
+
+proptest::proptest! {
+    #[test]
+    fn random_bytes_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+        let (_, v) = setup();
+        proptest::prop_assert!(v.verify_wire(&data, GenerationRule::After(0), NOW).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! rustynet-tunnel (scaffold; filled in by its issue).

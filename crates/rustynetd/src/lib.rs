@@ -1,0 +1,1 @@
+//! rustynetd (scaffold; filled in by its issue).
