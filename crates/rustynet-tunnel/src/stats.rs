@@ -1,0 +1,47 @@
+//! What a running backend reports.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rustynet_proto::TunnelPublicKey;
+
+/// Which engine runs the tunnel and why it was chosen (shown by `status`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// Short engine name, e.g. `"userspace"` or `"kernel"`.
+    pub engine: String,
+    /// Why this engine was selected, e.g. the probe result that ruled out another.
+    pub detail: String,
+}
+
+/// Counters of one interface.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TunnelStats {
+    /// The UDP port actually bound (resolved when the config asked for 0).
+    pub listen_port: u16,
+    /// One entry per configured peer, sorted by key.
+    pub peers: Vec<PeerStats>,
+}
+
+impl TunnelStats {
+    /// The entry of one peer, if configured.
+    pub fn peer(&self, key: &TunnelPublicKey) -> Option<&PeerStats> {
+        self.peers.iter().find(|p| &p.public_key == key)
+    }
+}
+
+/// Counters of one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStats {
+    /// The peer.
+    pub public_key: TunnelPublicKey,
+    /// Where packets go now: the configured endpoint, or the source of the
+    /// peer's latest authenticated packet after roaming.
+    pub endpoint: Option<SocketAddr>,
+    /// Time since the last completed handshake; `None` if never.
+    pub last_handshake: Option<Duration>,
+    /// Plaintext bytes received from this peer.
+    pub rx_bytes: u64,
+    /// Plaintext bytes sent to this peer.
+    pub tx_bytes: u64,
+}
