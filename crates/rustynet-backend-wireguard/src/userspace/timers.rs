@@ -1,0 +1,53 @@
+//! Timer worker: handshake retries, rekeying and keepalives for every peer,
+//! the handshake rate limiter's reset, and a liveness check of the interface.
+
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
+use boringtun::noise::TunnResult;
+
+use super::device::{Device, lock};
+use super::net::{Ready, wait};
+
+/// boringtun's timers have one-second granularity; ticking faster keeps
+/// handshake retries and keepalives close to the protocol's schedule.
+const TICK_MS: i32 = 100;
+/// How often to confirm the interface still exists (covers deletions the
+/// TUN file descriptor does not report, e.g. while no traffic flows).
+const LIVENESS_EVERY: Duration = Duration::from_millis(500);
+
+fn interface_exists(name: &str) -> bool {
+    let Ok(c) = CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string for the whole call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+/// Runs until stop is requested or the interface disappears.
+pub(crate) fn run(dev: &Device) {
+    let mut buf = vec![0u8; 2048];
+    let mut last_check = Instant::now();
+    loop {
+        if wait(-1, 0, dev.waker.fd(), TICK_MS) == Ready::Wake || dev.is_stopping() {
+            return;
+        }
+        dev.rate_limiter.reset_count();
+        let table = dev.table();
+        for peer in table.by_key.values() {
+            let mut tunn = lock(&peer.tunn);
+            if let TunnResult::WriteToNetwork(pkt) = tunn.update_timers(&mut buf) {
+                if let Some(ep) = peer.endpoint() {
+                    dev.udp.send(ep, pkt, None, dev.waker.fd());
+                }
+            }
+        }
+        if last_check.elapsed() >= LIVENESS_EVERY {
+            last_check = Instant::now();
+            if !interface_exists(&dev.ifname) {
+                dev.mark_gone();
+                return;
+            }
+        }
+    }
+}
