@@ -103,8 +103,8 @@ pub enum ServerError {
         #[source]
         source: io::Error,
     },
-    /// A limit is zero, which would refuse every query.
-    #[error("limit {0} must be positive")]
+    /// A limit is zero (which would refuse every query) or absurdly large.
+    #[error("limit {0} must be between 1 and 1048576")]
     Limit(&'static str),
 }
 
@@ -137,6 +137,7 @@ struct Shared {
     counters: Counters,
     transport: Arc<dyn UpstreamTransport>,
     in_flight: Arc<Semaphore>,
+    connections: Arc<Semaphore>,
     limits: Limits,
 }
 
@@ -156,12 +157,8 @@ impl DnsServer {
         transport: Arc<dyn UpstreamTransport>,
     ) -> Result<Self, ServerError> {
         let limits = config.limits;
-        if limits.max_tcp_connections == 0 {
-            return Err(ServerError::Limit("max_tcp_connections"));
-        }
-        if limits.max_in_flight == 0 {
-            return Err(ServerError::Limit("max_in_flight"));
-        }
+        let max_tcp = permits(limits.max_tcp_connections, "max_tcp_connections")?;
+        let max_in_flight = permits(limits.max_in_flight, "max_in_flight")?;
         let (udp, tcp) = bind(config.listen, config.freebind)?;
         let bind_err = |source| ServerError::Bind {
             addr: config.listen,
@@ -173,7 +170,8 @@ impl DnsServer {
             access: watch::Sender::new(Arc::new(config.access)),
             counters: Counters::default(),
             transport,
-            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            in_flight: Arc::new(Semaphore::new(max_in_flight)),
+            connections: Arc::new(Semaphore::new(max_tcp)),
             limits,
         });
         let (stop, _) = watch::channel(false);
@@ -202,13 +200,30 @@ impl DnsServer {
     }
 
     /// Stops listening, ends open connections and in-flight forwards, and
-    /// waits for the listening tasks to finish (the sockets are closed on return).
+    /// waits for all of them (the sockets are closed on return).
     pub async fn shutdown(mut self) {
         self.stop.send_replace(true);
         for task in self.tasks.drain(..) {
             if let Err(error) = task.await {
                 tracing::warn!(%error, "resolver task ended abnormally");
             }
+        }
+        // Every connection and forward holds a permit until its task has
+        // dropped its sockets; holding all permits means they are all gone.
+        let shared = &self.handle.shared;
+        let drained = tokio::time::timeout(SHUTDOWN_DRAIN, async {
+            let all = |limit: usize| u32::try_from(limit).unwrap_or(u32::MAX);
+            let in_flight = shared
+                .in_flight
+                .acquire_many(all(shared.limits.max_in_flight));
+            let connections = shared
+                .connections
+                .acquire_many(all(shared.limits.max_tcp_connections));
+            drop((in_flight.await, connections.await));
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("resolver tasks still running after shutdown");
         }
     }
 }
@@ -312,6 +327,19 @@ impl Shared {
     }
 }
 
+/// Upper bound on a limit, so permits fit a semaphore and memory stays sane.
+const MAX_LIMIT: usize = 1 << 20;
+
+/// How long [`DnsServer::shutdown`] waits for connections and forwards to end.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+
+fn permits(limit: usize, name: &'static str) -> Result<usize, ServerError> {
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ServerError::Limit(name));
+    }
+    Ok(limit)
+}
+
 /// Resolves once shutdown is requested (or the server is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not Send; drop it here.
@@ -373,7 +401,6 @@ async fn send_udp(socket: &UdpSocket, client: SocketAddr, bytes: Vec<u8>, limit:
 }
 
 async fn tcp_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let connections = Arc::new(Semaphore::new(shared.limits.max_tcp_connections));
     loop {
         let accepted = tokio::select! {
             () = stopped(&mut stop) => return,
@@ -388,7 +415,7 @@ async fn tcp_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::R
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+        let Ok(permit) = Arc::clone(&shared.connections).try_acquire_owned() else {
             bump(&shared.counters.tcp_rejected);
             drop(stream);
             continue;
