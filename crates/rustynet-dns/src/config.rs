@@ -79,6 +79,9 @@ pub struct ResolverConfig {
     pub(crate) interior: HashSet<String>,
     /// Tunnel address -> indexes into `dns.records` (reverse zone).
     pub(crate) by_tunnel_ip: HashMap<Ipv4Addr, Vec<usize>>,
+    /// `[second, third]` octets of every tunnel address with a record, so
+    /// `c.b.100.in-addr.arpa` can be told apart from NXDOMAIN in O(1).
+    pub(crate) reverse_interior: HashSet<[u8; 2]>,
     /// Split routes as (domain labels, resolvers), longest domain first.
     pub(crate) split: Vec<(Vec<String>, Vec<SocketAddr>)>,
 }
@@ -99,6 +102,7 @@ impl ResolverConfig {
         let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
         let mut interior = HashSet::new();
         let mut by_tunnel_ip: HashMap<Ipv4Addr, Vec<usize>> = HashMap::new();
+        let mut reverse_interior = HashSet::new();
         for (index, record) in dns.records.iter().enumerate() {
             check_name(&record.name)?;
             let Some(relative) = strip_suffix(&record.name, &dns.suffix) else {
@@ -119,6 +123,8 @@ impl ResolverConfig {
                 && TUNNEL_NET.contains(&v4)
             {
                 by_tunnel_ip.entry(v4).or_default().push(index);
+                let [_, second, third, _] = v4.octets();
+                reverse_interior.insert([second, third]);
             }
         }
         let mut split = Vec::with_capacity(dns.split.len());
@@ -148,6 +154,7 @@ impl ResolverConfig {
             by_name,
             interior,
             by_tunnel_ip,
+            reverse_interior,
             split,
         })
     }

@@ -31,7 +31,13 @@ impl ResolverConfig {
             return self.explain_address(ip);
         }
         let display = trimmed.trim_end_matches('.').to_ascii_lowercase();
-        let qualified = if display.contains('.') || display.is_empty() {
+        if display.is_empty() {
+            return text_only(
+                "an empty name resolves to nothing; give a host label, name or tunnel address"
+                    .to_owned(),
+            );
+        }
+        let qualified = if display.contains('.') {
             display
         } else {
             format!("{display}.{}", self.dns.suffix)

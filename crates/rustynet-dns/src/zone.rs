@@ -114,14 +114,7 @@ impl ResolverConfig {
         match relative {
             [] => Node::Apex,
             [third] => match octet(third) {
-                Some(third)
-                    if self.by_tunnel_ip.keys().any(|ip| {
-                        let o = ip.octets();
-                        o[1] == second && o[2] == third
-                    }) =>
-                {
-                    Node::Empty
-                }
+                Some(third) if self.reverse_interior.contains(&[second, third]) => Node::Empty,
                 _ => Node::Missing,
             },
             [fourth, third] => match (octet(third), octet(fourth)) {
