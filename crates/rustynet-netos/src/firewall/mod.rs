@@ -494,3 +494,6 @@ fn validate_match(m: &Match, at: &str) -> Result<(), FirewallError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

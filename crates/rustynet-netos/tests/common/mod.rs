@@ -98,12 +98,16 @@ impl NamedNetns {
 
     /// Moves the calling thread into this namespace.
     pub fn enter(&self) {
-        let file =
-            std::fs::File::open(format!("/run/netns/{}", self.name)).expect("open netns file");
-        // SAFETY: a valid netns fd; setns only affects the calling thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns failed: {}", std::io::Error::last_os_error());
+        enter_netns(&self.name);
     }
+}
+
+/// Moves the calling thread into the named namespace (`/run/netns/<name>`).
+pub fn enter_netns(name: &str) {
+    let file = std::fs::File::open(format!("/run/netns/{name}")).expect("open netns file");
+    // SAFETY: a valid netns fd; setns only affects the calling thread.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns failed: {}", std::io::Error::last_os_error());
 }
 
 impl Drop for NamedNetns {
