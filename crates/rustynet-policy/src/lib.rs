@@ -1,1 +1,39 @@
-//! rustynet-policy (scaffold; filled in by its issue).
+//! The Rustynet ACL language: parse and validate a JSON policy, then compile
+//! it against the node table into one [`NodeView`] per node, which control
+//! copies into that node's signed netmap.
+//!
+//! Pure: no I/O, no OS, no tunnel engine. The rules it enforces:
+//! - **Default deny.** The empty policy admits nothing; only `accept` rules exist.
+//! - **Never widened.** A compiled filter admits exactly what the rule said,
+//!   to exactly the nodes it named. Source sets are merged into CIDRs only
+//!   when the CIDRs cover precisely the same addresses. `*` in a destination
+//!   means every node's tunnel address, never a LAN and never the internet.
+//!   A tag counts only when the node's user owns it.
+//! - **LAN access needs two keys**: the router's route is approved (it is an
+//!   exit some user may use, or a `route_approvers` entry covers it; routes
+//!   touching the tunnel range, loopback, link-local, multicast or a default
+//!   route are never approved) *and* an ACL rule names the client as source
+//!   and a CIDR or host alias overlapping the route as destination.
+//! - **Deterministic.** Output is sorted and deduplicated and does not depend
+//!   on input order or hash iteration.
+//!
+//! [`policy_allows`] and the rest of [`oracle`] answer the same questions
+//! straight from the semantics, slowly; the property tests hold the compiler
+//! to them.
+#![warn(missing_docs)]
+
+mod bits;
+mod cidr;
+mod doc;
+mod error;
+mod index;
+mod model;
+pub mod oracle;
+mod validate;
+mod view;
+
+pub use error::PolicyError;
+pub use index::{NodeFacts, PolicyIndex};
+pub use model::{MAX_POLICY_BYTES, MAX_RULES, Policy};
+pub use oracle::policy_allows;
+pub use view::{NodeView, compile};

@@ -1,0 +1,115 @@
+//! A fixed-size bitset over node indices. Selectors resolve to these once per
+//! [`crate::PolicyIndex`], so a view is a handful of word-wise ORs instead of
+//! a scan of every node against every rule.
+
+/// A set of node indices `0..len`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Bits {
+    words: Vec<u64>,
+}
+
+impl Bits {
+    /// The empty set over `len` nodes.
+    pub fn new(len: usize) -> Self {
+        Self {
+            words: vec![0; len.div_ceil(64)],
+        }
+    }
+
+    /// Adds `i`.
+    pub fn set(&mut self, i: usize) {
+        if let Some(w) = self.words.get_mut(i / 64) {
+            *w |= 1 << (i % 64);
+        }
+    }
+
+    /// Removes `i`.
+    pub fn unset(&mut self, i: usize) {
+        if let Some(w) = self.words.get_mut(i / 64) {
+            *w &= !(1 << (i % 64));
+        }
+    }
+
+    /// Whether `i` is in the set.
+    pub fn get(&self, i: usize) -> bool {
+        self.words
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// Adds every index in `lo..hi`.
+    pub fn set_range(&mut self, lo: usize, hi: usize) {
+        let mut i = lo;
+        while i < hi {
+            if i % 64 == 0 && i + 64 <= hi {
+                if let Some(w) = self.words.get_mut(i / 64) {
+                    *w = u64::MAX;
+                }
+                i += 64;
+            } else {
+                self.set(i);
+                i += 1;
+            }
+        }
+    }
+
+    /// Adds every member of `other` (same length).
+    pub fn or_assign(&mut self, other: &Bits) {
+        for (a, b) in self.words.iter_mut().zip(&other.words) {
+            *a |= *b;
+        }
+    }
+
+    /// Whether the set has a member other than `except`.
+    pub fn any_except(&self, except: usize) -> bool {
+        self.words.iter().enumerate().any(|(wi, &w)| {
+            let w = if wi == except / 64 {
+                w & !(1 << (except % 64))
+            } else {
+                w
+            };
+            w != 0
+        })
+    }
+
+    /// Members in ascending order.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words.iter().enumerate().flat_map(|(wi, &word)| {
+            let mut w = word;
+            std::iter::from_fn(move || {
+                if w == 0 {
+                    return None;
+                }
+                let bit = w.trailing_zeros() as usize;
+                w &= w - 1;
+                Some(wi * 64 + bit)
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_operations() {
+        let mut a = Bits::new(200);
+        assert_eq!(a.iter().next(), None);
+        a.set(3);
+        a.set(130);
+        a.set(500); // out of range: ignored
+        assert!(a.get(3) && a.get(130) && !a.get(4) && !a.get(500));
+        assert_eq!(a.iter().collect::<Vec<_>>(), vec![3, 130]);
+        assert!(a.any_except(3));
+        a.unset(130);
+        assert!(!a.any_except(3));
+        let mut b = Bits::new(200);
+        b.set_range(60, 140);
+        assert_eq!(b.iter().count(), 80);
+        assert!(b.get(60) && b.get(139) && !b.get(140) && !b.get(59));
+        a.or_assign(&b);
+        assert_eq!(a.iter().next(), Some(3));
+        assert_eq!(a.iter().count(), 81);
+    }
+}

@@ -1,0 +1,130 @@
+//! The validated policy: every selector parsed and every reference checked,
+//! so the compiler and the reference evaluator never meet a malformed value.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+use rustynet_proto::{PortRange, Proto};
+
+use serde::Deserialize as _;
+
+use crate::doc::{Obj, PolicyDoc};
+use crate::error::PolicyError;
+
+/// Largest policy document accepted, in bytes. Refused before parsing so a
+/// hostile upload can not make control allocate without bound.
+pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
+
+/// Most entries accepted in each of `acls`, `exit_nodes` and `route_approvers`.
+pub const MAX_RULES: usize = 10_000;
+
+/// Who a selector names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Selector {
+    /// `*`: every node (its tunnel address only).
+    All,
+    /// Nodes owned by this user.
+    User(String),
+    /// Nodes owned by a member of this group (full name, `group:NAME`).
+    Group(String),
+    /// Nodes carrying this tag, where the node's user owns the tag (`tag:NAME`).
+    Tag(String),
+    /// The node with this host label.
+    Node(String),
+    /// Addresses in this prefix (a CIDR, an address, or a resolved host alias).
+    Prefix(IpNet),
+}
+
+/// One `dst` entry: who, and which ports (empty = every port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DstEntry {
+    /// The destination selector.
+    pub selector: Selector,
+    /// Sorted, merged port ranges; empty means all ports.
+    pub ports: Vec<PortRange>,
+}
+
+/// One accept rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rule {
+    /// Sources.
+    pub src: Vec<Selector>,
+    /// Destinations with ports.
+    pub dst: Vec<DstEntry>,
+    /// Protocol selector.
+    pub proto: Proto,
+}
+
+/// One `exit_nodes` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExitEntry {
+    /// Clients, by user (`User`, `Group` or `All`).
+    pub users: Vec<Selector>,
+    /// Exit nodes (node selectors, never prefixes).
+    pub nodes: Vec<Selector>,
+}
+
+/// One `route_approvers` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Approver {
+    /// Advertised routes inside one of these are approved.
+    pub routes: Vec<IpNet>,
+    /// For these nodes (node selectors, never prefixes).
+    pub nodes: Vec<Selector>,
+}
+
+/// A parsed and validated policy. Construct it with [`Policy::parse`]; the
+/// default value is the empty policy, which denies everything.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub(crate) doc: PolicyDoc,
+    /// `group:NAME` -> member users.
+    pub(crate) groups: BTreeMap<String, BTreeSet<String>>,
+    /// `tag:NAME` -> owners as written (`User` or `Group` selectors).
+    pub(crate) tag_owners: BTreeMap<String, Vec<Selector>>,
+    pub(crate) rules: Vec<Rule>,
+    pub(crate) exits: Vec<ExitEntry>,
+    pub(crate) approvers: Vec<Approver>,
+}
+
+/// Two policies are equal when their canonical documents are; everything
+/// else is derived from the document.
+impl PartialEq for Policy {
+    fn eq(&self, other: &Self) -> bool {
+        self.doc == other.doc
+    }
+}
+
+impl Eq for Policy {}
+
+impl Policy {
+    /// Parses and validates a policy document. Refuses the whole document on
+    /// the first problem, naming where it is.
+    pub fn parse(text: &str) -> Result<Policy, PolicyError> {
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(PolicyError::TooLarge {
+                size: text.len(),
+                limit: MAX_POLICY_BYTES,
+            });
+        }
+        let json = |e: serde_json::Error| PolicyError::from_json(&e);
+        let mut de = serde_json::Deserializer::from_str(text);
+        let Obj(doc) = Obj::<PolicyDoc>::deserialize(&mut de).map_err(json)?;
+        de.end().map_err(json)?;
+        crate::validate::validate(doc)
+    }
+
+    /// The canonical form: keys sorted, every key and default (`proto`)
+    /// spelled out, two-space indentation. `Policy::parse` of it yields an
+    /// equal policy.
+    pub fn to_json_pretty(&self) -> String {
+        // Serialising maps of strings cannot fail; were it ever to, the empty
+        // string fails to parse instead of silently becoming another policy.
+        serde_json::to_string_pretty(&self.doc).unwrap_or_default()
+    }
+
+    /// Number of ACL rules.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+}

@@ -1,0 +1,248 @@
+//! One node's compiled share of the policy: what it may see, accept, forward
+//! and use. Control copies these lists into the node's signed netmap.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use rustynet_proto::{FilterRule, LanGrant, NodeId, PortRange, Proto};
+use serde::{Deserialize, Serialize};
+
+use crate::bits::Bits;
+use crate::cidr::{aggregate, host};
+use crate::index::{NodeFacts, PolicyIndex};
+use crate::model::Policy;
+
+/// What the policy gives one node. Every list is sorted and deduplicated, and
+/// mentions only the node itself and its visible peers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Peers this node may know about: it may reach them or they it, either
+    /// may use the other as exit, or either has a LAN grant through the other.
+    pub visible_peers: Vec<NodeId>,
+    /// Inbound filter for packets addressed to this node's tunnel address.
+    pub packet_filter: Vec<FilterRule>,
+    /// Prefixes (exactly the tunnel addresses of the clients) that may use
+    /// this node as their exit. Empty unless the node advertises exit.
+    pub exit_clients: Vec<IpNet>,
+    /// Filter for packets this node forwards from clients into its approved routes.
+    pub forward_filter: Vec<FilterRule>,
+    /// Exit nodes this node may select.
+    pub exit_grants: Vec<NodeId>,
+    /// LAN prefixes this node may reach, and through which router.
+    pub lan_grants: Vec<LanGrant>,
+    /// This node's advertised routes that the policy approved.
+    pub approved_routes: Vec<IpNet>,
+    /// LAN prefixes reachable through each peer, for that peer's allowed
+    /// addresses. Never a default route.
+    pub peer_routes: BTreeMap<NodeId, Vec<IpNet>>,
+}
+
+/// Compiles the views of every accepted node. Deterministic: independent of
+/// the order of `nodes`.
+pub fn compile(policy: &Policy, nodes: &[NodeFacts]) -> BTreeMap<NodeId, NodeView> {
+    let index = PolicyIndex::new(policy, nodes);
+    index.ids().map(|(id, i)| (id, index.view_at(i))).collect()
+}
+
+impl PolicyIndex<'_> {
+    /// The view of node `id`, or `None` if the node is unknown or was rejected.
+    /// Costs work proportional to the rules that touch the node and the size
+    /// of its output, not to the whole network.
+    pub fn view(&self, id: NodeId) -> Option<NodeView> {
+        self.index_of(id).map(|i| self.view_at(i))
+    }
+
+    /// The nodes whose views mention `id` (its visible peers; visibility is
+    /// symmetric), sorted; empty if `id` is unknown. When node X changes, the
+    /// views to recompute are X's own plus `nodes_affected_by(X)` in both the
+    /// old and the new index.
+    pub fn nodes_affected_by(&self, id: NodeId) -> Vec<NodeId> {
+        self.index_of(id)
+            .map(|i| self.node_ids(&self.visible(i)))
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn view_at(&self, i: usize) -> NodeView {
+        let lan_grants = self.lan_grants(i);
+        let mut peer_routes: BTreeMap<NodeId, Vec<IpNet>> = BTreeMap::new();
+        for g in &lan_grants {
+            peer_routes.entry(g.via).or_default().push(g.dst);
+        }
+        for routes in peer_routes.values_mut() {
+            *routes = aggregate([], routes);
+        }
+        NodeView {
+            visible_peers: self.node_ids(&self.visible(i)),
+            packet_filter: self.packet_filter(i),
+            exit_clients: self.exit_clients(i),
+            forward_filter: self.forward_filter(i),
+            exit_grants: self.exit_grants(i),
+            lan_grants,
+            approved_routes: self.approved[i].clone(),
+            peer_routes,
+        }
+    }
+
+    /// Sorted ids of the nodes in `set`.
+    fn node_ids(&self, set: &Bits) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = set.iter().map(|j| self.nodes[j].id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Exact prefixes for the tunnel addresses of the nodes in `set`.
+    fn tunnel_cidrs(&self, set: &Bits, extra: &[IpNet]) -> Vec<IpNet> {
+        aggregate(set.iter().map(|j| self.ips[j]), extra)
+    }
+
+    fn visible(&self, i: usize) -> Bits {
+        let mut vis = Bits::new(self.nodes.len());
+        for sets in &self.rules {
+            if sets.src.get(i) {
+                vis.or_assign(&sets.dst);
+            }
+            if sets.dst.get(i) {
+                vis.or_assign(&sets.src);
+            }
+        }
+        for e in &self.exits {
+            if e.users.get(i) {
+                vis.or_assign(&e.nodes);
+            }
+            if e.nodes.get(i) {
+                vis.or_assign(&e.users);
+            }
+        }
+        for entry in self.lan_of_router(i) {
+            vis.or_assign(&self.rules[entry.rule].src);
+        }
+        for (r, sets) in self.rules.iter().enumerate() {
+            if sets.src.get(i) {
+                for &l in &self.lan_by_rule[r] {
+                    vis.set(self.lan[l].router);
+                }
+            }
+        }
+        vis.unset(i);
+        vis
+    }
+
+    /// Rules whose destination matches node `i`, grouped by (proto, ports) so
+    /// rules that differ only in their sources become one filter rule.
+    fn packet_filter(&self, i: usize) -> Vec<FilterRule> {
+        let mut groups: BTreeMap<(Proto, &[PortRange]), Vec<usize>> = BTreeMap::new();
+        for (r, (rule, sets)) in self.policy.rules.iter().zip(&self.rules).enumerate() {
+            if !sets.dst.get(i) {
+                continue;
+            }
+            for (entry, bits) in rule.dst.iter().zip(&sets.entries) {
+                if bits.get(i) {
+                    let list = groups.entry((rule.proto, &entry.ports)).or_default();
+                    if list.last() != Some(&r) {
+                        list.push(r);
+                    }
+                }
+            }
+        }
+        let dst = vec![host(self.nodes[i].tunnel_ip)];
+        let mut out: Vec<FilterRule> = groups
+            .into_iter()
+            .filter_map(|((proto, ports), rules)| {
+                let src = match rules.as_slice() {
+                    [r] => self.src_cidrs(*r).to_vec(),
+                    _ => {
+                        let mut set = Bits::new(self.nodes.len());
+                        let mut literals = Vec::new();
+                        for &r in &rules {
+                            set.or_assign(&self.rules[r].src);
+                            literals.extend_from_slice(&self.rules[r].src_literals);
+                        }
+                        self.tunnel_cidrs(&set, &literals)
+                    }
+                };
+                (!src.is_empty()).then(|| FilterRule {
+                    src,
+                    dst: dst.clone(),
+                    proto,
+                    ports: ports.to_vec(),
+                })
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
+    fn exit_clients(&self, i: usize) -> Vec<IpNet> {
+        let mut clients = Bits::new(self.nodes.len());
+        for e in self.exits.iter().filter(|e| e.nodes.get(i)) {
+            clients.or_assign(&e.users);
+        }
+        clients.unset(i);
+        self.tunnel_cidrs(&clients, &[])
+    }
+
+    fn exit_grants(&self, i: usize) -> Vec<NodeId> {
+        let mut exits = Bits::new(self.nodes.len());
+        for e in self.exits.iter().filter(|e| e.users.get(i)) {
+            exits.or_assign(&e.nodes);
+        }
+        exits.unset(i);
+        self.node_ids(&exits)
+    }
+
+    fn lan_grants(&self, i: usize) -> Vec<LanGrant> {
+        let mut grants = Vec::new();
+        for (r, sets) in self.rules.iter().enumerate() {
+            if !sets.src.get(i) {
+                continue;
+            }
+            let rule = &self.policy.rules[r];
+            for &l in &self.lan_by_rule[r] {
+                let entry = &self.lan[l];
+                if entry.router != i {
+                    grants.push(LanGrant {
+                        via: self.nodes[entry.router].id,
+                        dst: entry.dst,
+                        proto: rule.proto,
+                        ports: rule.dst[entry.entry].ports.clone(),
+                    });
+                }
+            }
+        }
+        grants.sort_unstable();
+        grants.dedup();
+        grants
+    }
+
+    /// One filter rule per (destination, proto, ports) this router forwards
+    /// to, admitting exactly the tunnel addresses of the granted clients.
+    fn forward_filter(&self, i: usize) -> Vec<FilterRule> {
+        let mut groups: BTreeMap<(IpNet, Proto, &[PortRange]), Bits> = BTreeMap::new();
+        for entry in self.lan_of_router(i) {
+            let rule = &self.policy.rules[entry.rule];
+            let key = (
+                entry.dst,
+                rule.proto,
+                rule.dst[entry.entry].ports.as_slice(),
+            );
+            groups
+                .entry(key)
+                .or_insert_with(|| Bits::new(self.nodes.len()))
+                .or_assign(&self.rules[entry.rule].src);
+        }
+        let mut out: Vec<FilterRule> = groups
+            .into_iter()
+            .map(|((dst, proto, ports), mut clients)| {
+                clients.unset(i);
+                FilterRule {
+                    src: self.tunnel_cidrs(&clients, &[]),
+                    dst: vec![dst],
+                    proto,
+                    ports: ports.to_vec(),
+                }
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+}
