@@ -97,6 +97,9 @@ fn full_tunnel(dev: &str) -> RoutingConfig {
             Route::dev(net("::/0"), dev, t),
             Route::unreachable(net("0.0.0.0/0"), t).with_metric(4000),
             Route::unreachable(net("::/0"), t).with_metric(4000),
+            // IPv6 stores metric 0 as 1024; the reconcile must still converge.
+            Route::dev(net("fd78::/48"), dev, t).with_metric(0),
+            Route::blackhole(net("198.51.100.0/24"), t),
             Route::dev(net("100.64.0.0/10"), dev, 254),
             Route::dev(net("10.78.0.0/16"), dev, 254)
                 .with_via("10.77.0.1".parse().expect("gw"))
@@ -140,7 +143,7 @@ fn reconcile_is_idempotent_scoped_and_clear_restores_prior_state() {
         let cfg = full_tunnel(&dev);
         let first = routing.apply(&cfg).expect("first apply");
         assert_eq!(first.addresses_added.len(), 3, "{first:?}");
-        assert_eq!(first.routes_added.len(), 6, "{first:?}");
+        assert_eq!(first.routes_added.len(), 8, "{first:?}");
         assert_eq!(first.rules_added.len(), 4, "{first:?}");
         assert!(
             first.addresses_removed.is_empty()
@@ -193,7 +196,11 @@ fn reconcile_is_idempotent_scoped_and_clear_restores_prior_state() {
             .into_iter()
             .filter(|r| r.protocol == 114)
             .collect();
-        assert_eq!(ours.len(), 4, "{ours:?}");
+        assert_eq!(ours.len(), 6, "{ours:?}");
+        assert!(
+            table.contains("blackhole 198.51.100.0/24 proto 114"),
+            "{table}"
+        );
         assert!(
             ours.iter().any(|r| r.kind == RouteType::Unreachable
                 && r.dst == net("::/0")
@@ -238,7 +245,7 @@ fn reconcile_is_idempotent_scoped_and_clear_restores_prior_state() {
 
         let cleared = routing.clear().expect("clear");
         assert_eq!(cleared.rules_removed.len(), 2);
-        assert_eq!(cleared.routes_removed.len(), 5);
+        assert_eq!(cleared.routes_removed.len(), 7);
         assert_eq!(cleared.addresses_removed.len(), 3);
         assert_eq!(
             snapshot(),

@@ -96,8 +96,9 @@ pub struct Route {
     /// Routing table id (254 is `main`).
     pub table: u32,
     /// Route metric (`priority`). `None` means the kernel default, which is
-    /// 0 for IPv4 and 1024 for IPv6; it is normalised to that value so a
-    /// re-read route compares equal.
+    /// 0 for IPv4 and 1024 for IPv6 (where an explicit 0 also means 1024);
+    /// it is normalised to what the kernel stores so a re-read route
+    /// compares equal.
     pub metric: Option<u32>,
     /// What the route does.
     pub target: RouteTarget,
@@ -153,10 +154,12 @@ impl Route {
 
     /// The metric the kernel will report for this route.
     pub fn effective_metric(&self) -> u32 {
-        self.metric.unwrap_or(match self.dst {
-            IpNet::V4(_) => 0,
-            IpNet::V6(_) => 1024,
-        })
+        match (self.dst, self.metric) {
+            // IPv6 treats metric 0 as "unset" too and stores 1024.
+            (IpNet::V6(_), None | Some(0)) => 1024,
+            (IpNet::V4(_), None) => 0,
+            (_, Some(m)) => m,
+        }
     }
 
     /// This route with its metric made explicit, for comparisons.
@@ -605,6 +608,13 @@ pub(crate) fn validate_config(
         }
         if rule.invert && rule.fwmark.is_none() {
             return Err(bad("`not` needs a selector"));
+        }
+        if let Some((mark, mask)) = rule.fwmark {
+            if mask == 0 || mark & !mask != 0 {
+                return Err(bad(
+                    "fwmark needs a non-zero mask covering every bit of the value",
+                ));
+            }
         }
         if let Some(len) = rule.suppress_prefixlen {
             let max = if rule.family == IpFamily::V4 { 32 } else { 128 };

@@ -179,6 +179,10 @@ impl NlSocket {
                 }
                 match parsed.payload {
                     NetlinkPayload::InnerMessage(inner) => out.push(inner),
+                    // A dump that failed part-way ends with a negative errno.
+                    NetlinkPayload::Done(done) if dump && done.code < 0 => {
+                        return Err(NlError::Kernel(io::Error::from_raw_os_error(-done.code)));
+                    }
                     NetlinkPayload::Done(_) if dump => return Ok((out, interrupted)),
                     NetlinkPayload::Error(err) => {
                         return match err.code {

@@ -58,6 +58,8 @@ fn metric_is_normalised_per_family() {
     assert_eq!(v4.effective_metric(), 0);
     assert_eq!(v6.effective_metric(), 1024);
     assert_eq!(v6.normalized(), v6.clone().with_metric(1024));
+    assert_eq!(v6.clone().with_metric(0).effective_metric(), 1024);
+    assert_eq!(v4.clone().with_metric(0).effective_metric(), 0);
     // A kernel read-back of the IPv6 route (metric 1024) compares equal.
     let entry = RouteEntry {
         dst: net("fd00::/8"),
@@ -124,6 +126,20 @@ fn validation_rejects_out_of_scope_and_malformed_input() {
     assert!(matches!(
         check(&|c| c.rules.push(Rule {
             invert: true,
+            ..Rule::lookup(5620, IpFamily::V4, 7)
+        })),
+        Err(RoutingError::InvalidRule { .. })
+    ));
+    assert!(matches!(
+        check(&|c| c.rules.push(Rule {
+            fwmark: Some((0x1ff, 0xff)),
+            ..Rule::lookup(5620, IpFamily::V4, 7)
+        })),
+        Err(RoutingError::InvalidRule { .. })
+    ));
+    assert!(matches!(
+        check(&|c| c.rules.push(Rule {
+            fwmark: Some((0, 0)),
             ..Rule::lookup(5620, IpFamily::V4, 7)
         })),
         Err(RoutingError::InvalidRule { .. })
@@ -269,6 +285,19 @@ fn fake_failures_and_missing_links_change_nothing() {
     ));
     assert_eq!(routing.link_state("rn0").expect("query"), None);
     assert!(fake.rules().is_empty());
+}
+
+#[test]
+fn implementations_can_move_into_actor_tasks() {
+    fn send<T: Send + 'static>() {}
+    send::<NetlinkRouting>();
+    send::<FakeRouting>();
+    send::<crate::NftFirewall>();
+    send::<crate::FakeFirewall>();
+    send::<crate::ProcSysctl>();
+    send::<crate::FakeSysctl>();
+    send::<crate::ResolvConf>();
+    send::<crate::FakeResolver>();
 }
 
 #[test]
