@@ -381,12 +381,15 @@ async fn udp_loop(socket: Arc<UdpSocket>, shared: Arc<Shared>, mut stop: watch::
                     tokio::select! {
                         () = stopped(&mut stop) => {}
                         reply = shared.resolve_upstream(&forward) => {
-                            drop(permit);
                             if let Some(bytes) = reply {
                                 send_udp(&socket, client, bytes, forward.udp_limit).await;
                             }
                         }
                     }
+                    // The permit goes last: shutdown counts on it meaning
+                    // "this task holds no socket any more".
+                    drop(socket);
+                    drop(permit);
                 });
             }
         }

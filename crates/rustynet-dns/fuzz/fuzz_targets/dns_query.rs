@@ -50,15 +50,25 @@ fn fixture() -> &'static Fixture {
                 },
             ],
         };
-        let config = ResolverConfig::new(dns, Upstream::System(vec!["192.0.2.53:53".parse().expect("fixture")]))
-            .expect("fixture config");
+        let config = ResolverConfig::new(
+            dns,
+            Upstream::System(vec!["192.0.2.53:53".parse().expect("fixture")]),
+        )
+        .expect("fixture config");
         let mut query = Message::new(0x4242, MessageType::Query, OpCode::Query);
-        query.add_query(Query::query(Name::from_ascii("example.com.").expect("name"), RecordType::A));
+        query.add_query(Query::query(
+            Name::from_ascii("example.com.").expect("name"),
+            RecordType::A,
+        ));
         let Decision::Forward(forward) = config.decide(&query.to_vec().expect("encode")) else {
             panic!("fixture query is not forwarded");
         };
         let sent = forward.upstream_query(0x1234);
-        Fixture { config, forward, sent }
+        Fixture {
+            config,
+            forward,
+            sent,
+        }
     })
 }
 
