@@ -264,7 +264,7 @@ async fn hostile_traffic_keeps_the_server_up_and_memory_bounded() {
     );
     assert!(growth < RSS_BOUND_KIB, "RSS grew by {growth} KiB");
     // Most packets reach the server (the kernel may drop some under load).
-    assert!(metrics.queries > 50_000, "{metrics:?}");
+    assert!(metrics.queries > 20_000, "{metrics:?}");
     assert!(metrics.malformed > metrics.queries / 2, "{metrics:?}");
     assert!(metrics.tcp_rejected > 0, "{metrics:?}");
     assert!(
