@@ -302,6 +302,8 @@ fn interoperates_with_wireguard_go() {
         &[("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")],
     );
     let sock = format!("/var/run/wireguard/{wg_if}.sock");
+    // wireguard-go leaves its socket behind when killed.
+    let _sock_guard = TempFile(sock.clone());
     let deadline = Instant::now() + Duration::from_secs(20);
     while !std::path::Path::new(&sock).exists() {
         assert!(Instant::now() < deadline, "wireguard-go did not start");
