@@ -1,1 +1,34 @@
-//! rustynet-control (scaffold; filled in by its issue).
+//! The Rustynet control server.
+//!
+//! It enrolls devices with pre-auth keys, keeps the ACL policy, compiles it
+//! into one network map per node, signs each map with the control signing key
+//! and streams it to the node over TLS 1.3 whenever something that affects the
+//! node changes (and re-signs before expiry). It never holds a node's private
+//! keys: nodes register public keys and authenticate later requests by signing
+//! them.
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod datadir;
+pub mod names;
+pub mod netmap_builder;
+pub mod network;
+pub mod pki;
+pub mod server;
+pub mod store;
+pub mod tls;
+
+/// Unix time in seconds.
+pub fn now_unix() -> i64 {
+    now_unix_ms() / 1000
+}
+
+/// Unix time in milliseconds.
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

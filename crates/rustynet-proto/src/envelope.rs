@@ -71,8 +71,16 @@ impl SignedEnvelope {
         key: &NodeSigningKey,
         body: &SignedBody<T>,
     ) -> Result<Self, serde_json::Error> {
-        let bytes = serde_json::to_vec(body)?;
-        Ok(Self::seal_bytes(key, &bytes))
+        // Serialize straight after the domain prefix so the signed message is
+        // built without a second copy of the (possibly large) body.
+        let mut msg = Vec::with_capacity(4096);
+        msg.extend_from_slice(SIGNATURE_DOMAIN);
+        serde_json::to_writer(&mut msg, body)?;
+        Ok(Self {
+            v: ENVELOPE_VERSION,
+            body: B64.encode(&msg[SIGNATURE_DOMAIN.len()..]),
+            sig: key.sign(&msg),
+        })
     }
 
     /// Signs already-serialized body bytes.

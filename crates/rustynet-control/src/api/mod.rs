@@ -1,0 +1,154 @@
+//! The HTTP API (served over TLS 1.3 by [`crate::server`]).
+//!
+//! One file per resource. Every failure is a JSON [`ApiError`] with a stable
+//! code and a non-2xx status, produced before any state is changed.
+
+mod map;
+mod register;
+mod update;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use http_body_util::BodyExt as _;
+use rustynet_proto::NodeSigningKey;
+use rustynet_proto::control_api::{ApiError, MAX_REQUEST_BYTES, paths};
+
+use crate::network::Network;
+use crate::store::StoreError;
+
+/// Shared state of the HTTP handlers.
+pub struct AppState {
+    /// Live network.
+    pub network: Arc<Network>,
+    /// Map-signing key.
+    pub signer: Arc<NodeSigningKey>,
+    /// Validity of each signed map, seconds (re-signed at half).
+    pub map_ttl_secs: i64,
+    /// Keepalive interval on idle map streams.
+    pub keepalive: Duration,
+}
+
+/// A failed request: status + stable code + one line.
+#[derive(Debug)]
+pub struct ApiFailure {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Body.
+    pub error: ApiError,
+}
+
+impl ApiFailure {
+    /// A failure with `status`, `code` and `message`.
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            error: ApiError {
+                code: code.to_owned(),
+                message: message.into(),
+            },
+        }
+    }
+
+    /// 400 with a parse/validation message.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+}
+
+impl From<StoreError> for ApiFailure {
+    fn from(e: StoreError) -> Self {
+        let (status, code) = match &e {
+            StoreError::AuthKeyInvalid => (StatusCode::UNAUTHORIZED, "auth_key_invalid"),
+            StoreError::AuthKeyExpired => (StatusCode::UNAUTHORIZED, "auth_key_expired"),
+            StoreError::AuthKeyUsed => (StatusCode::UNAUTHORIZED, "auth_key_used"),
+            StoreError::DuplicateKey => (StatusCode::CONFLICT, "duplicate_key"),
+            StoreError::UnknownNode(_) => (StatusCode::NOT_FOUND, "unknown_node"),
+            StoreError::AddressesExhausted | StoreError::NamesExhausted(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "exhausted")
+            }
+            StoreError::Db(_) | StoreError::SchemaTooNew { .. } | StoreError::Corrupt(_) => {
+                tracing::error!(error = %e, "store failure");
+                return Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                );
+            }
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.error)).into_response()
+    }
+}
+
+/// Reads a request body, refusing more than [`MAX_REQUEST_BYTES`].
+async fn read_body(body: Body) -> Result<Bytes, ApiFailure> {
+    let limited = http_body_util::Limited::new(body, MAX_REQUEST_BYTES);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiFailure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("request body exceeds {MAX_REQUEST_BYTES} bytes"),
+        )),
+        Err(_) => Err(ApiFailure::bad_request("could not read request body")),
+    }
+}
+
+/// Parses a JSON body, naming the problem (never echoing secrets).
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiFailure> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiFailure::bad_request(format!(
+            "invalid JSON body at line {} column {}: {}",
+            e.line(),
+            e.column(),
+            match e.classify() {
+                serde_json::error::Category::Data => "wrong or unknown field",
+                serde_json::error::Category::Eof => "truncated",
+                _ => "syntax error",
+            }
+        ))
+    })
+}
+
+/// Runs blocking store work off the async executor.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiFailure> + Send + 'static,
+) -> Result<T, ApiFailure> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| {
+        ApiFailure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    })?
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn not_found() -> ApiFailure {
+    ApiFailure::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// The API router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(paths::HEALTH, get(health))
+        .route(paths::REGISTER, post(register::register))
+        .route(paths::MAP_STREAM, post(map::map_stream))
+        .route(paths::UPDATE, post(update::update))
+        .fallback(not_found)
+        .with_state(state)
+}

@@ -1,0 +1,96 @@
+//! `POST /v1/update`: a node reports endpoints and advertisements.
+//!
+//! Advertisements are only stored here; whether a route or an exit offer is
+//! granted is decided by the policy when maps are compiled.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use ipnet::IpNet;
+use rustynet_proto::control_api::{API_VERSION, UpdateRequest, paths};
+
+use super::{ApiFailure, AppState, blocking, parse_json, read_body};
+use crate::auth::{SignedRequest, verify_node};
+use crate::now_unix_ms;
+use crate::store::NodeUpdate;
+
+/// Most endpoints a node may report.
+pub const MAX_ENDPOINTS: usize = 16;
+/// Most LAN prefixes a node may advertise.
+pub const MAX_ROUTES: usize = 64;
+
+pub(super) fn validate_endpoints(endpoints: &[SocketAddr]) -> Result<(), ApiFailure> {
+    if endpoints.len() > MAX_ENDPOINTS {
+        return Err(ApiFailure::bad_request(format!(
+            "endpoints: more than {MAX_ENDPOINTS}"
+        )));
+    }
+    for (i, ep) in endpoints.iter().enumerate() {
+        let ip = ep.ip();
+        if ep.port() == 0 || ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+            return Err(ApiFailure::bad_request(format!(
+                "endpoints[{i}]: {ep} is not a usable endpoint"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn validate_routes(routes: &[IpNet]) -> Result<(), ApiFailure> {
+    if routes.len() > MAX_ROUTES {
+        return Err(ApiFailure::bad_request(format!(
+            "advertise_routes: more than {MAX_ROUTES}"
+        )));
+    }
+    for (i, route) in routes.iter().enumerate() {
+        if route.trunc() != *route {
+            return Err(ApiFailure::bad_request(format!(
+                "advertise_routes[{i}]: {route} has host bits set (did you mean {}?)",
+                route.trunc()
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn update(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<StatusCode, ApiFailure> {
+    let bytes = read_body(body).await?;
+    let req: UpdateRequest = parse_json(&bytes)?;
+    if req.version != API_VERSION {
+        return Err(ApiFailure::bad_request("unsupported API version"));
+    }
+    if let Some(endpoints) = &req.endpoints {
+        validate_endpoints(endpoints)?;
+    }
+    if let Some(routes) = &req.advertise_routes {
+        validate_routes(routes)?;
+    }
+    let network = app.network.clone();
+    blocking(move || {
+        let store = network.store().as_ref();
+        let signed = SignedRequest {
+            method: "POST",
+            path: paths::UPDATE,
+            headers: &headers,
+            body: &bytes,
+        };
+        let node = verify_node(store, &signed, now_unix_ms())?;
+        let update = NodeUpdate {
+            endpoints: req.endpoints,
+            advertise_exit_node: req.advertise_exit_node,
+            advertised_routes: req.advertise_routes,
+        };
+        if store.update_node(node.id, &update)? {
+            network.reload().map_err(ApiFailure::from)?;
+        }
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
+}

@@ -1,0 +1,245 @@
+//! The control server's data directory: CA, TLS certificate, signing key and
+//! database, with owner-only permissions that are checked on every open.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use rustynet_proto::{NodeSigningKey, SigningPublicKey};
+use zeroize::Zeroizing;
+
+use crate::pki::{self, PkiError};
+use crate::store::{SqliteStore, StoreError};
+
+const SIGNING_KEY_HEADER: &str = "rustynet control signing key v1";
+
+/// Why the data directory could not be created or opened.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    /// Filesystem error on a path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `init` on a directory that already holds a control server.
+    #[error("{0} is already initialized (refusing to overwrite keys)")]
+    AlreadyInitialized(PathBuf),
+    /// A secret file is readable by group or others.
+    #[error("{path} has mode {mode:o}; secrets must be owner-only (chmod 600)")]
+    Permissions {
+        /// The file.
+        path: PathBuf,
+        /// Its mode bits.
+        mode: u32,
+    },
+    /// The signing key file is malformed.
+    #[error("{0}: not a valid control signing key file")]
+    BadKeyFile(PathBuf),
+    /// The Magic DNS suffix is not a valid DNS name.
+    #[error("invalid --suffix {0:?}: {1}")]
+    BadSuffix(String, rustynet_proto::names::NameError),
+    /// Certificate generation failed.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Paths inside a data directory.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+/// What `init` reports.
+#[derive(Debug)]
+pub struct InitReport {
+    /// The CA certificate nodes pin.
+    pub ca_cert: PathBuf,
+    /// Public half of the map-signing key.
+    pub signing_public_key: SigningPublicKey,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
+    move |source| DataDirError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), DataDirError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io_err(path))?;
+    file.write_all(contents).map_err(io_err(path))?;
+    file.sync_all().map_err(io_err(path))
+}
+
+fn check_owner_only(path: &Path) -> Result<(), DataDirError> {
+    let mode = fs::metadata(path)
+        .map_err(io_err(path))?
+        .permissions()
+        .mode()
+        & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(DataDirError::Permissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+impl DataDir {
+    /// A data directory rooted at `root` (nothing is touched yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The CA certificate nodes pin.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.root.join("ca.pem")
+    }
+    fn ca_key(&self) -> PathBuf {
+        self.root.join("ca.key")
+    }
+    /// The TLS server certificate.
+    pub fn server_cert(&self) -> PathBuf {
+        self.root.join("server.pem")
+    }
+    /// The TLS server private key.
+    pub fn server_key(&self) -> PathBuf {
+        self.root.join("server.key")
+    }
+    fn signing_key_path(&self) -> PathBuf {
+        self.root.join("signing.key")
+    }
+    fn db_path(&self) -> PathBuf {
+        self.root.join("control.db")
+    }
+
+    /// Creates the directory (0700), the CA and server certificate, the
+    /// signing key (0600) and the database. Refuses to overwrite.
+    pub fn init(&self, suffix: &str, sans: &[String]) -> Result<InitReport, DataDirError> {
+        rustynet_proto::names::validate_dns_name(suffix)
+            .map_err(|e| DataDirError::BadSuffix(suffix.to_owned(), e))?;
+        if self.signing_key_path().exists() || self.db_path().exists() {
+            return Err(DataDirError::AlreadyInitialized(self.root.clone()));
+        }
+        fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+            .map_err(io_err(&self.root))?;
+        let pki = pki::generate(sans)?;
+        write_new(&self.ca_cert(), pki.ca_cert_pem.as_bytes(), 0o644)?;
+        write_new(&self.ca_key(), pki.ca_key_pem.as_bytes(), 0o600)?;
+        write_new(&self.server_cert(), pki.server_cert_pem.as_bytes(), 0o644)?;
+        write_new(&self.server_key(), pki.server_key_pem.as_bytes(), 0o600)?;
+        let key = NodeSigningKey::generate(&mut rand_core::OsRng);
+        let text = Zeroizing::new(format!(
+            "{SIGNING_KEY_HEADER}\n{}\n",
+            B64.encode(*key.seed())
+        ));
+        write_new(&self.signing_key_path(), text.as_bytes(), 0o600)?;
+        SqliteStore::create(&self.db_path(), suffix)?;
+        fs::set_permissions(self.db_path(), fs::Permissions::from_mode(0o600))
+            .map_err(io_err(&self.db_path()))?;
+        Ok(InitReport {
+            ca_cert: self.ca_cert(),
+            signing_public_key: key.public(),
+        })
+    }
+
+    /// Opens the database (checking it is owner-only).
+    pub fn open_store(&self) -> Result<SqliteStore, DataDirError> {
+        let db = self.db_path();
+        if !db.exists() {
+            return Err(DataDirError::Io {
+                path: db,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no database (run `rustynet-control init` first)",
+                ),
+            });
+        }
+        check_owner_only(&db)?;
+        Ok(SqliteStore::open(&db)?)
+    }
+
+    /// Loads the map-signing key (checking it is owner-only).
+    pub fn signing_key(&self) -> Result<NodeSigningKey, DataDirError> {
+        let path = self.signing_key_path();
+        check_owner_only(&path)?;
+        let text = Zeroizing::new(fs::read_to_string(&path).map_err(io_err(&path))?);
+        let mut lines = text.lines();
+        if lines.next() != Some(SIGNING_KEY_HEADER) {
+            return Err(DataDirError::BadKeyFile(path));
+        }
+        let seed = lines
+            .next()
+            .and_then(|l| B64.decode(l.trim()).ok())
+            .map(Zeroizing::new)
+            .ok_or_else(|| DataDirError::BadKeyFile(path.clone()))?;
+        let seed: &[u8; 32] = seed
+            .as_slice()
+            .try_into()
+            .map_err(|_| DataDirError::BadKeyFile(path.clone()))?;
+        Ok(NodeSigningKey::from_seed(seed))
+    }
+
+    /// Checks the TLS private key is owner-only.
+    pub fn check_server_key(&self) -> Result<(), DataDirError> {
+        check_owner_only(&self.server_key())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store as _;
+
+    #[test]
+    fn init_then_open_and_permission_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let dd = DataDir::new(dir.path().join("ctl"));
+        let report = dd.init("rustynet.internal", &["localhost".into()]).unwrap();
+        assert_eq!(
+            dd.signing_key().unwrap().public(),
+            report.signing_public_key
+        );
+        assert_eq!(
+            dd.open_store().unwrap().suffix().unwrap(),
+            "rustynet.internal"
+        );
+        assert!(matches!(
+            dd.init("rustynet.internal", &[]),
+            Err(DataDirError::AlreadyInitialized(_))
+        ));
+        fs::set_permissions(dd.signing_key_path(), fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            dd.signing_key(),
+            Err(DataDirError::Permissions { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_suffix_refused_before_anything_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let dd = DataDir::new(dir.path().join("ctl"));
+        assert!(matches!(
+            dd.init("Bad_Suffix", &[]),
+            Err(DataDirError::BadSuffix(..))
+        ));
+        assert!(!dir.path().join("ctl").exists());
+    }
+}

@@ -1,0 +1,189 @@
+//! The live network state and its change feed.
+//!
+//! A [`Snapshot`] is an immutable picture: live nodes, the compiled per-node
+//! policy views and who is online. Any change publishes a new snapshot on a
+//! `watch` channel; every open map stream wakes, rebuilds its node's map and
+//! sends it only if it differs from what the node already has.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use rustynet_policy::{NodeView, Policy};
+use rustynet_proto::{Netmap, NodeId};
+use tokio::sync::watch;
+
+use crate::netmap_builder::{NetworkView, build_netmap, compile_views};
+use crate::now_unix;
+use crate::store::{NodeRecord, Store, StoreError};
+
+/// An immutable picture of the network.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Increases with every publication.
+    pub version: u64,
+    /// Magic DNS suffix.
+    pub suffix: String,
+    /// Live (not expired) nodes.
+    pub nodes: Arc<BTreeMap<NodeId, NodeRecord>>,
+    /// Compiled policy per live node.
+    pub views: Arc<BTreeMap<NodeId, NodeView>>,
+    /// Nodes with an open map stream.
+    pub online: Arc<HashSet<NodeId>>,
+    /// Why the stored policy could not be used (the network then runs with
+    /// an empty, deny-all policy).
+    pub policy_error: Option<String>,
+}
+
+impl Snapshot {
+    /// The current map for `id`, if it is a live node.
+    pub fn netmap_for(&self, id: NodeId) -> Option<Netmap> {
+        let view = self.views.get(&id)?;
+        let net = NetworkView {
+            suffix: &self.suffix,
+            nodes: &self.nodes,
+            online: &self.online,
+        };
+        build_netmap(net, id, view)
+    }
+}
+
+/// Shared network state.
+pub struct Network {
+    store: Arc<dyn Store>,
+    state: watch::Sender<Arc<Snapshot>>,
+    online: Mutex<HashMap<NodeId, usize>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Network {
+    /// Loads the initial snapshot from the store.
+    pub fn load(store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
+        let (state, _) = watch::channel(Arc::new(Snapshot::default()));
+        let network = Arc::new(Self {
+            store,
+            state,
+            online: Mutex::new(HashMap::new()),
+        });
+        network.reload()?;
+        Ok(network)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Re-reads nodes and policy, recompiles, publishes.
+    pub fn reload(&self) -> Result<(), StoreError> {
+        let suffix = self.store.suffix()?;
+        let now = now_unix();
+        let nodes: BTreeMap<NodeId, NodeRecord> = self
+            .store
+            .nodes()?
+            .into_iter()
+            .filter(|n| !n.is_expired(now))
+            .map(|n| (n.id, n))
+            .collect();
+        let (policy, policy_error) = match self.store.policy()? {
+            None => (Policy::default(), None),
+            Some(json) => match Policy::parse(&json) {
+                Ok(p) => (p, None),
+                Err(e) => {
+                    tracing::error!(error = %e, "stored policy is invalid; denying everything");
+                    (Policy::default(), Some(e.to_string()))
+                }
+            },
+        };
+        let views = compile_views(&policy, &nodes);
+        let online: HashSet<NodeId> = lock(&self.online)
+            .keys()
+            .filter(|id| nodes.contains_key(id))
+            .copied()
+            .collect();
+        self.publish(|prev| Snapshot {
+            version: prev.version + 1,
+            suffix,
+            nodes: Arc::new(nodes),
+            views: Arc::new(views),
+            online: Arc::new(online),
+            policy_error,
+        });
+        Ok(())
+    }
+
+    fn publish(&self, make: impl FnOnce(&Snapshot) -> Snapshot) {
+        self.state.send_modify(|current| {
+            *current = Arc::new(make(current));
+        });
+    }
+
+    fn publish_online(&self) {
+        let online: HashSet<NodeId> = lock(&self.online).keys().copied().collect();
+        self.publish(|prev| Snapshot {
+            version: prev.version + 1,
+            suffix: prev.suffix.clone(),
+            nodes: prev.nodes.clone(),
+            views: prev.views.clone(),
+            online: Arc::new(online),
+            policy_error: prev.policy_error.clone(),
+        });
+    }
+
+    /// The latest snapshot.
+    pub fn current(&self) -> Arc<Snapshot> {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver that wakes on every publication.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.state.subscribe()
+    }
+
+    /// Marks `id` online until the returned guard is dropped.
+    pub fn stream_opened(self: &Arc<Self>, id: NodeId) -> OnlineGuard {
+        let first = {
+            let mut online = lock(&self.online);
+            let count = online.entry(id).or_insert(0);
+            *count += 1;
+            *count == 1
+        };
+        if first {
+            self.publish_online();
+        }
+        OnlineGuard {
+            network: self.clone(),
+            id,
+        }
+    }
+}
+
+/// Keeps a node marked online while its map stream is open.
+pub struct OnlineGuard {
+    network: Arc<Network>,
+    id: NodeId,
+}
+
+impl Drop for OnlineGuard {
+    fn drop(&mut self) {
+        let last = {
+            let mut online = lock(&self.network.online);
+            match online.get_mut(&self.id) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    false
+                }
+                Some(_) => {
+                    online.remove(&self.id);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last {
+            self.network.publish_online();
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Schema migrations, applied in order and recorded in `PRAGMA user_version`.
+
+/// Each entry moves the schema from version `index` to `index + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    r#"
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE policy (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        json       TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE preauth_keys (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        key_hash   BLOB NOT NULL UNIQUE,
+        user       TEXT NOT NULL,
+        tags       TEXT NOT NULL,
+        reusable   INTEGER NOT NULL,
+        expires_at INTEGER,
+        created_at INTEGER NOT NULL,
+        used       INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE nodes (
+        id                 INTEGER PRIMARY KEY AUTOINCREMENT,
+        hostname           TEXT NOT NULL UNIQUE,
+        requested_hostname TEXT NOT NULL,
+        user               TEXT NOT NULL,
+        tags               TEXT NOT NULL,
+        tunnel_ip          TEXT NOT NULL UNIQUE,
+        node_key           TEXT NOT NULL UNIQUE,
+        signing_key        TEXT NOT NULL UNIQUE,
+        endpoints          TEXT NOT NULL,
+        advertise_exit     INTEGER NOT NULL,
+        advertised_routes  TEXT NOT NULL,
+        created_at         INTEGER NOT NULL,
+        expired_at         INTEGER,
+        last_seen          INTEGER,
+        preauth_id         INTEGER NOT NULL REFERENCES preauth_keys(id)
+    );
+    CREATE TABLE seen_nonces (
+        node_id INTEGER NOT NULL,
+        nonce   BLOB NOT NULL,
+        ts_ms   INTEGER NOT NULL,
+        PRIMARY KEY (node_id, nonce)
+    );
+    CREATE INDEX seen_nonces_ts ON seen_nonces(ts_ms);
+    "#,
+];

@@ -1,0 +1,204 @@
+//! Persistent state of the control server, behind a trait so the backing
+//! database can change (SQLite embedded by default).
+//!
+//! Every method is one transaction. Writes that must not race — enrollment,
+//! which spends a pre-auth key and assigns a tunnel address and a Magic DNS
+//! name — run under a single writer (`BEGIN IMMEDIATE`), so concurrent joins
+//! and concurrent admin commands cannot collide.
+
+mod migrations;
+mod sqlite;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Range;
+
+use ipnet::IpNet;
+use rustynet_proto::{NodeId, SigningPublicKey, TunnelPublicKey};
+use serde::Serialize;
+
+pub use sqlite::SqliteStore;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database itself failed (I/O, corruption, lock timeout).
+    #[error("database error: {0}")]
+    Db(#[from] rusqlite::Error),
+    /// The database was written by a newer Rustynet.
+    #[error("database schema version {found} is newer than this build ({supported})")]
+    SchemaTooNew {
+        /// Version on disk.
+        found: i64,
+        /// Newest this build knows.
+        supported: i64,
+    },
+    /// The pre-auth key is unknown.
+    #[error("pre-auth key is not valid")]
+    AuthKeyInvalid,
+    /// The pre-auth key has expired.
+    #[error("pre-auth key has expired")]
+    AuthKeyExpired,
+    /// A single-use pre-auth key was already spent.
+    #[error("pre-auth key was already used")]
+    AuthKeyUsed,
+    /// A node with this tunnel or signing key already exists.
+    #[error("a node with this key is already enrolled")]
+    DuplicateKey,
+    /// No node with that name or id.
+    #[error("no node named {0:?}")]
+    UnknownNode(String),
+    /// The tunnel address space is exhausted.
+    #[error("no free tunnel address left")]
+    AddressesExhausted,
+    /// No unused name could be derived.
+    #[error("no free name for hostname {0:?}")]
+    NamesExhausted(String),
+    /// Stored data failed to decode (corruption or manual edits).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// A pre-auth key to create. The key itself is never stored, only its hash.
+#[derive(Debug, Clone)]
+pub struct NewPreauth {
+    /// SHA-256 of the key.
+    pub key_hash: [u8; 32],
+    /// The owning user.
+    pub user: String,
+    /// Tags nodes enrolled with it carry.
+    pub tags: Vec<String>,
+    /// Whether it can be used more than once.
+    pub reusable: bool,
+    /// Unix seconds after which it is refused.
+    pub expires_at: Option<i64>,
+}
+
+/// What a node asks for when it enrolls.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// SHA-256 of the presented pre-auth key.
+    pub key_hash: [u8; 32],
+    /// Normalized requested host label.
+    pub hostname: String,
+    /// Tunnel public key.
+    pub node_key: TunnelPublicKey,
+    /// Request-signing public key.
+    pub signing_key: SigningPublicKey,
+    /// Reported UDP endpoints.
+    pub endpoints: Vec<SocketAddr>,
+    /// Exit-node offer.
+    pub advertise_exit_node: bool,
+    /// Offered LAN prefixes.
+    pub advertised_routes: Vec<IpNet>,
+}
+
+/// A node as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeRecord {
+    /// Id (never reused).
+    pub id: NodeId,
+    /// Assigned host label (unique).
+    pub hostname: String,
+    /// The label the node asked for.
+    pub requested_hostname: String,
+    /// Owner.
+    pub user: String,
+    /// Tags from the pre-auth key.
+    pub tags: Vec<String>,
+    /// Tunnel address.
+    pub tunnel_ip: Ipv4Addr,
+    /// Tunnel public key.
+    pub node_key: TunnelPublicKey,
+    /// Request-signing public key.
+    pub signing_key: SigningPublicKey,
+    /// Reported endpoints.
+    pub endpoints: Vec<SocketAddr>,
+    /// Exit-node offer.
+    pub advertise_exit_node: bool,
+    /// Offered LAN prefixes.
+    pub advertised_routes: Vec<IpNet>,
+    /// Enrollment time (unix seconds); also when the name was assigned.
+    pub created_at: i64,
+    /// Set when an admin expired the node: it gets no maps and is in no map.
+    pub expired_at: Option<i64>,
+    /// Last authenticated request.
+    pub last_seen: Option<i64>,
+}
+
+impl NodeRecord {
+    /// Whether the node is expired at `now`.
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.expired_at.is_some_and(|t| t <= now)
+    }
+}
+
+/// Changes a node reports about itself (`None` = unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct NodeUpdate {
+    /// Endpoints.
+    pub endpoints: Option<Vec<SocketAddr>>,
+    /// Exit-node offer.
+    pub advertise_exit_node: Option<bool>,
+    /// LAN prefixes.
+    pub advertised_routes: Option<Vec<IpNet>>,
+}
+
+/// A pre-auth key as listed (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PreauthRecord {
+    /// Row id.
+    pub id: i64,
+    /// Owner.
+    pub user: String,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Reusable.
+    pub reusable: bool,
+    /// Expiry.
+    pub expires_at: Option<i64>,
+    /// Times used.
+    pub used: i64,
+}
+
+/// The control server's storage.
+pub trait Store: Send + Sync {
+    /// The Magic DNS suffix chosen at `init`.
+    fn suffix(&self) -> Result<String, StoreError>;
+    /// The current policy JSON, if one was set.
+    fn policy(&self) -> Result<Option<String>, StoreError>;
+    /// Replaces the policy (already validated by the caller).
+    fn set_policy(&self, json: &str, now: i64) -> Result<(), StoreError>;
+    /// Stores a new pre-auth key.
+    fn create_preauth(&self, new: &NewPreauth, now: i64) -> Result<PreauthRecord, StoreError>;
+    /// Spends a pre-auth key and creates the node, atomically. On any error
+    /// nothing changes (the key stays unspent).
+    fn register(&self, reg: &Registration, now: i64) -> Result<NodeRecord, StoreError>;
+    /// All nodes, by id.
+    fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
+    /// One node.
+    fn node(&self, id: NodeId) -> Result<Option<NodeRecord>, StoreError>;
+    /// Applies a self-reported update; returns whether anything changed.
+    fn update_node(&self, id: NodeId, update: &NodeUpdate) -> Result<bool, StoreError>;
+    /// Records that the node was heard from.
+    fn touch(&self, id: NodeId, now: i64) -> Result<(), StoreError>;
+    /// Marks a node expired (by host label).
+    fn expire_node(&self, hostname: &str, now: i64) -> Result<NodeRecord, StoreError>;
+    /// Deletes a node (by host label).
+    fn remove_node(&self, hostname: &str) -> Result<NodeRecord, StoreError>;
+    /// Records a request nonce; `false` if it was seen before (replay).
+    /// Also forgets nonces older than `forget_before_ms`.
+    fn record_nonce(
+        &self,
+        node: NodeId,
+        nonce: &[u8; 16],
+        ts_ms: i64,
+        forget_before_ms: i64,
+    ) -> Result<bool, StoreError>;
+    /// Reserves `count` fresh generation numbers. The high-water mark is made
+    /// durable before the range is returned, so generations never repeat,
+    /// even across restarts.
+    fn reserve_generations(&self, count: u64) -> Result<Range<u64>, StoreError>;
+    /// A value that changes whenever another process commits to the store
+    /// (admin commands run while `serve` does).
+    fn external_change_marker(&self) -> Result<i64, StoreError>;
+}

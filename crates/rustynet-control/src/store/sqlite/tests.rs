@@ -1,0 +1,150 @@
+use super::*;
+use rustynet_proto::{SigningPublicKey, TunnelPublicKey};
+use sha2::{Digest as _, Sha256};
+
+fn hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+fn store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::create(&dir.path().join("c.db"), "rustynet.internal").unwrap();
+    (dir, store)
+}
+
+fn preauth(store: &SqliteStore, key: &str, reusable: bool, expires_at: Option<i64>) {
+    store
+        .create_preauth(
+            &NewPreauth {
+                key_hash: hash(key),
+                user: "alice".into(),
+                tags: vec!["tag:exit".into()],
+                reusable,
+                expires_at,
+            },
+            100,
+        )
+        .unwrap();
+}
+
+fn reg(key: &str, host: &str, seed: u8) -> Registration {
+    Registration {
+        key_hash: hash(key),
+        hostname: host.into(),
+        node_key: TunnelPublicKey([seed; 32]),
+        signing_key: SigningPublicKey([seed; 32]),
+        endpoints: vec!["192.0.2.1:41641".parse().unwrap()],
+        advertise_exit_node: false,
+        advertised_routes: vec![],
+    }
+}
+
+#[test]
+fn register_assigns_ip_name_and_tags() {
+    let (_d, s) = store();
+    preauth(&s, "k", true, None);
+    let a = s.register(&reg("k", "web", 1), 200).unwrap();
+    let b = s.register(&reg("k", "web", 2), 201).unwrap();
+    assert_eq!(a.hostname, "web");
+    assert_eq!(b.hostname, "web-2");
+    assert_eq!(b.requested_hostname, "web");
+    assert_ne!(a.tunnel_ip, b.tunnel_ip);
+    assert!(TUNNEL_NET.contains(&a.tunnel_ip));
+    assert_eq!(a.tags, ["tag:exit"]);
+    assert_eq!(a.user, "alice");
+    assert!(a.id < b.id);
+}
+
+#[test]
+fn bad_keys_change_nothing() {
+    let (_d, s) = store();
+    preauth(&s, "once", false, None);
+    preauth(&s, "old", true, Some(150));
+    assert!(matches!(
+        s.register(&reg("nope", "a", 1), 200),
+        Err(StoreError::AuthKeyInvalid)
+    ));
+    assert!(matches!(
+        s.register(&reg("old", "a", 1), 200),
+        Err(StoreError::AuthKeyExpired)
+    ));
+    s.register(&reg("once", "a", 1), 200).unwrap();
+    assert!(matches!(
+        s.register(&reg("once", "b", 2), 200),
+        Err(StoreError::AuthKeyUsed)
+    ));
+    // Same keys again with a valid pre-auth key: duplicate, and nothing spent.
+    preauth(&s, "multi", true, None);
+    assert!(matches!(
+        s.register(&reg("multi", "c", 1), 200),
+        Err(StoreError::DuplicateKey)
+    ));
+    assert_eq!(s.nodes().unwrap().len(), 1);
+}
+
+#[test]
+fn generations_never_repeat_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let first = {
+        let s = SqliteStore::create(&path, "x.internal").unwrap();
+        let a = s.reserve_generations(3).unwrap();
+        let b = s.reserve_generations(1).unwrap();
+        assert!(a.start >= 1 && b.start >= a.end);
+        b.start
+    };
+    let s = SqliteStore::open(&path).unwrap();
+    let after = s.reserve_generations(1).unwrap();
+    assert!(after.start > first, "{} <= {first}", after.start);
+}
+
+#[test]
+fn nonces_are_single_use_and_forgotten() {
+    let (_d, s) = store();
+    assert!(s.record_nonce(NodeId(1), &[1; 16], 1000, 0).unwrap());
+    assert!(!s.record_nonce(NodeId(1), &[1; 16], 1000, 0).unwrap());
+    assert!(s.record_nonce(NodeId(2), &[1; 16], 1000, 0).unwrap());
+    // Old entries are pruned once outside the window.
+    assert!(s.record_nonce(NodeId(3), &[2; 16], 5000, 2000).unwrap());
+    assert!(s.record_nonce(NodeId(1), &[1; 16], 5000, 2000).unwrap());
+}
+
+#[test]
+fn update_expire_remove() {
+    let (_d, s) = store();
+    preauth(&s, "k", true, None);
+    let a = s.register(&reg("k", "a", 1), 200).unwrap();
+    let upd = NodeUpdate {
+        advertise_exit_node: Some(true),
+        ..NodeUpdate::default()
+    };
+    assert!(s.update_node(a.id, &upd).unwrap());
+    assert!(!s.update_node(a.id, &upd).unwrap());
+    assert!(s.node(a.id).unwrap().unwrap().advertise_exit_node);
+    let e = s.expire_node("a", 300).unwrap();
+    assert!(e.is_expired(300));
+    assert!(matches!(
+        s.expire_node("zz", 300),
+        Err(StoreError::UnknownNode(_))
+    ));
+    s.remove_node("a").unwrap();
+    assert!(s.node(a.id).unwrap().is_none());
+    // Ids are never reused.
+    let b = s.register(&reg("k", "a", 2), 400).unwrap();
+    assert!(b.id > a.id);
+    assert_eq!(b.hostname, "a");
+}
+
+#[test]
+fn schema_newer_than_build_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    drop(SqliteStore::create(&path, "x.internal").unwrap());
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    assert!(matches!(
+        SqliteStore::open(&path),
+        Err(StoreError::SchemaTooNew { found: 99, .. })
+    ));
+}

@@ -1,0 +1,194 @@
+//! A real control server on loopback (TLS 1.3, SQLite in a temp dir) and a
+//! real client, for integration tests.
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use rustynet_control::admin;
+use rustynet_control::datadir::DataDir;
+use rustynet_control::server::{RunningServer, ServeOptions, start};
+use rustynet_control_client::{ControlClient, MapStream};
+use rustynet_proto::control_api::{
+    API_VERSION, RegisterRequest, RegisterResponse, SecretString, StreamFrame,
+};
+use rustynet_proto::verify::GenerationRule;
+use rustynet_proto::{
+    NetmapVerifier, NodeSigningKey, TunnelPublicKey, VerifiedNetmap, VerifyPolicy,
+};
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub data: DataDir,
+    pub server: RunningServer,
+    pub ca_pem: String,
+    pub url: String,
+}
+
+pub const POLICY_ALL: &str = r#"{
+  "tag_owners": {"tag:exit": ["alice"]},
+  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]
+}"#;
+
+impl Harness {
+    pub async fn start(map_ttl: Duration) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path().join("control"));
+        data.init(
+            "rustynet.internal",
+            &["localhost".into(), "127.0.0.1".into()],
+        )
+        .unwrap();
+        let mut opts = ServeOptions::new("127.0.0.1:0".parse().unwrap());
+        opts.map_ttl = map_ttl;
+        opts.keepalive = Duration::from_secs(1);
+        opts.change_poll = Duration::from_millis(100);
+        let server = start(&data, opts).await.unwrap();
+        let ca_pem = std::fs::read_to_string(data.ca_cert()).unwrap();
+        let url = format!("https://127.0.0.1:{}", server.addr.port());
+        Self {
+            dir,
+            data,
+            server,
+            ca_pem,
+            url,
+        }
+    }
+
+    pub fn client(&self) -> ControlClient {
+        ControlClient::new(&self.url, &self.ca_pem).unwrap()
+    }
+
+    pub fn set_policy(&self, json: &str) {
+        let path = self.dir.path().join("policy.json");
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(json.as_bytes()).unwrap();
+        admin::policy_set(&self.data, &path).unwrap();
+    }
+
+    pub fn preauth(&self, user: &str, reusable: bool, expires: Option<Duration>) -> String {
+        let (key, _) = admin::preauth_create(&self.data, user, &[], reusable, expires).unwrap();
+        key.to_string()
+    }
+
+    pub fn register_request(&self, auth_key: &str, hostname: &str, seed: u8) -> RegisterRequest {
+        RegisterRequest {
+            version: API_VERSION,
+            auth_key: SecretString::new(auth_key.to_owned()),
+            hostname: hostname.to_owned(),
+            node_key: TunnelPublicKey([seed; 32]),
+            signing_key: NodeSigningKey::from_seed(&[seed; 32]).public(),
+            endpoints: vec![format!("192.0.2.{seed}:41641").parse().unwrap()],
+            advertise_exit_node: false,
+            advertise_routes: vec![],
+        }
+    }
+
+    /// Enrolls a node whose keys derive from `seed`.
+    pub async fn enroll(&self, auth_key: &str, hostname: &str, seed: u8) -> Node {
+        let key = NodeSigningKey::from_seed(&[seed; 32]);
+        let resp = self
+            .client()
+            .register(&key, &self.register_request(auth_key, hostname, seed))
+            .await
+            .unwrap();
+        Node { key, resp }
+    }
+}
+
+pub struct Node {
+    pub key: NodeSigningKey,
+    pub resp: RegisterResponse,
+}
+
+impl Node {
+    pub fn verifier(&self) -> NetmapVerifier {
+        NetmapVerifier::new(
+            self.resp.control_signing_key,
+            self.resp.node_id,
+            VerifyPolicy::default(),
+        )
+    }
+
+    pub async fn stream(&self, h: &Harness) -> MapStream {
+        h.client()
+            .map_stream(&self.key, self.resp.node_id, 0)
+            .await
+            .unwrap()
+    }
+}
+
+/// Next verified map on `stream`, skipping keepalives; `high_water` is updated.
+pub async fn next_map(stream: &mut MapStream, node: &Node, high_water: &mut u64) -> VerifiedNetmap {
+    let verifier = node.verifier();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(20), stream.next_frame())
+            .await
+            .expect("no frame within 20 s")
+            .unwrap()
+            .expect("stream closed");
+        if let StreamFrame::Map { envelope } = frame {
+            let now = rustynet_control::now_unix();
+            let verified = verifier
+                .verify(envelope, GenerationRule::After(*high_water), now)
+                .unwrap();
+            *high_water = verified.generation();
+            return verified;
+        }
+    }
+}
+
+/// Waits for a map satisfying `pred`.
+pub async fn map_until(
+    stream: &mut MapStream,
+    node: &Node,
+    high_water: &mut u64,
+    pred: impl Fn(&VerifiedNetmap) -> bool,
+) -> VerifiedNetmap {
+    loop {
+        let map = next_map(stream, node, high_water).await;
+        if pred(&map) {
+            return map;
+        }
+    }
+}
+
+/// A raw HTTPS POST (TLS 1.3, pinned CA) for tests that need malformed input.
+pub async fn raw_post(
+    h: &Harness,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> (u16, String) {
+    use http_body_util::{BodyExt as _, Full};
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(h.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(rustynet_control::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(h.server.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::post(path).header("host", "127.0.0.1");
+    for (k, v) in headers {
+        req = req.header(*k, v.as_str());
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(bytes::Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
