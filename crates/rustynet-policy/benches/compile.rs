@@ -8,6 +8,8 @@
 //! 10 exits and 20 subnet routers. Rules: group -> service, a few `*` ->
 //! service, admins -> `*`, tag -> tag, group -> LAN CIDR, user -> node:HOST.
 
+#![allow(clippy::print_stderr)] // a bench reports the shape of its network
+
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 
@@ -41,7 +43,9 @@ fn network(n: usize) -> Vec<NodeFacts> {
                 } else {
                     (vec![format!("tag:svc{}", k % TAGS)], false, vec![])
                 };
-                (format!("admin{}", i % 5), tags, exit, routes)
+                ("infra-bot".to_owned(), tags, exit, routes)
+            } else if i % 1000 < 10 {
+                (format!("admin{}", i % 5), vec![], false, vec![])
             } else {
                 (format!("u{}", scramble(i) % users), vec![], false, vec![])
             };
@@ -73,11 +77,12 @@ fn policy(n: usize) -> Policy {
     groups.push(
         "\"group:admins\": [\"admin0\",\"admin1\",\"admin2\",\"admin3\",\"admin4\"]".to_owned(),
     );
+    groups.push("\"group:infra\": [\"infra-bot\"]".to_owned());
     let mut tags: Vec<String> = (0..TAGS)
-        .map(|t| format!("\"tag:svc{t}\": [\"group:admins\"]"))
+        .map(|t| format!("\"tag:svc{t}\": [\"group:infra\"]"))
         .collect();
-    tags.push("\"tag:exit\": [\"group:admins\"]".to_owned());
-    tags.push("\"tag:router\": [\"group:admins\"]".to_owned());
+    tags.push("\"tag:exit\": [\"group:infra\"]".to_owned());
+    tags.push("\"tag:router\": [\"group:infra\"]".to_owned());
     let rule = |src: String, dst: String, proto: &str| {
         format!("{{\"action\":\"accept\",\"src\":[{src}],\"dst\":[{dst}],\"proto\":\"{proto}\"}}")
     };
@@ -91,8 +96,12 @@ fn policy(n: usize) -> Policy {
     }
     rules.push(rule("\"*\"".into(), "\"tag:svc0:53\"".into(), "udp"));
     rules.push(rule("\"*\"".into(), "\"tag:svc1:9100\"".into(), "tcp"));
-    for _ in 0..3 {
-        rules.push(rule("\"group:admins\"".into(), "\"*:22\"".into(), "tcp"));
+    for port in [22, 443, 9090] {
+        rules.push(rule(
+            "\"group:admins\"".into(),
+            format!("\"*:{port}\""),
+            "tcp",
+        ));
     }
     for r in 0..15 {
         rules.push(rule(
@@ -133,8 +142,34 @@ fn bench(c: &mut Criterion) {
         let nodes = network(n);
         let policy = policy(n);
         assert_eq!(policy.rule_count(), 100);
-        let client = nodes[7].id;
+        let client = nodes[17].id; // an ordinary laptop
         let server = nodes[310].id; // tag:svc11, reached by several groups
+        let index = PolicyIndex::new(&policy, &nodes);
+        let views = compile(&policy, &nodes);
+        let server_view = index.view(server).unwrap_or_default();
+        assert!(
+            server_view.packet_filter.len() >= 3,
+            "the server must be reached by several rules"
+        );
+        eprintln!(
+            "{n} nodes: visible peers {}, packet-filter sources {}, lan grants {}; server sees {} peers",
+            views.values().map(|v| v.visible_peers.len()).sum::<usize>(),
+            views
+                .values()
+                .flat_map(|v| &v.packet_filter)
+                .map(|r| r.src.len())
+                .sum::<usize>(),
+            views.values().map(|v| v.lan_grants.len()).sum::<usize>(),
+            server_view.visible_peers.len(),
+        );
+        let client_view = index.view(client).unwrap_or_default();
+        eprintln!(
+            "client: {} peers, {} filter rules, {} lan grants, {} exits",
+            client_view.visible_peers.len(),
+            client_view.packet_filter.len(),
+            client_view.lan_grants.len(),
+            client_view.exit_grants.len()
+        );
         let mut group = c.benchmark_group(format!("{n}_nodes_100_rules"));
         group.sample_size(if n > 1_000 { 10 } else { 30 });
         group.bench_function("compile_all", |b| {
@@ -143,7 +178,6 @@ fn bench(c: &mut Criterion) {
         group.bench_function("index_new", |b| {
             b.iter(|| PolicyIndex::new(black_box(&policy), black_box(&nodes)))
         });
-        let index = PolicyIndex::new(&policy, &nodes);
         group.bench_function("view_client", |b| b.iter(|| index.view(black_box(client))));
         group.bench_function("view_server", |b| b.iter(|| index.view(black_box(server))));
         group.bench_function("index_new_plus_view", |b| {

@@ -3,7 +3,7 @@
 //! a scan of every node against every rule.
 
 /// A set of node indices `0..len`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Bits {
     words: Vec<u64>,
 }
@@ -72,6 +72,11 @@ impl Bits {
         })
     }
 
+    /// Number of members.
+    pub fn count(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+
     /// Members in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
         self.words.iter().enumerate().flat_map(|(wi, &word)| {
@@ -85,6 +90,50 @@ impl Bits {
                 Some(wi * 64 + bit)
             })
         })
+    }
+}
+
+/// Lists of node indices keyed by a small integer (a user, host or tag
+/// number), stored in two flat vectors instead of one allocation per key.
+#[derive(Debug, Default)]
+pub(crate) struct Csr {
+    start: Vec<usize>,
+    items: Vec<usize>,
+}
+
+impl Csr {
+    /// Groups `(key, item)` pairs (keys `< keys`) by key, keeping the pairs'
+    /// order within each key. `pairs` is walked twice.
+    pub fn build<I>(keys: usize, pairs: I) -> Self
+    where
+        I: Iterator<Item = (usize, usize)> + Clone,
+    {
+        let mut start = vec![0usize; keys + 1];
+        for (key, _) in pairs.clone() {
+            if let Some(count) = start.get_mut(key + 1) {
+                *count += 1;
+            }
+        }
+        for k in 0..keys {
+            start[k + 1] += start[k];
+        }
+        let mut fill = start.clone();
+        let mut items = vec![0usize; start[keys]];
+        for (key, item) in pairs {
+            if let Some(pos) = fill.get_mut(key).filter(|_| key < keys) {
+                items[*pos] = item;
+                *pos += 1;
+            }
+        }
+        Self { start, items }
+    }
+
+    /// The items under `key` (empty for an unknown key).
+    pub fn get(&self, key: usize) -> &[usize] {
+        match (self.start.get(key), self.start.get(key + 1)) {
+            (Some(&lo), Some(&hi)) => &self.items[lo..hi],
+            _ => &[],
+        }
     }
 }
 
@@ -111,5 +160,17 @@ mod tests {
         a.or_assign(&b);
         assert_eq!(a.iter().next(), Some(3));
         assert_eq!(a.iter().count(), 81);
+        assert_eq!(a.count(), 81);
+    }
+
+    #[test]
+    fn csr_groups_by_key() {
+        let pairs = [(2, 10), (0, 11), (2, 12), (9, 13), (1, 14)];
+        let csr = Csr::build(3, pairs.iter().copied());
+        assert_eq!(csr.get(0), &[11]);
+        assert_eq!(csr.get(1), &[14]);
+        assert_eq!(csr.get(2), &[10, 12]);
+        assert_eq!(csr.get(3), &[] as &[usize], "out-of-range keys are dropped");
+        assert_eq!(Csr::default().get(0), &[] as &[usize]);
     }
 }

@@ -2,9 +2,9 @@
 //! of node indices once, so each per-node view afterwards only ORs the sets
 //! of the rules that touch that node.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::Ipv4Addr;
-use std::sync::OnceLock;
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ipnet::IpNet;
 use rustynet_proto::NodeId;
@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::bits::Bits;
 use crate::cidr::{aggregate, forbidden_route, intersect};
 use crate::model::{Policy, Selector};
+use crate::resolve::Resolver;
 
 /// What the compiler needs to know about one node. Control fills it from its
 /// node table.
@@ -40,14 +41,24 @@ pub struct NodeFacts {
 pub(crate) struct RuleSets {
     /// Nodes the sources match (by identity or by tunnel address in a source CIDR).
     pub src: Bits,
-    /// Source CIDRs as written (admitted literally by packet filters).
-    pub src_literals: Vec<IpNet>,
-    /// Nodes each `dst` entry matches, by entry.
-    pub entries: Vec<Bits>,
-    /// Union of `entries`.
+    /// The rule's entry in [`PolicyIndex::src_sets`]; rules with identical
+    /// sources share one, so their prefixes are computed once.
+    pub src_set: usize,
+    /// Nodes some `dst` entry matches. Which entries match a given node is
+    /// decided per node ([`PolicyIndex::entry_matches`]), so a rule with many
+    /// entries costs one set, not one per entry.
     pub dst: Bits,
-    /// `src` as packet-filter prefixes: node /32s plus literals, aggregated.
-    src_cidrs: OnceLock<Vec<IpNet>>,
+}
+
+/// A distinct source set as packet filters admit it.
+#[derive(Debug)]
+pub(crate) struct SrcSet {
+    /// A rule with these sources (its `src` bits are the matched nodes).
+    rule: usize,
+    /// Source CIDRs as written (admitted literally).
+    literals: Vec<IpNet>,
+    /// Node /32s plus literals, aggregated; computed on first use.
+    cidrs: OnceLock<Arc<[IpNet]>>,
 }
 
 /// The node sets of one `exit_nodes` entry.
@@ -89,8 +100,15 @@ pub struct PolicyIndex<'a> {
     pub(crate) ips: Vec<u32>,
     /// `(id, index)` sorted by id.
     by_id: Vec<(NodeId, usize)>,
+    /// Whether ids ascend with tunnel addresses (control allocates both in
+    /// enrollment order), so id lists built in index order are already sorted.
+    ids_follow_ips: bool,
     rejected: Vec<NodeId>,
     pub(crate) rules: Vec<RuleSets>,
+    src_sets: Vec<SrcSet>,
+    /// Prefixes of unions of several source sets, keyed by their sorted ids:
+    /// nodes matched by the same rules share one computation.
+    merged: Mutex<HashMap<Vec<usize>, Arc<[IpNet]>>>,
     pub(crate) exits: Vec<ExitSets>,
     /// Approved routes by node index.
     pub(crate) approved: Vec<Vec<IpNet>>,
@@ -108,39 +126,42 @@ impl<'a> PolicyIndex<'a> {
         let ips: Vec<u32> = nodes.iter().map(|n| n.tunnel_ip.to_bits()).collect();
         let mut by_id: Vec<(NodeId, usize)> =
             nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
+        let ids_follow_ips = by_id.windows(2).all(|w| w[0].0 < w[1].0);
         by_id.sort_unstable();
         let resolver = Resolver::new(policy, &nodes, &ips);
 
+        let mut src_sets: Vec<SrcSet> = Vec::new();
+        let mut src_ids: HashMap<(Bits, Vec<IpNet>), usize> = HashMap::new();
         let rules: Vec<RuleSets> = policy
             .rules
             .iter()
-            .map(|rule| {
+            .enumerate()
+            .map(|(r, rule)| {
                 let mut src = Bits::new(nodes.len());
-                let mut src_literals = Vec::new();
+                let mut literals = Vec::new();
                 for sel in &rule.src {
                     resolver.add(sel, &mut src);
                     if let Selector::Prefix(net) = sel {
-                        src_literals.push(*net);
+                        literals.push(*net);
                     }
                 }
+                literals.sort_unstable();
+                literals.dedup();
+                let src_set = *src_ids
+                    .entry((src.clone(), literals.clone()))
+                    .or_insert_with(|| {
+                        src_sets.push(SrcSet {
+                            rule: r,
+                            literals,
+                            cidrs: OnceLock::new(),
+                        });
+                        src_sets.len() - 1
+                    });
                 let mut dst = Bits::new(nodes.len());
-                let entries = rule
-                    .dst
+                rule.dst
                     .iter()
-                    .map(|e| {
-                        let mut bits = Bits::new(nodes.len());
-                        resolver.add(&e.selector, &mut bits);
-                        dst.or_assign(&bits);
-                        bits
-                    })
-                    .collect();
-                RuleSets {
-                    src,
-                    src_literals,
-                    entries,
-                    dst,
-                    src_cidrs: OnceLock::new(),
-                }
+                    .for_each(|e| resolver.add(&e.selector, &mut dst));
+                RuleSets { src, src_set, dst }
             })
             .collect();
 
@@ -170,8 +191,11 @@ impl<'a> PolicyIndex<'a> {
             nodes,
             ips,
             by_id,
+            ids_follow_ips,
             rejected,
             rules,
+            src_sets,
+            merged: Mutex::new(HashMap::new()),
             exits,
             approved,
             lan,
@@ -194,16 +218,62 @@ impl<'a> PolicyIndex<'a> {
             .map(|pos| self.by_id[pos].1)
     }
 
+    /// Whether node ids ascend with node indices.
+    pub(crate) fn ids_follow_ips(&self) -> bool {
+        self.ids_follow_ips
+    }
+
     /// Accepted node ids in ascending order.
     pub(crate) fn ids(&self) -> impl Iterator<Item = (NodeId, usize)> + '_ {
         self.by_id.iter().copied()
     }
 
-    /// Rule `r`'s sources as packet-filter prefixes, computed on first use.
-    pub(crate) fn src_cidrs(&self, r: usize) -> &[IpNet] {
-        let sets = &self.rules[r];
-        sets.src_cidrs
-            .get_or_init(|| aggregate(sets.src.iter().map(|i| self.ips[i]), &sets.src_literals))
+    /// The packet-filter prefixes admitting the union of the given source
+    /// sets (ids sorted, distinct), computed once per distinct combination.
+    pub(crate) fn src_cidrs(&self, set_ids: &[usize]) -> Arc<[IpNet]> {
+        let compute = |ids: &[usize]| -> Arc<[IpNet]> {
+            let mut bits = Bits::new(self.nodes.len());
+            let mut literals = Vec::new();
+            for &id in ids {
+                bits.or_assign(&self.rules[self.src_sets[id].rule].src);
+                literals.extend_from_slice(&self.src_sets[id].literals);
+            }
+            aggregate(bits.iter().map(|i| self.ips[i]), &literals).into()
+        };
+        if let [id] = set_ids {
+            return Arc::clone(self.src_sets[*id].cidrs.get_or_init(|| compute(set_ids)));
+        }
+        // A poisoned lock only means another view panicked; the map is still valid.
+        let mut merged = self.merged.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(
+            merged
+                .entry(set_ids.to_vec())
+                .or_insert_with(|| compute(set_ids)),
+        )
+    }
+
+    /// Whether `sel` (a `dst` entry's selector) matches node `i`; the same
+    /// meaning as the resolved sets, decided for one node.
+    pub(crate) fn entry_matches(&self, sel: &Selector, i: usize) -> bool {
+        let node = self.nodes[i];
+        match sel {
+            Selector::All => true,
+            Selector::User(u) => node.user == *u,
+            Selector::Group(g) => self
+                .policy
+                .groups
+                .get(g)
+                .is_some_and(|m| m.contains(&node.user)),
+            Selector::Tag(t) => {
+                node.tags.contains(t)
+                    && self.policy.names.tags.get(t).is_some_and(|(_, owners)| {
+                        let user = self.policy.names.users.get(&node.user);
+                        user.is_some_and(|u| owners.binary_search(u).is_ok())
+                    })
+            }
+            Selector::Node(h) => node.hostname == *h,
+            Selector::Prefix(net) => net.contains(&IpAddr::V4(node.tunnel_ip)),
+        }
     }
 
     /// LAN entries whose router is node `i`.
@@ -217,10 +287,13 @@ impl<'a> PolicyIndex<'a> {
 /// Keeps nodes with a unique id, a unique tunnel address and a tunnel address
 /// in the tunnel range, sorted by tunnel address.
 fn accept_nodes(all: &[NodeFacts]) -> (Vec<&NodeFacts>, Vec<NodeId>) {
-    let mut ids: HashMap<NodeId, usize> = HashMap::with_capacity(all.len());
-    for n in all {
-        *ids.entry(n.id).or_default() += 1;
-    }
+    let mut ids: Vec<NodeId> = all.iter().map(|n| n.id).collect();
+    ids.sort_unstable();
+    let shared_ids: Vec<NodeId> = ids
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
     let mut sorted: Vec<&NodeFacts> = all.iter().collect();
     sorted.sort_unstable_by_key(|n| (n.tunnel_ip, n.id));
     let mut kept = Vec::with_capacity(sorted.len());
@@ -230,7 +303,7 @@ fn accept_nodes(all: &[NodeFacts]) -> (Vec<&NodeFacts>, Vec<NodeId>) {
             || sorted
                 .get(pos + 1)
                 .is_some_and(|m| m.tunnel_ip == n.tunnel_ip);
-        let shared_id = ids.get(&n.id).is_some_and(|&c| c > 1);
+        let shared_id = shared_ids.binary_search(&n.id).is_ok();
         if shared_ip || shared_id || !TUNNEL_NET.contains(&n.tunnel_ip) {
             rejected.push(n.id);
         } else {
@@ -240,99 +313,6 @@ fn accept_nodes(all: &[NodeFacts]) -> (Vec<&NodeFacts>, Vec<NodeId>) {
     rejected.sort_unstable();
     rejected.dedup();
     (kept, rejected)
-}
-
-/// Maps from names to node indices (ascending), built once per index.
-struct Resolver<'n> {
-    len: usize,
-    ips: &'n [u32],
-    users: HashMap<&'n str, Vec<usize>>,
-    hosts: HashMap<&'n str, Vec<usize>>,
-    /// Effective tags only: the node's user owns the tag.
-    tags: HashMap<&'n str, Vec<usize>>,
-    groups: HashMap<&'n str, Vec<&'n str>>,
-}
-
-impl<'n> Resolver<'n> {
-    fn new(policy: &'n Policy, nodes: &[&'n NodeFacts], ips: &'n [u32]) -> Self {
-        let groups: HashMap<&str, Vec<&str>> = policy
-            .groups
-            .iter()
-            .map(|(g, members)| (g.as_str(), members.iter().map(String::as_str).collect()))
-            .collect();
-        let owners: HashMap<&str, HashSet<&str>> = policy
-            .tag_owners
-            .iter()
-            .map(|(tag, list)| {
-                let mut set = HashSet::new();
-                for owner in list {
-                    match owner {
-                        Selector::User(u) => {
-                            set.insert(u.as_str());
-                        }
-                        Selector::Group(g) => {
-                            set.extend(groups.get(g.as_str()).into_iter().flatten().copied());
-                        }
-                        _ => {}
-                    }
-                }
-                (tag.as_str(), set)
-            })
-            .collect();
-        let mut users: HashMap<&str, Vec<usize>> = HashMap::new();
-        let mut hosts: HashMap<&str, Vec<usize>> = HashMap::new();
-        let mut tags: HashMap<&str, Vec<usize>> = HashMap::new();
-        for (i, n) in nodes.iter().enumerate() {
-            users.entry(n.user.as_str()).or_default().push(i);
-            hosts.entry(n.hostname.as_str()).or_default().push(i);
-            for tag in &n.tags {
-                let owned = owners
-                    .get(tag.as_str())
-                    .is_some_and(|o| o.contains(n.user.as_str()));
-                if owned {
-                    let list = tags.entry(tag.as_str()).or_default();
-                    if list.last() != Some(&i) {
-                        list.push(i);
-                    }
-                }
-            }
-        }
-        Self {
-            len: nodes.len(),
-            ips,
-            users,
-            hosts,
-            tags,
-            groups,
-        }
-    }
-
-    /// Adds the nodes `sel` matches to `out`.
-    fn add(&self, sel: &Selector, out: &mut Bits) {
-        let set_all = |list: Option<&Vec<usize>>, out: &mut Bits| {
-            list.into_iter().flatten().for_each(|&i| out.set(i));
-        };
-        match sel {
-            Selector::All => out.set_range(0, self.len),
-            Selector::User(u) => set_all(self.users.get(u.as_str()), out),
-            Selector::Group(g) => {
-                for member in self.groups.get(g.as_str()).into_iter().flatten() {
-                    set_all(self.users.get(member), out);
-                }
-            }
-            Selector::Tag(t) => set_all(self.tags.get(t.as_str()), out),
-            Selector::Node(h) => set_all(self.hosts.get(h.as_str()), out),
-            Selector::Prefix(IpNet::V4(net)) => {
-                let lo = self.ips.partition_point(|&ip| ip < net.network().to_bits());
-                let hi = self
-                    .ips
-                    .partition_point(|&ip| ip <= net.broadcast().to_bits());
-                out.set_range(lo, hi);
-            }
-            // Tunnel addresses are IPv4; an IPv6 prefix names no node.
-            Selector::Prefix(IpNet::V6(_)) => {}
-        }
-    }
 }
 
 /// Each node's approved routes: advertised, not forbidden, and either the

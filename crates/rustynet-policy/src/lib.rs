@@ -29,6 +29,7 @@ mod error;
 mod index;
 mod model;
 pub mod oracle;
+mod resolve;
 mod validate;
 mod view;
 

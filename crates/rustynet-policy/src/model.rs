@@ -1,7 +1,7 @@
 //! The validated policy: every selector parsed and every reference checked,
 //! so the compiler and the reference evaluator never meet a malformed value.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::IpNet;
 use rustynet_proto::{PortRange, Proto};
@@ -73,6 +73,21 @@ pub(crate) struct Approver {
     pub nodes: Vec<Selector>,
 }
 
+/// Numbers for the names the policy mentions, so resolving it against a node
+/// table costs one lookup per node instead of maps built from every node.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NameTable {
+    /// Every user named anywhere: selectors, group members, tag owners.
+    pub users: HashMap<String, usize>,
+    /// Every host label named by a `node:` selector.
+    pub hosts: HashMap<String, usize>,
+    /// Declared tags: number, and the sorted numbers of the users owning it
+    /// (directly or through a group).
+    pub tags: HashMap<String, (usize, Vec<usize>)>,
+    /// Group -> member user numbers.
+    pub groups: HashMap<String, Vec<usize>>,
+}
+
 /// A parsed and validated policy. Construct it with [`Policy::parse`]; the
 /// default value is the empty policy, which denies everything.
 #[derive(Debug, Clone, Default)]
@@ -85,6 +100,7 @@ pub struct Policy {
     pub(crate) rules: Vec<Rule>,
     pub(crate) exits: Vec<ExitEntry>,
     pub(crate) approvers: Vec<Approver>,
+    pub(crate) names: NameTable,
 }
 
 /// Two policies are equal when their canonical documents are; everything

@@ -1,7 +1,7 @@
 //! From the document as written to the validated model. Every check names
 //! its location (`acls[2].dst[0]`) so the error leads straight to the typo.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::IpNet;
 use rustynet_proto::names::validate_label;
@@ -10,7 +10,7 @@ use rustynet_proto::{PortRange, Proto};
 use crate::cidr::{never_approvable, parse_prefix};
 use crate::doc::{AclDoc, ApproverDoc, ExitDoc, PolicyDoc};
 use crate::error::PolicyError;
-use crate::model::{Approver, DstEntry, ExitEntry, MAX_RULES, Policy, Rule, Selector};
+use crate::model::{Approver, DstEntry, ExitEntry, MAX_RULES, NameTable, Policy, Rule, Selector};
 
 /// Longest user, group, tag or alias name.
 const MAX_NAME: usize = 128;
@@ -61,14 +61,82 @@ pub(crate) fn validate(doc: PolicyDoc) -> Result<Policy, PolicyError> {
         .enumerate()
         .map(|(i, a)| approver(&format!("route_approvers[{i}]"), a, &names))
         .collect::<Result<_, _>>()?;
-    Ok(Policy {
+    let mut policy = Policy {
         doc,
         groups,
         tag_owners,
         rules,
         exits,
         approvers,
-    })
+        names: NameTable::default(),
+    };
+    policy.names = name_table(&policy);
+    Ok(policy)
+}
+
+/// Numbers every user, host label and tag the policy names.
+fn name_table(policy: &Policy) -> NameTable {
+    let mut users: HashMap<String, usize> = HashMap::new();
+    let mut hosts: HashMap<String, usize> = HashMap::new();
+    let number = |map: &mut HashMap<String, usize>, name: &str| {
+        let next = map.len();
+        *map.entry(name.to_owned()).or_insert(next)
+    };
+    let selectors = policy
+        .rules
+        .iter()
+        .flat_map(|r| r.src.iter().chain(r.dst.iter().map(|e| &e.selector)))
+        .chain(
+            policy
+                .exits
+                .iter()
+                .flat_map(|e| e.users.iter().chain(&e.nodes)),
+        )
+        .chain(policy.approvers.iter().flat_map(|a| &a.nodes))
+        .chain(policy.tag_owners.values().flatten());
+    for sel in selectors {
+        match sel {
+            Selector::User(u) => {
+                number(&mut users, u);
+            }
+            Selector::Node(h) => {
+                number(&mut hosts, h);
+            }
+            _ => {}
+        }
+    }
+    let groups: HashMap<String, Vec<usize>> = policy
+        .groups
+        .iter()
+        .map(|(g, members)| {
+            let nums = members.iter().map(|m| number(&mut users, m)).collect();
+            (g.clone(), nums)
+        })
+        .collect();
+    let tags = policy
+        .tag_owners
+        .iter()
+        .enumerate()
+        .map(|(t, (tag, owners))| {
+            let mut owned: Vec<usize> = owners
+                .iter()
+                .flat_map(|o| match o {
+                    Selector::User(u) => users.get(u).copied().into_iter().collect(),
+                    Selector::Group(g) => groups.get(g).cloned().unwrap_or_default(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            owned.sort_unstable();
+            owned.dedup();
+            (tag.clone(), (t, owned))
+        })
+        .collect();
+    NameTable {
+        users,
+        hosts,
+        tags,
+        groups,
+    }
 }
 
 fn groups(

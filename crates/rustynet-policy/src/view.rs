@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use ipnet::IpNet;
+use rayon::prelude::*;
 use rustynet_proto::{FilterRule, LanGrant, NodeId, PortRange, Proto};
 use serde::{Deserialize, Serialize};
 
@@ -37,11 +38,18 @@ pub struct NodeView {
     pub peer_routes: BTreeMap<NodeId, Vec<IpNet>>,
 }
 
-/// Compiles the views of every accepted node. Deterministic: independent of
-/// the order of `nodes`.
+/// Compiles the views of every accepted node, on all cores (views are
+/// independent). Deterministic: independent of the order of `nodes` and of
+/// scheduling.
 pub fn compile(policy: &Policy, nodes: &[NodeFacts]) -> BTreeMap<NodeId, NodeView> {
     let index = PolicyIndex::new(policy, nodes);
-    index.ids().map(|(id, i)| (id, index.view_at(i))).collect()
+    let ids: Vec<(NodeId, usize)> = index.ids().collect();
+    let views: Vec<(NodeId, NodeView)> = ids
+        .par_iter()
+        .with_min_len(64)
+        .map(|&(id, i)| (id, index.view_at(i)))
+        .collect();
+    views.into_iter().collect()
 }
 
 impl PolicyIndex<'_> {
@@ -85,8 +93,11 @@ impl PolicyIndex<'_> {
 
     /// Sorted ids of the nodes in `set`.
     fn node_ids(&self, set: &Bits) -> Vec<NodeId> {
-        let mut ids: Vec<NodeId> = set.iter().map(|j| self.nodes[j].id).collect();
-        ids.sort_unstable();
+        let mut ids = Vec::with_capacity(set.count());
+        ids.extend(set.iter().map(|j| self.nodes[j].id));
+        if !self.ids_follow_ips() {
+            ids.sort_unstable();
+        }
         ids
     }
 
@@ -131,37 +142,29 @@ impl PolicyIndex<'_> {
     /// rules that differ only in their sources become one filter rule.
     fn packet_filter(&self, i: usize) -> Vec<FilterRule> {
         let mut groups: BTreeMap<(Proto, &[PortRange]), Vec<usize>> = BTreeMap::new();
-        for (r, (rule, sets)) in self.policy.rules.iter().zip(&self.rules).enumerate() {
+        for (rule, sets) in self.policy.rules.iter().zip(&self.rules) {
             if !sets.dst.get(i) {
                 continue;
             }
-            for (entry, bits) in rule.dst.iter().zip(&sets.entries) {
-                if bits.get(i) {
-                    let list = groups.entry((rule.proto, &entry.ports)).or_default();
-                    if list.last() != Some(&r) {
-                        list.push(r);
-                    }
+            let single = rule.dst.len() == 1;
+            for entry in &rule.dst {
+                if single || self.entry_matches(&entry.selector, i) {
+                    groups
+                        .entry((rule.proto, &entry.ports))
+                        .or_default()
+                        .push(sets.src_set);
                 }
             }
         }
         let dst = vec![host(self.nodes[i].tunnel_ip)];
         let mut out: Vec<FilterRule> = groups
             .into_iter()
-            .filter_map(|((proto, ports), rules)| {
-                let src = match rules.as_slice() {
-                    [r] => self.src_cidrs(*r).to_vec(),
-                    _ => {
-                        let mut set = Bits::new(self.nodes.len());
-                        let mut literals = Vec::new();
-                        for &r in &rules {
-                            set.or_assign(&self.rules[r].src);
-                            literals.extend_from_slice(&self.rules[r].src_literals);
-                        }
-                        self.tunnel_cidrs(&set, &literals)
-                    }
-                };
+            .filter_map(|((proto, ports), mut set_ids)| {
+                set_ids.sort_unstable();
+                set_ids.dedup();
+                let src = self.src_cidrs(&set_ids);
                 (!src.is_empty()).then(|| FilterRule {
-                    src,
+                    src: src.to_vec(),
                     dst: dst.clone(),
                     proto,
                     ports: ports.to_vec(),
