@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use ipnet::IpNet;
 use rustynet_proto::NodeId;
-use rustynet_proto::netmap::TUNNEL_NET;
+use rustynet_proto::netmap::{MAGIC_DNS_IP, TUNNEL_NET};
 use serde::{Deserialize, Serialize};
 
 use crate::bits::Bits;
@@ -87,7 +87,8 @@ pub(crate) struct LanEntry {
 /// or node table; then [`PolicyIndex::view`] is cheap per node.
 ///
 /// Nodes that share an id or a tunnel address with another node, or whose
-/// tunnel address is outside 100.64.0.0/10, are left out entirely (see
+/// tunnel address is outside 100.64.0.0/10 or is the Magic DNS address, are
+/// left out entirely (see
 /// [`PolicyIndex::rejected`]): guessing which of two claimants owns an
 /// address could hand one node the other's access.
 #[derive(Debug)]
@@ -204,7 +205,8 @@ impl<'a> PolicyIndex<'a> {
     }
 
     /// Ids of nodes left out because their id or tunnel address collides with
-    /// another node's, or their tunnel address is outside 100.64.0.0/10.
+    /// another node's, or their tunnel address is outside 100.64.0.0/10 or is
+    /// the Magic DNS address.
     /// Sorted. Control should never produce such nodes; this is the fail-closed net.
     pub fn rejected(&self) -> &[NodeId] {
         &self.rejected
@@ -285,7 +287,8 @@ impl<'a> PolicyIndex<'a> {
 }
 
 /// Keeps nodes with a unique id, a unique tunnel address and a tunnel address
-/// in the tunnel range, sorted by tunnel address.
+/// in the tunnel range other than the Magic DNS address, sorted by tunnel
+/// address.
 fn accept_nodes(all: &[NodeFacts]) -> (Vec<&NodeFacts>, Vec<NodeId>) {
     let mut ids: Vec<NodeId> = all.iter().map(|n| n.id).collect();
     ids.sort_unstable();
@@ -304,7 +307,8 @@ fn accept_nodes(all: &[NodeFacts]) -> (Vec<&NodeFacts>, Vec<NodeId>) {
                 .get(pos + 1)
                 .is_some_and(|m| m.tunnel_ip == n.tunnel_ip);
         let shared_id = shared_ids.binary_search(&n.id).is_ok();
-        if shared_ip || shared_id || !TUNNEL_NET.contains(&n.tunnel_ip) {
+        let bad_ip = !TUNNEL_NET.contains(&n.tunnel_ip) || n.tunnel_ip == MAGIC_DNS_IP;
+        if shared_ip || shared_id || bad_ip {
             rejected.push(n.id);
         } else {
             kept.push(*n);

@@ -6,8 +6,8 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use rustynet_proto::netmap::TUNNEL_NET;
 use rustynet_proto::netmap::ip_proto;
+use rustynet_proto::netmap::{MAGIC_DNS_IP, TUNNEL_NET};
 use rustynet_proto::{NodeId, PortRange, Proto};
 
 use crate::index::NodeFacts;
@@ -123,12 +123,14 @@ pub fn visible(policy: &Policy, nodes: &[NodeFacts], a: NodeId, b: NodeId) -> bo
 }
 
 /// Nodes the policy acts on: unique id, unique tunnel address, inside the
-/// tunnel range. Anything else is ambiguous and so ignored.
+/// tunnel range and not the Magic DNS address. Anything else is ambiguous and
+/// so ignored.
 fn eligible(nodes: &[NodeFacts]) -> Vec<&NodeFacts> {
     nodes
         .iter()
         .filter(|n| {
             TUNNEL_NET.contains(&n.tunnel_ip)
+                && n.tunnel_ip != MAGIC_DNS_IP
                 && nodes.iter().filter(|m| m.id == n.id).count() == 1
                 && nodes.iter().filter(|m| m.tunnel_ip == n.tunnel_ip).count() == 1
         })

@@ -102,8 +102,8 @@ impl PolicyIndex<'_> {
     }
 
     /// Exact prefixes for the tunnel addresses of the nodes in `set`.
-    fn tunnel_cidrs(&self, set: &Bits, extra: &[IpNet]) -> Vec<IpNet> {
-        aggregate(set.iter().map(|j| self.ips[j]), extra)
+    fn tunnel_cidrs(&self, set: &Bits) -> Vec<IpNet> {
+        aggregate(set.iter().map(|j| self.ips[j]), &[])
     }
 
     fn visible(&self, i: usize) -> Bits {
@@ -181,7 +181,7 @@ impl PolicyIndex<'_> {
             clients.or_assign(&e.users);
         }
         clients.unset(i);
-        self.tunnel_cidrs(&clients, &[])
+        self.tunnel_cidrs(&clients)
     }
 
     fn exit_grants(&self, i: usize) -> Vec<NodeId> {
@@ -238,7 +238,7 @@ impl PolicyIndex<'_> {
             .map(|((dst, proto, ports), mut clients)| {
                 clients.unset(i);
                 FilterRule {
-                    src: self.tunnel_cidrs(&clients, &[]),
+                    src: self.tunnel_cidrs(&clients),
                     dst: vec![dst],
                     proto,
                     ports: ports.to_vec(),

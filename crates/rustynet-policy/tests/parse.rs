@@ -169,6 +169,16 @@ fn hostile_sizes_are_refused() {
             format!("{} entries, limit is {MAX_RULES}", MAX_RULES + 1)
         )
     );
+    for (key, entry) in [
+        ("exit_nodes", r#"{"users":["*"],"nodes":["*"]}"#),
+        (
+            "route_approvers",
+            r#"{"routes":["10.0.0.0/8"],"nodes":["*"]}"#,
+        ),
+    ] {
+        let many = format!("{{\"{key}\": [{}]}}", vec![entry; MAX_RULES + 1].join(","));
+        assert_eq!(invalid(&many).0, key);
+    }
     let exactly = format!("{{\"acls\": [{}]}}", vec![rule; MAX_RULES].join(","));
     assert_eq!(Policy::parse(&exactly).unwrap().rule_count(), MAX_RULES);
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
@@ -487,4 +497,50 @@ fn display_includes_path() {
         Policy::parse(r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["group:x:*"]}]}"#)
             .unwrap_err();
     assert_eq!(err.to_string(), "acls[0].dst[0]: unknown group \"group:x\"");
+}
+
+#[test]
+fn name_errors() {
+    let (path, reason) = invalid(r#"{"tag_owners": {"tag:Exit": []}}"#);
+    assert_eq!(path, "tag_owners[\"tag:Exit\"]");
+    assert!(
+        reason.starts_with("invalid name \"tag:Exit\": character 'E'"),
+        "{reason}"
+    );
+    let (path, reason) =
+        invalid_rule(r#"{"action": "accept", "src": ["*"], "dst": ["tag:a_B:*"]}"#);
+    assert_eq!(path, "acls[0].dst[0]");
+    assert!(reason.starts_with("invalid name \"tag:a_B\""), "{reason}");
+    let long = "a".repeat(129);
+    let (path, reason) = invalid_rule(&format!(
+        r#"{{"action": "accept", "src": ["{long}"], "dst": ["*:*"]}}"#
+    ));
+    assert_eq!(path, "acls[0].src[0]");
+    assert!(
+        reason.starts_with(&format!("\"{long}\" is not a selector")),
+        "{reason}"
+    );
+    let (path, reason) = invalid(&format!(r#"{{"groups": {{"group:x": ["{long}"]}}}}"#));
+    assert_eq!(path, "groups[\"group:x\"][0]");
+    assert!(reason.ends_with("longer than 128 characters"), "{reason}");
+    let max = "a".repeat(128);
+    assert!(Policy::parse(&format!(r#"{{"groups": {{"group:x": ["{max}"]}}}}"#)).is_ok());
+}
+
+#[test]
+fn more_approver_errors() {
+    let appr = |entry: &str| invalid(&with_decls(&format!(r#""route_approvers": [{entry}]"#)));
+    assert_eq!(
+        appr(r#"{"routes": ["10.0.0.0/8"], "nodes": []}"#),
+        (
+            "route_approvers[0].nodes".to_owned(),
+            "must not be empty".to_owned()
+        )
+    );
+    let (path, reason) = appr(r#"{"routes": ["10.0.0.0/8"], "nodes": ["*", "tag:nope"]}"#);
+    assert_eq!(path, "route_approvers[0].nodes[1]");
+    assert!(reason.starts_with("unknown tag"), "{reason}");
+    let (path, reason) = appr(r#"{"routes": ["fe80::/64"], "nodes": ["*"]}"#);
+    assert_eq!(path, "route_approvers[0].routes[0]");
+    assert!(reason.contains("link-local"), "{reason}");
 }

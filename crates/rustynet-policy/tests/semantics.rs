@@ -655,10 +655,12 @@ fn colliding_or_out_of_range_nodes_are_left_out() {
     dup_id.tunnel_ip = tip(9);
     let mut outside = node(8, "outside", "bob", &[]);
     outside.tunnel_ip = Ipv4Addr::new(10, 0, 0, 8);
-    nodes.extend([twin, dup_id, outside]);
+    let mut dns = node(9, "dns", "bob", &[]);
+    dns.tunnel_ip = Ipv4Addr::new(100, 100, 100, 100);
+    nodes.extend([twin, dup_id, outside, dns]);
     let index = PolicyIndex::new(&p, &nodes);
-    assert_eq!(index.rejected(), ids(&[3, 4, 7, 8]).as_slice());
-    for gone in [3, 4, 7, 8] {
+    assert_eq!(index.rejected(), ids(&[3, 4, 7, 8, 9]).as_slice());
+    for gone in [3, 4, 7, 8, 9] {
         assert_eq!(index.view(NodeId(gone)), None);
     }
     let web = index.view(NodeId(1)).unwrap();
