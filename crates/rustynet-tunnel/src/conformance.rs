@@ -175,7 +175,8 @@ pub fn peer_replacement<H: Harness>(h: &mut H) {
     ok(b.stop(), "replacement: stop");
 }
 
-/// Moving a prefix from one peer to another, nested prefixes (exit node).
+/// Moving a prefix from one peer to another; exit on / off / moved
+/// (nested default routes next to host routes).
 pub fn allowed_ip_replacement<H: Harness>(h: &mut H) {
     let mut b = h.backend();
     ok(b.start(&h.interface_config()), "allowed-ip: start");
@@ -194,6 +195,23 @@ pub fn allowed_ip_replacement<H: Harness>(h: &mut H) {
             peer(bk, &["100.64.3.1/32", "10.0.0.0/8"]),
         ]),
         "allowed-ip: nested prefixes (exit default route) are accepted",
+    );
+    assert_eq!(keys_in_stats(&b, "allowed-ip"), sorted(vec![a, bk]));
+    // Exit off: the default routes go away again, the peers stay.
+    ok(
+        b.set_peers(&[
+            peer(a, &["100.64.3.3/32"]),
+            peer(bk, &["100.64.3.1/32", "10.0.0.0/8"]),
+        ]),
+        "allowed-ip: exit default route withdrawn",
+    );
+    // Exit moves to the other peer.
+    ok(
+        b.set_peers(&[
+            peer(a, &["100.64.3.3/32"]),
+            peer(bk, &["100.64.3.1/32", "0.0.0.0/0"]),
+        ]),
+        "allowed-ip: exit default route moves to another peer",
     );
     assert_eq!(keys_in_stats(&b, "allowed-ip"), sorted(vec![a, bk]));
     ok(b.stop(), "allowed-ip: stop");

@@ -17,6 +17,7 @@ mod tx;
 
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use boringtun::noise::Tunn;
 use boringtun::x25519::{PublicKey, StaticSecret};
@@ -30,6 +31,8 @@ use crate::keys::{public_key, validate_public_key};
 use device::{Device, Peer, PeerTable, lock};
 use net::{Udp, Waker};
 
+/// How long `stop` waits for the kernel to remove the interface.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Session indices carry a 24-bit peer index in their upper bits.
 const INDEX_MASK: u32 = 0x00ff_ffff;
 
@@ -188,8 +191,20 @@ impl Running {
         for w in self.workers {
             let _ = w.join();
         }
+        let was_gone = self.device.is_gone();
         // Dropping the last `Arc<Device>` closes the TUN descriptor, which
         // removes the (non-persistent) interface.
+        drop(self.device);
+        if was_gone {
+            return;
+        }
+        // A child process forked by another thread at that moment holds the
+        // descriptor until it execs; wait so that "stopped" means "gone" and
+        // an immediate restart under the same name cannot hit EBUSY.
+        let deadline = Instant::now() + STOP_GRACE;
+        while net::interface_exists(&self.config.ifname) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

@@ -220,6 +220,15 @@ impl Udp {
     }
 }
 
+/// Whether an interface of this name exists in our network namespace.
+pub(crate) fn interface_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string for the whole call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
 /// The plain form of a received address (v4-mapped turned back into IPv4).
 pub(crate) fn canonical(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(addr.ip().to_canonical(), addr.port())

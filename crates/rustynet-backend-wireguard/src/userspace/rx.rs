@@ -153,8 +153,10 @@ fn handle_datagram(
             None => return,
         },
     };
-    let mut tunn = lock(&peer.tunn);
+    // Take the slot first: it may flush the TUN batch, which should not
+    // happen while the session lock blocks the outbound worker.
     let slot = out.slot(dev, datagram.len().max(256));
+    let mut tunn = lock(&peer.tunn);
     match tunn.decapsulate(Some(src.ip()), datagram, slot) {
         TunnResult::WriteToNetwork(reply) => {
             let authenticated = kind != Kind::Cookie && reply.first() != Some(&MSG_COOKIE_REPLY);

@@ -1,13 +1,12 @@
 //! Timer worker: handshake retries, rekeying and keepalives for every peer,
 //! the handshake rate limiter's reset, and a liveness check of the interface.
 
-use std::ffi::CString;
 use std::time::{Duration, Instant};
 
 use boringtun::noise::TunnResult;
 
 use super::device::{Device, lock};
-use super::net::{Ready, wait};
+use super::net::{Ready, interface_exists, wait};
 
 /// boringtun's timers have one-second granularity; ticking faster keeps
 /// handshake retries and keepalives close to the protocol's schedule.
@@ -15,14 +14,6 @@ const TICK_MS: i32 = 100;
 /// How often to confirm the interface still exists (covers deletions the
 /// TUN file descriptor does not report, e.g. while no traffic flows).
 const LIVENESS_EVERY: Duration = Duration::from_millis(500);
-
-fn interface_exists(name: &str) -> bool {
-    let Ok(c) = CString::new(name) else {
-        return false;
-    };
-    // SAFETY: `c` is a valid NUL-terminated string for the whole call.
-    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
-}
 
 /// Runs until stop is requested or the interface disappears.
 pub(crate) fn run(dev: &Device) {
