@@ -58,6 +58,8 @@ fn network(n: usize) -> Vec<NodeFacts> {
                 tunnel_ip: Ipv4Addr::from_bits(Ipv4Addr::new(100, 64, 0, 0).to_bits() + offset),
                 advertise_exit_node: exit,
                 advertised_routes: routes,
+                // Every toggle on: the most grants and forward-filter work.
+                lan_access: true,
             }
         })
         .collect()

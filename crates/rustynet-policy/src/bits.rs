@@ -60,6 +60,13 @@ impl Bits {
         }
     }
 
+    /// Keeps only the members also in `other` (same length).
+    pub fn and_assign(&mut self, other: &Bits) {
+        for (a, b) in self.words.iter_mut().zip(&other.words) {
+            *a &= *b;
+        }
+    }
+
     /// Whether the set has a member other than `except`.
     pub fn any_except(&self, except: usize) -> bool {
         self.words.iter().enumerate().any(|(wi, &w)| {
@@ -161,6 +168,12 @@ mod tests {
         assert_eq!(a.iter().next(), Some(3));
         assert_eq!(a.iter().count(), 81);
         assert_eq!(a.count(), 81);
+        let mut c = Bits::new(200);
+        c.set(3);
+        c.set(139);
+        c.set(150);
+        a.and_assign(&c);
+        assert_eq!(a.iter().collect::<Vec<_>>(), vec![3, 139]);
     }
 
     #[test]

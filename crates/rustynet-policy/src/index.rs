@@ -34,6 +34,13 @@ pub struct NodeFacts {
     pub advertise_exit_node: bool,
     /// LAN prefixes it offers to route.
     pub advertised_routes: Vec<IpNet>,
+    /// Its own LAN-access toggle (`lan-access on`). Off, it gets no LAN
+    /// grants and no router forwards for it, whatever the ACL says: the
+    /// routers enforce the toggle too, so a client that forces its routing
+    /// still cannot reach a LAN. Visibility ignores it, so flipping it never
+    /// adds or removes peers. Absent (older records) means off: fail closed.
+    #[serde(default)]
+    pub lan_access: bool,
 }
 
 /// The node sets of one ACL rule.
@@ -117,6 +124,10 @@ pub struct PolicyIndex<'a> {
     pub(crate) lan: Vec<LanEntry>,
     /// LAN entry indices by rule.
     pub(crate) lan_by_rule: Vec<Vec<usize>>,
+    /// Nodes whose LAN-access toggle is on: the only clients LAN grants and
+    /// forward filters may name. LAN entries themselves ignore it, so
+    /// visibility does not depend on the toggle.
+    pub(crate) lan_on: Bits,
 }
 
 impl<'a> PolicyIndex<'a> {
@@ -187,6 +198,10 @@ impl<'a> PolicyIndex<'a> {
 
         let approved = approve_routes(policy, &nodes, &resolver);
         let (lan, lan_by_rule) = lan_entries(policy, &rules, &approved);
+        let mut lan_on = Bits::new(nodes.len());
+        for (i, _) in nodes.iter().enumerate().filter(|(_, n)| n.lan_access) {
+            lan_on.set(i);
+        }
         Self {
             policy,
             nodes,
@@ -201,6 +216,7 @@ impl<'a> PolicyIndex<'a> {
             approved,
             lan,
             lan_by_rule,
+            lan_on,
         }
     }
 
@@ -412,7 +428,9 @@ fn lan_entries(
                 let Some(dst) = intersect(net, *route) else {
                     continue;
                 };
-                // A grant needs a client other than the router itself.
+                // A grant needs a client other than the router itself. Its
+                // LAN-access toggle does not count here: entries also decide
+                // visibility, which must not change when a toggle flips.
                 if rules[r].src.any_except(router) {
                     by_rule[r].push(lan.len());
                     lan.push(LanEntry {

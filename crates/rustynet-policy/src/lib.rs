@@ -9,11 +9,14 @@
 //!   when the CIDRs cover precisely the same addresses. `*` in a destination
 //!   means every node's tunnel address, never a LAN and never the internet.
 //!   A tag counts only when the node's user owns it.
-//! - **LAN access needs two keys**: the router's route is approved (it is an
-//!   exit some user may use, or a `route_approvers` entry covers it; routes
+//! - **LAN access needs three keys**: the router's route is approved (it is
+//!   an exit some user may use, or a `route_approvers` entry covers it; routes
 //!   touching the tunnel range, loopback, link-local, multicast or a default
-//!   route are never approved) *and* an ACL rule names the client as source
-//!   and a CIDR or host alias overlapping the route as destination.
+//!   route are never approved), an ACL rule names the client as source and a
+//!   CIDR or host alias overlapping the route as destination, *and* the
+//!   client's own LAN-access toggle ([`NodeFacts::lan_access`]) is on. The
+//!   toggle is enforced on both ends: off, the client gets no grants and no
+//!   router's forward filter names it. Visibility ignores the toggle.
 //! - **Deterministic.** Output is sorted and deduplicated and does not depend
 //!   on input order or hash iteration.
 //!

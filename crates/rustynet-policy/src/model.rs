@@ -143,4 +143,19 @@ impl Policy {
     pub fn rule_count(&self) -> usize {
         self.rules.len()
     }
+
+    /// Whether `user` owns `tag` (spelled in full, `tag:NAME`): the tag is
+    /// declared in `tag_owners` and `user` is listed there, directly or as a
+    /// member of a listed group. Control asks this before issuing a pre-auth
+    /// key that carries a tag, so a user can not mint keys for tags (and the
+    /// access they bring) that are not theirs. An undeclared tag has no owner.
+    pub fn tag_owned_by(&self, tag: &str, user: &str) -> bool {
+        self.tag_owners.get(tag).is_some_and(|owners| {
+            owners.iter().any(|owner| match owner {
+                Selector::User(u) => u == user,
+                Selector::Group(g) => self.groups.get(g).is_some_and(|m| m.contains(user)),
+                _ => false,
+            })
+        })
+    }
 }

@@ -16,7 +16,8 @@ use crate::model::{Policy, Selector};
 /// Whether the policy allows a packet `src -> dst` with IP protocol `proto`
 /// and destination port `port` (`None` for port-less protocols): to a node's
 /// tunnel address (node-to-node), or otherwise into an approved LAN route of
-/// some router.
+/// some router (see [`forward_allows`], which needs the client's LAN-access
+/// toggle on).
 pub fn policy_allows(
     policy: &Policy,
     nodes: &[NodeFacts],
@@ -43,7 +44,8 @@ pub fn policy_allows(
 /// Whether router `router` may forward a packet `src -> dst` into its LAN:
 /// `src` is the tunnel address of another node C, `dst` lies in one of the
 /// router's approved routes and inside a CIDR/alias destination of a rule
-/// whose sources match C, with that rule's proto and ports.
+/// whose sources match C, with that rule's proto and ports, and C's
+/// LAN-access toggle is on.
 pub fn forward_allows(
     policy: &Policy,
     nodes: &[NodeFacts],
@@ -82,7 +84,8 @@ pub fn route_approved(policy: &Policy, nodes: &[NodeFacts], node: NodeId, route:
 
 /// Whether `a` and `b` (distinct) may know about each other: some rule lets
 /// one reach the other, either may use the other as exit, or either has a
-/// LAN grant through the other.
+/// LAN grant through the other. LAN grants count here as if every toggle were
+/// on: the LAN-access toggle never changes visibility.
 pub fn visible(policy: &Policy, nodes: &[NodeFacts], a: NodeId, b: NodeId) -> bool {
     let eligible_nodes = eligible(nodes);
     let (Some(na), Some(nb)) = (find(&eligible_nodes, a), find(&eligible_nodes, b)) else {
@@ -153,7 +156,7 @@ fn forward_allowed(
     let Some(client) = nodes.iter().find(|n| IpAddr::V4(n.tunnel_ip) == src) else {
         return false;
     };
-    if client.id == router.id {
+    if client.id == router.id || !client.lan_access {
         return false;
     }
     let in_approved_route = router

@@ -18,23 +18,27 @@ use crate::model::Policy;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeView {
     /// Peers this node may know about: it may reach them or they it, either
-    /// may use the other as exit, or either has a LAN grant through the other.
+    /// may use the other as exit, or either has a LAN grant through the other
+    /// (counted as if its LAN-access toggle were on, so the toggle never
+    /// changes who sees whom).
     pub visible_peers: Vec<NodeId>,
     /// Inbound filter for packets addressed to this node's tunnel address.
     pub packet_filter: Vec<FilterRule>,
     /// Prefixes (exactly the tunnel addresses of the clients) that may use
     /// this node as their exit. Empty unless the node advertises exit.
     pub exit_clients: Vec<IpNet>,
-    /// Filter for packets this node forwards from clients into its approved routes.
+    /// Filter for packets this node forwards from clients into its approved
+    /// routes. Names only clients whose LAN-access toggle is on.
     pub forward_filter: Vec<FilterRule>,
     /// Exit nodes this node may select.
     pub exit_grants: Vec<NodeId>,
-    /// LAN prefixes this node may reach, and through which router.
+    /// LAN prefixes this node may reach, and through which router. Empty
+    /// while the node's LAN-access toggle is off.
     pub lan_grants: Vec<LanGrant>,
     /// This node's advertised routes that the policy approved.
     pub approved_routes: Vec<IpNet>,
     /// LAN prefixes reachable through each peer, for that peer's allowed
-    /// addresses. Never a default route.
+    /// addresses. Never a default route; empty while the toggle is off.
     pub peer_routes: BTreeMap<NodeId, Vec<IpNet>>,
 }
 
@@ -64,6 +68,10 @@ impl PolicyIndex<'_> {
     /// symmetric), sorted; empty if `id` is unknown. When node X changes, the
     /// views to recompute are X's own plus `nodes_affected_by(X)` in both the
     /// old and the new index.
+    ///
+    /// That includes a flip of X's LAN-access toggle: it changes X's grants
+    /// and the forward filters of the routers X has LAN grants through, and
+    /// those routers are X's peers whatever the toggle (visibility ignores it).
     pub fn nodes_affected_by(&self, id: NodeId) -> Vec<NodeId> {
         self.index_of(id)
             .map(|i| self.node_ids(&self.visible(i)))
@@ -195,6 +203,9 @@ impl PolicyIndex<'_> {
 
     fn lan_grants(&self, i: usize) -> Vec<LanGrant> {
         let mut grants = Vec::new();
+        if !self.lan_on.get(i) {
+            return grants;
+        }
         for (r, sets) in self.rules.iter().enumerate() {
             if !sets.src.get(i) {
                 continue;
@@ -218,7 +229,8 @@ impl PolicyIndex<'_> {
     }
 
     /// One filter rule per (destination, proto, ports) this router forwards
-    /// to, admitting exactly the tunnel addresses of the granted clients.
+    /// to, admitting exactly the tunnel addresses of the granted clients
+    /// whose LAN-access toggle is on; none where no such client is left.
     fn forward_filter(&self, i: usize) -> Vec<FilterRule> {
         let mut groups: BTreeMap<(IpNet, Proto, &[PortRange]), Bits> = BTreeMap::new();
         for entry in self.lan_of_router(i) {
@@ -235,14 +247,16 @@ impl PolicyIndex<'_> {
         }
         let mut out: Vec<FilterRule> = groups
             .into_iter()
-            .map(|((dst, proto, ports), mut clients)| {
+            .filter_map(|((dst, proto, ports), mut clients)| {
                 clients.unset(i);
-                FilterRule {
-                    src: self.tunnel_cidrs(&clients),
+                clients.and_assign(&self.lan_on);
+                let src = self.tunnel_cidrs(&clients);
+                (!src.is_empty()).then(|| FilterRule {
+                    src,
                     dst: vec![dst],
                     proto,
                     ports: ports.to_vec(),
-                }
+                })
             })
             .collect();
         out.sort_unstable();

@@ -183,6 +183,7 @@ fn nodes() -> impl Strategy<Value = Vec<NodeFacts>> {
         subsequence(vec!["tag:t0", "tag:t1", "tag:t2", "tag:zz"], 0..=2),
         any::<bool>(),
         subsequence(ROUTES.to_vec(), 0..=3),
+        any::<bool>(),
     );
     (2..=12usize)
         .prop_flat_map(move |n| {
@@ -196,7 +197,7 @@ fn nodes() -> impl Strategy<Value = Vec<NodeFacts>> {
                 .into_iter()
                 .zip(offsets)
                 .enumerate()
-                .map(|(i, ((user, tags, exit, routes), offset))| NodeFacts {
+                .map(|(i, ((user, tags, exit, routes, lan), offset))| NodeFacts {
                     id: NodeId(100 + i as u64),
                     hostname: format!("n{i}"),
                     user: user.to_owned(),
@@ -204,6 +205,7 @@ fn nodes() -> impl Strategy<Value = Vec<NodeFacts>> {
                     tunnel_ip: tunnel(offset),
                     advertise_exit_node: exit,
                     advertised_routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
+                    lan_access: lan,
                 })
                 .collect()
         })
@@ -362,14 +364,58 @@ proptest! {
         }
     }
 
-    /// After one node changes, only its own view and the views of its peers
-    /// before or after the change may differ.
+    /// The LAN-access toggle only ever withholds LAN grants and forward
+    /// filter entries, exactly from the nodes whose toggle is off, and never
+    /// changes who sees whom or anything else in a view.
+    #[test]
+    fn lan_toggle_only_withholds_lan_access(p in policy(), nodes in nodes()) {
+        let views = compile(&p, &nodes);
+        let all_on: Vec<NodeFacts> = nodes
+            .iter()
+            .cloned()
+            .map(|mut n| {
+                n.lan_access = true;
+                n
+            })
+            .collect();
+        let on_views = compile(&p, &all_on);
+        for n in &nodes {
+            let (v, on) = (&views[&n.id], &on_views[&n.id]);
+            prop_assert_eq!(&v.visible_peers, &on.visible_peers);
+            prop_assert_eq!(&v.packet_filter, &on.packet_filter);
+            prop_assert_eq!(&v.exit_clients, &on.exit_clients);
+            prop_assert_eq!(&v.exit_grants, &on.exit_grants);
+            prop_assert_eq!(&v.approved_routes, &on.approved_routes);
+            if n.lan_access {
+                prop_assert_eq!(&v.lan_grants, &on.lan_grants);
+                prop_assert_eq!(&v.peer_routes, &on.peer_routes);
+            } else {
+                prop_assert!(v.lan_grants.is_empty(), "{} toggle off but granted", n.id);
+                prop_assert!(v.peer_routes.is_empty(), "{} toggle off but routed", n.id);
+                for (router, other) in &views {
+                    let named = other
+                        .forward_filter
+                        .iter()
+                        .flat_map(|r| &r.src)
+                        .any(|s| s.contains(&ip(n)));
+                    prop_assert!(!named, "{} forwards for {} (toggle off)", router, n.id);
+                }
+            }
+            for rule in &v.forward_filter {
+                prop_assert!(!rule.src.is_empty(), "forward rule without clients");
+            }
+        }
+    }
+
+    /// After one node changes (user, tags, exit offer, routes, address,
+    /// LAN-access toggle, or removal), only its own view and the views of its
+    /// peers before or after the change may differ.
     #[test]
     fn one_node_delta_is_local(
         p in policy(),
         nodes in nodes(),
         pick in any::<prop::sample::Index>(),
-        change in 0..6u8,
+        change in 0..7u8,
         user in select(&USERS[..]),
         route in select(&ROUTES[..]),
     ) {
@@ -381,6 +427,7 @@ proptest! {
             2 => after[x].advertise_exit_node = !after[x].advertise_exit_node,
             3 => after[x].advertised_routes = vec![route.parse().unwrap()],
             4 => after[x].tunnel_ip = tunnel(100), // unused address
+            5 => after[x].lan_access = !after[x].lan_access,
             _ => {
                 after.remove(x);
             }
@@ -409,6 +456,7 @@ fn generators_exercise_every_feature() {
     let mut runner = TestRunner::deterministic();
     let (mut filters, mut grants, mut exits, mut approved, mut forwards, mut rejected_routes) =
         (0, 0, 0, 0, 0, 0);
+    let mut withheld = 0;
     let cases = 300;
     for _ in 0..cases {
         let p = policy().new_tree(&mut runner).unwrap().current();
@@ -425,6 +473,21 @@ fn generators_exercise_every_feature() {
                 .iter()
                 .any(|n| views[&n.id].approved_routes.len() < n.advertised_routes.len()),
         );
+        // A node with its toggle off that the ACL would give LAN access.
+        let all_on: Vec<NodeFacts> = nodes
+            .iter()
+            .cloned()
+            .map(|mut n| {
+                n.lan_access = true;
+                n
+            })
+            .collect();
+        let on_views = compile(&p, &all_on);
+        withheld += usize::from(
+            nodes
+                .iter()
+                .any(|n| !n.lan_access && !on_views[&n.id].lan_grants.is_empty()),
+        );
     }
     for (what, count) in [
         ("packet filters", filters),
@@ -433,6 +496,7 @@ fn generators_exercise_every_feature() {
         ("approved routes", approved),
         ("forward filters", forwards),
         ("unapproved routes", rejected_routes),
+        ("LAN grants withheld by the toggle", withheld),
     ] {
         eprintln!("{what}: {count}/{cases}");
         assert!(

@@ -23,6 +23,9 @@ fn node(id: u64, host: &str, user: &str, tags: &[&str]) -> NodeFacts {
         tunnel_ip: tip(u8::try_from(id).unwrap()),
         advertise_exit_node: false,
         advertised_routes: vec![],
+        // On, so LAN grants depend on approval and ACL alone here; the
+        // toggle has its own tests (tests/lan_toggle.rs).
+        lan_access: true,
     }
 }
 
