@@ -87,6 +87,7 @@ pub struct ControlClient {
     url: ControlUrl,
     connector: TlsConnector,
     timeout: Duration,
+    fwmark: Option<u32>,
 }
 
 fn now_ms() -> i64 {
@@ -123,7 +124,39 @@ impl ControlClient {
             url,
             connector: TlsConnector::from(Arc::new(config)),
             timeout: Duration::from_secs(15),
+            fwmark: None,
         })
+    }
+
+    /// Marks the connection's packets (`SO_MARK`) so a node in full-tunnel
+    /// mode reaches control directly instead of through its exit node.
+    pub fn with_fwmark(mut self, mark: u32) -> Self {
+        self.fwmark = Some(mark);
+        self
+    }
+
+    async fn connect_tcp(&self) -> Result<TcpStream, ClientError> {
+        let addrs = tokio::net::lookup_host((self.url.host.as_str(), self.url.port)).await?;
+        let mut last = None;
+        for addr in addrs {
+            let socket = match addr {
+                std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            if let Some(mark) = self.fwmark {
+                socket2::SockRef::from(&socket).set_mark(mark)?;
+            }
+            match socket.connect(addr).await {
+                Ok(stream) => {
+                    stream.set_nodelay(true)?;
+                    return Ok(stream);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(ClientError::Io(last.unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "control host has no address")
+        })))
     }
 
     /// The control URL.
@@ -137,8 +170,7 @@ impl ControlClient {
         body: Vec<u8>,
         auth: Option<(&NodeSigningKey, NodeId)>,
     ) -> Result<Response<Incoming>, ClientError> {
-        let tcp = TcpStream::connect((self.url.host.as_str(), self.url.port)).await?;
-        tcp.set_nodelay(true)?;
+        let tcp = self.connect_tcp().await?;
         let server_name = ServerName::try_from(self.url.host.clone())
             .map_err(|_| ClientError::Url(self.url.to_string()))?;
         let tls = self
@@ -263,7 +295,7 @@ impl ControlClient {
     /// Checks control is reachable over TLS 1.3.
     pub async fn health(&self) -> Result<(), ClientError> {
         let work = async {
-            let tcp = TcpStream::connect((self.url.host.as_str(), self.url.port)).await?;
+            let tcp = self.connect_tcp().await?;
             let server_name = ServerName::try_from(self.url.host.clone())
                 .map_err(|_| ClientError::Url(self.url.to_string()))?;
             self.connector

@@ -77,6 +77,7 @@ fn nodes(n: usize) -> BTreeMap<NodeId, NodeRecord> {
                 endpoints: vec![format!("198.51.100.{}:41641", i % 250 + 1).parse().unwrap()],
                 advertise_exit_node: false,
                 advertised_routes: vec![],
+                lan_access: false,
                 created_at: 1_800_000_000,
                 expired_at: None,
                 last_seen: None,

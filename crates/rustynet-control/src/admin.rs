@@ -96,7 +96,7 @@ pub fn preauth_create(
         None => Policy::default(),
     };
     for tag in tags {
-        if !policy_tag_owned_by(&policy, tag, user) {
+        if !policy.tag_owned_by(tag, user) {
             return Err(AdminError::Invalid(format!(
                 "--tag {tag}: not owned by {user:?} in the current policy's tag_owners"
             )));
@@ -137,8 +137,4 @@ pub fn nodes_expire(data: &DataDir, name: &str) -> Result<NodeRecord, AdminError
 /// `nodes remove NAME`.
 pub fn nodes_remove(data: &DataDir, name: &str) -> Result<NodeRecord, AdminError> {
     Ok(data.open_store()?.remove_node(name)?)
-}
-
-fn policy_tag_owned_by(_policy: &Policy, _tag: &str, _user: &str) -> bool {
-    true
 }

@@ -35,7 +35,7 @@ pub fn node_facts(record: &NodeRecord) -> NodeFacts {
         tunnel_ip: record.tunnel_ip,
         advertise_exit_node: record.advertise_exit_node,
         advertised_routes: record.advertised_routes.clone(),
-        lan_access: false,
+        lan_access: record.lan_access,
     }
 }
 

@@ -39,7 +39,7 @@ pub(crate) fn rename_durable(from: &Path, to: &Path) -> io::Result<()> {
 
 /// Atomically replaces `path` (a file or a symlink — the link itself, not
 /// its target) with a regular file holding `contents`.
-pub(crate) fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     let tmp = temp_path(path);
     let result = (|| {
         let mut file = fs::OpenOptions::new()

@@ -35,6 +35,7 @@ pub use firewall::{
     Hook, L4Proto, Match, NftFirewall, Policy, PortProto, PortRange, Rule as FirewallRule, Ruleset,
     Verdict, render_ruleset,
 };
+pub use fsutil::write_atomic;
 pub use probe::{Capabilities, Prerequisite, nft_usable, probe};
 pub use resolver::{
     FakeResolver, RepairOutcome, ResolvConf, ResolvConfContents, ResolverCall,

@@ -118,6 +118,10 @@ pub struct UpdateRequest {
     pub advertise_exit_node: Option<bool>,
     /// LAN prefixes offered.
     pub advertise_routes: Option<Vec<IpNet>>,
+    /// The node's LAN-access toggle: routers only forward to the LAN for
+    /// clients that have it on (enforced on both ends).
+    #[serde(default)]
+    pub lan_access: Option<bool>,
 }
 
 /// Request body of the map stream.

@@ -1,1 +1,24 @@
-//! rustynetd (scaffold; filled in by its issue).
+//! `rustynetd`: turns the verified, signed netmap into a working encrypted
+//! mesh and keeps it fail-closed.
+//!
+//! Shape (see docs/architecture.md): pure decisions ([`plan`],
+//! [`dataplane_state`]) feed a transaction ([`apply`]) that drives effects
+//! behind traits ([`route_manager`], [`sysctl_manager`], [`dns_manager`], the
+//! tunnel backend, the firewall), all owned by one actor ([`engine`]).
+//! [`control_client`] and [`ipc_server`] are async tasks that talk to it.
+#![warn(missing_docs)]
+
+pub mod apply;
+pub mod config;
+pub mod control_client;
+pub mod dataplane_state;
+pub mod dns_manager;
+pub mod endpoints;
+pub mod engine;
+pub mod ipc_server;
+pub mod metrics;
+pub mod ping;
+pub mod plan;
+pub mod route_manager;
+pub mod state_store;
+pub mod sysctl_manager;

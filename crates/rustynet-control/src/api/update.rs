@@ -86,6 +86,7 @@ pub(super) async fn update(
             endpoints: req.endpoints,
             advertise_exit_node: req.advertise_exit_node,
             advertised_routes: req.advertise_routes,
+            lan_access: req.lan_access,
         };
         if store.update_node(node.id, &update)? {
             network.reload().map_err(ApiFailure::from)?;

@@ -48,4 +48,9 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX seen_nonces_ts ON seen_nonces(ts_ms);
     "#,
+    // 2: the node's LAN-access toggle (routers forward to their LAN only for
+    // clients that have it on).
+    r#"
+    ALTER TABLE nodes ADD COLUMN lan_access INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];

@@ -117,6 +117,8 @@ pub struct NodeRecord {
     pub advertise_exit_node: bool,
     /// Offered LAN prefixes.
     pub advertised_routes: Vec<IpNet>,
+    /// The node's LAN-access toggle.
+    pub lan_access: bool,
     /// Enrollment time (unix seconds); also when the name was assigned.
     pub created_at: i64,
     /// Set when an admin expired the node: it gets no maps and is in no map.
@@ -141,6 +143,8 @@ pub struct NodeUpdate {
     pub advertise_exit_node: Option<bool>,
     /// LAN prefixes.
     pub advertised_routes: Option<Vec<IpNet>>,
+    /// LAN-access toggle.
+    pub lan_access: Option<bool>,
 }
 
 /// A pre-auth key as listed (never the key itself).

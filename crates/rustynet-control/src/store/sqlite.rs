@@ -45,7 +45,8 @@ fn parse<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, StoreError> 
 }
 
 const NODE_COLUMNS: &str = "id, hostname, requested_hostname, user, tags, tunnel_ip, node_key, \
-    signing_key, endpoints, advertise_exit, advertised_routes, created_at, expired_at, last_seen";
+    signing_key, endpoints, advertise_exit, advertised_routes, created_at, expired_at, last_seen, \
+    lan_access";
 
 fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRecord, StoreError>> {
     let id: i64 = row.get(0)?;
@@ -62,6 +63,7 @@ fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRecord,
     let created_at: i64 = row.get(11)?;
     let expired_at: Option<i64> = row.get(12)?;
     let last_seen: Option<i64> = row.get(13)?;
+    let lan_access: bool = row.get(14)?;
     Ok((|| {
         Ok(NodeRecord {
             id: NodeId(u64::try_from(id).map_err(|_| StoreError::Corrupt("node id".into()))?),
@@ -75,6 +77,7 @@ fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRecord,
             endpoints: from_json(&endpoints, "endpoints")?,
             advertise_exit_node: exit,
             advertised_routes: from_json(&routes, "advertised_routes")?,
+            lan_access,
             created_at,
             expired_at,
             last_seen,
@@ -338,14 +341,17 @@ impl Store for SqliteStore {
             .advertised_routes
             .as_ref()
             .unwrap_or(&current.advertised_routes);
+        let lan = update.lan_access.unwrap_or(current.lan_access);
         let changed = *endpoints != current.endpoints
             || exit != current.advertise_exit_node
-            || *routes != current.advertised_routes;
+            || *routes != current.advertised_routes
+            || lan != current.lan_access;
         if changed {
             tx.execute(
-                "UPDATE nodes SET endpoints = ?1, advertise_exit = ?2, advertised_routes = ?3
-                 WHERE id = ?4",
-                params![to_json(endpoints), exit, to_json(routes), id.0 as i64],
+                "UPDATE nodes SET endpoints = ?1, advertise_exit = ?2, advertised_routes = ?3,
+                    lan_access = ?4
+                 WHERE id = ?5",
+                params![to_json(endpoints), exit, to_json(routes), lan, id.0 as i64],
             )?;
         }
         tx.commit()?;

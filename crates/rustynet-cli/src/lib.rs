@@ -1,1 +1,0 @@
-//! rustynet-cli (scaffold; filled in by its issue).

@@ -1,0 +1,197 @@
+//! `rustynet`: the command-line client of `rustynetd`. It keeps no state of
+//! its own; every command is one request over the daemon's IPC socket.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod client;
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ipnet::IpNet;
+use rustynet_proto::control_api::SecretString;
+use rustynet_proto::ipc::{Command, UpArgs};
+
+#[derive(Parser)]
+#[command(name = "rustynet", version, about = "Rustynet mesh VPN client")]
+struct Cli {
+    /// Daemon socket.
+    #[arg(long, global = true, default_value = "/run/rustynet/rustynetd.sock")]
+    socket: PathBuf,
+    /// Print one JSON document instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Enroll (if needed) and connect.
+    Up {
+        /// Control server, https://HOST:PORT.
+        #[arg(long)]
+        control: String,
+        /// The control CA certificate to pin.
+        #[arg(long)]
+        ca_cert: PathBuf,
+        /// Pre-auth key (needed only to enroll).
+        #[arg(long, conflicts_with = "auth_key_file")]
+        auth_key: Option<String>,
+        /// Read the pre-auth key from a file instead (keeps it out of the process list).
+        #[arg(long)]
+        auth_key_file: Option<PathBuf>,
+        /// Host name to ask for.
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Offer this node as an exit node.
+        #[arg(long)]
+        advertise_exit_node: bool,
+        /// LAN prefixes to offer, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        advertise_routes: Vec<IpNet>,
+    },
+    /// Disconnect and restore routes, firewall and DNS.
+    Down,
+    /// Show state, peers, exit node and LAN access.
+    Status,
+    /// Exit nodes.
+    ExitNode {
+        #[command(subcommand)]
+        action: ExitAction,
+    },
+    /// Reach the exit node's LAN (on) or not (off).
+    LanAccess {
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Advertise or withdraw LAN routes.
+    Route {
+        #[command(subcommand)]
+        action: RouteAction,
+    },
+    /// Magic DNS.
+    Dns {
+        #[command(subcommand)]
+        action: DnsAction,
+    },
+    /// UDP reachability, local endpoints, control reachability.
+    Netcheck,
+    /// Probe a peer through the tunnel.
+    Ping {
+        /// Host name, Magic DNS name or tunnel IP.
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExitAction {
+    /// Exit nodes this node may use.
+    List,
+    /// Send all internet traffic through NAME.
+    Select {
+        /// Host name or Magic DNS name.
+        name: String,
+    },
+    /// Stop using an exit node.
+    Off,
+}
+
+#[derive(Subcommand)]
+enum RouteAction {
+    /// Offer LAN prefixes.
+    Advertise {
+        /// Prefixes.
+        #[arg(required = true)]
+        cidrs: Vec<IpNet>,
+    },
+    /// Withdraw LAN prefixes.
+    Withdraw {
+        /// Prefixes.
+        #[arg(required = true)]
+        cidrs: Vec<IpNet>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DnsAction {
+    /// Records, resolver, protection, and why a name resolves as it does.
+    Inspect {
+        /// A name to explain.
+        name: Option<String>,
+    },
+}
+
+fn command(cmd: Cmd) -> anyhow::Result<Command> {
+    Ok(match cmd {
+        Cmd::Up {
+            control,
+            ca_cert,
+            auth_key,
+            auth_key_file,
+            hostname,
+            advertise_exit_node,
+            advertise_routes,
+        } => {
+            let ca_cert_pem = std::fs::read_to_string(&ca_cert)
+                .map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", ca_cert.display()))?;
+            let auth_key = match (auth_key, auth_key_file) {
+                (Some(k), _) => Some(SecretString::new(k)),
+                (None, Some(path)) => {
+                    let text =
+                        zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
+                            anyhow::anyhow!("--auth-key-file {}: {e}", path.display())
+                        })?);
+                    Some(SecretString::new(text.trim().to_owned()))
+                }
+                (None, None) => None,
+            };
+            Command::Up(UpArgs {
+                control_url: control,
+                ca_cert_pem,
+                auth_key,
+                hostname,
+                advertise_exit_node,
+                advertise_routes,
+            })
+        }
+        Cmd::Down => Command::Down,
+        Cmd::Status => Command::Status,
+        Cmd::ExitNode { action } => match action {
+            ExitAction::List => Command::ExitNodeList,
+            ExitAction::Select { name } => Command::ExitNodeSelect { name },
+            ExitAction::Off => Command::ExitNodeOff,
+        },
+        Cmd::LanAccess { state } => Command::LanAccess { on: state == "on" },
+        Cmd::Route { action } => match action {
+            RouteAction::Advertise { cidrs } => Command::RouteAdvertise { cidrs },
+            RouteAction::Withdraw { cidrs } => Command::RouteWithdraw { cidrs },
+        },
+        Cmd::Dns {
+            action: DnsAction::Inspect { name },
+        } => Command::DnsInspect { name },
+        Cmd::Netcheck => Command::Netcheck,
+        Cmd::Ping { name } => Command::Ping { name },
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = command(cli.command).and_then(|cmd| client::call(&cli.socket, cmd));
+    match result {
+        Ok(reply) => {
+            if cli.json {
+                println!("{}", render::json(&reply));
+            } else {
+                print!("{}", render::text(&reply));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Magic DNS on the node: the resolver on 100.100.100.100, the exit-node DNS
+//! service on the node's tunnel address (for clients holding an exit grant),
+//! and the OS side (resolv.conf pointed at the resolver, backed up and
+//! restored).
+//!
+//! Records only ever come from the signed netmap (the plan hands them in).
+//! When the upstream path is gone the resolver answers SERVFAIL; it never
+//! falls back to another resolver.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use rustynet_dns::{
+    Access, ConfigError, DnsServer, NetTransport, ResolverConfig, ServerConfig, ServerError,
+    SocketOptions, Upstream,
+};
+use rustynet_netos::{ResolverConfigurator, ResolverError};
+use rustynet_proto::ipc::DnsInspectDoc;
+use rustynet_proto::netmap::MAGIC_DNS_IP;
+use tokio::runtime::Handle;
+
+use crate::plan::{DnsPlan, DnsUpstream, magic_dns_addr};
+
+/// Why Magic DNS could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    /// The DNS section of the map is unusable.
+    #[error("DNS config: {0}")]
+    Config(#[from] ConfigError),
+    /// A resolver could not start.
+    #[error("resolver: {0}")]
+    Server(#[from] ServerError),
+    /// The OS resolver configuration could not be changed.
+    #[error("resolver configuration: {0}")]
+    Os(#[from] ResolverError),
+}
+
+/// What the transaction needs from Magic DNS.
+pub trait DnsOps: Send {
+    /// Makes Magic DNS match `plan`.
+    fn apply(&mut self, plan: &DnsPlan) -> Result<(), DnsError>;
+    /// Stops the resolvers and restores the OS configuration.
+    fn stop(&mut self) -> Result<(), DnsError>;
+    /// `dns inspect` (None before the first apply).
+    fn inspect(&self, name: Option<&str>) -> Option<DnsInspectDoc>;
+    /// The resolvers the system had before Magic DNS took over.
+    fn system_resolvers(&self) -> Vec<IpAddr>;
+    /// Undoes a takeover a crash left behind (run first at start-up).
+    fn repair_stale(&mut self) -> Result<String, DnsError>;
+}
+
+fn upstream(u: &DnsUpstream) -> Upstream {
+    let port = rustynet_dns::DNS_PORT;
+    match u {
+        DnsUpstream::Exit { ip, name } => Upstream::Exit {
+            addr: SocketAddr::new(IpAddr::V4(*ip), port),
+            name: name.clone(),
+        },
+        DnsUpstream::System(list) => {
+            Upstream::System(list.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
+        }
+        DnsUpstream::None => Upstream::None,
+    }
+}
+
+/// The real Magic DNS manager.
+pub struct DnsManager {
+    rt: Handle,
+    dns_mark: u32,
+    resolv: Box<dyn ResolverConfigurator + Send>,
+    os_description: String,
+    magic: Option<DnsServer>,
+    exit: Option<(SocketAddr, DnsServer)>,
+    protected: bool,
+    system: Vec<IpAddr>,
+}
+
+impl DnsManager {
+    /// A manager using `resolv` for the OS side.
+    pub fn new(
+        rt: Handle,
+        dns_mark: u32,
+        resolv: Box<dyn ResolverConfigurator + Send>,
+        os_description: String,
+    ) -> Self {
+        let system = resolv.original_nameservers().unwrap_or_default();
+        Self {
+            rt,
+            dns_mark,
+            resolv,
+            os_description,
+            magic: None,
+            exit: None,
+            protected: false,
+            system,
+        }
+    }
+
+    fn transport(&self) -> Arc<NetTransport> {
+        Arc::new(NetTransport::new(SocketOptions {
+            fwmark: Some(self.dns_mark),
+            bind_device: None,
+        }))
+    }
+
+    fn start(
+        &self,
+        listen: SocketAddr,
+        access: Access,
+        config: ResolverConfig,
+    ) -> Result<DnsServer, DnsError> {
+        let mut server = ServerConfig::new(listen);
+        server.access = access;
+        server.freebind = true;
+        let transport = self.transport();
+        Ok(self
+            .rt
+            .block_on(DnsServer::start(server, config, transport))?)
+    }
+
+    fn apply_exit_service(&mut self, plan: &DnsPlan) -> Result<(), DnsError> {
+        let want = plan.exit_service.as_ref().map(|(ip, clients)| {
+            (
+                SocketAddr::new(IpAddr::V4(*ip), rustynet_dns::DNS_PORT),
+                clients,
+            )
+        });
+        match (want, &self.exit) {
+            (Some((addr, clients)), Some((current, server))) if *current == addr => {
+                server
+                    .handle()
+                    .set_access(Access::Prefixes(clients.clone()));
+            }
+            (Some((addr, clients)), _) => {
+                if let Some((_, old)) = self.exit.take() {
+                    self.rt.block_on(old.shutdown());
+                }
+                let upstream = Upstream::System(
+                    DnsOps::system_resolvers(self)
+                        .into_iter()
+                        .map(|ip| SocketAddr::new(ip, rustynet_dns::DNS_PORT))
+                        .collect(),
+                );
+                let config = ResolverConfig::new(plan.config.clone(), upstream)?;
+                let server = self.start(addr, Access::Prefixes(clients.clone()), config)?;
+                self.exit = Some((addr, server));
+            }
+            (None, _) => {
+                if let Some((_, old)) = self.exit.take() {
+                    self.rt.block_on(old.shutdown());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DnsOps for DnsManager {
+    fn apply(&mut self, plan: &DnsPlan) -> Result<(), DnsError> {
+        let config = ResolverConfig::new(plan.config.clone(), upstream(&plan.upstream))?;
+        match &self.magic {
+            Some(server) => server.handle().update(config),
+            None => self.magic = Some(self.start(magic_dns_addr(), Access::Any, config)?),
+        }
+        self.apply_exit_service(plan)?;
+        if !self.resolv.is_taken_over()? {
+            self.resolv.take_over(
+                &[IpAddr::V4(MAGIC_DNS_IP)],
+                std::slice::from_ref(&plan.config.suffix),
+            )?;
+        }
+        self.protected = plan.protected;
+        Ok(())
+    }
+
+    fn stop(&mut self) -> Result<(), DnsError> {
+        if let Some(server) = self.magic.take() {
+            self.rt.block_on(server.shutdown());
+        }
+        if let Some((_, server)) = self.exit.take() {
+            self.rt.block_on(server.shutdown());
+        }
+        self.resolv.restore()?;
+        self.protected = false;
+        Ok(())
+    }
+
+    fn inspect(&self, name: Option<&str>) -> Option<DnsInspectDoc> {
+        let resolver = self.magic.as_ref()?.handle().resolver();
+        Some(resolver.inspect(name, self.protected, &self.os_description))
+    }
+
+    fn system_resolvers(&self) -> Vec<IpAddr> {
+        self.system
+            .iter()
+            .copied()
+            .filter(|ip| *ip != IpAddr::V4(MAGIC_DNS_IP))
+            .collect()
+    }
+
+    fn repair_stale(&mut self) -> Result<String, DnsError> {
+        let outcome = self.resolv.repair_stale()?;
+        // The originals may only be readable once the stale takeover is gone.
+        self.system = self.resolv.original_nameservers().unwrap_or_default();
+        Ok(format!("{outcome:?}"))
+    }
+}

@@ -1,0 +1,446 @@
+//! IPC commands. Each validates its input completely before changing
+//! anything, and a change that cannot be applied is undone before replying.
+
+use ipnet::IpNet;
+use rustynet_control_client::ControlClient;
+use rustynet_proto::control_api::{API_VERSION, RegisterRequest};
+use rustynet_proto::ipc::{Command, ErrorCode, ExitNodeEntry, PathKind, PingDoc, Reply, UpArgs};
+use rustynet_proto::netmap::TUNNEL_NET;
+
+use super::{Engine, now_unix};
+use crate::ipc_server::Caller;
+use crate::plan;
+use crate::state_store::{Enrollment, Prefs};
+
+/// A refused or failed command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpcFailure {
+    /// Category.
+    pub code: ErrorCode,
+    /// One line for the operator.
+    pub message: String,
+}
+
+type CmdResult = Result<Reply, IpcFailure>;
+
+fn done(message: impl Into<String>) -> CmdResult {
+    Ok(Reply::Done {
+        message: message.into(),
+    })
+}
+
+/// Routes a node may advertise: canonical, not default, not the tunnel range,
+/// not loopback/link-local/multicast.
+pub fn validate_route(net: &IpNet) -> Result<(), String> {
+    if net.trunc() != *net {
+        return Err(format!(
+            "{net} has host bits set (did you mean {}?)",
+            net.trunc()
+        ));
+    }
+    if net.prefix_len() == 0 {
+        return Err(format!(
+            "{net} is a default route; use --advertise-exit-node"
+        ));
+    }
+    let bad = match net {
+        IpNet::V4(n) => {
+            TUNNEL_NET.contains(&n.network())
+                || n.contains(&TUNNEL_NET.network())
+                || n.network().is_loopback()
+                || n.network().is_link_local()
+                || n.network().is_multicast()
+        }
+        IpNet::V6(n) => {
+            n.network().is_loopback()
+                || n.network().is_multicast()
+                || (n.network().segments()[0] & 0xffc0) == 0xfe80
+        }
+    };
+    if bad {
+        return Err(format!("{net} is not a routable LAN prefix"));
+    }
+    Ok(())
+}
+
+impl Engine {
+    pub(super) fn handle_command(&mut self, cmd: Command, caller: &Caller) -> CmdResult {
+        tracing::info!(command = cmd.name(), uid = caller.uid, "ipc command");
+        if self.integrity_failed && !matches!(cmd, Command::Status | Command::Down | Command::Up(_))
+        {
+            return Err(Self::fail(
+                ErrorCode::WrongState,
+                format!(
+                    "daemon is fail-closed: {}; run `rustynet down` to reset or `rustynet up` to enroll again",
+                    self.last_error.clone().unwrap_or_default()
+                ),
+            ));
+        }
+        match cmd {
+            Command::Status => Ok(Reply::Status(self.status())),
+            Command::Up(args) => self.cmd_up(args),
+            Command::Down => self.cmd_down(),
+            Command::ExitNodeList => self.cmd_exit_list(),
+            Command::ExitNodeSelect { name } => self.cmd_exit_select(&name),
+            Command::ExitNodeOff => self.cmd_exit_off(),
+            Command::LanAccess { on } => self.cmd_lan_access(on),
+            Command::RouteAdvertise { cidrs } => self.cmd_routes(cidrs, true),
+            Command::RouteWithdraw { cidrs } => self.cmd_routes(cidrs, false),
+            Command::DnsInspect { name } => self
+                .fx
+                .dns
+                .inspect(name.as_deref())
+                .map(Reply::Dns)
+                .ok_or_else(|| {
+                    Self::fail(
+                        ErrorCode::WrongState,
+                        "Magic DNS is not running (not connected)",
+                    )
+                }),
+            Command::Netcheck => Ok(Reply::Netcheck(self.netcheck())),
+            Command::Ping { name } => self.cmd_ping(&name),
+        }
+    }
+
+    fn cmd_up(&mut self, args: UpArgs) -> CmdResult {
+        let client = ControlClient::new(&args.control_url, &args.ca_cert_pem)
+            .map_err(|e| Self::fail(ErrorCode::InvalidArgument, e.to_string()))?;
+        let hostname =
+            match &args.hostname {
+                Some(h) => Some(rustynet_proto::names::normalize_hostname(h).map_err(|e| {
+                    Self::fail(ErrorCode::InvalidArgument, format!("--hostname: {e}"))
+                })?),
+                None => None,
+            };
+        for route in &args.advertise_routes {
+            validate_route(route).map_err(|e| {
+                Self::fail(
+                    ErrorCode::InvalidArgument,
+                    format!("--advertise-routes: {e}"),
+                )
+            })?;
+        }
+        let same_control = self
+            .state
+            .enrollment
+            .as_ref()
+            .is_some_and(|e| e.control_url == args.control_url && e.ca_pem == args.ca_cert_pem);
+        let needs_enroll = !same_control || self.integrity_failed;
+        if needs_enroll && args.auth_key.is_none() {
+            return Err(Self::fail(
+                ErrorCode::InvalidArgument,
+                "not enrolled with this control server: --auth-key is required",
+            ));
+        }
+        if self.integrity_failed {
+            // The operator chose to start over: fresh state, same keys file
+            // only if it is intact.
+            self.state = Default::default();
+            self.integrity_failed = false;
+        }
+        self.load_keys()
+            .map_err(|e| Self::fail(ErrorCode::Internal, e))?;
+        if needs_enroll {
+            let auth_key = args
+                .auth_key
+                .clone()
+                .ok_or_else(|| Self::fail(ErrorCode::InvalidArgument, "--auth-key is required"))?;
+            let keys = self
+                .keys
+                .as_ref()
+                .ok_or_else(|| Self::fail(ErrorCode::Internal, "no keys"))?;
+            let hostname = hostname.clone().unwrap_or_else(default_hostname);
+            let request = RegisterRequest {
+                version: API_VERSION,
+                auth_key,
+                hostname,
+                node_key: rustynet_backend_wireguard::public_key(&keys.tunnel),
+                signing_key: keys.signing.public(),
+                endpoints: self.local_endpoints(),
+                advertise_exit_node: args.advertise_exit_node,
+                advertise_routes: args.advertise_routes.clone(),
+            };
+            let client = client.with_fwmark(self.cfg.fwmark);
+            let signing = &keys.signing;
+            let response = self
+                .rt
+                .block_on(async {
+                    tokio::time::timeout(
+                        Self::control_timeout(),
+                        client.register(signing, &request),
+                    )
+                    .await
+                })
+                .map_err(|_| Self::fail(ErrorCode::Control, "control did not answer in time"))?
+                .map_err(|e| Self::fail(ErrorCode::Control, e.to_string()))?;
+            tracing::info!(node = %response.node_id, hostname = %response.hostname, ip = %response.tunnel_ip, "enrolled");
+            self.state = Default::default();
+            self.state.enrollment = Some(Enrollment {
+                control_url: args.control_url.clone(),
+                ca_pem: args.ca_cert_pem.clone(),
+                node_id: response.node_id,
+                control_signing_key: response.control_signing_key,
+                hostname: response.hostname,
+            });
+            self.current = None;
+        }
+        self.state.prefs = Prefs {
+            want_up: true,
+            advertise_exit_node: args.advertise_exit_node,
+            advertise_routes: args.advertise_routes.clone(),
+            ..self.state.prefs.clone()
+        };
+        self.save();
+        self.resolve_control_endpoints();
+        if self.sm.state() == rustynet_proto::ipc::DataplaneState::Init {
+            self.enter_fail_closed_quietly();
+        }
+        self.ensure_backend();
+        self.start_control();
+        let name = self
+            .state
+            .enrollment
+            .as_ref()
+            .map(|e| e.hostname.clone())
+            .unwrap_or_default();
+        done(format!("up: {name} (connecting to {})", args.control_url))
+    }
+
+    fn cmd_down(&mut self) -> CmdResult {
+        if let Some(control) = self.control.take() {
+            control.stop();
+        }
+        let mut problems = Vec::new();
+        if let Err(e) = self.fx.dns.stop() {
+            problems.push(format!("dns: {e}"));
+        }
+        if let Err(e) = self.fx.firewall.remove() {
+            problems.push(format!("firewall: {e}"));
+        }
+        if let Err(e) = self.fx.routing.clear() {
+            problems.push(format!("routes: {e}"));
+        }
+        if let Err(e) = self.fx.sysctl.apply(&[]) {
+            problems.push(format!("sysctl: {e}"));
+        }
+        if self.backend_running {
+            if let Err(e) = self.fx.backend.stop() {
+                problems.push(format!("tunnel: {e}"));
+            }
+            self.fx.backend = (self.make_backend)();
+            self.backend_running = false;
+        }
+        self.applied = Default::default();
+        self.desired = None;
+        self.current = None;
+        if self.integrity_failed {
+            let _ = self.store.clear();
+            self.state = Default::default();
+            self.integrity_failed = false;
+        }
+        self.state.prefs.want_up = false;
+        self.save();
+        self.last_error = None;
+        let generation = self.state.last_known_safe_generation;
+        self.transition(crate::dataplane_state::Trigger::Down, generation);
+        if problems.is_empty() {
+            done("down: tunnel removed, routes, firewall and DNS restored")
+        } else {
+            Err(Self::fail(
+                ErrorCode::Apply,
+                format!("down finished with errors: {}", problems.join("; ")),
+            ))
+        }
+    }
+
+    fn cmd_exit_list(&self) -> CmdResult {
+        let map = self
+            .current
+            .as_ref()
+            .ok_or_else(|| Self::fail(ErrorCode::WrongState, "no network map yet"))?;
+        let selected = self
+            .desired
+            .as_ref()
+            .and_then(|d| d.exit.as_ref())
+            .map(|e| e.node_id);
+        let entries = map
+            .netmap()
+            .peers
+            .iter()
+            .filter(|p| p.exit_node)
+            .map(|p| ExitNodeEntry {
+                name: p.hostname.clone(),
+                dns_name: p.dns_name.clone(),
+                tunnel_ip: p.tunnel_ip,
+                online: p.online,
+                selected: selected == Some(p.node_id),
+            })
+            .collect();
+        Ok(Reply::ExitNodes(entries))
+    }
+
+    /// Changes preferences, re-applies, and restores the old preferences if
+    /// the new generation cannot be applied.
+    fn with_prefs(
+        &mut self,
+        change: impl FnOnce(&mut Prefs),
+        what: &str,
+    ) -> Result<(), IpcFailure> {
+        let before = self.state.prefs.clone();
+        change(&mut self.state.prefs);
+        if self.current.is_none() {
+            self.state.prefs = before;
+            return Err(Self::fail(
+                ErrorCode::WrongState,
+                "not connected (no network map yet)",
+            ));
+        }
+        if let Some(err) = self.reapply() {
+            self.state.prefs = before;
+            self.reapply();
+            self.save();
+            return Err(Self::fail(
+                ErrorCode::Apply,
+                format!("{what} not applied: {err}"),
+            ));
+        }
+        self.save();
+        Ok(())
+    }
+
+    fn cmd_exit_select(&mut self, name: &str) -> CmdResult {
+        let map = self.current.as_ref().ok_or_else(|| {
+            Self::fail(ErrorCode::WrongState, "not connected (no network map yet)")
+        })?;
+        let choice = plan::resolve_exit(map.netmap(), name).map_err(|e| {
+            self.metrics.exit_failure("not_granted");
+            let code = match e {
+                plan::PlanError::ExitNotGranted(_) => ErrorCode::NotAuthorized,
+                plan::PlanError::UnknownExit(_) => ErrorCode::InvalidArgument,
+            };
+            Self::fail(code, e.to_string())
+        })?;
+        let hostname = choice.hostname.clone();
+        self.with_prefs(|p| p.exit_node = Some(hostname.clone()), "exit node")?;
+        done(format!(
+            "exit node: {hostname} (all internet traffic now leaves through it; kill switch on)"
+        ))
+    }
+
+    fn cmd_exit_off(&mut self) -> CmdResult {
+        if self.state.prefs.exit_node.is_none() {
+            return done("exit node: off (was not set)");
+        }
+        if self.current.is_none() {
+            self.state.prefs.exit_node = None;
+            self.save();
+            return done("exit node: off");
+        }
+        self.with_prefs(|p| p.exit_node = None, "exit node off")?;
+        done("exit node: off (direct internet access restored)")
+    }
+
+    fn cmd_lan_access(&mut self, on: bool) -> CmdResult {
+        self.with_prefs(|p| p.lan_access = on, "LAN access")?;
+        if let Some(control) = &self.control {
+            control.send_update(self.update_request());
+        }
+        done(format!("LAN access: {}", if on { "on" } else { "off" }))
+    }
+
+    fn cmd_routes(&mut self, cidrs: Vec<IpNet>, add: bool) -> CmdResult {
+        if cidrs.is_empty() {
+            return Err(Self::fail(ErrorCode::InvalidArgument, "no prefixes given"));
+        }
+        for net in &cidrs {
+            validate_route(net).map_err(|e| Self::fail(ErrorCode::InvalidArgument, e))?;
+        }
+        let routes = &mut self.state.prefs.advertise_routes;
+        for net in cidrs {
+            if add {
+                if !routes.contains(&net) {
+                    routes.push(net);
+                }
+            } else {
+                routes.retain(|r| *r != net);
+            }
+        }
+        routes.sort();
+        self.save();
+        if let Some(control) = &self.control {
+            control.send_update(self.update_request());
+        }
+        let list: Vec<String> = self
+            .state
+            .prefs
+            .advertise_routes
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        done(format!(
+            "advertised routes: [{}] (granted only through the policy)",
+            list.join(", ")
+        ))
+    }
+
+    fn cmd_ping(&mut self, name: &str) -> CmdResult {
+        let map = self
+            .current
+            .as_ref()
+            .ok_or_else(|| Self::fail(ErrorCode::WrongState, "not connected"))?;
+        let peer = plan::find_peer(map.netmap(), name)
+            .ok_or_else(|| {
+                Self::fail(
+                    ErrorCode::InvalidArgument,
+                    format!("no visible peer named {name:?}"),
+                )
+            })?
+            .clone();
+        let path = self
+            .fx
+            .backend
+            .stats()
+            .ok()
+            .and_then(|s| s.peer(&peer.node_key).and_then(|p| p.endpoint))
+            .map_or(PathKind::None, |_| PathKind::Direct);
+        let rtt = crate::ping::icmp_echo(peer.tunnel_ip, std::time::Duration::from_secs(3));
+        let path = if rtt.is_some() {
+            PathKind::Direct
+        } else {
+            path
+        };
+        Ok(Reply::Ping(PingDoc {
+            name: peer.hostname,
+            tunnel_ip: peer.tunnel_ip,
+            path,
+            rtt_us: rtt.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        }))
+    }
+}
+
+fn default_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .and_then(|h| {
+            rustynet_proto::names::normalize_hostname(h.split('.').next().unwrap_or("")).ok()
+        })
+        .unwrap_or_else(|| format!("node-{}", now_unix() % 100_000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_validation() {
+        assert!(validate_route(&"192.168.77.0/24".parse().unwrap()).is_ok());
+        assert!(validate_route(&"192.168.77.1/24".parse().unwrap()).is_err());
+        assert!(validate_route(&"0.0.0.0/0".parse().unwrap()).is_err());
+        assert!(validate_route(&"100.64.1.0/24".parse().unwrap()).is_err());
+        assert!(validate_route(&"100.0.0.0/8".parse().unwrap()).is_err());
+        assert!(validate_route(&"127.0.0.0/8".parse().unwrap()).is_err());
+        assert!(validate_route(&"fe80::/64".parse().unwrap()).is_err());
+        assert!(validate_route(&"fd00:1::/64".parse().unwrap()).is_ok());
+    }
+}

@@ -1,0 +1,624 @@
+//! The daemon's core: one actor that owns the effects and the state machine.
+//!
+//! Every input — a map from control, an IPC command, a health tick — arrives
+//! as an [`EngineMsg`] and is handled to completion before the next, so a
+//! transaction never interleaves with another. The actor runs on its own
+//! thread because every OS effect behind it is synchronous; async work
+//! (talking to control) runs on the tokio runtime through a [`Handle`].
+
+mod commands;
+mod status;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rustynet_proto::ipc::{DataplaneState, ErrorCode, Reply};
+use rustynet_proto::verify::GenerationRule;
+use rustynet_proto::{NetmapVerifier, SignedEnvelope, VerifiedNetmap, VerifyPolicy};
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::apply::{self, Applied, Effects, Faults};
+use crate::config::DaemonConfig;
+use crate::control_client::{ControlEvent, ControlTask};
+use crate::dataplane_state::{StateMachine, Transition, Trigger};
+use crate::ipc_server::Caller;
+use crate::metrics::Metrics;
+use crate::plan::{self, Choices, Desired, LocalContext};
+use crate::state_store::{NodeKeys, PersistedState, StateStore};
+
+pub use commands::IpcFailure;
+
+/// Messages to the engine.
+pub enum EngineMsg {
+    /// An IPC command from an authenticated caller.
+    Ipc {
+        /// The command.
+        cmd: rustynet_proto::ipc::Command,
+        /// Who sent it.
+        caller: Caller,
+        /// Where the answer goes.
+        reply: oneshot::Sender<Result<Reply, IpcFailure>>,
+    },
+    /// A signed map as received from control (not yet verified).
+    Map(SignedEnvelope),
+    /// Control connection news.
+    Control(ControlEvent),
+    /// Periodic health check.
+    Tick,
+    /// Stop the engine (the daemon is exiting; the dataplane stays as is).
+    Shutdown,
+}
+
+/// A cloneable handle to the engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::UnboundedSender<EngineMsg>,
+}
+
+impl EngineHandle {
+    /// Sends a message; `false` if the engine is gone.
+    pub fn send(&self, msg: EngineMsg) -> bool {
+        self.tx.send(msg).is_ok()
+    }
+}
+
+/// Factory for the tunnel backend (so tests can inject a fake).
+pub type BackendFactory = Box<dyn Fn() -> Box<dyn rustynet_tunnel::TunnelBackend> + Send>;
+
+/// The engine's state.
+pub struct Engine {
+    cfg: DaemonConfig,
+    rt: Handle,
+    handle: EngineHandle,
+    store: StateStore,
+    state: PersistedState,
+    keys: Option<NodeKeys>,
+    sm: StateMachine,
+    fx: Effects,
+    make_backend: BackendFactory,
+    applied: Applied,
+    current: Option<VerifiedNetmap>,
+    desired: Option<Desired>,
+    backend_running: bool,
+    control: Option<ControlTask>,
+    control_endpoints: Vec<SocketAddr>,
+    control_connected: bool,
+    last_error: Option<String>,
+    faults: Faults,
+    integrity_failed: bool,
+    metrics: Metrics,
+}
+
+/// Unix time in seconds.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn log_transitions(transitions: &[Transition]) {
+    for t in transitions {
+        tracing::info!(
+            target: "rustynet::transition",
+            from_state = t.from_state.as_str(),
+            to_state = t.to_state.as_str(),
+            reason = %t.reason,
+            generation = t.generation,
+            "state transition"
+        );
+    }
+}
+
+impl Engine {
+    /// Builds the engine; call [`Engine::run`] on a dedicated thread.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: DaemonConfig,
+        rt: Handle,
+        store: StateStore,
+        fx: Effects,
+        make_backend: BackendFactory,
+        metrics: Metrics,
+    ) -> (Self, EngineHandle, mpsc::UnboundedReceiver<EngineMsg>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = EngineHandle { tx };
+        let engine = Self {
+            cfg,
+            rt,
+            handle: handle.clone(),
+            store,
+            state: PersistedState::default(),
+            keys: None,
+            sm: StateMachine::default(),
+            fx,
+            make_backend,
+            applied: Applied::default(),
+            current: None,
+            desired: None,
+            backend_running: false,
+            control: None,
+            control_endpoints: vec![],
+            control_connected: false,
+            last_error: None,
+            faults: Faults::from_env(),
+            integrity_failed: false,
+            metrics,
+        };
+        (engine, handle, rx)
+    }
+
+    /// Runs until [`EngineMsg::Shutdown`] or all handles are dropped.
+    pub fn run(mut self, mut rx: mpsc::UnboundedReceiver<EngineMsg>) {
+        self.startup();
+        while let Some(msg) = rx.blocking_recv() {
+            match msg {
+                EngineMsg::Ipc { cmd, caller, reply } => {
+                    let result = self.handle_command(cmd, &caller);
+                    let _ = reply.send(result);
+                }
+                EngineMsg::Map(envelope) => self.on_map(envelope),
+                EngineMsg::Control(event) => self.on_control(event),
+                EngineMsg::Tick => self.on_tick(),
+                EngineMsg::Shutdown => break,
+            }
+            self.publish_metrics();
+        }
+        if let Some(control) = self.control.take() {
+            control.stop();
+        }
+        tracing::info!("engine stopped; the dataplane and firewall stay as they are");
+    }
+
+    fn transition(&mut self, trigger: Trigger, generation: u64) {
+        match self.sm.handle(trigger, generation) {
+            Ok(ts) => {
+                log_transitions(&ts);
+                if ts.iter().any(|t| t.to_state == DataplaneState::FailClosed) {
+                    self.metrics.fail_closed_entered();
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "refused state transition"),
+        }
+    }
+
+    fn save(&mut self) {
+        self.state.saved_sysctls = self.fx.sysctl.originals();
+        if let Err(e) = self.store.save(&self.state) {
+            tracing::error!(error = %e, "cannot persist state");
+            self.last_error = Some(format!("cannot persist state: {e}"));
+        }
+    }
+
+    fn local_context(&self) -> LocalContext {
+        LocalContext {
+            tun: self.cfg.tun.clone(),
+            fwmark: self.cfg.fwmark,
+            dns_mark: self.cfg.dns_mark,
+            table: rustynet_netos::DEFAULT_TABLE,
+            rule_priority: *rustynet_netos::DEFAULT_RULE_PRIORITIES.start(),
+            control_endpoints: self.control_endpoints.clone(),
+            system_resolvers: self.system_resolvers(),
+        }
+    }
+
+    fn system_resolvers(&self) -> Vec<std::net::IpAddr> {
+        self.fx.dns.system_resolvers()
+    }
+
+    fn choices(&self) -> Choices {
+        Choices {
+            exit_node: self.state.prefs.exit_node.clone(),
+            lan_access: self.state.prefs.lan_access,
+            protect_dns: false,
+        }
+    }
+
+    fn protected_expected(&self) -> bool {
+        self.integrity_failed || self.state.prefs.exit_node.is_some()
+    }
+
+    fn suffix(&self) -> String {
+        self.current
+            .as_ref()
+            .map(|m| m.netmap().dns.suffix.clone())
+            .unwrap_or_else(|| "rustynet.internal".into())
+    }
+
+    /// Start-up: repair a stale resolver takeover first, then load state and
+    /// restore the last-known-safe generation before anything else happens.
+    fn startup(&mut self) {
+        match self.fx.dns.repair_stale() {
+            Ok(outcome) => tracing::info!(?outcome, "resolver configuration checked"),
+            Err(e) => tracing::warn!(error = %e, "cannot check resolver configuration"),
+        }
+        match self.store.load() {
+            Ok(Some(state)) => self.state = state,
+            Ok(None) => {}
+            Err(e) => {
+                self.integrity_failed = true;
+                self.last_error = Some(e.to_string());
+                tracing::error!(error = %e, "state failed its integrity check; starting restricted and fail-closed");
+                self.transition(Trigger::IntegrityFailure(e.to_string()), 0);
+                self.enter_fail_closed();
+                return;
+            }
+        }
+        self.fx
+            .sysctl
+            .set_originals(self.state.saved_sysctls.clone());
+        if !self.state.prefs.want_up {
+            self.cleanup_stale();
+            return;
+        }
+        if let Err(e) = self.load_keys() {
+            self.integrity_failed = true;
+            self.last_error = Some(e.clone());
+            self.transition(Trigger::IntegrityFailure(e), 0);
+            self.enter_fail_closed();
+            return;
+        }
+        self.resolve_control_endpoints();
+        // Never open while restoring: the restricted ruleset goes in first.
+        self.enter_fail_closed_quietly();
+        self.ensure_backend();
+        self.restore_last_known_safe();
+        self.start_control();
+    }
+
+    fn cleanup_stale(&mut self) {
+        let _ = self.fx.firewall.remove();
+        let _ = self.fx.routing.clear();
+        let _ = self.fx.sysctl.apply(&[]);
+        self.save();
+    }
+
+    fn load_keys(&mut self) -> Result<(), String> {
+        if self.keys.is_some() {
+            return Ok(());
+        }
+        let keys = self
+            .store
+            .keys_or_create(rustynet_backend_wireguard::generate_private_key)
+            .map_err(|e| e.to_string())?;
+        self.keys = Some(keys);
+        Ok(())
+    }
+
+    fn resolve_control_endpoints(&mut self) {
+        let Some(enrollment) = &self.state.enrollment else {
+            return;
+        };
+        let Ok(url) = rustynet_control_client::ControlUrl::parse(&enrollment.control_url) else {
+            return;
+        };
+        let target = (url.host.clone(), url.port);
+        let addrs: Vec<SocketAddr> = match std::net::ToSocketAddrs::to_socket_addrs(&target) {
+            Ok(it) => it.collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot resolve the control host");
+                return;
+            }
+        };
+        if !addrs.is_empty() {
+            self.control_endpoints = addrs;
+        }
+    }
+
+    fn restore_last_known_safe(&mut self) {
+        let (Some(env), Some(enrollment)) = (
+            self.state.last_known_safe.clone(),
+            self.state.enrollment.clone(),
+        ) else {
+            return;
+        };
+        let verifier = NetmapVerifier::new(
+            enrollment.control_signing_key,
+            enrollment.node_id,
+            VerifyPolicy::default(),
+        );
+        match verifier.verify(
+            env,
+            GenerationRule::Exactly(self.state.last_known_safe_generation),
+            now_unix(),
+        ) {
+            Ok(map) => {
+                tracing::info!(
+                    generation = map.generation(),
+                    "restoring last-known-safe generation"
+                );
+                self.accept_map(map);
+            }
+            Err(e) => {
+                let reason =
+                    format!("last-known-safe generation unusable ({e}); waiting for control");
+                tracing::warn!(%reason);
+                self.last_error = Some(reason);
+            }
+        }
+    }
+
+    fn verifier(&self) -> Option<NetmapVerifier> {
+        let e = self.state.enrollment.as_ref()?;
+        Some(NetmapVerifier::new(
+            e.control_signing_key,
+            e.node_id,
+            VerifyPolicy::default(),
+        ))
+    }
+
+    fn on_map(&mut self, envelope: SignedEnvelope) {
+        let Some(verifier) = self.verifier() else {
+            return;
+        };
+        if !self.state.prefs.want_up {
+            return;
+        }
+        match verifier.verify(
+            envelope,
+            GenerationRule::After(self.state.high_water),
+            now_unix(),
+        ) {
+            Ok(map) => self.accept_map(map),
+            Err(e) => {
+                // Nothing changes: a refused map is only logged and counted.
+                tracing::warn!(target: "rustynet::trust", reason = %e, "signed map rejected");
+                self.metrics.map_rejected(&e);
+            }
+        }
+    }
+
+    /// A verified map: trust, plan, apply, commit.
+    fn accept_map(&mut self, map: VerifiedNetmap) {
+        let generation = map.generation();
+        self.transition(Trigger::TrustEstablished, generation);
+        self.state.high_water = self.state.high_water.max(generation);
+        self.current = Some(map);
+        self.reapply();
+    }
+
+    /// Plans and applies the current map with the current preferences.
+    fn reapply(&mut self) -> Option<String> {
+        let map = self.current.clone()?;
+        if self.sm.state() == DataplaneState::FailClosed || self.sm.state() == DataplaneState::Init
+        {
+            self.transition(Trigger::TrustEstablished, map.generation());
+        }
+        self.ensure_backend();
+        let desired = match plan::plan(
+            map.netmap(),
+            map.generation(),
+            &self.choices(),
+            &self.local_context(),
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                let reason = format!("selected exit node unavailable: {e}");
+                self.metrics.exit_failure("plan");
+                self.last_error = Some(reason.clone());
+                self.transition(Trigger::TrustLost(reason.clone()), map.generation());
+                self.enter_fail_closed();
+                return Some(reason);
+            }
+        };
+        let started = std::time::Instant::now();
+        match apply::apply(&mut self.fx, &mut self.applied, &desired, self.faults) {
+            Ok(steps) => {
+                self.metrics.apply_ok(started.elapsed());
+                tracing::info!(
+                    generation = desired.generation,
+                    steps = ?steps.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+                    "generation applied"
+                );
+                let exit = desired.exit.is_some();
+                self.state.last_known_safe = Some(map.envelope.clone());
+                self.state.last_known_safe_generation = map.generation();
+                self.desired = Some(desired);
+                self.last_error = None;
+                self.save();
+                self.transition(Trigger::Applied { exit }, map.generation());
+                None
+            }
+            Err(e) => {
+                self.metrics.apply_failed(e.step.as_str());
+                let reason = e.to_string();
+                tracing::error!(generation = desired.generation, rollback_id = desired.generation, failure = e.step.as_str(), error = %reason, "apply failed");
+                self.last_error = Some(reason.clone());
+                if e.rollback.is_err() {
+                    self.transition(Trigger::RollbackFailed(reason.clone()), desired.generation);
+                    self.enter_fail_closed();
+                }
+                Some(reason)
+            }
+        }
+    }
+
+    fn ensure_backend(&mut self) {
+        if self.backend_running && self.fx.backend.is_running() {
+            return;
+        }
+        let Some(keys) = &self.keys else {
+            return;
+        };
+        if self.backend_running {
+            let _ = self.fx.backend.stop();
+            self.fx.backend = (self.make_backend)();
+            self.applied.peers = None;
+            self.applied.routing = None;
+        }
+        let config = rustynet_tunnel::InterfaceConfig {
+            ifname: self.cfg.tun.clone(),
+            private_key: rustynet_tunnel::TunnelPrivateKey::from_bytes(*keys.tunnel.as_bytes()),
+            listen_port: self.cfg.listen_port,
+            mtu: self.cfg.mtu,
+            fwmark: Some(self.cfg.fwmark),
+        };
+        match self.fx.backend.start(&config) {
+            Ok(()) => {
+                self.backend_running = true;
+                tracing::info!(engine = %self.fx.backend.info().detail, tun = %self.cfg.tun, "tunnel interface up");
+            }
+            Err(e) => {
+                self.last_error = Some(format!("cannot start the tunnel: {e}"));
+                tracing::error!(error = %e, "cannot start the tunnel");
+            }
+        }
+    }
+
+    /// Applies the restricted plan and records why.
+    fn enter_fail_closed(&mut self) {
+        self.enter_fail_closed_quietly();
+        tracing::warn!(protected = self.protected_expected(), "failing closed");
+    }
+
+    fn enter_fail_closed_quietly(&mut self) {
+        let desired = plan::fail_closed(
+            &self.local_context(),
+            self.protected_expected(),
+            &self.suffix(),
+        );
+        // Best effort, firewall first: whatever else fails, the table must hold.
+        if let Err(e) = self.fx.firewall.apply(&desired.firewall) {
+            tracing::error!(error = %e, "cannot install the fail-closed ruleset; previous table stays");
+        } else {
+            self.applied.firewall = Some(desired.firewall.clone());
+        }
+        if self.backend_running {
+            let _ = self.fx.backend.set_peers(&[]);
+            self.applied.peers = Some(vec![]);
+        }
+        if self.fx.routing.apply(&desired.routing).is_ok() {
+            self.applied.routing = Some(desired.routing.clone());
+        }
+        if self.fx.sysctl.apply(&[]).is_ok() {
+            self.applied.sysctls = Some(vec![]);
+        }
+        self.desired = Some(desired);
+    }
+
+    fn on_tick(&mut self) {
+        if !self.state.prefs.want_up || self.integrity_failed {
+            return;
+        }
+        if let Some(map) = &self.current {
+            if now_unix() >= map.body.expires_at && self.sm.state() != DataplaneState::FailClosed {
+                let generation = map.generation();
+                self.transition(
+                    Trigger::TrustLost("signed map expired without a fresh one".into()),
+                    generation,
+                );
+                self.last_error = Some("signed map expired; waiting for control".into());
+                self.current = None;
+                self.enter_fail_closed();
+                return;
+            }
+        }
+        if self.backend_running {
+            let gone = !self.fx.routing.link_exists(&self.cfg.tun).unwrap_or(true)
+                || !self.fx.backend.is_running();
+            if gone {
+                let generation = self.current.as_ref().map_or(0, |m| m.generation());
+                self.transition(
+                    Trigger::HealthLost("tunnel interface gone".into()),
+                    generation,
+                );
+                self.last_error = Some("tunnel interface disappeared; recovering".into());
+                self.enter_fail_closed();
+                // Recreate the interface and re-apply the current (still
+                // verified, unexpired) map: fail_closed -> trusted -> applied.
+                self.ensure_backend();
+                self.applied.routing = None;
+                self.reapply();
+                return;
+            }
+        }
+        if let Some(control) = &self.control {
+            control.maybe_report_endpoints(self.local_endpoints());
+        }
+    }
+
+    fn local_endpoints(&self) -> Vec<SocketAddr> {
+        let port = self
+            .fx
+            .backend
+            .stats()
+            .map(|s| s.listen_port)
+            .unwrap_or(self.cfg.listen_port);
+        crate::endpoints::local_endpoints(&self.cfg.tun, port)
+    }
+
+    fn on_control(&mut self, event: ControlEvent) {
+        match event {
+            ControlEvent::Connected => self.control_connected = true,
+            ControlEvent::Disconnected(reason) => {
+                self.control_connected = false;
+                tracing::info!(%reason, "control connection lost; keeping the current generation while it is valid");
+            }
+            ControlEvent::Refused { code, message } => {
+                self.control_connected = false;
+                if code == "node_expired" || code == "unknown_node" {
+                    let generation = self.current.as_ref().map_or(0, |m| m.generation());
+                    let reason = format!("control refused this node: {message}");
+                    self.last_error = Some(reason.clone());
+                    self.transition(Trigger::TrustLost(reason), generation);
+                    self.current = None;
+                    self.enter_fail_closed();
+                }
+            }
+        }
+    }
+
+    fn start_control(&mut self) {
+        let (Some(enrollment), Some(keys)) = (&self.state.enrollment, &self.keys) else {
+            return;
+        };
+        if let Some(old) = self.control.take() {
+            old.stop();
+        }
+        match ControlTask::start(
+            &self.rt,
+            enrollment,
+            &keys.signing,
+            self.cfg.fwmark,
+            self.state.high_water,
+            self.handle.clone(),
+            self.update_request(),
+        ) {
+            Ok(task) => self.control = Some(task),
+            Err(e) => self.last_error = Some(format!("control client: {e}")),
+        }
+    }
+
+    fn update_request(&self) -> rustynet_proto::control_api::UpdateRequest {
+        rustynet_proto::control_api::UpdateRequest {
+            version: rustynet_proto::control_api::API_VERSION,
+            endpoints: Some(self.local_endpoints()),
+            advertise_exit_node: Some(self.state.prefs.advertise_exit_node),
+            advertise_routes: Some(self.state.prefs.advertise_routes.clone()),
+            lan_access: Some(self.state.prefs.lan_access),
+        }
+    }
+
+    fn publish_metrics(&self) {
+        let peers = self.current.as_ref().map_or(0, |m| m.netmap().peers.len());
+        let desired = self.desired.as_ref();
+        self.metrics.set_state(
+            self.sm.state(),
+            peers,
+            desired.is_some_and(|d| d.protected),
+            desired.is_some_and(|d| d.dns_protected),
+        );
+    }
+
+    fn fail(code: ErrorCode, message: impl Into<String>) -> IpcFailure {
+        IpcFailure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn control_timeout() -> Duration {
+        Duration::from_secs(20)
+    }
+}

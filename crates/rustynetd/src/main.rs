@@ -1,0 +1,177 @@
+//! The `rustynetd` binary.
+#![allow(clippy::print_stderr)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use rustynet_netos::{NetlinkRouting, NftFirewall, ProcSysctl, ResolvConf, RoutingScope};
+use rustynetd::apply::Effects;
+use rustynetd::config::DaemonConfig;
+use rustynetd::dns_manager::DnsManager;
+use rustynetd::engine::{Engine, EngineMsg};
+use rustynetd::ipc_server::{self, Groups};
+use rustynetd::metrics::{self, Metrics};
+use rustynetd::plan::TABLE;
+use rustynetd::state_store::StateStore;
+use rustynetd::sysctl_manager::SysctlPlan;
+
+#[derive(Parser)]
+#[command(name = "rustynetd", version, about = "Rustynet daemon")]
+struct Args {
+    /// TOML config file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// State directory (default /var/lib/rustynet).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// IPC socket (default /run/rustynet/rustynetd.sock).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// TUN interface name (default rustynet0).
+    #[arg(long)]
+    tun: Option<String>,
+    /// Serve Prometheus metrics on ADDR:PORT.
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
+    /// Tunnel UDP port (default 41641).
+    #[arg(long)]
+    listen_port: Option<u16>,
+    /// resolv.conf to manage (default /etc/resolv.conf).
+    #[arg(long)]
+    resolv_conf: Option<PathBuf>,
+    /// Group allowed read-only IPC (default rustynet).
+    #[arg(long)]
+    ipc_group: Option<String>,
+    /// Group allowed mutating IPC besides root (default rustynet-admin).
+    #[arg(long)]
+    admin_group: Option<String>,
+}
+
+fn config(args: Args) -> anyhow::Result<DaemonConfig> {
+    let mut cfg = DaemonConfig::default();
+    if let Some(path) = &args.config {
+        cfg = cfg.with_file(path)?;
+    }
+    cfg.merge(rustynetd::config::FileConfig {
+        state_dir: args.state_dir,
+        socket: args.socket,
+        tun: args.tun,
+        metrics: args.metrics,
+        listen_port: args.listen_port,
+        mtu: None,
+        resolv_conf: args.resolv_conf,
+        ipc_group: args.ipc_group,
+        admin_group: args.admin_group,
+    });
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUSTYNET_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = config(args)?;
+    let caps = rustynet_netos::probe();
+    if !caps.ready_for_tunnel() {
+        anyhow::bail!(
+            "missing prerequisites, refusing to start: {:?}",
+            caps.missing()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("rustynetd-io")
+        .build()
+        .context("starting the runtime")?;
+    let rt = runtime.handle().clone();
+    let store = StateStore::open(&cfg.state_dir)?;
+    let scope = RoutingScope::new(cfg.tun.clone())?;
+    let fx = Effects {
+        backend: rustynet_backend_wireguard::select_backend(),
+        routing: Box::new(NetlinkRouting::new(scope)?),
+        firewall: Box::new(NftFirewall::new(TABLE)?),
+        sysctl: SysctlPlan::new(Box::new(ProcSysctl::new()), vec![]),
+        dns: Box::new(DnsManager::new(
+            rt.clone(),
+            cfg.dns_mark,
+            Box::new(ResolvConf::new(cfg.resolv_conf.clone())),
+            format!("resolv.conf {}", cfg.resolv_conf.display()),
+        )),
+    };
+    tracing::info!(engine = %fx.backend.info().detail, "tunnel engine selected");
+    let metrics = Metrics::default();
+    let groups = Groups::lookup(&cfg.ipc_group, &cfg.admin_group);
+    let listener = {
+        let _guard = rt.enter();
+        ipc_server::bind(&cfg.socket, groups)
+            .with_context(|| format!("binding {}", cfg.socket.display()))?
+    };
+    let (engine, handle, rx) = Engine::new(
+        cfg.clone(),
+        rt.clone(),
+        store,
+        fx,
+        Box::new(rustynet_backend_wireguard::select_backend),
+        metrics.clone(),
+    );
+    let engine_thread = std::thread::Builder::new()
+        .name("rustynetd-engine".into())
+        .spawn(move || engine.run(rx))
+        .context("starting the engine")?;
+    rt.spawn(ipc_server::serve(listener, groups, handle.clone()));
+    let ticker = handle.clone();
+    rt.spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            interval.tick().await;
+            if !ticker.send(EngineMsg::Tick) {
+                return;
+            }
+        }
+    });
+    if let Some(addr) = cfg.metrics {
+        let metrics = metrics.clone();
+        rt.spawn(async move {
+            if let Err(e) = metrics::serve(addr, metrics).await {
+                tracing::error!(error = %e, "metrics server failed");
+            }
+        });
+    }
+    tracing::info!(socket = %cfg.socket.display(), state_dir = %cfg.state_dir.display(), "rustynetd started");
+    runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        anyhow::Ok(())
+    })?;
+    tracing::info!("stopping");
+    handle.send(EngineMsg::Shutdown);
+    let _ = engine_thread.join();
+    let _ = std::fs::remove_file(&cfg.socket);
+    Ok(())
+}

@@ -1,0 +1,552 @@
+//! The `inet rustynet` table of a generation: inbound ACL on the tunnel,
+//! exit/LAN forwarding with NAT, the client-side LAN toggle, protected DNS and
+//! the kill switch. State in, ruleset out (like Mullvad's `FirewallPolicy`).
+//!
+//! Default deny on the tunnel in every direction; in protected mode (an exit
+//! node selected) the output chain's policy is drop, so anything not
+//! explicitly allowed — including all IPv6 — cannot leave.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use rustynet_netos::{
+    BaseChain, Chain, ChainKind, CtState, FirewallRule, Hook, IpFamily, L4Proto, Match, Policy,
+    PortProto, PortRange as NftPorts, Ruleset, Verdict,
+};
+use rustynet_proto::netmap::TUNNEL_NET;
+use rustynet_proto::{FilterRule, LanGrant, Netmap, PortRange, Proto};
+
+use super::{ExitChoice, LocalContext};
+
+/// The one table Rustynet owns.
+pub const TABLE: &str = "rustynet";
+
+const fn v4(a: u8, b: u8, c: u8, d: u8, len: u8) -> (Ipv4Addr, u8) {
+    (Ipv4Addr::new(a, b, c, d), len)
+}
+
+/// RFC 1918 space: blocked through the tunnel unless LAN access allows it.
+pub const PRIVATE_V4: [(Ipv4Addr, u8); 3] = [
+    v4(10, 0, 0, 0, 8),
+    v4(172, 16, 0, 0, 12),
+    v4(192, 168, 0, 0, 16),
+];
+
+/// Never "the internet" for an exit node: private, shared (tunnel), loopback,
+/// link-local, multicast, reserved and "this network" space.
+pub const NOT_INTERNET_V4: [(Ipv4Addr, u8); 9] = [
+    v4(10, 0, 0, 0, 8),
+    v4(172, 16, 0, 0, 12),
+    v4(192, 168, 0, 0, 16),
+    v4(100, 64, 0, 0, 10),
+    v4(127, 0, 0, 0, 8),
+    v4(169, 254, 0, 0, 16),
+    v4(224, 0, 0, 0, 4),
+    v4(240, 0, 0, 0, 4),
+    v4(0, 0, 0, 0, 8),
+];
+
+fn nets(list: &[(Ipv4Addr, u8)]) -> Vec<IpNet> {
+    list.iter()
+        .filter_map(|(a, l)| Ipv4Net::new(*a, *l).ok().map(IpNet::V4))
+        .collect()
+}
+
+fn ula() -> Vec<IpNet> {
+    Ipv6Net::new(std::net::Ipv6Addr::new(0xfc00, 0, 0, 0, 0, 0, 0, 0), 7)
+        .map(|n| vec![IpNet::V6(n)])
+        .unwrap_or_default()
+}
+
+pub(super) struct Inputs<'a> {
+    pub netmap: &'a Netmap,
+    pub ctx: &'a LocalContext,
+    pub exit: Option<&'a ExitChoice>,
+    pub lan: &'a [LanGrant],
+    pub dns_protected: bool,
+    pub serves_exit_dns: bool,
+}
+
+fn iif(tun: &str, negate: bool) -> Match {
+    Match::Iifname {
+        name: tun.to_owned(),
+        negate,
+    }
+}
+
+fn oif(tun: &str, negate: bool) -> Match {
+    Match::Oifname {
+        name: tun.to_owned(),
+        negate,
+    }
+}
+
+fn saddr(prefixes: Vec<IpNet>) -> Match {
+    Match::Saddr {
+        prefixes,
+        negate: false,
+    }
+}
+
+fn daddr(prefixes: Vec<IpNet>, negate: bool) -> Match {
+    Match::Daddr { prefixes, negate }
+}
+
+fn rule(matches: Vec<Match>, verdict: Verdict) -> FirewallRule {
+    FirewallRule::new(matches, verdict)
+}
+
+fn dropped(matches: Vec<Match>, why: &str) -> FirewallRule {
+    FirewallRule::new(matches, Verdict::Drop)
+        .counted()
+        .with_comment(why)
+}
+
+fn established() -> Match {
+    Match::CtState {
+        states: vec![CtState::Established, CtState::Related],
+    }
+}
+
+fn nft_ports(ports: &[PortRange]) -> Vec<NftPorts> {
+    ports
+        .iter()
+        .map(|p| NftPorts {
+            first: p.first,
+            last: p.last,
+        })
+        .collect()
+}
+
+fn family_of(net: &IpNet) -> IpFamily {
+    IpFamily::of_net(net)
+}
+
+/// Expands one allow rule of a policy filter (or LAN grant) into nft rules,
+/// one per address family and port-bearing protocol, never wider than it.
+fn allow(
+    base: &[Match],
+    src: &[IpNet],
+    dst: &[IpNet],
+    proto: Proto,
+    ports: &[PortRange],
+) -> Vec<FirewallRule> {
+    let mut out = Vec::new();
+    for family in [IpFamily::V4, IpFamily::V6] {
+        let s: Vec<IpNet> = src
+            .iter()
+            .filter(|n| family_of(n) == family)
+            .copied()
+            .collect();
+        let d: Vec<IpNet> = dst
+            .iter()
+            .filter(|n| family_of(n) == family)
+            .copied()
+            .collect();
+        if (!src.is_empty() && s.is_empty()) || d.is_empty() {
+            continue;
+        }
+        let mut m = base.to_vec();
+        if !s.is_empty() {
+            m.push(saddr(s));
+        }
+        m.push(daddr(d, false));
+        let port_protos: &[PortProto] = match proto {
+            Proto::Tcp => &[PortProto::Tcp],
+            Proto::Udp => &[PortProto::Udp],
+            Proto::Any | Proto::Icmp => &[PortProto::Tcp, PortProto::Udp],
+        };
+        match (proto, ports.is_empty()) {
+            (Proto::Any, true) => out.push(rule(m, Verdict::Accept)),
+            (Proto::Icmp, _) => {
+                let p = if family == IpFamily::V4 {
+                    L4Proto::Icmp
+                } else {
+                    L4Proto::Icmpv6
+                };
+                m.push(Match::L4Proto {
+                    protos: vec![p],
+                    negate: false,
+                });
+                out.push(rule(m, Verdict::Accept));
+            }
+            (Proto::Tcp | Proto::Udp, true) => {
+                let p = if proto == Proto::Tcp {
+                    L4Proto::Tcp
+                } else {
+                    L4Proto::Udp
+                };
+                m.push(Match::L4Proto {
+                    protos: vec![p],
+                    negate: false,
+                });
+                out.push(rule(m, Verdict::Accept));
+            }
+            (_, false) => {
+                for pp in port_protos {
+                    let mut m = m.clone();
+                    m.push(Match::Dport {
+                        proto: *pp,
+                        ports: nft_ports(ports),
+                        negate: false,
+                    });
+                    out.push(rule(m, Verdict::Accept));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn filter_allows(base: &[Match], filter: &[FilterRule]) -> Vec<FirewallRule> {
+    filter
+        .iter()
+        .flat_map(|r| allow(base, &r.src, &r.dst, r.proto, &r.ports))
+        .collect()
+}
+
+fn base_chain(
+    name: &str,
+    kind: ChainKind,
+    hook: Hook,
+    priority: i32,
+    policy: Policy,
+    rules: Vec<FirewallRule>,
+) -> Chain {
+    Chain {
+        name: name.to_owned(),
+        base: Some(BaseChain {
+            kind,
+            hook,
+            priority,
+            policy,
+        }),
+        rules,
+    }
+}
+
+fn host(ip: Ipv4Addr) -> IpNet {
+    IpNet::V4(Ipv4Net::from(ip))
+}
+
+fn input_chain(i: &Inputs<'_>) -> Chain {
+    let tun = i.ctx.tun.as_str();
+    let me = i.netmap.self_node.tunnel_ip;
+    let mut rules = vec![
+        dropped(
+            vec![iif(tun, true), daddr(vec![host(me)], false)],
+            "tunnel address reached from outside the tunnel",
+        ),
+        dropped(
+            vec![iif(tun, true), saddr(vec![IpNet::V4(TUNNEL_NET)])],
+            "tunnel source address on a physical interface",
+        ),
+        rule(vec![iif(tun, false), established()], Verdict::Accept),
+    ];
+    if i.serves_exit_dns {
+        for proto in [PortProto::Udp, PortProto::Tcp] {
+            rules.push(rule(
+                vec![
+                    iif(tun, false),
+                    saddr(i.netmap.exit_clients.clone()),
+                    daddr(vec![host(me)], false),
+                    Match::Dport {
+                        proto,
+                        ports: vec![NftPorts::single(53)],
+                        negate: false,
+                    },
+                ],
+                Verdict::Accept,
+            ));
+        }
+    }
+    rules.extend(filter_allows(&[iif(tun, false)], &i.netmap.packet_filter));
+    rules.push(dropped(
+        vec![iif(tun, false)],
+        "inbound from the mesh not allowed by policy",
+    ));
+    base_chain(
+        "input",
+        ChainKind::Filter,
+        Hook::Input,
+        0,
+        Policy::Accept,
+        rules,
+    )
+}
+
+fn forward_chain(i: &Inputs<'_>) -> Chain {
+    let tun = i.ctx.tun.as_str();
+    let mut rules = vec![
+        dropped(
+            vec![iif(tun, true), saddr(vec![IpNet::V4(TUNNEL_NET)])],
+            "tunnel source address on a physical interface",
+        ),
+        rule(vec![iif(tun, false), established()], Verdict::Accept),
+        rule(vec![oif(tun, false), established()], Verdict::Accept),
+    ];
+    rules.extend(filter_allows(
+        &[iif(tun, false), oif(tun, true)],
+        &i.netmap.forward_filter,
+    ));
+    if !i.netmap.exit_clients.is_empty() {
+        let mut excluded = nets(&NOT_INTERNET_V4);
+        excluded.extend(
+            i.netmap
+                .self_node
+                .approved_routes
+                .iter()
+                .filter(|n| n.addr().is_ipv4()),
+        );
+        rules.push(rule(
+            vec![
+                iif(tun, false),
+                oif(tun, true),
+                saddr(i.netmap.exit_clients.clone()),
+                daddr(excluded, true),
+            ],
+            Verdict::Accept,
+        ));
+    }
+    rules.push(dropped(
+        vec![iif(tun, false)],
+        "forwarding from the mesh not allowed by policy",
+    ));
+    rules.push(dropped(
+        vec![oif(tun, false)],
+        "forwarding into the mesh not allowed",
+    ));
+    base_chain(
+        "forward",
+        ChainKind::Filter,
+        Hook::Forward,
+        0,
+        Policy::Accept,
+        rules,
+    )
+}
+
+fn nat_chain(i: &Inputs<'_>) -> Option<Chain> {
+    let mut sources: Vec<IpNet> = i.netmap.exit_clients.clone();
+    sources.extend(
+        i.netmap
+            .forward_filter
+            .iter()
+            .flat_map(|r| r.src.iter().copied()),
+    );
+    sources.retain(|n| n.addr().is_ipv4());
+    sources.sort();
+    sources.dedup();
+    if sources.is_empty() {
+        return None;
+    }
+    let tun = i.ctx.tun.as_str();
+    Some(base_chain(
+        "postrouting",
+        ChainKind::Nat,
+        Hook::Postrouting,
+        100,
+        Policy::Accept,
+        vec![rule(
+            vec![oif(tun, true), saddr(sources)],
+            Verdict::Masquerade,
+        )],
+    ))
+}
+
+fn control_accepts(endpoints: &[SocketAddr]) -> Vec<FirewallRule> {
+    endpoints
+        .iter()
+        .map(|ep| {
+            let net = match ep.ip() {
+                IpAddr::V4(a) => IpNet::V4(Ipv4Net::from(a)),
+                IpAddr::V6(a) => IpNet::V6(Ipv6Net::from(a)),
+            };
+            rule(
+                vec![
+                    daddr(vec![net], false),
+                    Match::Dport {
+                        proto: PortProto::Tcp,
+                        ports: vec![NftPorts::single(ep.port())],
+                        negate: false,
+                    },
+                ],
+                Verdict::Accept,
+            )
+            .with_comment("control server")
+        })
+        .collect()
+}
+
+/// Loopback, our marked sockets, control and DHCP; then drop.
+fn kill_switch(ctx: &LocalContext, via_tunnel: bool) -> Vec<FirewallRule> {
+    let mut rules = vec![
+        rule(
+            vec![Match::Oifname {
+                name: "lo".into(),
+                negate: false,
+            }],
+            Verdict::Accept,
+        ),
+        rule(
+            vec![Match::Mark {
+                value: ctx.fwmark,
+                mask: None,
+                negate: false,
+            }],
+            Verdict::Accept,
+        )
+        .with_comment("tunnel transport and control connection"),
+    ];
+    if via_tunnel {
+        rules.push(rule(vec![oif(&ctx.tun, false)], Verdict::Accept));
+    }
+    rules.extend(control_accepts(&ctx.control_endpoints));
+    rules.push(
+        rule(
+            vec![
+                Match::Sport {
+                    proto: PortProto::Udp,
+                    ports: vec![NftPorts::single(68)],
+                    negate: false,
+                },
+                Match::Dport {
+                    proto: PortProto::Udp,
+                    ports: vec![NftPorts::single(67)],
+                    negate: false,
+                },
+            ],
+            Verdict::Accept,
+        )
+        .with_comment("DHCP"),
+    );
+    rules.push(dropped(vec![], "kill switch: egress outside the tunnel"));
+    rules
+}
+
+fn dns_protection(ctx: &LocalContext) -> Vec<FirewallRule> {
+    let not_lo = Match::Oifname {
+        name: "lo".into(),
+        negate: true,
+    };
+    vec![
+        rule(
+            vec![Match::Mark {
+                value: ctx.dns_mark,
+                mask: None,
+                negate: false,
+            }],
+            Verdict::Accept,
+        )
+        .with_comment("Magic DNS upstream queries"),
+        dropped(
+            vec![
+                not_lo.clone(),
+                Match::Dport {
+                    proto: PortProto::Udp,
+                    ports: vec![NftPorts::single(53)],
+                    negate: false,
+                },
+            ],
+            "protected DNS: query outside Magic DNS",
+        ),
+        dropped(
+            vec![
+                not_lo,
+                Match::Dport {
+                    proto: PortProto::Tcp,
+                    ports: vec![NftPorts::single(53), NftPorts::single(853)],
+                    negate: false,
+                },
+            ],
+            "protected DNS: query outside Magic DNS",
+        ),
+    ]
+}
+
+fn output_chain(i: &Inputs<'_>) -> Chain {
+    let tun = i.ctx.tun.as_str();
+    let mut rules = Vec::new();
+    for g in i.lan {
+        rules.extend(allow(&[oif(tun, false)], &[], &[g.dst], g.proto, &g.ports));
+    }
+    rules.push(dropped(
+        vec![oif(tun, false), daddr(nets(&PRIVATE_V4), false)],
+        "LAN through the tunnel without LAN access",
+    ));
+    rules.push(dropped(
+        vec![oif(tun, false), daddr(ula(), false)],
+        "LAN through the tunnel without LAN access",
+    ));
+    if i.dns_protected {
+        rules.extend(dns_protection(i.ctx));
+    }
+    let policy = if i.exit.is_some() {
+        rules.extend(kill_switch(i.ctx, true));
+        Policy::Drop
+    } else {
+        Policy::Accept
+    };
+    base_chain("output", ChainKind::Filter, Hook::Output, 0, policy, rules)
+}
+
+pub(super) fn ruleset(i: &Inputs<'_>) -> Ruleset {
+    let mut chains = vec![input_chain(i), forward_chain(i)];
+    chains.extend(nat_chain(i));
+    chains.push(output_chain(i));
+    Ruleset {
+        table: TABLE.to_owned(),
+        chains,
+    }
+}
+
+/// The restricted ruleset while failing closed.
+pub(super) fn fail_closed(ctx: &LocalContext, protected: bool) -> Ruleset {
+    let tun = ctx.tun.as_str();
+    let input = vec![
+        dropped(vec![iif(tun, false)], "fail-closed: tunnel blocked"),
+        dropped(
+            vec![iif(tun, true), saddr(vec![IpNet::V4(TUNNEL_NET)])],
+            "tunnel source address on a physical interface",
+        ),
+    ];
+    let forward = vec![
+        dropped(vec![iif(tun, false)], "fail-closed: tunnel blocked"),
+        dropped(vec![oif(tun, false)], "fail-closed: tunnel blocked"),
+    ];
+    let (output, policy) = if protected {
+        let mut rules = dns_protection(ctx);
+        rules.extend(kill_switch(ctx, false));
+        (rules, Policy::Drop)
+    } else {
+        (
+            vec![dropped(
+                vec![oif(tun, false)],
+                "fail-closed: tunnel blocked",
+            )],
+            Policy::Accept,
+        )
+    };
+    Ruleset {
+        table: TABLE.to_owned(),
+        chains: vec![
+            base_chain(
+                "input",
+                ChainKind::Filter,
+                Hook::Input,
+                0,
+                Policy::Accept,
+                input,
+            ),
+            base_chain(
+                "forward",
+                ChainKind::Filter,
+                Hook::Forward,
+                0,
+                Policy::Accept,
+                forward,
+            ),
+            base_chain("output", ChainKind::Filter, Hook::Output, 0, policy, output),
+        ],
+    }
+}

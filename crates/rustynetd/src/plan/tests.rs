@@ -1,0 +1,277 @@
+use super::*;
+use rustynet_netos::{ChainKind, Match, Policy as ChainPolicy, Verdict};
+use rustynet_proto::netmap::NETMAP_VERSION;
+use rustynet_proto::{ExitGrant, FilterRule, PortRange, Proto, SelfInfo, TunnelPublicKey};
+
+fn peer(id: u64, name: &str, ip: &str, exit: bool, routes: &[&str]) -> PeerInfo {
+    let tunnel_ip: Ipv4Addr = ip.parse().unwrap();
+    let mut allowed_ips = vec![host(tunnel_ip)];
+    allowed_ips.extend(routes.iter().map(|r| r.parse::<IpNet>().unwrap()));
+    PeerInfo {
+        node_id: NodeId(id),
+        hostname: name.into(),
+        dns_name: format!("{name}.rustynet.internal"),
+        node_key: TunnelPublicKey([id as u8; 32]),
+        tunnel_ip,
+        endpoints: vec![format!("192.0.2.{id}:41641").parse().unwrap()],
+        home_relay: None,
+        allowed_ips,
+        online: true,
+        exit_node: exit,
+    }
+}
+
+fn client_map() -> Netmap {
+    Netmap {
+        version: NETMAP_VERSION,
+        self_node: SelfInfo {
+            node_id: NodeId(1),
+            hostname: "client".into(),
+            dns_name: "client.rustynet.internal".into(),
+            tunnel_ip: "100.64.0.1".parse().unwrap(),
+            node_key: TunnelPublicKey([1; 32]),
+            user: "bob".into(),
+            tags: vec![],
+            advertise_exit_node: false,
+            advertised_routes: vec![],
+            approved_routes: vec![],
+        },
+        peers: vec![
+            peer(2, "exit", "100.64.0.2", true, &["192.168.77.0/24"]),
+            peer(3, "other", "100.64.0.3", false, &[]),
+        ],
+        packet_filter: vec![FilterRule {
+            src: vec!["100.64.0.2/32".parse().unwrap()],
+            dst: vec!["100.64.0.1/32".parse().unwrap()],
+            proto: Proto::Tcp,
+            ports: vec![PortRange::single(22)],
+        }],
+        exit_clients: vec![],
+        forward_filter: vec![],
+        exit_grants: vec![ExitGrant {
+            node_id: NodeId(2),
+            hostname: "exit".into(),
+        }],
+        lan_grants: vec![LanGrant {
+            via: NodeId(2),
+            dst: "192.168.77.0/24".parse().unwrap(),
+            proto: Proto::Tcp,
+            ports: vec![PortRange::single(22)],
+        }],
+        dns: DnsConfig {
+            suffix: "rustynet.internal".into(),
+            records: vec![],
+            split: vec![],
+        },
+    }
+}
+
+fn ctx() -> LocalContext {
+    LocalContext {
+        tun: "rn0".into(),
+        fwmark: 0x524e,
+        dns_mark: 0x5244,
+        table: 5600,
+        rule_priority: 5600,
+        control_endpoints: vec!["198.51.100.10:8443".parse().unwrap()],
+        system_resolvers: vec!["198.51.100.53".parse().unwrap()],
+    }
+}
+
+fn chain<'a>(d: &'a Desired, name: &str) -> &'a rustynet_netos::Chain {
+    d.firewall.chains.iter().find(|c| c.name == name).unwrap()
+}
+
+#[test]
+fn mesh_only_plan() {
+    let d = plan(&client_map(), 5, &Choices::default(), &ctx()).unwrap();
+    assert!(!d.protected && !d.dns_protected && d.exit.is_none());
+    assert_eq!(d.peers.len(), 2);
+    // LAN prefixes are not accepted from the router while LAN access is off.
+    assert_eq!(
+        d.peers[0].allowed_ips,
+        vec!["100.64.0.2/32".parse::<IpNet>().unwrap()]
+    );
+    assert!(d.routing.rules.is_empty());
+    assert_eq!(
+        d.routing.routes.len(),
+        1,
+        "only 100.64.0.0/10 into the tunnel"
+    );
+    assert_eq!(
+        chain(&d, "output").base.unwrap().policy,
+        ChainPolicy::Accept
+    );
+    assert_eq!(
+        d.dns.upstream,
+        DnsUpstream::System(vec!["198.51.100.53".parse().unwrap()])
+    );
+    assert!(d.sysctls.is_empty());
+}
+
+#[test]
+fn exit_plan_is_protected() {
+    let choices = Choices {
+        exit_node: Some("exit".into()),
+        ..Choices::default()
+    };
+    let d = plan(&client_map(), 5, &choices, &ctx()).unwrap();
+    assert!(d.protected && d.dns_protected);
+    assert!(
+        d.peers[0]
+            .allowed_ips
+            .contains(&"0.0.0.0/0".parse().unwrap())
+    );
+    assert!(
+        !d.peers[1]
+            .allowed_ips
+            .contains(&"0.0.0.0/0".parse().unwrap())
+    );
+    let out = chain(&d, "output");
+    assert_eq!(out.base.unwrap().policy, ChainPolicy::Drop);
+    assert!(out.rules.iter().any(|r| {
+        r.matches
+            .iter()
+            .any(|m| matches!(m, Match::Mark { value: 0x524e, .. }))
+    }));
+    assert_eq!(
+        d.routing.rules.len(),
+        4,
+        "suppress + not-fwmark, for v4 and v6"
+    );
+    assert_eq!(
+        d.dns.upstream,
+        DnsUpstream::Exit {
+            ip: "100.64.0.2".parse().unwrap(),
+            name: "exit".into()
+        }
+    );
+    // By Magic DNS name too.
+    let by_dns = Choices {
+        exit_node: Some("exit.rustynet.internal".into()),
+        ..Choices::default()
+    };
+    assert_eq!(
+        plan(&client_map(), 5, &by_dns, &ctx()).unwrap().exit,
+        d.exit
+    );
+}
+
+#[test]
+fn exit_without_grant_or_unknown_is_refused() {
+    for (name, want) in [
+        ("other", PlanError::ExitNotGranted("other".into())),
+        ("ghost", PlanError::UnknownExit("ghost".into())),
+    ] {
+        let choices = Choices {
+            exit_node: Some(name.into()),
+            ..Choices::default()
+        };
+        assert_eq!(plan(&client_map(), 5, &choices, &ctx()).unwrap_err(), want);
+    }
+}
+
+#[test]
+fn lan_toggle_on_routes_and_allows_only_granted_ports() {
+    let choices = Choices {
+        lan_access: true,
+        ..Choices::default()
+    };
+    let d = plan(&client_map(), 5, &choices, &ctx()).unwrap();
+    assert!(
+        d.peers[0]
+            .allowed_ips
+            .contains(&"192.168.77.0/24".parse().unwrap())
+    );
+    assert!(
+        d.routing
+            .routes
+            .iter()
+            .any(|r| r.dst == "192.168.77.0/24".parse().unwrap())
+    );
+    let out = chain(&d, "output");
+    let accept = &out.rules[0];
+    assert_eq!(accept.verdict, Verdict::Accept);
+    assert!(accept.matches.iter().any(
+        |m| matches!(m, Match::Dport { ports, .. } if ports.len() == 1 && ports[0].first == 22)
+    ));
+    // The RFC 1918 drop follows the grant.
+    assert_eq!(out.rules[1].verdict, Verdict::Drop);
+}
+
+#[test]
+fn exit_node_side_forwards_with_nat_for_granted_clients_only() {
+    let mut m = client_map();
+    m.exit_clients = vec!["100.64.0.9/32".parse().unwrap()];
+    m.self_node.approved_routes = vec!["192.168.77.0/24".parse().unwrap()];
+    let d = plan(&m, 5, &Choices::default(), &ctx()).unwrap();
+    assert!(d.sysctls.contains(&("net.ipv4.ip_forward", "1")));
+    let nat = chain(&d, "postrouting");
+    assert_eq!(nat.base.unwrap().kind, ChainKind::Nat);
+    assert_eq!(nat.rules[0].verdict, Verdict::Masquerade);
+    let fwd = chain(&d, "forward");
+    let internet = fwd
+        .rules
+        .iter()
+        .find(|r| {
+            r.verdict == Verdict::Accept
+                && r.matches
+                    .iter()
+                    .any(|m| matches!(m, Match::Daddr { negate: true, .. }))
+        })
+        .unwrap();
+    let excluded = internet
+        .matches
+        .iter()
+        .find_map(|m| match m {
+            Match::Daddr {
+                prefixes,
+                negate: true,
+            } => Some(prefixes.clone()),
+            _ => None,
+        })
+        .unwrap();
+    for net in [
+        "10.0.0.0/8",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "192.168.77.0/24",
+        "169.254.0.0/16",
+    ] {
+        assert!(
+            excluded.contains(&net.parse().unwrap()),
+            "{net} must not count as internet"
+        );
+    }
+    assert_eq!(
+        d.dns.exit_service,
+        Some(("100.64.0.1".parse().unwrap(), m.exit_clients.clone()))
+    );
+}
+
+#[test]
+fn fail_closed_blocks_egress_in_protected_mode() {
+    let d = fail_closed(&ctx(), true, "rustynet.internal");
+    let out = chain(&d, "output");
+    assert_eq!(out.base.unwrap().policy, ChainPolicy::Drop);
+    assert!(d.peers.is_empty() && d.routing.routes.is_empty());
+    assert_eq!(d.dns.upstream, DnsUpstream::None);
+    let open = fail_closed(&ctx(), false, "rustynet.internal");
+    assert_eq!(
+        chain(&open, "output").base.unwrap().policy,
+        ChainPolicy::Accept
+    );
+}
+
+#[test]
+fn plan_is_deterministic() {
+    let choices = Choices {
+        exit_node: Some("exit".into()),
+        lan_access: true,
+        protect_dns: false,
+    };
+    assert_eq!(
+        plan(&client_map(), 5, &choices, &ctx()).unwrap(),
+        plan(&client_map(), 5, &choices, &ctx()).unwrap()
+    );
+}

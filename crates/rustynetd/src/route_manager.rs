@@ -1,0 +1,29 @@
+//! Routing effects as the daemon sees them: reconcile Rustynet-owned
+//! addresses, routes and rules, clear them, and tell whether the tunnel
+//! interface still exists.
+
+use rustynet_netos::{Links, Routing, RoutingChanges, RoutingConfig, RoutingError};
+
+/// What the transaction and the health monitor need from routing.
+pub trait RouteOps: Send {
+    /// Makes Rustynet-owned routing state equal `desired` (idempotent).
+    fn apply(&mut self, desired: &RoutingConfig) -> Result<RoutingChanges, RoutingError>;
+    /// Removes everything Rustynet owns.
+    fn clear(&mut self) -> Result<RoutingChanges, RoutingError>;
+    /// Whether interface `name` exists.
+    fn link_exists(&mut self, name: &str) -> Result<bool, RoutingError>;
+}
+
+impl<T: Routing + Links + Send> RouteOps for T {
+    fn apply(&mut self, desired: &RoutingConfig) -> Result<RoutingChanges, RoutingError> {
+        Routing::apply(self, desired)
+    }
+
+    fn clear(&mut self) -> Result<RoutingChanges, RoutingError> {
+        Routing::clear(self)
+    }
+
+    fn link_exists(&mut self, name: &str) -> Result<bool, RoutingError> {
+        Ok(self.link_state(name)?.is_some())
+    }
+}
