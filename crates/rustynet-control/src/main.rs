@@ -217,8 +217,7 @@ fn nodes(action: NodesAction) -> anyhow::Result<()> {
             }
             let now = now_unix();
             println!(
-                "{:<6} {:<24} {:<16} {:<12} {:<10} {}",
-                "ID", "NAME", "TUNNEL IP", "USER", "STATE", "TAGS/ADVERTISED"
+                "ID     NAME                     TUNNEL IP        USER         STATE      TAGS/ADVERTISED"
             );
             for n in nodes {
                 let state = if n.is_expired(now) {

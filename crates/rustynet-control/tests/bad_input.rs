@@ -1,5 +1,7 @@
 //! Every kind of bad input gets a clear error, a non-2xx status and changes nothing.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! A real control server on loopback (TLS 1.3, SQLite in a temp dir) and a
 //! real client, for integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::Write as _;
 use std::time::Duration;
