@@ -17,6 +17,7 @@ pub mod endpoints;
 pub mod engine;
 pub mod ipc_server;
 pub mod metrics;
+pub mod path_manager;
 pub mod ping;
 pub mod plan;
 pub mod route_manager;

@@ -92,7 +92,7 @@ pub struct Prefs {
 }
 
 /// The sealed state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PersistedState {
     /// [`STATE_VERSION`].
@@ -109,6 +109,20 @@ pub struct PersistedState {
     pub high_water: u64,
     /// Sysctl values to restore (key, original value) after a crash.
     pub saved_sysctls: Vec<(String, String)>,
+}
+
+impl Default for PersistedState {
+    fn default() -> Self {
+        Self {
+            version: STATE_VERSION,
+            enrollment: None,
+            prefs: Prefs::default(),
+            last_known_safe: None,
+            last_known_safe_generation: 0,
+            high_water: 0,
+            saved_sysctls: vec![],
+        }
+    }
 }
 
 /// The node's private keys.
@@ -337,6 +351,14 @@ mod tests {
             },
             ..PersistedState::default()
         }
+    }
+
+    #[test]
+    fn a_default_state_reloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path().join("s")).unwrap();
+        store.save(&PersistedState::default()).unwrap();
+        assert_eq!(store.load().unwrap().unwrap(), PersistedState::default());
     }
 
     #[test]

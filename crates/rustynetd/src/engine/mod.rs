@@ -88,6 +88,8 @@ pub struct Engine {
     faults: Faults,
     integrity_failed: bool,
     metrics: Metrics,
+    paths: crate::path_manager::PathManager,
+    last_tick: std::time::Instant,
 }
 
 /// Unix time in seconds.
@@ -145,6 +147,8 @@ impl Engine {
             faults: Faults::from_env(),
             integrity_failed: false,
             metrics,
+            paths: Default::default(),
+            last_tick: std::time::Instant::now(),
         };
         (engine, handle, rx)
     }
@@ -212,6 +216,7 @@ impl Engine {
             exit_node: self.state.prefs.exit_node.clone(),
             lan_access: self.state.prefs.lan_access,
             protect_dns: false,
+            endpoint_index: self.paths.indices(),
         }
     }
 
@@ -536,6 +541,34 @@ impl Engine {
         if let Some(control) = &self.control {
             control.maybe_report_endpoints(self.local_endpoints());
         }
+        if self.rotate_stale_paths() {
+            self.reapply();
+        }
+    }
+
+    /// Feeds handshake ages to the path manager; true if a peer should move
+    /// to another of its endpoints.
+    fn rotate_stale_paths(&mut self) -> bool {
+        let elapsed = self.last_tick.elapsed();
+        self.last_tick = std::time::Instant::now();
+        let (Some(map), Ok(stats)) = (&self.current, self.fx.backend.stats()) else {
+            return false;
+        };
+        let mut rotate = false;
+        for peer in &map.netmap().peers {
+            let handshake = stats.peer(&peer.node_key).and_then(|s| s.last_handshake);
+            if self
+                .paths
+                .tick(peer.node_key, peer.endpoints.len(), handshake, elapsed)
+            {
+                tracing::info!(peer = %peer.hostname, "no handshake on this endpoint; trying the next one");
+                rotate = true;
+            }
+        }
+        let keys: std::collections::HashSet<_> =
+            map.netmap().peers.iter().map(|p| p.node_key).collect();
+        self.paths.retain(|k| keys.contains(k));
+        rotate
     }
 
     fn local_endpoints(&self) -> Vec<SocketAddr> {
@@ -545,7 +578,12 @@ impl Engine {
             .stats()
             .map(|s| s.listen_port)
             .unwrap_or(self.cfg.listen_port);
-        crate::endpoints::local_endpoints(&self.cfg.tun, port)
+        crate::endpoints::local_endpoints(
+            &self.cfg.tun,
+            port,
+            self.control_endpoints.first().copied(),
+            self.cfg.fwmark,
+        )
     }
 
     fn on_control(&mut self, event: ControlEvent) {

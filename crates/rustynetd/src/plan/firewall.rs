@@ -232,13 +232,23 @@ fn host(ip: Ipv4Addr) -> IpNet {
 fn input_chain(i: &Inputs<'_>) -> Chain {
     let tun = i.ctx.tun.as_str();
     let me = i.netmap.self_node.tunnel_ip;
+    // Loopback is exempt: the node's own traffic to its tunnel address and
+    // to Magic DNS (100.100.100.100, inside 100.64.0.0/10) arrives there.
     let mut rules = vec![
         dropped(
-            vec![iif(tun, true), daddr(vec![host(me)], false)],
+            vec![
+                iif(tun, true),
+                iif("lo", true),
+                daddr(vec![host(me)], false),
+            ],
             "tunnel address reached from outside the tunnel",
         ),
         dropped(
-            vec![iif(tun, true), saddr(vec![IpNet::V4(TUNNEL_NET)])],
+            vec![
+                iif(tun, true),
+                iif("lo", true),
+                saddr(vec![IpNet::V4(TUNNEL_NET)]),
+            ],
             "tunnel source address on a physical interface",
         ),
         rule(vec![iif(tun, false), established()], Verdict::Accept),
@@ -506,7 +516,11 @@ pub(super) fn fail_closed(ctx: &LocalContext, protected: bool) -> Ruleset {
     let input = vec![
         dropped(vec![iif(tun, false)], "fail-closed: tunnel blocked"),
         dropped(
-            vec![iif(tun, true), saddr(vec![IpNet::V4(TUNNEL_NET)])],
+            vec![
+                iif(tun, true),
+                iif("lo", true),
+                saddr(vec![IpNet::V4(TUNNEL_NET)]),
+            ],
             "tunnel source address on a physical interface",
         ),
     ];

@@ -120,6 +120,9 @@ pub struct Choices {
     pub lan_access: bool,
     /// Protected DNS requested without an exit node.
     pub protect_dns: bool,
+    /// Which of each peer's reported endpoints to use (the path manager's
+    /// choice; absent = the first).
+    pub endpoint_index: std::collections::BTreeMap<rustynet_proto::TunnelPublicKey, usize>,
 }
 
 /// Finds the peer `name` refers to: host label, Magic DNS name or tunnel IP.
@@ -161,7 +164,12 @@ fn active_lan_grants(netmap: &Netmap, choices: &Choices) -> Vec<LanGrant> {
         .collect()
 }
 
-fn peer_configs(netmap: &Netmap, exit: Option<&ExitChoice>, lan: &[LanGrant]) -> Vec<PeerConfig> {
+fn peer_configs(
+    netmap: &Netmap,
+    exit: Option<&ExitChoice>,
+    lan: &[LanGrant],
+    choices: &Choices,
+) -> Vec<PeerConfig> {
     netmap
         .peers
         .iter()
@@ -186,7 +194,14 @@ fn peer_configs(netmap: &Netmap, exit: Option<&ExitChoice>, lan: &[LanGrant]) ->
             allowed.dedup();
             PeerConfig {
                 public_key: p.node_key,
-                endpoint: p.endpoints.first().copied(),
+                endpoint: {
+                    let idx = choices
+                        .endpoint_index
+                        .get(&p.node_key)
+                        .copied()
+                        .unwrap_or(0);
+                    p.endpoints.get(idx % p.endpoints.len().max(1)).copied()
+                },
                 allowed_ips: allowed,
                 persistent_keepalive_secs: Some(KEEPALIVE_SECS),
             }
@@ -232,7 +247,7 @@ pub fn plan(
     };
     Ok(Desired {
         generation,
-        peers: peer_configs(netmap, exit.as_ref(), &lan),
+        peers: peer_configs(netmap, exit.as_ref(), &lan, choices),
         routing: routes::routing(netmap, exit.as_ref(), &lan, ctx),
         firewall: firewall::ruleset(&firewall::Inputs {
             netmap,

@@ -264,11 +264,54 @@ fn fail_closed_blocks_egress_in_protected_mode() {
 }
 
 #[test]
+fn endpoint_choice_follows_the_path_manager() {
+    let mut m = client_map();
+    m.peers[0]
+        .endpoints
+        .push("198.51.100.10:41641".parse().unwrap());
+    let mut choices = Choices::default();
+    assert_eq!(
+        plan(&m, 5, &choices, &ctx()).unwrap().peers[0].endpoint,
+        Some(m.peers[0].endpoints[0])
+    );
+    choices.endpoint_index.insert(m.peers[0].node_key, 1);
+    assert_eq!(
+        plan(&m, 5, &choices, &ctx()).unwrap().peers[0].endpoint,
+        Some(m.peers[0].endpoints[1])
+    );
+    choices.endpoint_index.insert(m.peers[0].node_key, 2);
+    assert_eq!(
+        plan(&m, 5, &choices, &ctx()).unwrap().peers[0].endpoint,
+        Some(m.peers[0].endpoints[0])
+    );
+}
+
+#[test]
+fn loopback_is_exempt_from_anti_spoofing() {
+    // Magic DNS (100.100.100.100) is inside 100.64.0.0/10 and local queries
+    // to it arrive on lo: the spoofing drop must not catch them.
+    let d = plan(&client_map(), 5, &Choices::default(), &ctx()).unwrap();
+    let mut seen = 0;
+    for r in &chain(&d, "input").rules {
+        let spoof_rule = r.matches.iter().any(|m| matches!(m, Match::Saddr { prefixes, .. } if prefixes.contains(&"100.64.0.0/10".parse().unwrap())));
+        if spoof_rule && r.verdict == Verdict::Drop {
+            seen += 1;
+            assert!(
+                r.matches
+                    .iter()
+                    .any(|m| matches!(m, Match::Iifname { name, negate: true } if name == "lo"))
+            );
+        }
+    }
+    assert_eq!(seen, 1);
+}
+
+#[test]
 fn plan_is_deterministic() {
     let choices = Choices {
         exit_node: Some("exit".into()),
         lan_access: true,
-        protect_dns: false,
+        ..Choices::default()
     };
     assert_eq!(
         plan(&client_map(), 5, &choices, &ctx()).unwrap(),

@@ -1,0 +1,455 @@
+//! The real product running in a [`Lab`]: `rustynet-control` in the router
+//! namespace, one `rustynetd` per node, the `rustynet` CLI against each.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Output};
+use std::time::{Duration, Instant};
+
+use rustynet_proto::ipc::{DataplaneState, StatusDoc};
+
+use crate::bins::{Bins, bins};
+use crate::netns::Netns;
+use crate::services::{INTERNET_DNS_ANSWER, ProbeResult};
+use crate::topology::{CONTROL_IP, DNS_IP, ECHO_IP, ECHO_IP6, LAN_HOST_IP, Lab};
+
+/// The control server's port.
+pub const CONTROL_PORT: u16 = 8443;
+
+/// A daemon on one node.
+#[derive(Debug)]
+pub struct Node {
+    /// Node name.
+    pub name: String,
+    /// Its state directory.
+    pub state_dir: PathBuf,
+    /// Its IPC socket.
+    pub socket: PathBuf,
+    /// Its resolv.conf (the daemon manages this file).
+    pub resolv_conf: PathBuf,
+    /// Daemon log.
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+/// Control plus daemons; every process is killed on drop.
+pub struct Cluster<'a> {
+    /// The lab.
+    pub lab: &'a Lab,
+    /// Binaries in use.
+    pub bins: Bins,
+    /// Control data directory.
+    pub control_dir: PathBuf,
+    /// The CA certificate nodes pin.
+    pub ca: PathBuf,
+    /// `https://192.0.2.1:8443`.
+    pub url: String,
+    control: Option<Child>,
+    services: Vec<Child>,
+    nodes: BTreeMap<String, Node>,
+}
+
+fn ok(out: &Output, what: &str) -> anyhow::Result<String> {
+    if !out.status.success() {
+        anyhow::bail!("{what}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Polls `f` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > timeout {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+impl<'a> Cluster<'a> {
+    /// Starts control (TLS 1.3, SQLite) in the router namespace and the
+    /// internet services (echo, DNS), with `map_ttl` for signed maps.
+    pub fn start(lab: &'a Lab, map_ttl: &str) -> anyhow::Result<Self> {
+        let bins = bins()?;
+        let control_dir = lab.path("control");
+        let dir_arg = control_dir.to_string_lossy().into_owned();
+        let ctl = bins.control.to_string_lossy().into_owned();
+        ok(
+            &lab.router
+                .command(&bins.control)
+                .args([
+                    "init",
+                    "--data-dir",
+                    &dir_arg,
+                    "--san",
+                    &CONTROL_IP.to_string(),
+                ])
+                .output()?,
+            "control init",
+        )?;
+        let listen = format!("{CONTROL_IP}:{CONTROL_PORT}");
+        let control = lab.router.spawn(
+            &[
+                &ctl,
+                "serve",
+                "--data-dir",
+                &dir_arg,
+                "--listen",
+                &listen,
+                "--map-ttl",
+                map_ttl,
+            ],
+            &lab.path("control.log"),
+        )?;
+        let lab_bin = bins.lab.to_string_lossy().into_owned();
+        let echo_addrs = format!("{ECHO_IP}:7,[{ECHO_IP6}]:7");
+        let mut services = vec![lab.internet.spawn(
+            &[&lab_bin, "serve-echo", "--listen", &echo_addrs],
+            &lab.path("echo.log"),
+        )?];
+        services.push(lab.internet.spawn(
+            &[&lab_bin, "serve-dns", "--listen", &format!("{DNS_IP}:53")],
+            &lab.path("dns.log"),
+        )?);
+        for node in lab.nodes.values() {
+            if let Some(lan) = &node.lan {
+                let addrs = format!("{LAN_HOST_IP}:22,{LAN_HOST_IP}:443,{LAN_HOST_IP}:8080");
+                services.push(lan.spawn(
+                    &[&lab_bin, "serve-echo", "--listen", &addrs],
+                    &lab.path(&format!("lan-{}.log", lab.id)),
+                )?);
+            }
+        }
+        let cluster = Self {
+            lab,
+            bins,
+            ca: control_dir.join("ca.pem"),
+            control_dir,
+            url: format!("https://{CONTROL_IP}:{CONTROL_PORT}"),
+            control: Some(control),
+            services,
+            nodes: BTreeMap::new(),
+        };
+        let up = wait_for(Duration::from_secs(20), || {
+            lab.router
+                .succeeds(&[
+                    "bash",
+                    "-c",
+                    &format!("exec 3<>/dev/tcp/{CONTROL_IP}/{CONTROL_PORT}"),
+                ])
+                .then_some(())
+        });
+        if up.is_none() {
+            anyhow::bail!(
+                "control did not start: {}",
+                std::fs::read_to_string(lab.path("control.log")).unwrap_or_default()
+            );
+        }
+        Ok(cluster)
+    }
+
+    /// `rustynet-control ARGS --data-dir DIR` in the router namespace.
+    pub fn admin(&self, args: &[&str]) -> anyhow::Result<String> {
+        let dir = self.control_dir.to_string_lossy().into_owned();
+        let out = self
+            .lab
+            .router
+            .command(&self.bins.control)
+            .args(args)
+            .args(["--data-dir", &dir])
+            .output()?;
+        ok(&out, &format!("rustynet-control {}", args.join(" ")))
+    }
+
+    /// Sets the ACL policy.
+    pub fn set_policy(&self, json: &str) -> anyhow::Result<()> {
+        let path = self
+            .lab
+            .path(&format!("policy-{}.json", std::process::id()));
+        std::fs::write(&path, json)?;
+        self.admin(&["policy", "set", &path.to_string_lossy()])?;
+        Ok(())
+    }
+
+    /// Creates a reusable pre-auth key for `user` with `tags`.
+    pub fn preauth(&self, user: &str, tags: &[&str]) -> anyhow::Result<String> {
+        let mut args = vec![
+            "preauth",
+            "create",
+            "--user",
+            user,
+            "--reusable",
+            "--expires",
+            "1h",
+        ];
+        for t in tags {
+            args.extend(["--tag", t]);
+        }
+        Ok(self.admin(&args)?.trim().to_owned())
+    }
+
+    /// Starts (or restarts) `rustynetd` on `name`.
+    pub fn start_daemon(&mut self, name: &str) -> anyhow::Result<()> {
+        let dir = self.lab.path(name);
+        std::fs::create_dir_all(&dir)?;
+        let resolv_conf = dir.join("resolv.conf");
+        if !resolv_conf.exists() {
+            std::fs::write(
+                &resolv_conf,
+                format!("# lab node {name}\nnameserver {DNS_IP}\n"),
+            )?;
+        }
+        let node = Node {
+            name: name.into(),
+            state_dir: dir.join("state"),
+            socket: dir.join("rustynetd.sock"),
+            resolv_conf,
+            log: dir.join(format!("rustynetd-{}.log", unix_ms())),
+            child: None,
+        };
+        let args = [
+            self.bins.daemon.to_string_lossy().into_owned(),
+            "--state-dir".into(),
+            node.state_dir.to_string_lossy().into_owned(),
+            "--socket".into(),
+            node.socket.to_string_lossy().into_owned(),
+            "--resolv-conf".into(),
+            node.resolv_conf.to_string_lossy().into_owned(),
+            "--tun".into(),
+            "rn0".into(),
+            "--ipc-group".into(),
+            "nogroup".into(),
+        ];
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let ns = &self.lab.node(name).ns;
+        let child = ns.spawn(&argv, &node.log)?;
+        let socket = node.socket.clone();
+        let mut node = node;
+        node.child = Some(child);
+        if let Some(mut old) = self.nodes.insert(name.into(), node) {
+            kill(&mut old.child);
+        }
+        wait_for(Duration::from_secs(20), || socket.exists().then_some(())).ok_or_else(|| {
+            anyhow::anyhow!(
+                "rustynetd on {name} did not open its socket; log: {}",
+                self.log(name)
+            )
+        })?;
+        Ok(())
+    }
+
+    /// SIGKILLs the daemon on `name` (nothing gets to clean up).
+    pub fn kill_daemon(&mut self, name: &str) {
+        if let Some(node) = self.nodes.get_mut(name) {
+            kill(&mut node.child);
+            let _ = std::fs::remove_file(&node.socket);
+        }
+    }
+
+    /// SIGTERMs the daemon on `name` and waits for it.
+    pub fn stop_daemon(&mut self, name: &str) {
+        if let Some(node) = self.nodes.get_mut(name) {
+            if let Some(child) = &mut node.child {
+                // SAFETY: kill(2) on our own child's pid.
+                unsafe {
+                    libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+                }
+                let _ = wait_for(Duration::from_secs(15), || child.try_wait().ok().flatten());
+            }
+            kill(&mut node.child);
+        }
+    }
+
+    /// The node's daemon handle.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.get(name)
+    }
+
+    /// The daemon log of `name`.
+    pub fn log(&self, name: &str) -> String {
+        self.nodes
+            .get(name)
+            .and_then(|n| std::fs::read_to_string(&n.log).ok())
+            .unwrap_or_default()
+    }
+
+    /// Runs `rustynet --socket S ARGS` on `name` as root.
+    pub fn cli(&self, name: &str, args: &[&str]) -> anyhow::Result<Output> {
+        self.cli_as(name, None, args)
+    }
+
+    /// Runs the CLI as `user` (via setpriv) when given.
+    pub fn cli_as(
+        &self,
+        name: &str,
+        user: Option<(u32, u32)>,
+        args: &[&str],
+    ) -> anyhow::Result<Output> {
+        let node = self
+            .nodes
+            .get(name)
+            .ok_or_else(|| anyhow::anyhow!("no daemon on {name}"))?;
+        let socket = node.socket.to_string_lossy().into_owned();
+        let ns = &self.lab.node(name).ns;
+        let mut cmd = match user {
+            Some((uid, gid)) => {
+                let mut c = ns.command("setpriv");
+                c.args([
+                    format!("--reuid={uid}"),
+                    format!("--regid={gid}"),
+                    "--clear-groups".into(),
+                ]);
+                c.arg(&self.bins.cli);
+                c
+            }
+            None => ns.command(&self.bins.cli),
+        };
+        Ok(cmd.arg("--socket").arg(&socket).args(args).output()?)
+    }
+
+    /// Runs the CLI and fails on a non-zero exit.
+    pub fn rustynet(&self, name: &str, args: &[&str]) -> anyhow::Result<String> {
+        ok(
+            &self.cli(name, args)?,
+            &format!("rustynet {} on {name}", args.join(" ")),
+        )
+    }
+
+    /// `rustynet up` for `name` with `auth_key` and extra flags.
+    pub fn up(&self, name: &str, auth_key: &str, extra: &[&str]) -> anyhow::Result<String> {
+        let ca = self.ca.to_string_lossy().into_owned();
+        let mut args = vec![
+            "up",
+            "--control",
+            &self.url,
+            "--ca-cert",
+            &ca,
+            "--auth-key",
+            auth_key,
+            "--hostname",
+            name,
+        ];
+        args.extend_from_slice(extra);
+        self.rustynet(name, &args)
+    }
+
+    /// `status --json`.
+    pub fn status(&self, name: &str) -> anyhow::Result<StatusDoc> {
+        Ok(serde_json::from_str(
+            &self.rustynet(name, &["--json", "status"])?,
+        )?)
+    }
+
+    /// Waits until `pred` holds for `name`'s status.
+    pub fn wait_status(
+        &self,
+        name: &str,
+        timeout: Duration,
+        pred: impl Fn(&StatusDoc) -> bool,
+    ) -> anyhow::Result<StatusDoc> {
+        let mut last = None;
+        let found = wait_for(timeout, || {
+            let s = self.status(name).ok()?;
+            let hit = pred(&s);
+            last = Some(s.clone());
+            hit.then_some(s)
+        });
+        found.ok_or_else(|| anyhow::anyhow!("{name}: condition not reached in {timeout:?}; last status: {last:?}\nlog tail:\n{}", tail(&self.log(name), 40)))
+    }
+
+    /// Waits for the node to apply a map with `peers` peers.
+    pub fn wait_applied(&self, name: &str, peers: usize) -> anyhow::Result<StatusDoc> {
+        self.wait_status(name, Duration::from_secs(30), |s| {
+            matches!(
+                s.state,
+                DataplaneState::DataplaneApplied | DataplaneState::ExitActive
+            ) && s.peers.len() == peers
+        })
+    }
+
+    /// Runs `rustynet-lab probe KIND ADDR` inside `ns`.
+    pub fn probe(&self, ns: &Netns, kind: &str, addr: &str) -> ProbeResult {
+        let out = ns
+            .command(&self.bins.lab)
+            .args(["probe", kind, addr, "--timeout-ms", "2500"])
+            .output();
+        match out {
+            Ok(o) => serde_json::from_slice(&o.stdout).unwrap_or(ProbeResult {
+                ok: false,
+                answer: None,
+                error: Some(String::from_utf8_lossy(&o.stderr).into_owned()),
+            }),
+            Err(e) => ProbeResult {
+                ok: false,
+                answer: None,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+
+    /// Routing, rules, firewall, status and log tail of `name`, for failure
+    /// messages.
+    pub fn diagnose(&self, name: &str) -> String {
+        let ns = &self.lab.node(name).ns;
+        let mut out = format!("==== diagnostics for {name}\n");
+        for args in [
+            &["ip", "addr"][..],
+            &["ip", "rule"],
+            &["ip", "route", "show", "table", "all"],
+            &["nft", "list", "ruleset"],
+            &["sysctl", "net.ipv4.ip_forward"],
+        ] {
+            out.push_str(&format!(
+                "--- {}\n{}\n",
+                args.join(" "),
+                ns.stdout(args).unwrap_or_else(|e| e.to_string())
+            ));
+        }
+        out.push_str(&format!("--- status\n{:?}\n", self.status(name)));
+        out.push_str(&format!("--- log tail\n{}\n", tail(&self.log(name), 30)));
+        out
+    }
+
+    /// The address every internet DNS name resolves to.
+    pub fn internet_dns_answer(&self) -> std::net::Ipv4Addr {
+        INTERNET_DNS_ANSWER
+    }
+}
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn kill(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        // `ip netns exec` execs the program, so this is the daemon itself.
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+impl Drop for Cluster<'_> {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            kill(&mut node.child);
+        }
+        kill(&mut self.control);
+        for s in &mut self.services {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! `rustynet-lab`: the demo and the helper services the lab runs.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod demo;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use rustynet_lab::services;
+
+#[derive(Parser)]
+#[command(name = "rustynet-lab", about = "Rustynet network-namespace lab")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Bring up control and several nodes in namespaces and show each capability working.
+    Demo,
+    /// (lab helper) TCP/UDP echo service that reports the client address.
+    ServeEcho {
+        /// Comma-separated addresses.
+        #[arg(long, value_delimiter = ',')]
+        listen: Vec<SocketAddr>,
+    },
+    /// (lab helper) DNS server answering every A query.
+    ServeDns {
+        /// Address.
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+    /// (lab helper) One TCP or UDP probe; prints JSON.
+    Probe {
+        /// tcp or udp.
+        #[arg(value_parser = ["tcp", "udp"])]
+        kind: String,
+        /// Target.
+        addr: SocketAddr,
+        /// Timeout.
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Demo => demo::run(),
+        Cmd::ServeEcho { listen } => services::serve_echo(&listen),
+        Cmd::ServeDns { listen } => services::serve_dns(listen),
+        Cmd::Probe {
+            kind,
+            addr,
+            timeout_ms,
+        } => {
+            let timeout = Duration::from_millis(timeout_ms);
+            let r = if kind == "tcp" {
+                services::probe_tcp(addr, timeout)
+            } else {
+                services::probe_udp(addr, timeout)
+            };
+            println!("{}", serde_json::to_string(&r).unwrap_or_default());
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

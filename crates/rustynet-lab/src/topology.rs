@@ -1,0 +1,290 @@
+//! The lab network.
+//!
+//! ```text
+//!   internet (203.0.113.0/24, 2001:db8:113::/64): echo 203.0.113.10, dns 203.0.113.53
+//!        |
+//!   router ── control 192.0.2.1 (on its loopback)
+//!    |   |   \
+//!  node0 node1 ... each on its own 198.51.100.4i/30 (+ 2001:db8:100:i::/64)
+//!                 \
+//!                  an exit node may have a LAN: 192.168.77.0/24, host .10
+//! ```
+//! Only TEST-NET ranges stand for the internet; RFC 1918 appears only inside
+//! the lab. Nothing is bridged to the host's interfaces.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+use crate::netns::{Netns, unique_id};
+
+/// The control server's address inside the lab.
+pub const CONTROL_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// The internet echo host (TCP and UDP echo that reports the peer address).
+pub const ECHO_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// The internet echo host's IPv6 address.
+pub const ECHO_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x113, 0, 0, 0, 0, 0x10);
+/// A DNS server "out on the internet" (the ISP resolver of the nodes).
+pub const DNS_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 53);
+/// The LAN host behind an exit node.
+pub const LAN_HOST_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 10);
+/// The exit node's LAN prefix.
+pub const LAN_NET: &str = "192.168.77.0/24";
+
+/// One node to create.
+#[derive(Debug, Clone)]
+pub struct NodeSpec {
+    /// Node name (also its hostname in the mesh).
+    pub name: String,
+    /// Give it a LAN behind it.
+    pub lan: bool,
+}
+
+impl NodeSpec {
+    /// A plain node.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            lan: false,
+        }
+    }
+    /// A node with the lab LAN behind it.
+    pub fn with_lan(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            lan: true,
+        }
+    }
+}
+
+/// A node's namespace and physical link.
+#[derive(Debug)]
+pub struct LabNode {
+    /// The namespace.
+    pub ns: Netns,
+    /// The node's physical interface (towards the router).
+    pub ifname: String,
+    /// Its IPv4 address.
+    pub addr: Ipv4Addr,
+    /// Its IPv6 address.
+    pub addr6: Ipv6Addr,
+    /// The LAN namespace behind it, if any.
+    pub lan: Option<Netns>,
+}
+
+/// A lab: namespaces, links and a scratch directory, all removed on drop.
+#[derive(Debug)]
+pub struct Lab {
+    /// Unique id (in every name).
+    pub id: String,
+    /// Scratch directory (logs, state, captures).
+    pub dir: PathBuf,
+    /// Nodes by name (dropped before the router).
+    pub nodes: BTreeMap<String, LabNode>,
+    /// The internet.
+    pub internet: Netns,
+    /// The router (also hosts the control server).
+    pub router: Netns,
+    keep_dir: bool,
+}
+
+impl Lab {
+    /// Builds the topology with `nodes`.
+    pub fn new(nodes: &[NodeSpec]) -> anyhow::Result<Self> {
+        crate::require_lab();
+        let id = unique_id();
+        let dir = std::env::temp_dir().join(format!("rustynet-lab-{id}"));
+        std::fs::create_dir_all(&dir)?;
+        let router = Netns::create(&format!("rn{id}-rtr"))?;
+        let internet = Netns::create(&format!("rn{id}-inet"))?;
+        let mut lab = Self {
+            id: id.clone(),
+            dir,
+            nodes: BTreeMap::new(),
+            internet,
+            router,
+            keep_dir: std::env::var_os("RUSTYNET_LAB_KEEP").is_some(),
+        };
+        lab.wire_core()?;
+        for (i, spec) in nodes.iter().enumerate() {
+            let node = lab.wire_node(i, spec)?;
+            lab.nodes.insert(spec.name.clone(), node);
+        }
+        Ok(lab)
+    }
+
+    fn wire_core(&self) -> anyhow::Result<()> {
+        let (r, i) = (&self.router, &self.internet);
+        for key in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+            r.exec(&["sysctl", "-qw", key])?;
+        }
+        let (ri, ii) = (format!("r{}i", self.id), format!("i{}r", self.id));
+        r.ip(&[
+            "link",
+            "add",
+            &ri,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ii,
+            "netns",
+            i.name(),
+        ])?;
+        r.ip(&["addr", "add", "203.0.113.254/24", "dev", &ri])?;
+        r.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:113::fe/64",
+            "dev",
+            &ri,
+            "nodad",
+        ])?;
+        r.ip(&["link", "set", &ri, "up"])?;
+        for a in ["203.0.113.1/24", "203.0.113.10/24", "203.0.113.53/24"] {
+            i.ip(&["addr", "add", a, "dev", &ii])?;
+        }
+        i.ip(&[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:113::10/64",
+            "dev",
+            &ii,
+            "nodad",
+        ])?;
+        i.ip(&["link", "set", &ii, "up"])?;
+        i.ip(&["route", "add", "default", "via", "203.0.113.254"])?;
+        i.ip(&["-6", "route", "add", "default", "via", "2001:db8:113::fe"])?;
+        // The control address lives on the router's loopback (no dummy
+        // module on every kernel); nodes reach it through the router.
+        r.ip(&["addr", "add", &format!("{CONTROL_IP}/32"), "dev", "lo"])?;
+        Ok(())
+    }
+
+    fn wire_node(&self, index: usize, spec: &NodeSpec) -> anyhow::Result<LabNode> {
+        let ns = Netns::create(&format!("rn{}-{}", self.id, spec.name))?;
+        let base = u8::try_from(index * 4).map_err(|_| anyhow::anyhow!("too many nodes"))?;
+        let (rif, nif) = (
+            format!("r{}n{index}", self.id),
+            format!("n{}r{index}", self.id),
+        );
+        self.router.ip(&[
+            "link",
+            "add",
+            &rif,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &nif,
+            "netns",
+            ns.name(),
+        ])?;
+        self.router.ip(&[
+            "addr",
+            "add",
+            &format!("198.51.100.{}/30", base + 1),
+            "dev",
+            &rif,
+        ])?;
+        self.router.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("2001:db8:100:{index}::1/64"),
+            "dev",
+            &rif,
+            "nodad",
+        ])?;
+        self.router.ip(&["link", "set", &rif, "up"])?;
+        let addr = Ipv4Addr::new(198, 51, 100, base + 2);
+        let addr6: Ipv6Addr = format!("2001:db8:100:{index}::2").parse()?;
+        ns.ip(&["addr", "add", &format!("{addr}/30"), "dev", &nif])?;
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{addr6}/64"),
+            "dev",
+            &nif,
+            "nodad",
+        ])?;
+        ns.ip(&["link", "set", &nif, "up"])?;
+        ns.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("198.51.100.{}", base + 1),
+        ])?;
+        ns.ip(&[
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("2001:db8:100:{index}::1"),
+        ])?;
+        let lan = if spec.lan {
+            let lan = Netns::create(&format!("rn{}-{}-lan", self.id, spec.name))?;
+            let (a, b) = (
+                format!("l{}n{index}", self.id),
+                format!("l{}h{index}", self.id),
+            );
+            ns.ip(&[
+                "link",
+                "add",
+                &a,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &b,
+                "netns",
+                lan.name(),
+            ])?;
+            ns.ip(&["addr", "add", "192.168.77.1/24", "dev", &a])?;
+            ns.ip(&["link", "set", &a, "up"])?;
+            lan.ip(&["addr", "add", &format!("{LAN_HOST_IP}/24"), "dev", &b])?;
+            lan.ip(&["link", "set", &b, "up"])?;
+            lan.ip(&["route", "add", "default", "via", "192.168.77.1"])?;
+            Some(lan)
+        } else {
+            None
+        };
+        Ok(LabNode {
+            ns,
+            ifname: nif,
+            addr,
+            addr6,
+            lan,
+        })
+    }
+
+    /// A node by name. Panics on a name the lab was not built with (a bug
+    /// in the calling test, not a runtime condition).
+    #[allow(clippy::panic)]
+    pub fn node(&self, name: &str) -> &LabNode {
+        match self.nodes.get(name) {
+            Some(n) => n,
+            None => panic!("no lab node {name}"),
+        }
+    }
+
+    /// A path in the scratch directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Namespaces go with their fields (nodes first); the directory last.
+        self.nodes.clear();
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
