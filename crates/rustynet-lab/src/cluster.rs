@@ -194,6 +194,17 @@ impl<'a> Cluster<'a> {
 
     /// Starts (or restarts) `rustynetd` on `name`.
     pub fn start_daemon(&mut self, name: &str) -> anyhow::Result<()> {
+        self.start_daemon_with_env(name, &[])
+    }
+
+    /// Starts (or restarts) `rustynetd` on `name` with extra environment,
+    /// e.g. `RUSTYNET_FAULT_STEP=routes` (the lab builds the daemon with its
+    /// `fault-injection` feature).
+    pub fn start_daemon_with_env(
+        &mut self,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         let dir = self.lab.path(name);
         std::fs::create_dir_all(&dir)?;
         let resolv_conf = dir.join("resolv.conf");
@@ -226,7 +237,7 @@ impl<'a> Cluster<'a> {
         ];
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let ns = &self.lab.node(name).ns;
-        let child = ns.spawn(&argv, &node.log)?;
+        let child = ns.spawn_with_env(&argv, env, &node.log)?;
         let socket = node.socket.clone();
         let mut node = node;
         node.child = Some(child);

@@ -99,11 +99,22 @@ impl Netns {
 
     /// Starts a long-running process inside; its output goes to `log`.
     pub fn spawn(&self, args: &[&str], log: &Path) -> anyhow::Result<Child> {
+        self.spawn_with_env(args, &[], log)
+    }
+
+    /// Like [`Netns::spawn`], with extra environment variables.
+    pub fn spawn_with_env(
+        &self,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> anyhow::Result<Child> {
         let file = std::fs::File::create(log)?;
         let err = file.try_clone()?;
         Ok(self
             .command(args[0])
             .args(&args[1..])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err)
