@@ -27,7 +27,7 @@ install_apt() {
 }
 
 # name version binary
-cargo_tools=("cargo-deny 0.20.2 cargo-deny" "cargo-audit 0.22.1 cargo-audit" "boringtun-cli 0.6.0 boringtun-cli")
+cargo_tools=("cargo-deny 0.20.2 cargo-deny" "cargo-audit 0.22.2 cargo-audit" "boringtun-cli 0.7.1 boringtun-cli")
 
 install_cargo_tools() {
   for entry in "${cargo_tools[@]}"; do

@@ -41,7 +41,7 @@ impl Bits {
     pub fn set_range(&mut self, lo: usize, hi: usize) {
         let mut i = lo;
         while i < hi {
-            if i % 64 == 0 && i + 64 <= hi {
+            if i.is_multiple_of(64) && i + 64 <= hi {
                 if let Some(w) = self.words.get_mut(i / 64) {
                     *w = u64::MAX;
                 }

@@ -92,8 +92,9 @@ pub fn role_for(uid: u32, gid: u32, supplementary: &[u32], groups: Groups) -> Op
 }
 
 /// Creates the socket: parent directory, stale socket removed, mode 0660,
-/// group set to the IPC group (when it exists).
-pub fn bind(path: &Path, groups: Groups) -> std::io::Result<UnixListener> {
+/// group set to the IPC group (when it exists). A std listener (set
+/// non-blocking) so it can be made before the runtime and its threads exist.
+pub fn bind(path: &Path, groups: Groups) -> std::io::Result<std::os::unix::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -102,7 +103,8 @@ pub fn bind(path: &Path, groups: Groups) -> std::io::Result<UnixListener> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let listener = UnixListener::bind(path)?;
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    listener.set_nonblocking(true)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     if let Some(gid) = groups.ipc {
         nix::unistd::chown(path, None, Some(Gid::from_raw(gid)))?;

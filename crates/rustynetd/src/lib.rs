@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod path_manager;
 pub mod ping;
 pub mod plan;
+pub mod privileges;
 pub mod route_manager;
 pub mod state_store;
 pub mod sysctl_manager;

@@ -98,6 +98,16 @@ fn run(args: Args) -> anyhow::Result<()> {
             caps.missing()
         );
     }
+    let store = StateStore::open(&cfg.state_dir)?;
+    let groups = Groups::lookup(&cfg.ipc_group, &cfg.admin_group);
+    let listener = ipc_server::bind(&cfg.socket, groups)
+        .with_context(|| format!("binding {}", cfg.socket.display()))?;
+    // Everything that needed more than network administration (the state
+    // directory, the socket's group) is done: drop the rest for good. This
+    // runs before any thread exists, because capabilities are per thread and
+    // every thread started later inherits the reduced sets.
+    let kept = rustynetd::privileges::drop_to_network_admin()?;
+    tracing::info!(capabilities = ?kept, "dropped all other capabilities");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -105,7 +115,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     let rt = runtime.handle().clone();
-    let store = StateStore::open(&cfg.state_dir)?;
     let scope = RoutingScope::new(cfg.tun.clone())?;
     let fx = Effects {
         backend: rustynet_backend_wireguard::select_backend(),
@@ -121,11 +130,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     tracing::info!(engine = %fx.backend.info().detail, "tunnel engine selected");
     let metrics = Metrics::default();
-    let groups = Groups::lookup(&cfg.ipc_group, &cfg.admin_group);
     let listener = {
         let _guard = rt.enter();
-        ipc_server::bind(&cfg.socket, groups)
-            .with_context(|| format!("binding {}", cfg.socket.display()))?
+        tokio::net::UnixListener::from_std(listener).context("registering the IPC socket")?
     };
     let (engine, handle, rx) = Engine::new(
         cfg.clone(),

@@ -27,11 +27,10 @@ pub(crate) fn run(dev: &Device) {
         let table = dev.table();
         for peer in table.by_key.values() {
             let mut tunn = lock(&peer.tunn);
-            if let TunnResult::WriteToNetwork(pkt) = tunn.update_timers(&mut buf) {
-                if let Some(ep) = peer.endpoint() {
+            if let TunnResult::WriteToNetwork(pkt) = tunn.update_timers(&mut buf)
+                && let Some(ep) = peer.endpoint() {
                     dev.udp.send(ep, pkt, None, dev.waker.fd());
                 }
-            }
         }
         if last_check.elapsed() >= LIVENESS_EVERY {
             last_check = Instant::now();
