@@ -167,6 +167,13 @@ fn meta_set(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError>
     Ok(())
 }
 
+fn now_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX / 2))
+        .unwrap_or(0)
+}
+
 /// First and last usable host offsets inside 100.64.0.0/10.
 fn address_span() -> (u32, u32) {
     let base = u32::from(TUNNEL_NET.network());
@@ -420,10 +427,14 @@ impl Store for SqliteStore {
             let block = count.max(GENERATION_BLOCK);
             let mut conn = lock(&self.conn);
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let high: u64 = match meta_get(&tx, "generation_high_water")? {
+            let stored: u64 = match meta_get(&tx, "generation_high_water")? {
                 Some(v) => parse(&v, "generation_high_water")?,
                 None => 0,
             };
+            // Never below the wall clock in microseconds: a database restored
+            // from an older backup still issues generations newer than any
+            // map a node already holds (they would be refused as replays).
+            let high = stored.max(now_micros());
             let new_high = high
                 .checked_add(block)
                 .ok_or_else(|| StoreError::Corrupt("generation counter overflow".into()))?;

@@ -99,6 +99,27 @@ fn generations_never_repeat_across_reopen() {
 }
 
 #[test]
+fn generations_survive_a_restore_from_an_older_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let backup = dir.path().join("backup.db");
+    drop(SqliteStore::create(&path, "x.internal").unwrap());
+    std::fs::copy(&path, &backup).unwrap();
+    let issued = SqliteStore::open(&path)
+        .unwrap()
+        .reserve_generations(10_000)
+        .unwrap()
+        .end;
+    // Restore the old backup: new generations are still newer.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let restored = SqliteStore::open(&backup)
+        .unwrap()
+        .reserve_generations(1)
+        .unwrap();
+    assert!(restored.start > issued, "{} <= {issued}", restored.start);
+}
+
+#[test]
 fn nonces_are_single_use_and_forgotten() {
     let (_d, s) = store();
     assert!(s.record_nonce(NodeId(1), &[1; 16], 1000, 0).unwrap());
