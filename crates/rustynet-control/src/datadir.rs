@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use rustynet_proto::keyseal::Kek;
 use rustynet_proto::{NodeSigningKey, SigningPublicKey};
 use zeroize::Zeroizing;
 
@@ -15,6 +16,7 @@ use crate::pki::{self, PkiError};
 use crate::store::{SqliteStore, StoreError};
 
 const SIGNING_KEY_HEADER: &str = "rustynet control signing key v1";
+const SIGNING_KEY_LABEL: &str = "rustynet control signing key";
 
 /// Why the data directory could not be created or opened.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,12 @@ pub enum DataDirError {
     /// The signing key file is malformed.
     #[error("{0}: not a valid control signing key file")]
     BadKeyFile(PathBuf),
+    /// The signing key is encrypted and no key-encryption secret was given.
+    #[error("{0} is encrypted: pass --key-encryption-file")]
+    KeyEncrypted(PathBuf),
+    /// The signing key could not be decrypted.
+    #[error("{0}: {1}")]
+    Seal(PathBuf, rustynet_proto::keyseal::SealError),
     /// The Magic DNS suffix is not a valid DNS name.
     #[error("invalid --suffix {0:?}: {1}")]
     BadSuffix(String, rustynet_proto::names::NameError),
@@ -57,6 +65,7 @@ pub enum DataDirError {
 #[derive(Debug, Clone)]
 pub struct DataDir {
     root: PathBuf,
+    kek: Option<std::sync::Arc<Kek>>,
 }
 
 /// What `init` reports.
@@ -104,7 +113,17 @@ fn check_owner_only(path: &Path) -> Result<(), DataDirError> {
 impl DataDir {
     /// A data directory rooted at `root` (nothing is touched yet).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            kek: None,
+        }
+    }
+
+    /// Keeps the signing key encrypted under `kek` (written so by `init`,
+    /// required to load it).
+    pub fn with_key_encryption(mut self, kek: Kek) -> Self {
+        self.kek = Some(std::sync::Arc::new(kek));
+        self
     }
 
     /// The CA certificate nodes pin.
@@ -146,10 +165,10 @@ impl DataDir {
         write_new(&self.server_cert(), pki.server_cert_pem.as_bytes(), 0o644)?;
         write_new(&self.server_key(), pki.server_key_pem.as_bytes(), 0o600)?;
         let key = NodeSigningKey::generate(&mut rand_core::OsRng);
-        let text = Zeroizing::new(format!(
-            "{SIGNING_KEY_HEADER}\n{}\n",
-            B64.encode(*key.seed())
-        ));
+        let text = Zeroizing::new(match &self.kek {
+            Some(kek) => format!("{}\n", kek.seal(SIGNING_KEY_LABEL, key.seed().as_ref())),
+            None => format!("{SIGNING_KEY_HEADER}\n{}\n", B64.encode(*key.seed())),
+        });
         write_new(&self.signing_key_path(), text.as_bytes(), 0o600)?;
         SqliteStore::create(&self.db_path(), suffix)?;
         fs::set_permissions(self.db_path(), fs::Permissions::from_mode(0o600))
@@ -181,15 +200,24 @@ impl DataDir {
         let path = self.signing_key_path();
         check_owner_only(&path)?;
         let text = Zeroizing::new(fs::read_to_string(&path).map_err(io_err(&path))?);
-        let mut lines = text.lines();
-        if lines.next() != Some(SIGNING_KEY_HEADER) {
-            return Err(DataDirError::BadKeyFile(path));
-        }
-        let seed = lines
-            .next()
-            .and_then(|l| B64.decode(l.trim()).ok())
-            .map(Zeroizing::new)
-            .ok_or_else(|| DataDirError::BadKeyFile(path.clone()))?;
+        let seed = if rustynet_proto::keyseal::is_sealed(&text) {
+            let kek = self
+                .kek
+                .as_ref()
+                .ok_or_else(|| DataDirError::KeyEncrypted(path.clone()))?;
+            kek.open(SIGNING_KEY_LABEL, &text)
+                .map_err(|e| DataDirError::Seal(path.clone(), e))?
+        } else {
+            let mut lines = text.lines();
+            if lines.next() != Some(SIGNING_KEY_HEADER) {
+                return Err(DataDirError::BadKeyFile(path));
+            }
+            lines
+                .next()
+                .and_then(|l| B64.decode(l.trim()).ok())
+                .map(Zeroizing::new)
+                .ok_or_else(|| DataDirError::BadKeyFile(path.clone()))?
+        };
         let seed: &[u8; 32] = seed
             .as_slice()
             .try_into()
@@ -230,6 +258,27 @@ mod tests {
             dd.signing_key(),
             Err(DataDirError::Permissions { .. })
         ));
+    }
+
+    #[test]
+    fn signing_key_encrypted_under_a_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ctl");
+        let kek = || Kek::from_secret(&[3u8; 32]).unwrap();
+        let dd = DataDir::new(&root).with_key_encryption(kek());
+        let report = dd.init("rustynet.internal", &[]).unwrap();
+        let text = fs::read_to_string(root.join("signing.key")).unwrap();
+        assert!(rustynet_proto::keyseal::is_sealed(&text));
+        assert_eq!(
+            dd.signing_key().unwrap().public(),
+            report.signing_public_key
+        );
+        assert!(matches!(
+            DataDir::new(&root).signing_key(),
+            Err(DataDirError::KeyEncrypted(_))
+        ));
+        let wrong = DataDir::new(&root).with_key_encryption(Kek::from_secret(&[4u8; 32]).unwrap());
+        assert!(matches!(wrong.signing_key(), Err(DataDirError::Seal(..))));
     }
 
     #[test]

@@ -32,6 +32,9 @@ enum Command {
         /// DNS name or IP address the server certificate is valid for (repeatable).
         #[arg(long = "san")]
         sans: Vec<String>,
+        /// Encrypt the signing key under the secret in this file (e.g. a systemd credential).
+        #[arg(long)]
+        key_encryption_file: Option<PathBuf>,
     },
     /// Serve the control API over TLS 1.3.
     Serve {
@@ -44,6 +47,9 @@ enum Command {
         /// Validity of each signed map (re-signed at half), e.g. 30m.
         #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
         map_ttl: Duration,
+        /// The secret the signing key was encrypted under at init.
+        #[arg(long)]
+        key_encryption_file: Option<PathBuf>,
     },
     /// Set or show the ACL policy.
     Policy {
@@ -155,11 +161,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             suffix,
             mut sans,
+            key_encryption_file,
         } => {
             if sans.is_empty() {
                 sans = vec!["localhost".into(), "127.0.0.1".into()];
             }
-            let report = DataDir::new(data_dir).init(&suffix, &sans)?;
+            let report =
+                data_dir_with(data_dir, key_encryption_file.as_deref())?.init(&suffix, &sans)?;
             println!("ca certificate: {}", report.ca_cert.display());
             println!("signing public key: {}", report.signing_public_key);
         }
@@ -167,12 +175,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             listen,
             map_ttl,
+            key_encryption_file,
         } => {
+            let data = data_dir_with(data_dir, key_encryption_file.as_deref())?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(async {
                 let mut opts = ServeOptions::new(listen);
                 opts.map_ttl = map_ttl;
-                let server = start(&DataDir::new(data_dir), opts).await?;
+                let server = start(&data, opts).await?;
                 println!("listening on {}", server.addr);
                 wait_for_signal().await;
                 server.shutdown();
@@ -205,6 +215,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Nodes { action } => nodes(action)?,
     }
     Ok(())
+}
+
+fn data_dir_with(root: PathBuf, kek_file: Option<&std::path::Path>) -> anyhow::Result<DataDir> {
+    let data = DataDir::new(root);
+    Ok(match kek_file {
+        Some(path) => data.with_key_encryption(rustynet_proto::keyseal::kek_from_file(path)?),
+        None => data,
+    })
 }
 
 fn nodes(action: NodesAction) -> anyhow::Result<()> {

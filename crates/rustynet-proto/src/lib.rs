@@ -14,6 +14,7 @@ pub mod control_api;
 pub mod envelope;
 pub mod ipc;
 pub mod keys;
+pub mod keyseal;
 pub mod names;
 pub mod netmap;
 pub mod verify;

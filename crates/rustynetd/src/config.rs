@@ -65,6 +65,8 @@ pub struct FileConfig {
     pub ipc_group: Option<String>,
     /// Group allowed mutating IPC (besides root).
     pub admin_group: Option<String>,
+    /// Secret under which the node keys are encrypted at rest.
+    pub key_encryption_file: Option<PathBuf>,
 }
 
 /// The effective configuration.
@@ -92,6 +94,8 @@ pub struct DaemonConfig {
     pub ipc_group: String,
     /// Mutating IPC group.
     pub admin_group: String,
+    /// Secret under which the node keys are encrypted at rest.
+    pub key_encryption_file: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -108,6 +112,7 @@ impl Default for DaemonConfig {
             resolv_conf: "/etc/resolv.conf".into(),
             ipc_group: "rustynet".into(),
             admin_group: "rustynet-admin".into(),
+            key_encryption_file: None,
         }
     }
 }
@@ -139,6 +144,7 @@ impl DaemonConfig {
             resolv_conf,
             ipc_group,
             admin_group,
+            key_encryption_file,
         } = file;
         if let Some(v) = state_dir {
             self.state_dir = v;
@@ -166,6 +172,9 @@ impl DaemonConfig {
         }
         if let Some(v) = admin_group {
             self.admin_group = v;
+        }
+        if key_encryption_file.is_some() {
+            self.key_encryption_file = key_encryption_file;
         }
     }
 

@@ -134,14 +134,14 @@ async fn run(
         while let Ok(u) = updates.try_recv() {
             pending = Some(u);
         }
-        if let Some(update) = pending.take() {
-            if let Err(e) = client.update(&key, node, &update).await {
-                tracing::warn!(error = %e, "cannot report to control");
-                if let Some(event) = refused(&e) {
-                    engine.send(EngineMsg::Control(event));
-                } else {
-                    pending = Some(update);
-                }
+        if let Some(update) = pending.take()
+            && let Err(e) = client.update(&key, node, &update).await
+        {
+            tracing::warn!(error = %e, "cannot report to control");
+            if let Some(event) = refused(&e) {
+                engine.send(EngineMsg::Control(event));
+            } else {
+                pending = Some(update);
             }
         }
         let event = match client.map_stream(&key, node, since).await {

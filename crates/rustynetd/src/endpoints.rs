@@ -47,11 +47,10 @@ pub fn local_endpoints(
     if let Some(first) = toward
         .filter(SocketAddr::is_ipv4)
         .and_then(|t| preferred_source(t, fwmark))
+        && let Some(pos) = out.iter().position(|ep| ep.ip() == first)
     {
-        if let Some(pos) = out.iter().position(|ep| ep.ip() == first) {
-            let preferred = out.remove(pos);
-            out.insert(0, preferred);
-        }
+        let preferred = out.remove(pos);
+        out.insert(0, preferred);
     }
     out.truncate(16);
     out

@@ -48,6 +48,10 @@ struct Args {
     /// Group allowed mutating IPC besides root (default rustynet-admin).
     #[arg(long)]
     admin_group: Option<String>,
+    /// Encrypt the node keys at rest under the secret in this file (e.g. a
+    /// systemd credential: $CREDENTIALS_DIRECTORY/rustynet-kek).
+    #[arg(long)]
+    key_encryption_file: Option<PathBuf>,
 }
 
 fn config(args: Args) -> anyhow::Result<DaemonConfig> {
@@ -65,6 +69,7 @@ fn config(args: Args) -> anyhow::Result<DaemonConfig> {
         resolv_conf: args.resolv_conf,
         ipc_group: args.ipc_group,
         admin_group: args.admin_group,
+        key_encryption_file: args.key_encryption_file,
     });
     cfg.validate()?;
     Ok(cfg)
@@ -99,6 +104,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let store = StateStore::open(&cfg.state_dir)?;
+    let store = match &cfg.key_encryption_file {
+        Some(path) => store.with_key_encryption(rustynet_proto::keyseal::kek_from_file(path)?),
+        None => {
+            tracing::warn!(
+                "node keys are stored unencrypted (owner-only files); pass --key-encryption-file to encrypt them at rest"
+            );
+            store
+        }
+    };
     let groups = Groups::lookup(&cfg.ipc_group, &cfg.admin_group);
     let listener = ipc_server::bind(&cfg.socket, groups)
         .with_context(|| format!("binding {}", cfg.socket.display()))?;

@@ -16,6 +16,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac as _};
 use ipnet::IpNet;
 use rand_core::RngCore as _;
+use rustynet_proto::keyseal::{self, Kek};
 use rustynet_proto::{NodeId, NodeSigningKey, SignedEnvelope, SigningPublicKey};
 use rustynet_tunnel::TunnelPrivateKey;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,7 @@ const STATE_FILE: &str = "state.json";
 const MAC_KEY_FILE: &str = "state.mac-key";
 const KEYS_FILE: &str = "node.key";
 const KEYS_HEADER: &str = "rustynet node keys v1";
+const KEYS_LABEL: &str = "rustynet node keys";
 /// Version of [`PersistedState`].
 pub const STATE_VERSION: u16 = 1;
 /// Largest state file read (a map plus change).
@@ -145,6 +147,7 @@ struct SealedFile {
 #[derive(Debug, Clone)]
 pub struct StateStore {
     dir: PathBuf,
+    kek: Option<std::sync::Arc<Kek>>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -179,7 +182,19 @@ impl StateStore {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
-        Ok(Self { dir })
+        Ok(Self { dir, kek: None })
+    }
+
+    /// Keeps the node keys encrypted under `kek` (an operator secret such as
+    /// a systemd credential); without it they are owner-only plain files.
+    pub fn with_key_encryption(mut self, kek: Kek) -> Self {
+        self.kek = Some(std::sync::Arc::new(kek));
+        self
+    }
+
+    /// Whether node keys are encrypted at rest.
+    pub fn keys_encrypted(&self) -> bool {
+        self.kek.is_some()
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -304,13 +319,32 @@ impl StateStore {
                 tunnel.to_base64().as_str(),
                 B64.encode(*signing.seed())
             ));
-            write_secret(&path, text.as_bytes())?;
+            let stored = match &self.kek {
+                Some(kek) => Zeroizing::new(format!("{}\n", kek.seal(KEYS_LABEL, text.as_bytes()))),
+                None => text,
+            };
+            write_secret(&path, stored.as_bytes())?;
         }
         check_owner_only(&path)?;
-        let text = Zeroizing::new(fs::read_to_string(&path).map_err(io_err(&path))?);
+        let raw = Zeroizing::new(fs::read_to_string(&path).map_err(io_err(&path))?);
         let bad = || StateError::Integrity {
             path: path.clone(),
             reason: "key file is malformed".into(),
+        };
+        let text = if keyseal::is_sealed(&raw) {
+            let kek = self.kek.as_ref().ok_or_else(|| StateError::Integrity {
+                path: path.clone(),
+                reason: "key file is encrypted; pass --key-encryption-file".into(),
+            })?;
+            let plain = kek
+                .open(KEYS_LABEL, &raw)
+                .map_err(|e| StateError::Integrity {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            Zeroizing::new(String::from_utf8(plain.to_vec()).map_err(|_| bad())?)
+        } else {
+            raw
         };
         let mut lines = text.lines();
         if lines.next() != Some(KEYS_HEADER) {
@@ -402,6 +436,32 @@ mod tests {
         fs::write(&path, &good).unwrap();
         fs::remove_file(dir.path().join("s/state.mac-key")).unwrap();
         assert!(matches!(store.load(), Err(StateError::Integrity { .. })));
+    }
+
+    #[test]
+    fn keys_encrypted_under_a_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let kek = || Kek::from_secret(&[1u8; 40]).unwrap();
+        let store = StateStore::open(dir.path().join("s"))
+            .unwrap()
+            .with_key_encryption(kek());
+        let a = store
+            .keys_or_create(|| TunnelPrivateKey::from_bytes([5; 32]))
+            .unwrap();
+        let raw = fs::read_to_string(dir.path().join("s/node.key")).unwrap();
+        assert!(keyseal::is_sealed(&raw) && !raw.contains(a.tunnel.to_base64().as_str()));
+        let again = StateStore::open(dir.path().join("s"))
+            .unwrap()
+            .with_key_encryption(kek());
+        let b = again
+            .keys_or_create(|| TunnelPrivateKey::from_bytes([6; 32]))
+            .unwrap();
+        assert_eq!(a.signing.public(), b.signing.public());
+        let plain = StateStore::open(dir.path().join("s")).unwrap();
+        assert!(matches!(
+            plain.keys_or_create(|| TunnelPrivateKey::from_bytes([6; 32])),
+            Err(StateError::Integrity { .. })
+        ));
     }
 
     #[test]

@@ -506,18 +506,19 @@ impl Engine {
         if !self.state.prefs.want_up || self.integrity_failed {
             return;
         }
-        if let Some(map) = &self.current {
-            if now_unix() >= map.body.expires_at && self.sm.state() != DataplaneState::FailClosed {
-                let generation = map.generation();
-                self.transition(
-                    Trigger::TrustLost("signed map expired without a fresh one".into()),
-                    generation,
-                );
-                self.last_error = Some("signed map expired; waiting for control".into());
-                self.current = None;
-                self.enter_fail_closed();
-                return;
-            }
+        if let Some(map) = &self.current
+            && now_unix() >= map.body.expires_at
+            && self.sm.state() != DataplaneState::FailClosed
+        {
+            let generation = map.generation();
+            self.transition(
+                Trigger::TrustLost("signed map expired without a fresh one".into()),
+                generation,
+            );
+            self.last_error = Some("signed map expired; waiting for control".into());
+            self.current = None;
+            self.enter_fail_closed();
+            return;
         }
         if self.backend_running {
             let gone = !self.fx.routing.link_exists(&self.cfg.tun).unwrap_or(true)
