@@ -144,12 +144,3 @@ pub fn seal_netmap(
     // the empty body would fail verification on the node instead of passing.
     SignedEnvelope::seal(key, &body).unwrap_or_else(|_| SignedEnvelope::seal_bytes(key, b""))
 }
-
-/// Compiles the policy for every live node and returns the per-node views.
-pub fn compile_views(
-    policy: &rustynet_policy::Policy,
-    nodes: &BTreeMap<NodeId, NodeRecord>,
-) -> BTreeMap<NodeId, NodeView> {
-    let facts: Vec<NodeFacts> = nodes.values().map(node_facts).collect();
-    rustynet_policy::compile(policy, &facts)
-}

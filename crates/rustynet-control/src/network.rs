@@ -8,11 +8,11 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use rustynet_policy::{NodeView, Policy};
+use rustynet_policy::{NodeFacts, NodeView, Policy};
 use rustynet_proto::{Netmap, NodeId};
 use tokio::sync::watch;
 
-use crate::netmap_builder::{NetworkView, build_netmap, compile_views};
+use crate::netmap_builder::{NetworkView, build_netmap, node_facts};
 use crate::now_unix;
 use crate::store::{NodeRecord, Store, StoreError};
 
@@ -47,11 +47,17 @@ impl Snapshot {
     }
 }
 
+/// The inputs and output of the last policy compilation: a change that
+/// leaves both inputs equal (an endpoint update, a node coming online)
+/// reuses the compiled views instead of recompiling the network.
+type Compiled = (String, Vec<NodeFacts>, Arc<BTreeMap<NodeId, NodeView>>);
+
 /// Shared network state.
 pub struct Network {
     store: Arc<dyn Store>,
     state: watch::Sender<Arc<Snapshot>>,
     online: Mutex<HashMap<NodeId, usize>>,
+    compiled: Mutex<Option<Compiled>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -66,6 +72,7 @@ impl Network {
             store,
             state,
             online: Mutex::new(HashMap::new()),
+            compiled: Mutex::new(None),
         });
         network.reload()?;
         Ok(network)
@@ -87,17 +94,31 @@ impl Network {
             .filter(|n| !n.is_expired(now))
             .map(|n| (n.id, n))
             .collect();
-        let (policy, policy_error) = match self.store.policy()? {
-            None => (Policy::default(), None),
-            Some(json) => match Policy::parse(&json) {
-                Ok(p) => (p, None),
-                Err(e) => {
-                    tracing::error!(error = %e, "stored policy is invalid; denying everything");
-                    (Policy::default(), Some(e.to_string()))
-                }
-            },
+        let policy_json = self.store.policy()?.unwrap_or_default();
+        let facts: Vec<NodeFacts> = nodes.values().map(node_facts).collect();
+        let mut compiled = lock(&self.compiled);
+        let (views, policy_error) = match compiled.as_ref() {
+            Some((json, f, views)) if *json == policy_json && *f == facts => {
+                (views.clone(), self.current().policy_error.clone())
+            }
+            _ => {
+                let (policy, policy_error) = if policy_json.is_empty() {
+                    (Policy::default(), None)
+                } else {
+                    match Policy::parse(&policy_json) {
+                        Ok(p) => (p, None),
+                        Err(e) => {
+                            tracing::error!(error = %e, "stored policy is invalid; denying everything");
+                            (Policy::default(), Some(e.to_string()))
+                        }
+                    }
+                };
+                let views = Arc::new(rustynet_policy::compile(&policy, &facts));
+                *compiled = Some((policy_json, facts, views.clone()));
+                (views, policy_error)
+            }
         };
-        let views = compile_views(&policy, &nodes);
+        drop(compiled);
         let online: HashSet<NodeId> = lock(&self.online)
             .keys()
             .filter(|id| nodes.contains_key(id))
@@ -107,7 +128,7 @@ impl Network {
             version: prev.version + 1,
             suffix,
             nodes: Arc::new(nodes),
-            views: Arc::new(views),
+            views,
             online: Arc::new(online),
             policy_error,
         });
@@ -185,5 +206,79 @@ impl Drop for OnlineGuard {
         if last {
             self.network.publish_online();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewPreauth, NodeUpdate, Registration, SqliteStore};
+    use rustynet_proto::{SigningPublicKey, TunnelPublicKey};
+    use sha2::{Digest as _, Sha256};
+
+    #[test]
+    fn compiled_views_are_reused_until_policy_or_facts_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::create(&dir.path().join("c.db"), "x.internal").unwrap());
+        store
+            .create_preauth(
+                &NewPreauth {
+                    key_hash: Sha256::digest(b"k").into(),
+                    user: "alice".into(),
+                    tags: vec![],
+                    reusable: true,
+                    expires_at: None,
+                },
+                1,
+            )
+            .unwrap();
+        let node = store
+            .register(
+                &Registration {
+                    key_hash: Sha256::digest(b"k").into(),
+                    hostname: "a".into(),
+                    node_key: TunnelPublicKey([1; 32]),
+                    signing_key: SigningPublicKey([1; 32]),
+                    endpoints: vec![],
+                    advertise_exit_node: false,
+                    advertised_routes: vec![],
+                },
+                2,
+            )
+            .unwrap();
+        let net = Network::load(store.clone()).unwrap();
+        let before = net.current().views.clone();
+        let update = NodeUpdate {
+            endpoints: Some(vec!["192.0.2.1:41641".parse().unwrap()]),
+            ..NodeUpdate::default()
+        };
+        assert!(store.update_node(node.id, &update).unwrap());
+        net.reload().unwrap();
+        let after = net.current();
+        assert!(
+            Arc::ptr_eq(&before, &after.views),
+            "an endpoint change must not recompile"
+        );
+        assert_eq!(after.nodes[&node.id].endpoints.len(), 1);
+        store.set_policy("{}", 3).unwrap();
+        net.reload().unwrap();
+        let with_policy = net.current().views.clone();
+        store.set_policy("{}", 4).unwrap();
+        net.reload().unwrap();
+        assert!(
+            Arc::ptr_eq(&with_policy, &net.current().views),
+            "same policy text: same views"
+        );
+        store
+            .set_policy(
+                r#"{"acls":[{"action":"accept","src":["*"],"dst":["*:*"]}]}"#,
+                4,
+            )
+            .unwrap();
+        net.reload().unwrap();
+        assert!(
+            !Arc::ptr_eq(&before, &net.current().views),
+            "a policy change recompiles"
+        );
     }
 }
