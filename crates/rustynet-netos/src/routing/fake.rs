@@ -145,10 +145,10 @@ impl Routing for FakeRouting {
         Self::take_failure(&mut inner, "apply")?;
         validate_config(&inner.scope, desired)?;
         for route in &desired.routes {
-            if let RouteTarget::Dev { dev, .. } = &route.target {
-                if !inner.links.contains_key(dev) {
-                    return Err(RoutingError::LinkNotFound(dev.clone()));
-                }
+            if let RouteTarget::Dev { dev, .. } = &route.target
+                && !inner.links.contains_key(dev)
+            {
+                return Err(RoutingError::LinkNotFound(dev.clone()));
             }
         }
         let has_link = inner.links.contains_key(&inner.scope.interface);

@@ -563,10 +563,10 @@ pub(crate) fn validate_config(
         match &route.target {
             RouteTarget::Dev { dev, via } => {
                 validate_ifname(dev)?;
-                if let Some(gw) = via {
-                    if IpFamily::of(gw) != IpFamily::of_net(&route.dst) {
-                        return Err(bad("gateway family differs from destination family"));
-                    }
+                if let Some(gw) = via
+                    && IpFamily::of(gw) != IpFamily::of_net(&route.dst)
+                {
+                    return Err(bad("gateway family differs from destination family"));
                 }
                 if dev != &scope.interface && !scope.tables.contains(&route.table) {
                     return Err(bad(
@@ -609,12 +609,12 @@ pub(crate) fn validate_config(
         if rule.invert && rule.fwmark.is_none() {
             return Err(bad("`not` needs a selector"));
         }
-        if let Some((mark, mask)) = rule.fwmark {
-            if mask == 0 || mark & !mask != 0 {
-                return Err(bad(
-                    "fwmark needs a non-zero mask covering every bit of the value",
-                ));
-            }
+        if let Some((mark, mask)) = rule.fwmark
+            && (mask == 0 || mark & !mask != 0)
+        {
+            return Err(bad(
+                "fwmark needs a non-zero mask covering every bit of the value",
+            ));
         }
         if let Some(len) = rule.suppress_prefixlen {
             let max = if rule.family == IpFamily::V4 { 32 } else { 128 };

@@ -11,10 +11,11 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    DecodeError, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST, NetlinkBuffer,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator, ParseableParametrized,
 };
 use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::{LinkAttribute, LinkHeader, LinkMessage};
 
 /// How long to wait for the kernel before giving up on a reply. The kernel
 /// answers rtnetlink requests synchronously, so this only fires if something
@@ -22,6 +23,14 @@ use netlink_packet_route::RouteNetlinkMessage;
 const RECV_TIMEOUT_SECS: libc::time_t = 10;
 /// How many times an interrupted dump (`NLM_F_DUMP_INTR`) is retried.
 const DUMP_RETRIES: usize = 5;
+/// `RTM_NEWLINK`: a link reply, decoded by [`parse_link`] rather than by the
+/// crate's full decoder.
+const RTM_NEWLINK: u16 = 16;
+/// `sizeof(struct ifinfomsg)`: the fixed header before a link's attributes.
+const IFINFOMSG_LEN: usize = 16;
+/// The only link attributes the routing backend reads (`IFLA_IFNAME`,
+/// `IFLA_MTU`).
+const WANTED_LINK_ATTRS: [u16; 2] = [3, 4];
 
 /// Why a netlink exchange failed.
 #[derive(Debug)]
@@ -167,17 +176,18 @@ impl NlSocket {
                 if msg_len == 0 || msg_len > chunk.len() {
                     return Err(NlError::Decode(format!("bad message length {msg_len}")));
                 }
-                let parsed = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&chunk[..msg_len])
+                let frame = NetlinkBuffer::new_checked(&chunk[..msg_len])
                     .map_err(|e| NlError::Decode(e.to_string()))?;
                 offset += (msg_len + 3) & !3;
-                if parsed.header.sequence_number != seq {
+                if frame.sequence_number() != seq {
                     // A late answer to an earlier request that timed out.
                     continue;
                 }
-                if parsed.header.flags & NLM_F_DUMP_INTR != 0 {
+                if frame.flags() & NLM_F_DUMP_INTR != 0 {
                     interrupted = true;
                 }
-                match parsed.payload {
+                let payload = decode_payload(frame).map_err(|e| NlError::Decode(e.to_string()))?;
+                match payload {
                     NetlinkPayload::InnerMessage(inner) => out.push(inner),
                     // A dump that failed part-way ends with a negative errno.
                     NetlinkPayload::Done(done) if dump && done.code < 0 => {
@@ -242,5 +252,133 @@ impl NlSocket {
             }
             return Ok(got as usize);
         }
+    }
+}
+
+/// Decodes one reply. Link replies go through [`parse_link`]; everything
+/// else through the crate's decoder.
+fn decode_payload(
+    frame: NetlinkBuffer<&[u8]>,
+) -> Result<NetlinkPayload<RouteNetlinkMessage>, DecodeError> {
+    if frame.message_type() == RTM_NEWLINK {
+        let link = parse_link(frame.payload())?;
+        return Ok(NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(
+            link,
+        )));
+    }
+    NetlinkMessage::<RouteNetlinkMessage>::deserialize(frame.into_inner()).map(|m| m.payload)
+}
+
+/// Decodes a link reply keeping only the header and the attributes in
+/// [`WANTED_LINK_ATTRS`].
+///
+/// Why not the full decoder: a link reply also carries statistics, link
+/// info and per-family device configuration (`IFLA_AF_SPEC`), which kernels
+/// extend faster than `netlink-packet-route` learns them. Decoding them made
+/// the crate log a line for every link on every call (flooding the daemon's
+/// log), and any attribute it failed to decode, on any link in the
+/// namespace, would fail the whole routing apply. We never read them.
+pub(crate) fn parse_link(payload: &[u8]) -> Result<LinkMessage, DecodeError> {
+    let header = LinkHeader::parse(payload)?;
+    let attrs = payload
+        .get(IFINFOMSG_LEN..)
+        .ok_or_else(|| DecodeError::from("link message shorter than its header"))?;
+    let mut msg = LinkMessage::default();
+    msg.header = header;
+    for nla in NlasIterator::new(attrs) {
+        let nla = nla?;
+        if WANTED_LINK_ATTRS.contains(&nla.kind()) {
+            msg.attributes.push(LinkAttribute::parse_with_param(
+                &nla,
+                msg.header.interface_family,
+            )?);
+        }
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_core::Parseable;
+    use netlink_packet_route::link::LinkFlags;
+
+    use super::*;
+
+    fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(4 + value.len()).expect("small attribute");
+        let mut out = [len.to_ne_bytes(), kind.to_ne_bytes()].concat();
+        out.extend_from_slice(value);
+        out.resize(out.len().next_multiple_of(4), 0);
+        out
+    }
+
+    /// A link reply as a newer kernel sends it: name and MTU, an IPv6
+    /// device config longer than the crate knows, and an attribute the
+    /// crate cannot decode (a zero-length `IFLA_OPERSTATE`).
+    fn link_payload() -> Vec<u8> {
+        let mut out = vec![0u8, 0];
+        out.extend_from_slice(&1u16.to_ne_bytes()); // ARPHRD_ETHER
+        out.extend_from_slice(&7i32.to_ne_bytes()); // index
+        out.extend_from_slice(&0x1_0001u32.to_ne_bytes()); // UP | LOWER_UP
+        out.extend_from_slice(&0u32.to_ne_bytes());
+        out.extend(nla(3, b"rn0\0"));
+        out.extend(nla(4, &1380u32.to_ne_bytes()));
+        let inet6_conf = nla(2, &[0u8; 4 * 200]);
+        let af_inet6 = nla(10, &inet6_conf);
+        out.extend(nla(26, &af_inet6));
+        out.extend(nla(16, &[]));
+        out
+    }
+
+    #[test]
+    fn parse_link_keeps_header_name_and_mtu_and_skips_the_rest() {
+        let payload = link_payload();
+        assert!(
+            LinkMessage::parse(payload.as_slice()).is_err(),
+            "the full decoder must reject this reply, or the test proves nothing"
+        );
+        let link = parse_link(&payload).expect("filtered decode");
+        assert_eq!(link.header.index, 7);
+        assert!(
+            link.header
+                .flags
+                .contains(LinkFlags::Up | LinkFlags::LowerUp)
+        );
+        assert_eq!(
+            link.attributes,
+            vec![
+                LinkAttribute::IfName("rn0".into()),
+                LinkAttribute::Mtu(1380)
+            ]
+        );
+    }
+
+    #[test]
+    fn decode_payload_routes_link_replies_through_parse_link() {
+        let payload = link_payload();
+        let len = u32::try_from(16 + payload.len()).expect("small message");
+        let mut frame = len.to_ne_bytes().to_vec();
+        frame.extend_from_slice(&RTM_NEWLINK.to_ne_bytes());
+        frame.extend_from_slice(&0u16.to_ne_bytes());
+        frame.extend_from_slice(&9u32.to_ne_bytes());
+        frame.extend_from_slice(&0u32.to_ne_bytes());
+        frame.extend_from_slice(&payload);
+        let buf = NetlinkBuffer::new_checked(frame.as_slice()).expect("frame");
+        match decode_payload(buf).expect("decoded") {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => {
+                assert_eq!(link.attributes.len(), 2, "{link:?}");
+            }
+            other => panic!("expected a link, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parse_link_rejects_truncated_input_without_panicking() {
+        let payload = link_payload();
+        assert!(parse_link(&payload[..10]).is_err(), "short header");
+        let mut bad = payload[..IFINFOMSG_LEN].to_vec();
+        bad.extend_from_slice(&200u16.to_ne_bytes()); // length past the end
+        bad.extend_from_slice(&3u16.to_ne_bytes());
+        assert!(parse_link(&bad).is_err(), "attribute overruns the message");
     }
 }
