@@ -43,6 +43,28 @@ fn build() -> anyhow::Result<Bins> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
     let mut cmd = Command::new(cargo);
+    // A test runs with the variables cargo sets for the package under test
+    // (CARGO_MANIFEST_DIR, CARGO_PKG_NAME, ...). Build scripts that watch
+    // them (ring's does) would then rebuild here and again in the next
+    // plain `cargo build`, each time, with everything that depends on them.
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || matches!(
+                name.as_ref(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "OUT_DIR"
+            )
+        {
+            cmd.env_remove(&key);
+        }
+    }
     cmd.args(["build", "--locked", "--manifest-path", manifest, "--bins"])
         .args([
             "-p",

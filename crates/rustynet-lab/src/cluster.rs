@@ -253,6 +253,12 @@ impl<'a> Cluster<'a> {
         Ok(())
     }
 
+    /// SIGKILLs the control server (e.g. to put a scripted one in its place,
+    /// see [`crate::fake_control::FakeControl`]).
+    pub fn stop_control(&mut self) {
+        kill(&mut self.control);
+    }
+
     /// SIGKILLs the daemon on `name` (nothing gets to clean up).
     pub fn kill_daemon(&mut self, name: &str) {
         if let Some(node) = self.nodes.get_mut(name) {

@@ -44,6 +44,22 @@ enum Cmd {
         #[arg(long, default_value_t = 3000)]
         timeout_ms: u64,
     },
+    /// (lab helper) Scripted control server: TLS 1.3 with the real
+    /// control's certificate, `/v1/map` streams the frames of an NDJSON script.
+    FakeControl {
+        /// The real control's data directory.
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// Address.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// NDJSON file of stream frames (re-read when it changes).
+        #[arg(long)]
+        script: std::path::PathBuf,
+        /// Only this node id gets the script (others get keepalives).
+        #[arg(long)]
+        node: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,6 +68,17 @@ fn main() -> ExitCode {
         Cmd::Demo => demo::run(),
         Cmd::ServeEcho { listen } => services::serve_echo(&listen),
         Cmd::ServeDns { listen } => services::serve_dns(listen),
+        Cmd::FakeControl {
+            data_dir,
+            listen,
+            script,
+            node,
+        } => rustynet_lab::fake_control::serve(rustynet_lab::fake_control::Options {
+            data_dir,
+            listen,
+            script,
+            node,
+        }),
         Cmd::Probe {
             kind,
             addr,
