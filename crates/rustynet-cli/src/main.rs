@@ -122,6 +122,13 @@ enum DnsAction {
         /// A name to explain.
         name: Option<String>,
     },
+    /// Protected DNS without an exit node (always on with one): DNS to
+    /// anything but Magic DNS is dropped.
+    Protect {
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
 }
 
 fn command(cmd: Cmd) -> anyhow::Result<Command> {
@@ -169,9 +176,10 @@ fn command(cmd: Cmd) -> anyhow::Result<Command> {
             RouteAction::Advertise { cidrs } => Command::RouteAdvertise { cidrs },
             RouteAction::Withdraw { cidrs } => Command::RouteWithdraw { cidrs },
         },
-        Cmd::Dns {
-            action: DnsAction::Inspect { name },
-        } => Command::DnsInspect { name },
+        Cmd::Dns { action } => match action {
+            DnsAction::Inspect { name } => Command::DnsInspect { name },
+            DnsAction::Protect { state } => Command::DnsProtect { on: state == "on" },
+        },
         Cmd::Netcheck => Command::Netcheck,
         Cmd::Ping { name } => Command::Ping { name },
     })

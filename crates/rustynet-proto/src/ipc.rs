@@ -82,6 +82,12 @@ pub enum Command {
         /// Prefixes.
         cidrs: Vec<IpNet>,
     },
+    /// Protected DNS on demand (it is always on while an exit node is
+    /// selected): only Magic DNS may send DNS queries off the node.
+    DnsProtect {
+        /// On or off.
+        on: bool,
+    },
     /// Explain Magic DNS, optionally for one name.
     DnsInspect {
         /// A name to explain.
@@ -121,6 +127,7 @@ impl Command {
             Command::LanAccess { .. } => "lan_access",
             Command::RouteAdvertise { .. } => "route_advertise",
             Command::RouteWithdraw { .. } => "route_withdraw",
+            Command::DnsProtect { .. } => "dns_protect",
             Command::DnsInspect { .. } => "dns_inspect",
             Command::Netcheck => "netcheck",
             Command::Ping { .. } => "ping",
@@ -443,6 +450,7 @@ mod tests {
         assert!(!Command::Status.is_mutating());
         assert!(Command::Down.is_mutating());
         assert!(Command::LanAccess { on: true }.is_mutating());
+        assert!(Command::DnsProtect { on: false }.is_mutating());
         assert!(!Command::Ping { name: "a".into() }.is_mutating());
     }
 }

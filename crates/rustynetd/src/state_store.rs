@@ -91,6 +91,10 @@ pub struct Prefs {
     pub advertise_exit_node: bool,
     /// LAN prefixes offered.
     pub advertise_routes: Vec<IpNet>,
+    /// Protected DNS on demand (`rustynet dns protect on`); absent in state
+    /// written before the toggle existed.
+    #[serde(default)]
+    pub protect_dns: bool,
 }
 
 /// The sealed state.
@@ -372,6 +376,13 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prefs_from_before_the_dns_toggle_load() {
+        let old = r#"{"want_up":true,"exit_node":null,"lan_access":false,"advertise_exit_node":false,"advertise_routes":[]}"#;
+        let prefs: Prefs = serde_json::from_str(old).unwrap();
+        assert!(prefs.want_up && !prefs.protect_dns);
+    }
 
     fn sample() -> PersistedState {
         PersistedState {

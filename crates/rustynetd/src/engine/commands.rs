@@ -86,6 +86,7 @@ impl Engine {
             Command::LanAccess { on } => self.cmd_lan_access(on),
             Command::RouteAdvertise { cidrs } => self.cmd_routes(cidrs, true),
             Command::RouteWithdraw { cidrs } => self.cmd_routes(cidrs, false),
+            Command::DnsProtect { on } => self.cmd_dns_protect(on),
             Command::DnsInspect { name } => self
                 .fx
                 .dns
@@ -346,6 +347,31 @@ impl Engine {
             control.send_update(self.update_request());
         }
         done(format!("LAN access: {}", if on { "on" } else { "off" }))
+    }
+
+    fn cmd_dns_protect(&mut self, on: bool) -> CmdResult {
+        let state = if on { "on" } else { "off" };
+        if self.current.is_none() {
+            // Nothing applied to change yet: the preference takes effect
+            // with the first generation.
+            self.state.prefs.protect_dns = on;
+            self.save();
+            if self.sm.state() == rustynet_proto::ipc::DataplaneState::FailClosed {
+                // The restricted ruleset carries the change at once.
+                self.enter_fail_closed_quietly();
+            }
+            return done(format!("protected DNS: {state} (applies once connected)"));
+        }
+        self.with_prefs(|p| p.protect_dns = on, "protected DNS")?;
+        let exit = self.state.prefs.exit_node.is_some();
+        done(match (on, exit) {
+            (true, _) => "protected DNS: on (DNS to anything but Magic DNS is dropped)".to_owned(),
+            (false, true) => {
+                "protected DNS: off on demand; it stays on while an exit node is selected"
+                    .to_owned()
+            }
+            (false, false) => "protected DNS: off".to_owned(),
+        })
     }
 
     fn cmd_routes(&mut self, cidrs: Vec<IpNet>, add: bool) -> CmdResult {

@@ -215,7 +215,7 @@ impl Engine {
         Choices {
             exit_node: self.state.prefs.exit_node.clone(),
             lan_access: self.state.prefs.lan_access,
-            protect_dns: false,
+            protect_dns: self.state.prefs.protect_dns,
             endpoint_index: self.paths.indices(),
         }
     }
@@ -481,6 +481,7 @@ impl Engine {
         let desired = plan::fail_closed(
             &self.local_context(),
             self.protected_expected(),
+            self.state.prefs.protect_dns,
             &self.suffix(),
         );
         // Best effort, firewall first: whatever else fails, the table must hold.

@@ -511,7 +511,7 @@ pub(super) fn ruleset(i: &Inputs<'_>) -> Ruleset {
 }
 
 /// The restricted ruleset while failing closed.
-pub(super) fn fail_closed(ctx: &LocalContext, protected: bool) -> Ruleset {
+pub(super) fn fail_closed(ctx: &LocalContext, protected: bool, dns_protected: bool) -> Ruleset {
     let tun = ctx.tun.as_str();
     let input = vec![
         dropped(vec![iif(tun, false)], "fail-closed: tunnel blocked"),
@@ -533,13 +533,14 @@ pub(super) fn fail_closed(ctx: &LocalContext, protected: bool) -> Ruleset {
         rules.extend(kill_switch(ctx, false));
         (rules, Policy::Drop)
     } else {
-        (
-            vec![dropped(
-                vec![oif(tun, false)],
-                "fail-closed: tunnel blocked",
-            )],
-            Policy::Accept,
-        )
+        let mut rules = vec![dropped(
+            vec![oif(tun, false)],
+            "fail-closed: tunnel blocked",
+        )];
+        if dns_protected {
+            rules.extend(dns_protection(ctx));
+        }
+        (rules, Policy::Accept)
     };
     Ruleset {
         table: TABLE.to_owned(),

@@ -273,13 +273,20 @@ pub fn plan(
 
 /// The restricted plan used while failing closed: no peers, no routes, and a
 /// ruleset that blocks all egress in protected mode (or only the tunnel
-/// otherwise). Magic DNS answers SERVFAIL.
-pub fn fail_closed(ctx: &LocalContext, protected: bool, suffix: &str) -> Desired {
+/// otherwise). Protected DNS holds when `protected` or `dns_protected` (on
+/// demand) asks for it. Magic DNS answers SERVFAIL.
+pub fn fail_closed(
+    ctx: &LocalContext,
+    protected: bool,
+    dns_protected: bool,
+    suffix: &str,
+) -> Desired {
+    let dns_protected = protected || dns_protected;
     Desired {
         generation: 0,
         peers: vec![],
         routing: routes::restricted(ctx),
-        firewall: firewall::fail_closed(ctx, protected),
+        firewall: firewall::fail_closed(ctx, protected, dns_protected),
         sysctls: vec![],
         dns: DnsPlan {
             config: DnsConfig {
@@ -289,11 +296,11 @@ pub fn fail_closed(ctx: &LocalContext, protected: bool, suffix: &str) -> Desired
             },
             upstream: DnsUpstream::None,
             exit_service: None,
-            protected,
+            protected: dns_protected,
         },
         exit: None,
         protected,
-        dns_protected: protected,
+        dns_protected,
     }
 }
 

@@ -251,14 +251,61 @@ fn exit_node_side_forwards_with_nat_for_granted_clients_only() {
 
 #[test]
 fn fail_closed_blocks_egress_in_protected_mode() {
-    let d = fail_closed(&ctx(), true, "rustynet.internal");
+    let d = fail_closed(&ctx(), true, false, "rustynet.internal");
     let out = chain(&d, "output");
     assert_eq!(out.base.unwrap().policy, ChainPolicy::Drop);
     assert!(d.peers.is_empty() && d.routing.routes.is_empty());
     assert_eq!(d.dns.upstream, DnsUpstream::None);
-    let open = fail_closed(&ctx(), false, "rustynet.internal");
+    assert!(d.dns_protected && d.dns.protected);
+    let open = fail_closed(&ctx(), false, false, "rustynet.internal");
     assert_eq!(
         chain(&open, "output").base.unwrap().policy,
+        ChainPolicy::Accept
+    );
+    assert!(!open.dns_protected && dns_drops(&open) == 0);
+}
+
+/// Output rules dropping DNS that is not Magic DNS's.
+fn dns_drops(d: &Desired) -> usize {
+    chain(d, "output")
+        .rules
+        .iter()
+        .filter(|r| {
+            r.verdict == Verdict::Drop
+                && r.comment.as_deref() == Some("protected DNS: query outside Magic DNS")
+        })
+        .count()
+}
+
+#[test]
+fn protected_dns_on_demand_without_exit() {
+    let choices = Choices {
+        protect_dns: true,
+        ..Choices::default()
+    };
+    let d = plan(&client_map(), 5, &choices, &ctx()).unwrap();
+    // DNS protection without the kill switch: other egress stays open and
+    // Magic DNS keeps forwarding to the system's resolvers.
+    assert!(d.dns_protected && d.dns.protected && !d.protected);
+    assert_eq!(
+        chain(&d, "output").base.unwrap().policy,
+        ChainPolicy::Accept
+    );
+    assert_eq!(dns_drops(&d), 2, "UDP 53 and TCP 53/853");
+    assert_eq!(
+        d.dns.upstream,
+        DnsUpstream::System(vec!["198.51.100.53".parse().unwrap()])
+    );
+    assert_eq!(
+        dns_drops(&plan(&client_map(), 5, &Choices::default(), &ctx()).unwrap()),
+        0
+    );
+    // It holds while failing closed, still without the kill switch.
+    let closed = fail_closed(&ctx(), false, true, "rustynet.internal");
+    assert!(closed.dns_protected && !closed.protected);
+    assert_eq!(dns_drops(&closed), 2);
+    assert_eq!(
+        chain(&closed, "output").base.unwrap().policy,
         ChainPolicy::Accept
     );
 }
