@@ -259,6 +259,43 @@ impl<'a> Cluster<'a> {
         kill(&mut self.control);
     }
 
+    /// SIGKILLs the control server and starts it again on the same data
+    /// directory (its log continues in `control-restart-<ms>.log`); returns
+    /// once it listens.
+    pub fn restart_control(&mut self, map_ttl: &str) -> anyhow::Result<()> {
+        kill(&mut self.control);
+        let dir = self.control_dir.to_string_lossy().into_owned();
+        let ctl = self.bins.control.to_string_lossy().into_owned();
+        let listen = format!("{CONTROL_IP}:{CONTROL_PORT}");
+        let log = self.lab.path(&format!("control-restart-{}.log", unix_ms()));
+        self.control = Some(self.lab.router.spawn(
+            &[
+                &ctl,
+                "serve",
+                "--data-dir",
+                &dir,
+                "--listen",
+                &listen,
+                "--map-ttl",
+                map_ttl,
+            ],
+            &log,
+        )?);
+        let probe = format!("exec 3<>/dev/tcp/{CONTROL_IP}/{CONTROL_PORT}");
+        wait_for(Duration::from_secs(20), || {
+            self.lab
+                .router
+                .succeeds(&["bash", "-c", &probe])
+                .then_some(())
+        })
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "control did not restart: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        })
+    }
+
     /// SIGKILLs the daemon on `name` (nothing gets to clean up).
     pub fn kill_daemon(&mut self, name: &str) {
         if let Some(node) = self.nodes.get_mut(name) {

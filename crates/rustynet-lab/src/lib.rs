@@ -11,6 +11,7 @@
 pub mod bins;
 pub mod capture;
 pub mod cluster;
+pub mod dnsflood;
 pub mod fake_control;
 pub mod netns;
 pub mod report;

@@ -33,6 +33,21 @@ enum Cmd {
         #[arg(long)]
         listen: SocketAddr,
     },
+    /// (lab helper) Malformed DNS at a resolver over UDP and TCP; prints JSON counts.
+    DnsFlood {
+        /// Resolver address.
+        #[arg(long, default_value = "100.100.100.100:53")]
+        target: SocketAddr,
+        /// Seconds to send.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// UDP datagrams per second (0 = unpaced).
+        #[arg(long, default_value_t = 20_000)]
+        rate: u64,
+        /// TCP senders at once.
+        #[arg(long, default_value_t = 4)]
+        tcp_senders: usize,
+    },
     /// (lab helper) One TCP or UDP probe; prints JSON.
     Probe {
         /// tcp or udp.
@@ -79,6 +94,18 @@ fn main() -> ExitCode {
             script,
             node,
         }),
+        Cmd::DnsFlood {
+            target,
+            seconds,
+            rate,
+            tcp_senders,
+        } => rustynet_lab::dnsflood::flood(&rustynet_lab::dnsflood::FloodOptions {
+            target,
+            duration: Duration::from_secs(seconds),
+            rate,
+            tcp_senders,
+        })
+        .map(|report| println!("{}", serde_json::to_string(&report).unwrap_or_default())),
         Cmd::Probe {
             kind,
             addr,

@@ -1,0 +1,919 @@
+//! Root-only end-to-end tests of Magic DNS and protected DNS (issue 5): the
+//! real control server and real `rustynetd`s in network namespaces, queried
+//! with `dig` from inside each node's namespace.
+//!
+//! 1. Every node resolves itself and every visible peer (A, empty AAAA,
+//!    PTR); ACL-invisible names and addresses are NXDOMAIN; a policy change
+//!    (a new signed map) is the only thing that adds a record.
+//! 2. Two nodes asking for the same hostname get `web` and `web-2` in
+//!    enrollment order, and keep them across daemon restarts, a control
+//!    restart and a crash; removing `web` never promotes `web-2`;
+//!    `dns inspect` explains the rename.
+//! 3. With an exit node selected, DNS sent straight to outside resolvers
+//!    (UDP, TCP, DoT port, IPv6) puts zero packets on the client's link,
+//!    while queries through 100.100.100.100 are answered via the exit.
+//!    Protected DNS on demand (`rustynet dns protect on`) without an exit
+//!    blocks the same queries but leaves other traffic alone, and survives
+//!    a restart.
+//! 4. The exit's DNS service unreachable, its upstream cut, or its daemon
+//!    killed: SERVFAIL, nothing leaks; restored: answers again.
+//! 5. resolv.conf is restored byte for byte after `down`, and after SIGKILL
+//!    plus restart (the stale takeover is repaired first thing at start).
+//! 6. A flood of malformed queries over UDP and TCP (64 KiB messages
+//!    included) leaves the resolver answering and the daemon's memory
+//!    bounded.
+//!
+//! Run as root: `cargo test -p rustynet-lab --test netns_dns -- --test-threads=2`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod dns_support;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, ensure};
+use dns_support::*;
+use rustynet_lab::dnsflood::FloodReport;
+use rustynet_lab::topology::{DNS_IP, ECHO_IP};
+use rustynet_lab::{Capture, Cluster, Lab, NodeSpec};
+use rustynet_proto::ipc::DataplaneState;
+use serde_json::json;
+
+const E2E: &str = "netns_e2e";
+const LEAK: &str = "leak";
+const MAP_TTL: &str = "10m";
+
+/// The internet DNS server's answer for every name.
+const OUTSIDE_ANSWER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 80);
+
+fn lab(nodes: &[&str]) -> anyhow::Result<Lab> {
+    Lab::new(&nodes.iter().map(|n| NodeSpec::new(n)).collect::<Vec<_>>())
+}
+
+fn fqdn(label: &str) -> String {
+    format!("{label}.{SUFFIX}")
+}
+
+/// A name nobody else uses, so a capture can be searched for it.
+fn unique(tag: &str, lab: &Lab) -> String {
+    format!("{tag}-{}.example", lab.id)
+}
+
+/// Alice and bob see each other, alice sees dave, carol sees nobody.
+const VISIBILITY_POLICY: &str = r#"{
+  "groups": {"group:staff": ["alice", "bob"]},
+  "acls": [
+    {"action": "accept", "src": ["group:staff"], "dst": ["group:staff:*"]},
+    {"action": "accept", "src": ["alice"], "dst": ["dave:*"]}
+  ]
+}"#;
+
+const EVERYONE_POLICY: &str = r#"{
+  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]
+}"#;
+
+const EXIT_POLICY: &str = r#"{
+  "tag_owners": {"tag:exit": ["admin"]},
+  "acls": [{"action": "accept", "src": ["alice"], "dst": ["tag:exit:*"]}],
+  "exit_nodes": [{"users": ["alice"], "nodes": ["tag:exit"]}]
+}"#;
+
+const SOLO_POLICY: &str = r#"{
+  "acls": [{"action": "accept", "src": ["solo"], "dst": ["solo:*"]}]
+}"#;
+
+#[test]
+fn names_resolve_for_visible_peers_only() {
+    run_case(E2E, "dns_visible_names_resolve", |ev| {
+        let nodes = ["alice", "bob", "carol", "dave"];
+        let lab = lab(&nodes)?;
+        let mut c = Cluster::start(&lab, MAP_TTL)?;
+        c.set_policy(VISIBILITY_POLICY)?;
+        for n in nodes {
+            enroll_as(&mut c, n, n, &[], n, &[])?;
+        }
+        let expected_peers: BTreeMap<&str, Vec<&str>> = [
+            ("alice", vec!["bob", "dave"]),
+            ("bob", vec!["alice"]),
+            ("carol", vec![]),
+            ("dave", vec!["alice"]),
+        ]
+        .into();
+        let mut ips = BTreeMap::new();
+        for (n, peers) in &expected_peers {
+            ips.insert(*n, own_ip(&wait_peers(&c, n, peers)?)?);
+        }
+        let mut table = BTreeMap::new();
+        let (mut resolved, mut nxdomain) = (0, 0);
+        for (n, peers) in &expected_peers {
+            let ns = &lab.node(n).ns;
+            let conf = std::fs::read_to_string(&c.node(n).unwrap().resolv_conf)?;
+            ensure!(
+                conf.contains(&format!("nameserver {MAGIC}")) && conf.contains(SUFFIX),
+                "{n}'s resolv.conf does not point at Magic DNS: {conf}"
+            );
+            for m in nodes {
+                let ip = ips[m];
+                let a = dig(ns, MAGIC, &fqdn(m), "A", &[]);
+                let ptr = dig(ns, MAGIC, &ip.to_string(), "PTR", &[]);
+                if m == *n || peers.contains(&m) {
+                    ensure!(a.is_a(&[ip]), "{n}: {m} -> {a:?}, want {ip}");
+                    ensure!(
+                        ptr.rcode() == "NOERROR" && ptr.data("PTR") == [format!("{}.", fqdn(m))],
+                        "{n}: PTR {ip} -> {ptr:?}"
+                    );
+                    let aaaa = dig(ns, MAGIC, &fqdn(m), "AAAA", &[]);
+                    ensure!(
+                        aaaa.rcode() == "NOERROR"
+                            && aaaa.answers.is_empty()
+                            && aaaa.authority.contains(&"SOA".to_owned()),
+                        "{n}: AAAA {m} must be NODATA (the mesh is IPv4): {aaaa:?}"
+                    );
+                    resolved += 1;
+                    table.insert(
+                        format!("{n} -> {m}"),
+                        json!({"a": a.data("A"), "ptr": ptr.data("PTR"), "aaaa": aaaa.rcode()}),
+                    );
+                } else {
+                    ensure!(
+                        a.rcode() == "NXDOMAIN" && a.answers.is_empty(),
+                        "{n}: invisible {m} must be NXDOMAIN: {a:?}"
+                    );
+                    ensure!(
+                        ptr.rcode() == "NXDOMAIN",
+                        "{n}: PTR of invisible {m} ({ip}) must be NXDOMAIN: {ptr:?}"
+                    );
+                    nxdomain += 1;
+                    table.insert(
+                        format!("{n} -> {m}"),
+                        json!({"a": a.rcode(), "ptr": ptr.rcode()}),
+                    );
+                }
+            }
+        }
+        let alice = &lab.node("alice").ns;
+        let unknown = dig(alice, MAGIC, &fqdn("nosuch"), "A", &[]);
+        ensure!(unknown.rcode() == "NXDOMAIN", "unknown name: {unknown:?}");
+        let mixed = dig(alice, MAGIC, "BoB.RustyNet.Internal", "A", &[]);
+        ensure!(
+            mixed.is_a(&[ips["bob"]]),
+            "case-insensitive lookup: {mixed:?}"
+        );
+        let tcp = dig(alice, MAGIC, &fqdn("dave"), "A", &["+tcp"]);
+        ensure!(tcp.is_a(&[ips["dave"]]), "over TCP: {tcp:?}");
+
+        // Records change only with a new signed map: a policy change makes
+        // carol visible to alice, and only then does her name resolve.
+        let before = c.status("alice")?.generation;
+        c.set_policy(&VISIBILITY_POLICY.replace(
+            r#"{"action": "accept", "src": ["alice"], "dst": ["dave:*"]}"#,
+            r#"{"action": "accept", "src": ["alice"], "dst": ["dave:*", "carol:*"]}"#,
+        ))?;
+        let after = wait_peers(&c, "alice", &["bob", "carol", "dave"])?;
+        let (ok, carol) = dig_until(alice, MAGIC, &fqdn("carol"), "A", SETTLE, |d| {
+            d.is_a(&[ips["carol"]])
+        });
+        ensure!(
+            ok,
+            "carol not resolvable after the policy change: {carol:?}"
+        );
+        ensure!(after.generation > before, "no new generation");
+        let bob_view = dig(&lab.node("bob").ns, MAGIC, &fqdn("carol"), "A", &[]);
+        ensure!(
+            bob_view.rcode() == "NXDOMAIN",
+            "bob must still not see carol: {bob_view:?}"
+        );
+        ev.set("visible_answers", resolved);
+        ev.set("nxdomain_answers", nxdomain);
+        ev.set("tunnel_ips", &ips);
+        ev.set("lookups", table);
+        ev.set("generation_before_after_policy", [before, after.generation]);
+        ev.set("carol_from_alice_after_policy_change", carol.data("A"));
+        Ok(())
+    });
+}
+
+#[test]
+fn duplicate_hostnames_stay_stable() {
+    run_case(E2E, "dns_duplicate_hostnames_stable", |ev| {
+        let lab = lab(&["web1", "web2", "obs"])?;
+        let mut c = Cluster::start(&lab, MAP_TTL)?;
+        c.set_policy(EVERYONE_POLICY)?;
+        // Enrollment order decides: web1 first.
+        enroll_as(&mut c, "web1", "u1", &[], "web", &[])?;
+        enroll_as(&mut c, "web2", "u2", &[], "web", &[])?;
+        enroll_as(&mut c, "obs", "u3", &[], "obs", &[])?;
+        let s1 = wait_peers(&c, "web1", &["web-2", "obs"])?;
+        let s2 = wait_peers(&c, "web2", &["web", "obs"])?;
+        wait_peers(&c, "obs", &["web", "web-2"])?;
+        let (ip1, ip2) = (own_ip(&s1)?, own_ip(&s2)?);
+        ensure!(
+            s1.self_node.as_ref().unwrap().name == "web"
+                && s2.self_node.as_ref().unwrap().name == "web-2",
+            "names: {:?} / {:?}",
+            s1.self_node,
+            s2.self_node
+        );
+        let obs = &lab.node("obs").ns;
+        let check = |when: &str| -> anyhow::Result<()> {
+            for (ns, who) in [(obs, "obs"), (&lab.node("web1").ns, "web1")] {
+                let (ok, web) = dig_until(ns, MAGIC, &fqdn("web"), "A", SETTLE, |d| d.is_a(&[ip1]));
+                ensure!(ok, "{when}: {who} sees web as {web:?}, want {ip1}");
+                let (ok, web2) =
+                    dig_until(ns, MAGIC, &fqdn("web-2"), "A", SETTLE, |d| d.is_a(&[ip2]));
+                ensure!(ok, "{when}: {who} sees web-2 as {web2:?}, want {ip2}");
+            }
+            let ptr = dig(obs, MAGIC, &ip2.to_string(), "PTR", &[]);
+            ensure!(
+                ptr.data("PTR") == [format!("{}.", fqdn("web-2"))],
+                "{when}: PTR {ip2} -> {ptr:?}"
+            );
+            Ok(())
+        };
+        check("after enrollment")?;
+        let doc = inspect(&c, "obs", Some("web-2"))?;
+        let why = doc.explanation.clone().unwrap_or_default();
+        ensure!(
+            why.contains("asked for \"web\"")
+                && why.contains("renamed it web-2 at enrollment (20")
+                && doc.records.len() == 1
+                && doc.records[0].ip == std::net::IpAddr::V4(ip2),
+            "inspect web-2 does not explain the rename: {doc:?}"
+        );
+        let first = inspect(&c, "obs", Some("web"))?;
+        let first_why = first.explanation.clone().unwrap_or_default();
+        ensure!(
+            first_why.contains("asked for \"web\" and got it at enrollment"),
+            "inspect web: {first:?}"
+        );
+
+        // Both daemons restart, the renamed one first.
+        c.stop_daemon("web1");
+        c.stop_daemon("web2");
+        c.start_daemon("web2")?;
+        c.start_daemon("web1")?;
+        wait_peers(&c, "web1", &["web-2", "obs"])?;
+        wait_peers(&c, "web2", &["web", "obs"])?;
+        check("after daemon restarts")?;
+
+        // Control restarts: every node re-syncs and gets a fresh map.
+        let gen_before = c.status("obs")?.generation;
+        c.restart_control(MAP_TTL)?;
+        let resynced = c.wait_status("obs", SETTLE, |s| s.generation > gen_before);
+        let gen_after = resynced.as_ref().map(|s| s.generation).unwrap_or(0);
+        check("after a control restart")?;
+
+        // A crashed observer restores and re-syncs.
+        c.kill_daemon("obs");
+        c.start_daemon("obs")?;
+        wait_peers(&c, "obs", &["web", "web-2"])?;
+        check("after the observer crashed and restarted")?;
+
+        // Removing the first "web" never hands its name to web-2.
+        c.admin(&["nodes", "remove", "web"])?;
+        wait_peers(&c, "obs", &["web-2"])?;
+        let (gone, web) = dig_until(obs, MAGIC, &fqdn("web"), "A", SETTLE, |d| {
+            d.rcode() == "NXDOMAIN"
+        });
+        ensure!(gone, "removed web still resolves: {web:?}");
+        let web2 = dig(obs, MAGIC, &fqdn("web-2"), "A", &[]);
+        ensure!(web2.is_a(&[ip2]), "web-2 changed after web left: {web2:?}");
+        let still = inspect(&c, "obs", Some("web-2"))?;
+        ensure!(
+            still
+                .explanation
+                .as_deref()
+                .is_some_and(|t| t.contains("renamed it web-2")),
+            "{still:?}"
+        );
+        resynced?;
+        ev.set("web", ip1);
+        ev.set("web_2", ip2);
+        ev.set("inspect_web_2", why);
+        ev.set("inspect_web", first_why);
+        ev.set(
+            "obs_generation_before_after_control_restart",
+            [gen_before, gen_after],
+        );
+        ev.set(
+            "after_removing_web",
+            json!({"web": web.rcode(), "web-2": web2.data("A")}),
+        );
+        Ok(())
+    });
+}
+
+/// Enrolls alice and an exit node and selects the exit on alice.
+fn exit_lab<'a>(lab: &'a Lab) -> anyhow::Result<Cluster<'a>> {
+    let mut c = Cluster::start(lab, MAP_TTL)?;
+    c.set_policy(EXIT_POLICY)?;
+    enroll_as(
+        &mut c,
+        "exit",
+        "admin",
+        &["tag:exit"],
+        "exit",
+        &["--advertise-exit-node"],
+    )?;
+    enroll_as(&mut c, "alice", "alice", &[], "alice", &[])?;
+    wait_peers(&c, "alice", &["exit"])?;
+    wait_peers(&c, "exit", &["alice"])?;
+    c.rustynet("alice", &["exit-node", "select", "exit"])?;
+    c.wait_status("alice", SETTLE, |s| {
+        s.state == DataplaneState::ExitActive && s.dns_protected && s.kill_switch
+    })?;
+    Ok(c)
+}
+
+/// Sum of the packet counters of `chain`'s rules whose comment is `comment`.
+fn drop_counter(lab: &Lab, node: &str, comment: &str) -> u64 {
+    lab.node(node)
+        .ns
+        .stdout(&["nft", "list", "chain", "inet", "rustynet", "output"])
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(comment))
+        .filter_map(|l| {
+            l.split("packets ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+const DNS_DROP: &str = "protected DNS: query outside Magic DNS";
+
+/// Direct queries to outside resolvers from `node`: UDP and TCP to the
+/// internet resolver, UDP to the router (the "LAN" resolver), UDP over
+/// IPv6, and a TCP connection to port 853 (DNS over TLS). Returns the
+/// names used and whether any got an answer.
+fn direct_queries(c: &Cluster<'_>, lab: &Lab, node: &str, tag: &str) -> (Vec<String>, Vec<String>) {
+    let ns = &lab.node(node).ns;
+    let gateway = format!("198.51.100.{}", lab.node(node).addr.octets()[3] - 1);
+    let mut names = Vec::new();
+    let mut answered = Vec::new();
+    for (server, extra, kind) in [
+        (DNS_IP.to_string(), &[][..], "udp"),
+        (DNS_IP.to_string(), &["+tcp"][..], "tcp"),
+        (gateway, &[][..], "gateway"),
+        ("2001:db8:113::10".to_owned(), &[][..], "ipv6"),
+    ] {
+        let name = unique(&format!("{tag}-{kind}"), lab);
+        let d = dig(ns, &server, &name, "A", extra);
+        if d.status.is_some() {
+            answered.push(format!("{kind}: {}", d.rcode()));
+        }
+        names.push(name);
+    }
+    if c.probe(ns, "tcp", &format!("{DNS_IP}:853")).ok {
+        answered.push("tcp/853".into());
+    }
+    (names, answered)
+}
+
+#[test]
+fn protected_dns_with_exit_leaks_nothing() {
+    run_case(LEAK, "dns_protected_exit_no_direct_queries", |ev| {
+        let lab = lab(&["alice", "exit"])?;
+        let c = exit_lab(&lab)?;
+        let alice = &lab.node("alice").ns;
+        let drops_before = drop_counter(&lab, "alice", DNS_DROP);
+        let cap = Capture::start(alice, &lab.node("alice").ifname, lab.path("alice-dns.pcap"))?;
+        let exit_cap = Capture::start(
+            &lab.node("exit").ns,
+            &lab.node("exit").ifname,
+            lab.path("exit-dns.pcap"),
+        )?;
+        let (direct, answered) = direct_queries(&c, &lab, "alice", "direct");
+        let via = unique("via-udp", &lab);
+        let via_tcp = unique("via-tcp", &lab);
+        let magic = dig(alice, MAGIC, &via, "A", &[]);
+        let magic_tcp = dig(alice, MAGIC, &via_tcp, "A", &["+tcp"]);
+        let alice_pcap = cap.stop_raw();
+        let exit_pcap = exit_cap.stop_raw();
+        let leaked = count(&alice_pcap, DNS_FILTER)?;
+        let leaked_names: usize = direct
+            .iter()
+            .map(|n| occurrences(&alice_pcap, &wire(n)))
+            .sum();
+        let at_exit = count(
+            &exit_pcap,
+            &format!(
+                "src host {} and dst host {DNS_IP} and port 53",
+                lab.node("exit").addr
+            ),
+        )?;
+        let via_at_exit =
+            occurrences(&exit_pcap, &wire(&via)) + occurrences(&exit_pcap, &wire(&via_tcp));
+        let drops = drop_counter(&lab, "alice", DNS_DROP) - drops_before;
+        let doc = inspect(&c, "alice", Some(&via))?;
+        ev.packets = Some(leaked.len());
+        ev.set("direct_queries", &direct);
+        ev.set("direct_answered", &answered);
+        ev.set("dns_packets_on_client_link", leaked.len());
+        ev.set("direct_names_on_client_link", leaked_names);
+        ev.set("protected_dns_drop_counter_delta", drops);
+        ev.set("magic_udp", &magic);
+        ev.set("magic_tcp", &magic_tcp);
+        ev.set("exit_queries_to_internet_resolver", at_exit.len());
+        ev.set("forwarded_names_seen_at_exit", via_at_exit);
+        ev.set("inspect", &doc);
+        ensure!(answered.is_empty(), "direct DNS answered: {answered:?}");
+        ensure!(
+            leaked.is_empty() && leaked_names == 0,
+            "DNS packets on alice's link: {leaked:?}\n{}",
+            diag(&c, "alice")
+        );
+        ensure!(
+            drops >= 4,
+            "protected-DNS drop counters rose by {drops} only"
+        );
+        ensure!(
+            magic.is_a(&[OUTSIDE_ANSWER]) && magic_tcp.is_a(&[OUTSIDE_ANSWER]),
+            "Magic DNS via the exit: {magic:?} / {magic_tcp:?}\n{}",
+            diag(&c, "alice")
+        );
+        ensure!(
+            via_at_exit >= 2 && !at_exit.is_empty(),
+            "the forwarded queries did not leave through the exit ({via_at_exit} names, {} packets)",
+            at_exit.len()
+        );
+        ensure!(
+            doc.protected
+                && doc.upstream.contains("exit")
+                && doc
+                    .explanation
+                    .as_deref()
+                    .is_some_and(|e| e.contains("exit node exit")),
+            "inspect: {doc:?}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn protected_dns_on_demand() {
+    run_case(LEAK, "dns_protected_on_demand", |ev| {
+        let lab = lab(&["solo"])?;
+        let mut c = Cluster::start(&lab, MAP_TTL)?;
+        c.set_policy(SOLO_POLICY)?;
+        enroll_as(&mut c, "solo", "solo", &[], "solo", &[])?;
+        wait_peers(&c, "solo", &[])?;
+        let ns = &lab.node("solo").ns;
+        let open = dig(ns, &DNS_IP.to_string(), &unique("before", &lab), "A", &[]);
+        ensure!(
+            open.is_a(&[OUTSIDE_ANSWER]),
+            "the outside resolver must answer before protection: {open:?}"
+        );
+        let s = c.status("solo")?;
+        ensure!(
+            !s.dns_protected,
+            "protected DNS on by default without an exit"
+        );
+
+        c.rustynet("solo", &["dns", "protect", "on"])?;
+        let s = c.wait_status("solo", SETTLE, |s| s.dns_protected)?;
+        ensure!(
+            !s.kill_switch,
+            "on-demand DNS protection must not assert the kill switch"
+        );
+        let doc = inspect(&c, "solo", None)?;
+        ensure!(doc.protected, "inspect: {doc:?}");
+        let cap = Capture::start(ns, &lab.node("solo").ifname, lab.path("solo-dns.pcap"))?;
+        let (direct, answered) = direct_queries(&c, &lab, "solo", "direct");
+        let via = unique("via", &lab);
+        let magic = dig(ns, MAGIC, &via, "A", &[]);
+        let echo = c.probe(ns, "tcp", &format!("{ECHO_IP}:7"));
+        let pcap = cap.stop_raw();
+        let leaked_names: usize = direct.iter().map(|n| occurrences(&pcap, &wire(n))).sum();
+        let dot = count(&pcap, "tcp port 853")?;
+        let forwarded = occurrences(&pcap, &wire(&via));
+        ev.set("direct_answered", &answered);
+        ev.set("direct_names_on_link", leaked_names);
+        ev.set("dot_packets_on_link", dot.len());
+        ev.set("magic", &magic);
+        ev.set("resolver_forwarded_queries_on_link", forwarded);
+        ev.set("other_egress_open", echo.ok);
+        ev.packets = Some(leaked_names + dot.len());
+        ensure!(
+            answered.is_empty(),
+            "direct DNS answered under protection: {answered:?}"
+        );
+        ensure!(
+            leaked_names == 0 && dot.is_empty(),
+            "direct queries on the link: {leaked_names} names, {} DoT packets",
+            dot.len()
+        );
+        ensure!(
+            magic.is_a(&[OUTSIDE_ANSWER]),
+            "Magic DNS under protection: {magic:?}\n{}",
+            diag(&c, "solo")
+        );
+        ensure!(forwarded >= 1, "Magic DNS's own upstream query not seen");
+        ensure!(
+            echo.ok,
+            "protected DNS must not block other egress: {echo:?}"
+        );
+
+        // The preference survives a restart.
+        c.stop_daemon("solo");
+        c.start_daemon("solo")?;
+        c.wait_status("solo", SETTLE, |s| {
+            s.state == DataplaneState::DataplaneApplied && s.dns_protected
+        })?;
+        let again = dig(ns, &DNS_IP.to_string(), &unique("restart", &lab), "A", &[]);
+        ensure!(
+            again.status.is_none(),
+            "direct DNS answered after a restart: {again:?}"
+        );
+
+        c.rustynet("solo", &["dns", "protect", "off"])?;
+        c.wait_status("solo", SETTLE, |s| !s.dns_protected)?;
+        let (reopened, d) = dig_until(
+            ns,
+            &DNS_IP.to_string(),
+            &unique("after", &lab),
+            "A",
+            SETTLE,
+            |d| d.is_a(&[OUTSIDE_ANSWER]),
+        );
+        ev.set("direct_after_off", &d);
+        ensure!(
+            reopened,
+            "direct DNS still blocked after `dns protect off`: {d:?}"
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn exit_dns_path_lost_fails_closed() {
+    run_case(LEAK, "dns_exit_path_lost_servfail", |ev| {
+        let lab = lab(&["alice", "exit"])?;
+        let mut c = exit_lab(&lab)?;
+        let alice = &lab.node("alice").ns;
+        let exit_ip = own_ip(&c.status("exit")?)?;
+        let (ok, first) = dig_until(alice, MAGIC, &unique("baseline", &lab), "A", SETTLE, |d| {
+            d.is_a(&[OUTSIDE_ANSWER])
+        });
+        ensure!(ok, "baseline through the exit: {first:?}");
+        let cap = Capture::start(alice, &lab.node("alice").ifname, lab.path("alice-cut.pcap"))?;
+        let mut phases = serde_json::Map::new();
+        let mut names = Vec::new();
+
+        // The exit's DNS service unreachable on its tunnel address.
+        let rules: Vec<String> = ["udp", "tcp"]
+            .iter()
+            .map(|p| format!("ip daddr {exit_ip} {p} dport 53 counter drop"))
+            .collect();
+        let cut = NftCut::new(
+            &lab.node("exit").ns,
+            &format!("cut{}a", lab.id),
+            "input",
+            &rules,
+        )?;
+        let failed = lost(&lab, "exit-service", &mut names);
+        let matched = cut.packets();
+        drop(cut);
+        let back = recovered(&lab, "exit-service", &mut names);
+        phases.insert(
+            "exit_dns_service_unreachable".into(),
+            phase_json(&failed, Some(matched), &back),
+        );
+
+        // The exit's own upstream cut (on the router).
+        let exit_addr = lab.node("exit").addr;
+        let rules = vec![format!(
+            "ip saddr {exit_addr} ip daddr {DNS_IP} counter drop"
+        )];
+        let cut = NftCut::new(&lab.router, &format!("cut{}b", lab.id), "forward", &rules)?;
+        let failed_up = lost(&lab, "exit-upstream", &mut names);
+        let matched_up = cut.packets();
+        drop(cut);
+        let back_up = recovered(&lab, "exit-upstream", &mut names);
+        phases.insert(
+            "exit_upstream_cut".into(),
+            phase_json(&failed_up, Some(matched_up), &back_up),
+        );
+
+        // The exit's daemon, and with it its DNS service, killed.
+        c.kill_daemon("exit");
+        let failed_kill = lost(&lab, "exit-killed", &mut names);
+        c.start_daemon("exit")?;
+        wait_peers(&c, "exit", &["alice"])?;
+        let back_kill = recovered(&lab, "exit-killed", &mut names);
+        phases.insert(
+            "exit_daemon_killed".into(),
+            phase_json(&failed_kill, None, &back_kill),
+        );
+
+        let pcap = cap.stop_raw();
+        let leaked = count(&pcap, DNS_FILTER)?;
+        let leaked_names: usize = names.iter().map(|n| occurrences(&pcap, &wire(n))).sum();
+        ev.packets = Some(leaked.len());
+        ev.set("phases", phases);
+        ev.set("dns_packets_on_client_link", leaked.len());
+        ev.set("query_names_on_client_link", leaked_names);
+        for (what, (failed, took), matched, (back, after)) in [
+            (
+                "exit DNS service unreachable",
+                &failed,
+                Some(matched),
+                &back,
+            ),
+            ("exit upstream cut", &failed_up, Some(matched_up), &back_up),
+            ("exit daemon killed", &failed_kill, None, &back_kill),
+        ] {
+            ensure!(
+                failed.rcode() == "SERVFAIL",
+                "{what}: want SERVFAIL, got {failed:?} after {took:.1}s\n{}",
+                diag(&c, "alice")
+            );
+            ensure!(
+                matched.is_none_or(|n| n > 0),
+                "{what}: the cut never matched"
+            );
+            ensure!(*back, "{what}: no answer after restoring: {after:?}");
+        }
+        ensure!(
+            leaked.is_empty() && leaked_names == 0,
+            "DNS left alice's link outside the tunnel: {leaked:?}"
+        );
+        Ok(())
+    });
+}
+
+/// A query through Magic DNS while the path is cut: (answer, seconds).
+fn lost(lab: &Lab, what: &str, names: &mut Vec<String>) -> (Dig, f64) {
+    let name = unique(&format!("lost-{what}"), lab);
+    let started = Instant::now();
+    let d = dig(&lab.node("alice").ns, MAGIC, &name, "A", &[]);
+    names.push(name);
+    (d, started.elapsed().as_secs_f64())
+}
+
+/// Waits for Magic DNS to answer again once the path is back.
+fn recovered(lab: &Lab, what: &str, names: &mut Vec<String>) -> (bool, Dig) {
+    let name = unique(&format!("back-{what}"), lab);
+    let r = dig_until(&lab.node("alice").ns, MAGIC, &name, "A", SETTLE, |d| {
+        d.is_a(&[OUTSIDE_ANSWER])
+    });
+    names.push(name);
+    r
+}
+
+fn phase_json(failed: &(Dig, f64), matched: Option<u64>, back: &(bool, Dig)) -> serde_json::Value {
+    json!({
+        "while_cut": failed.0.rcode(),
+        "seconds_to_answer": (failed.1 * 10.0).round() / 10.0,
+        "cut_rule_packets": matched,
+        "after_restore": back.1.rcode(),
+        "after_restore_answer": back.1.data("A"),
+    })
+}
+
+#[test]
+fn resolv_conf_restored_after_down_and_crash() {
+    run_case(E2E, "dns_resolv_conf_restore_and_repair", |ev| {
+        let lab = lab(&["solo"])?;
+        let mut c = Cluster::start(&lab, MAP_TTL)?;
+        c.set_policy(SOLO_POLICY)?;
+        let dir = lab.path("solo");
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("resolv.conf");
+        let backup = dir.join("resolv.conf.rustynet-backup");
+        let original = format!(
+            "# the lab's original resolver file\nsearch corp.example\nnameserver {DNS_IP}\noptions edns0 timeout:2\n"
+        );
+        std::fs::write(&path, &original)?;
+        let key = c.preauth("solo", &[])?;
+        c.start_daemon("solo")?;
+        let ca = c.ca.to_string_lossy().into_owned();
+        let url = c.url.clone();
+        let up = |c: &Cluster<'_>| -> anyhow::Result<()> {
+            c.rustynet(
+                "solo",
+                &[
+                    "up",
+                    "--control",
+                    &url,
+                    "--ca-cert",
+                    &ca,
+                    "--auth-key",
+                    &key,
+                    "--hostname",
+                    "solo",
+                ],
+            )?;
+            wait_peers(c, "solo", &[]).map(|_| ())
+        };
+        let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+        let ours = |text: &str| {
+            text.starts_with("# rustynet-managed:")
+                && text.contains(&format!("nameserver {MAGIC}"))
+                && text.contains(&format!("search {SUFFIX}"))
+        };
+        let resolves = |c: &Cluster<'_>| {
+            dig_until(
+                &lab.node("solo").ns,
+                MAGIC,
+                &fqdn("solo"),
+                "A",
+                SETTLE,
+                |d| d.status.as_deref() == Some("NOERROR") && !d.answers.is_empty(),
+            )
+            .0 && c.node("solo").is_some()
+        };
+
+        up(&c)?;
+        ensure!(ours(&read(&path)), "not taken over: {}", read(&path));
+        ensure!(
+            read(&backup) == original,
+            "backup differs from the original"
+        );
+        ensure!(resolves(&c), "Magic DNS does not answer");
+        c.rustynet("solo", &["down"])?;
+        let after_down = read(&path);
+        ensure!(after_down == original, "after down: {after_down:?}");
+        ensure!(!backup.exists(), "backup left after down");
+
+        // Crash: the takeover stays behind until the daemon starts again.
+        up(&c)?;
+        ensure!(ours(&read(&path)), "not taken over again");
+        c.kill_daemon("solo");
+        let stale = read(&path);
+        ensure!(
+            ours(&stale) && read(&backup) == original,
+            "crash left: {stale:?}"
+        );
+        c.start_daemon("solo")?;
+        wait_peers(&c, "solo", &[])?;
+        let log = c.log("solo");
+        let checked = log_lines_with(&log, "resolver configuration checked");
+        let restored = log_lines_with(&log, "Restored");
+        let restoring = log_lines_with(&log, "restoring last-known-safe generation");
+        let tunnel = log_lines_with(&log, "tunnel interface up");
+        ensure!(
+            !checked.is_empty() && restored.first() == checked.first(),
+            "no stale-takeover repair in the log:\n{}",
+            rustynet_lab::cluster::tail(&log, 20)
+        );
+        ensure!(
+            restoring.first().is_some_and(|r| checked[0] < *r)
+                && tunnel.first().is_some_and(|t| checked[0] < *t),
+            "the repair must come first (lines: check {checked:?}, restore {restoring:?}, tunnel {tunnel:?})"
+        );
+        ensure!(ours(&read(&path)), "not taken over after the restart");
+        ensure!(
+            read(&backup) == original,
+            "the backup must be the original, not our own file: {:?}",
+            read(&backup)
+        );
+        ensure!(resolves(&c), "Magic DNS does not answer after the restart");
+        c.rustynet("solo", &["down"])?;
+        ensure!(
+            read(&path) == original,
+            "after crash + down: {:?}",
+            read(&path)
+        );
+
+        // Crash, then the network manager rewrites the file before the
+        // daemon comes back: its file wins, and becomes the new original.
+        up(&c)?;
+        c.kill_daemon("solo");
+        let dhcp = "# written by the DHCP client after the crash\nnameserver 203.0.113.53\nsearch dhcp.example\n";
+        std::fs::write(&path, dhcp)?;
+        c.start_daemon("solo")?;
+        wait_peers(&c, "solo", &[])?;
+        let discarded = log_lines_with(&c.log("solo"), "DiscardedStaleBackup");
+        ensure!(
+            ours(&read(&path)) && read(&backup) == dhcp,
+            "after the DHCP rewrite: {:?} / {:?}",
+            read(&path),
+            read(&backup)
+        );
+        c.rustynet("solo", &["down"])?;
+        ensure!(read(&path) == dhcp, "after down: {:?}", read(&path));
+        ensure!(!discarded.is_empty(), "no DiscardedStaleBackup in the log");
+        ev.set("original", original);
+        ev.set("after_down_equal", true);
+        ev.set("stale_takeover_after_sigkill", stale.lines().next());
+        ev.set(
+            "repair_log_line",
+            checked.first().and_then(|i| log.lines().nth(*i)),
+        );
+        ev.set("dhcp_rewrite_kept", true);
+        Ok(())
+    });
+}
+
+#[test]
+fn malformed_query_flood_leaves_resolver_up() {
+    run_case(E2E, "dns_malformed_flood", |ev| {
+        let lab = lab(&["solo"])?;
+        let mut c = Cluster::start(&lab, MAP_TTL)?;
+        c.set_policy(SOLO_POLICY)?;
+        enroll_as(&mut c, "solo", "solo", &[], "solo", &[])?;
+        let ip = own_ip(&wait_peers(&c, "solo", &[])?)?;
+        let ns = &lab.node("solo").ns;
+        let (ok, first) = dig_until(ns, MAGIC, &fqdn("solo"), "A", SETTLE, |d| d.is_a(&[ip]));
+        ensure!(ok, "no answer before the flood: {first:?}");
+        let pid = daemon_pid(&c.node("solo").unwrap().state_dir)?;
+        // Let start-up allocations settle before the baseline.
+        std::thread::sleep(Duration::from_secs(2));
+        let rss_before = vm_rss_kib(pid)?;
+        let seconds = 15u64;
+        let lab_bin = c.bins.lab.to_string_lossy().into_owned();
+        let secs = seconds.to_string();
+        let log = lab.path("flood.json");
+        let mut flood = ns.spawn(
+            &[
+                &lab_bin,
+                "dns-flood",
+                "--target",
+                &format!("{MAGIC}:53"),
+                "--seconds",
+                &secs,
+            ],
+            &log,
+        )?;
+        let started = Instant::now();
+        let mut peak = rss_before;
+        let mut samples = 0;
+        let status = loop {
+            if let Some(status) = flood.try_wait()? {
+                break status;
+            }
+            if started.elapsed() > Duration::from_secs(seconds + 60) {
+                let _ = flood.kill();
+                let _ = flood.wait();
+                return Err(anyhow!("dns-flood did not finish"));
+            }
+            if let Ok(rss) = vm_rss_kib(pid) {
+                peak = peak.max(rss);
+                samples += 1;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        let out = std::fs::read_to_string(&log)?;
+        ensure!(status.success(), "dns-flood failed: {out}");
+        let report: FloodReport = serde_json::from_str(out.trim())
+            .map_err(|e| anyhow!("dns-flood output {out:?}: {e}"))?;
+        ensure!(
+            alive(pid),
+            "the daemon died under the flood\n{}",
+            diag(&c, "solo")
+        );
+        let s = c.status("solo")?;
+        let (answered, good) = dig_until(ns, MAGIC, &fqdn("solo"), "A", SETTLE, |d| d.is_a(&[ip]));
+        let outside = dig(ns, MAGIC, &unique("after-flood", &lab), "A", &[]);
+        let tcp = dig(ns, MAGIC, &fqdn("solo"), "A", &["+tcp"]);
+        std::thread::sleep(Duration::from_secs(2));
+        let rss_after = vm_rss_kib(pid)?;
+        let panicked = c.log("solo").contains("panicked");
+        ev.set("flood", &report);
+        ev.set(
+            "udp_rate_per_sec",
+            (report.udp_sent as f64 / report.seconds).round(),
+        );
+        ev.set(
+            "rss_kib",
+            json!({"before": rss_before, "peak": peak, "after": rss_after, "samples": samples}),
+        );
+        ev.set("good_query_after", &good);
+        ev.set("good_query_after_tcp", &tcp);
+        ev.set("forwarded_query_after", &outside);
+        ev.set("daemon_pid_unchanged", alive(pid));
+        ensure!(
+            report.udp_sent >= 20_000 && report.tcp_64k_messages >= 5,
+            "the flood was too small to mean anything: {report:?}"
+        );
+        ensure!(
+            answered && tcp.is_a(&[ip]),
+            "no good answer after the flood: {good:?} / {tcp:?}"
+        );
+        ensure!(
+            outside.is_a(&[OUTSIDE_ANSWER]),
+            "forwarding broken after the flood: {outside:?}"
+        );
+        ensure!(
+            matches!(s.state, DataplaneState::DataplaneApplied),
+            "state after the flood: {:?}",
+            s.state
+        );
+        ensure!(!panicked, "the daemon log shows a panic");
+        // Bounded: the resolver's buffers and connection/in-flight limits
+        // cap what a flood can cost, well under the 120 MB idle budget.
+        ensure!(
+            peak <= rss_before + 24 * 1024
+                && rss_after <= rss_before + 16 * 1024
+                && peak <= 120 * 1024,
+            "memory grew under the flood: before {rss_before} KiB, peak {peak} KiB, after {rss_after} KiB"
+        );
+        Ok(())
+    });
+}
