@@ -19,8 +19,8 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use super::netlink::{NlError, NlSocket};
 use super::{
     LinkState, Links, Route, RouteEntry, RouteTarget, RouteType, Routing, RoutingChanges,
-    RoutingConfig, RoutingError, RoutingScope, Rule, RuleEntry, diff_sets, is_managed_address,
-    validate_config,
+    RoutingConfig, RoutingError, RoutingScope, Rule, RuleEntry, address_plan, diff_sets,
+    is_managed_address, validate_config,
 };
 use crate::IpFamily;
 use crate::validate::validate_ifname;
@@ -397,7 +397,6 @@ impl Routing for NetlinkRouting {
 
         let want_rules: BTreeSet<Rule> = desired.rules.iter().cloned().collect();
         let want_routes: BTreeSet<Route> = desired.routes.iter().map(Route::normalized).collect();
-        let want_addrs: BTreeSet<IpNet> = desired.addresses.iter().copied().collect();
         let mut changes = RoutingChanges::default();
 
         let (_, stale_rules) = diff_sets(&want_rules, keyed_rules(self.owned_rules()?));
@@ -405,12 +404,8 @@ impl Routing for NetlinkRouting {
         self.remove_stale(stale_rules, stale_routes, &mut changes)?;
 
         if let Some(&index) = names.get(&interface) {
-            let current = self
-                .addresses(index)?
-                .into_iter()
-                .map(|a| (Some(a), a))
-                .collect();
-            let (add, remove) = diff_sets(&want_addrs, current);
+            let current = self.addresses(index)?;
+            let (remove, add) = address_plan(&desired.addresses, &current);
             for net in remove {
                 if self.address_request(index, &net, false)? {
                     changes.addresses_removed.push(net);

@@ -27,7 +27,7 @@ use crate::validate::{InvalidName, validate_ifname};
 pub use fake::{FakeRouting, RoutingCall};
 pub use linux::NetlinkRouting;
 
-pub(crate) use diff::{diff_sets, is_managed_address};
+pub(crate) use diff::{address_plan, diff_sets, is_managed_address};
 
 /// The `rtm_protocol` value that marks routes and rules as Rustynet's.
 /// Unassigned in iproute2's `rt_protos` (shows as `proto 114`).
@@ -252,7 +252,9 @@ impl fmt::Display for Rule {
 /// Everything routing-related Rustynet wants on the host right now.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutingConfig {
-    /// Addresses (with prefix length) for the scope's interface. Extra
+    /// Addresses (with prefix length) for the scope's interface, in order:
+    /// the first IPv4 one is the source of traffic routed out of the
+    /// interface, so the order given is kept on the interface. Extra
     /// addresses there are removed, except IPv6 link-local ones, which the
     /// kernel manages.
     pub addresses: Vec<IpNet>,
