@@ -163,6 +163,23 @@ impl Faults {
             Self::default()
         }
     }
+
+    /// The faults for the next apply. With `RUSTYNET_FAULT_FILE=PATH` (in
+    /// fault-injection builds only) a test arms a fault in a daemon that is
+    /// already running: while PATH exists it holds `STEP` or `STEP rollback`
+    /// and overrides the environment; without it these faults stand.
+    pub fn for_next_apply(self) -> Self {
+        #[cfg(feature = "fault-injection")]
+        if let Some(text) =
+            std::env::var_os("RUSTYNET_FAULT_FILE").and_then(|p| std::fs::read_to_string(p).ok())
+        {
+            let mut words = text.split_whitespace();
+            let step = words.next().and_then(Step::parse);
+            let rollback = words.any(|w| w == "rollback");
+            return Self { step, rollback };
+        }
+        self
+    }
 }
 
 fn changed<T: PartialEq>(applied: &Option<T>, desired: &T) -> bool {
@@ -218,7 +235,9 @@ fn needs(step: Step, prev: &Applied, d: &Desired) -> bool {
 
 /// Applies `desired` over `applied`. On success `applied` describes the new
 /// generation; on failure it is unchanged (and, if the rollback succeeded,
-/// so is the OS).
+/// so is the OS), except that a step whose rollback failed is marked
+/// unknown (`None`): what the OS holds there is no longer known, so the
+/// next apply must redo it rather than trust the old bookkeeping.
 pub fn apply(
     fx: &mut Effects,
     applied: &mut Applied,
@@ -237,6 +256,11 @@ pub fn apply(
         }
         if let Err(error) = result {
             let rollback = rollback(fx, &touched, applied, faults);
+            if let Err(RollbackError(failed)) = &rollback {
+                for (step, _) in failed {
+                    forget(applied, *step);
+                }
+            }
             return Err(ApplyError {
                 step,
                 error,
@@ -250,6 +274,16 @@ pub fn apply(
     applied.sysctls = Some(desired.sysctls.clone());
     applied.dns = Some(desired.dns.clone());
     Ok(touched)
+}
+
+fn forget(applied: &mut Applied, step: Step) {
+    match step {
+        Step::Backend => applied.peers = None,
+        Step::Routes => applied.routing = None,
+        Step::Firewall => applied.firewall = None,
+        Step::Forwarding => applied.sysctls = None,
+        Step::Dns => applied.dns = None,
+    }
 }
 
 fn rollback(

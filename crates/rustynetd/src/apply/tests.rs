@@ -279,10 +279,24 @@ fn failed_rollback_is_reported() {
         step: Some(Step::Routes),
         rollback: true,
     };
+    let before = applied.clone();
     let err = apply(&mut w.fx, &mut applied, &generation(3, true), faults).unwrap_err();
     assert!(err.to_string().contains("rollback failed"));
     let rb = err.rollback.unwrap_err();
     assert!(rb.0.iter().any(|(s, _)| *s == Step::Routes));
+    // What the OS holds for routes is unknown now: the next apply redoes
+    // that step; the steps that rolled back keep their bookkeeping.
+    assert_eq!(applied.routing, None);
+    assert_eq!(applied.peers, before.peers);
+    assert_eq!(applied.firewall, before.firewall);
+    let steps = apply(
+        &mut w.fx,
+        &mut applied,
+        &generation(2, false),
+        Faults::default(),
+    )
+    .unwrap();
+    assert_eq!(steps, vec![Step::Routes]);
 }
 
 #[test]

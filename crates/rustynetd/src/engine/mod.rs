@@ -408,7 +408,12 @@ impl Engine {
             }
         };
         let started = std::time::Instant::now();
-        match apply::apply(&mut self.fx, &mut self.applied, &desired, self.faults) {
+        match apply::apply(
+            &mut self.fx,
+            &mut self.applied,
+            &desired,
+            self.faults.for_next_apply(),
+        ) {
             Ok(steps) => {
                 self.metrics.apply_ok(started.elapsed());
                 tracing::info!(
