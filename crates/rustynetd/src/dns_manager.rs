@@ -125,23 +125,28 @@ impl DnsManager {
                 clients,
             )
         });
+        let config = || {
+            let upstream = Upstream::System(
+                DnsOps::system_resolvers(self)
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, rustynet_dns::DNS_PORT))
+                    .collect(),
+            );
+            ResolverConfig::new(plan.config.clone(), upstream)
+        };
         match (want, &self.exit) {
             (Some((addr, clients)), Some((current, server))) if *current == addr => {
-                server
-                    .handle()
-                    .set_access(Access::Prefixes(clients.clone()));
+                // Same address: new clients and the new map's records and
+                // split routes, without restarting the service.
+                let handle = server.handle();
+                handle.update(config()?);
+                handle.set_access(Access::Prefixes(clients.clone()));
             }
             (Some((addr, clients)), _) => {
+                let config = config()?;
                 if let Some((_, old)) = self.exit.take() {
                     self.rt.block_on(old.shutdown());
                 }
-                let upstream = Upstream::System(
-                    DnsOps::system_resolvers(self)
-                        .into_iter()
-                        .map(|ip| SocketAddr::new(ip, rustynet_dns::DNS_PORT))
-                        .collect(),
-                );
-                let config = ResolverConfig::new(plan.config.clone(), upstream)?;
                 let server = self.start(addr, Access::Prefixes(clients.clone()), config)?;
                 self.exit = Some((addr, server));
             }
