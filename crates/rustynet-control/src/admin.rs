@@ -56,8 +56,27 @@ pub fn policy_set(data: &DataDir, file: &Path) -> Result<(), AdminError> {
     let text = std::fs::read_to_string(file).map_err(|e| file_err(e.to_string()))?;
     let policy = Policy::parse(&text)?;
     let store = data.open_store()?;
+    check_split_dns(&policy, &store.suffix()?)?;
     store.set_policy(&policy.to_json_pretty(), now_unix())?;
     Ok(())
+}
+
+/// A split-DNS domain may not be the tailnet suffix or lie under it: Magic
+/// DNS answers those names itself, and a node refuses a DNS section that
+/// says otherwise (its resolver would not serve it faithfully).
+pub fn check_split_dns(policy: &Policy, suffix: &str) -> Result<(), AdminError> {
+    let under = format!(".{suffix}");
+    match policy
+        .split_dns()
+        .iter()
+        .find(|route| route.domain == suffix || route.domain.ends_with(&under))
+    {
+        Some(route) => Err(AdminError::Invalid(format!(
+            "invalid policy: dns.split[{:?}] overlaps the Magic DNS suffix {suffix:?}, which Rustynet answers itself",
+            route.domain
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// `policy get`: the stored policy (an empty policy when none was set).

@@ -118,7 +118,7 @@ pub fn build_netmap(net: NetworkView<'_>, id: NodeId, view: &NodeView) -> Option
         dns: DnsConfig {
             suffix: net.suffix.to_owned(),
             records,
-            split: vec![],
+            split: view.split_dns.clone(),
         },
     })
 }

@@ -187,6 +187,8 @@ async fn invalid_policy_changes_nothing() {
         r#"{"acls": [{"action": "accept", "src": ["group:nope"], "dst": ["*:*"]}]}"#,
         r#"{"unknown_key": 1}"#,
         r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:99999"]}]}"#,
+        r#"{"dns": {"split": {"rustynet.internal": ["192.0.2.53"]}}}"#,
+        r#"{"dns": {"split": {"svc.rustynet.internal": ["192.0.2.53"]}}}"#,
     ] {
         std::fs::write(&path, bad).unwrap();
         let err = rustynet_control::admin::policy_set(&h.data, &path).unwrap_err();

@@ -11,6 +11,37 @@ use common::{Harness, POLICY_ALL, map_until, next_map};
 use rustynet_control::store::Store as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_dns_from_the_policy_reaches_every_map() {
+    let h = Harness::start(Duration::from_secs(600)).await;
+    h.set_policy(
+        r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}],
+            "dns": {"split": {"corp.example": ["203.0.113.54"], "internal": ["192.0.2.53"]}}}"#,
+    );
+    let key = h.preauth("alice", true, None);
+    let a = h.enroll(&key, "alpha", 1).await;
+    let mut hw = 0;
+    let mut sa = a.stream(&h).await;
+    let map = next_map(&mut sa, &a, &mut hw).await;
+    let split: Vec<(String, Vec<std::net::IpAddr>)> = map
+        .netmap()
+        .dns
+        .split
+        .iter()
+        .map(|r| (r.domain.clone(), r.resolvers.clone()))
+        .collect();
+    assert_eq!(
+        split,
+        [
+            ("corp.example".into(), vec!["203.0.113.54".parse().unwrap()]),
+            ("internal".into(), vec!["192.0.2.53".parse().unwrap()]),
+        ]
+    );
+    // Dropping the section takes the routes out of the next map.
+    h.set_policy(POLICY_ALL);
+    map_until(&mut sa, &a, &mut hw, |m| m.netmap().dns.split.is_empty()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_enroll_and_receive_verified_maps() {
     let h = Harness::start(Duration::from_secs(600)).await;
     h.set_policy(POLICY_ALL);

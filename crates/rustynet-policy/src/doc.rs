@@ -37,6 +37,29 @@ pub(crate) struct PolicyDoc {
     /// Which nodes may have which advertised routes approved.
     #[serde(default, deserialize_with = "object_list")]
     pub route_approvers: Vec<ApproverDoc>,
+    /// Magic DNS settings. Left out of the canonical form while empty, so
+    /// policies that never mention DNS keep their text.
+    #[serde(
+        default,
+        deserialize_with = "object",
+        skip_serializing_if = "DnsDoc::is_empty"
+    )]
+    pub dns: DnsDoc,
+}
+
+/// The `dns` section as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DnsDoc {
+    /// Split DNS: domain -> resolver addresses that answer names under it.
+    #[serde(default, deserialize_with = "unique_map")]
+    pub split: BTreeMap<String, Vec<String>>,
+}
+
+impl DnsDoc {
+    fn is_empty(&self) -> bool {
+        self.split.is_empty()
+    }
 }
 
 /// One ACL rule as written.
@@ -133,6 +156,15 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
             .deserialize_map(ObjectOnly(PhantomData))
             .map(Obj)
     }
+}
+
+/// A struct that must be written as a JSON object.
+fn object<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Obj::<T>::deserialize(deserializer).map(|o| o.0)
 }
 
 /// A list whose elements must each be a JSON object.

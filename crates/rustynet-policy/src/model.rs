@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::IpNet;
-use rustynet_proto::{PortRange, Proto};
+use rustynet_proto::{PortRange, Proto, SplitDnsRoute};
 
 use serde::Deserialize as _;
 
@@ -17,6 +17,12 @@ pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
 
 /// Most entries accepted in each of `acls`, `exit_nodes` and `route_approvers`.
 pub const MAX_RULES: usize = 10_000;
+
+/// Most split-DNS domains, and most resolvers per domain: every node's map
+/// carries all of them.
+pub const MAX_SPLIT_DNS: usize = 256;
+/// Most resolvers for one split-DNS domain.
+pub const MAX_SPLIT_RESOLVERS: usize = 8;
 
 /// Who a selector names.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -100,6 +106,8 @@ pub struct Policy {
     pub(crate) rules: Vec<Rule>,
     pub(crate) exits: Vec<ExitEntry>,
     pub(crate) approvers: Vec<Approver>,
+    /// Split-DNS routes, sorted by domain.
+    pub(crate) split_dns: Vec<SplitDnsRoute>,
     pub(crate) names: NameTable,
 }
 
@@ -137,6 +145,13 @@ impl Policy {
         // Serialising maps of strings cannot fail; were it ever to, the empty
         // string fails to parse instead of silently becoming another policy.
         serde_json::to_string_pretty(&self.doc).unwrap_or_default()
+    }
+
+    /// The split-DNS routes (`dns.split`), sorted by domain: names under a
+    /// domain are resolved by its resolvers instead of the upstream. Every
+    /// node gets them through its map.
+    pub fn split_dns(&self) -> &[SplitDnsRoute] {
+        &self.split_dns
     }
 
     /// Number of ACL rules.

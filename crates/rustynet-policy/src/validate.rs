@@ -2,15 +2,20 @@
 //! its location (`acls[2].dst[0]`) so the error leads straight to the typo.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
-use rustynet_proto::names::validate_label;
-use rustynet_proto::{PortRange, Proto};
+use rustynet_proto::names::{validate_dns_name, validate_label};
+use rustynet_proto::netmap::MAGIC_DNS_IP;
+use rustynet_proto::{PortRange, Proto, SplitDnsRoute};
 
 use crate::cidr::{never_approvable, parse_prefix};
-use crate::doc::{AclDoc, ApproverDoc, ExitDoc, PolicyDoc};
+use crate::doc::{AclDoc, ApproverDoc, DnsDoc, ExitDoc, PolicyDoc};
 use crate::error::PolicyError;
-use crate::model::{Approver, DstEntry, ExitEntry, MAX_RULES, NameTable, Policy, Rule, Selector};
+use crate::model::{
+    Approver, DstEntry, ExitEntry, MAX_RULES, MAX_SPLIT_DNS, MAX_SPLIT_RESOLVERS, NameTable,
+    Policy, Rule, Selector,
+};
 
 /// Longest user, group, tag or alias name.
 const MAX_NAME: usize = 128;
@@ -61,6 +66,7 @@ pub(crate) fn validate(doc: PolicyDoc) -> Result<Policy, PolicyError> {
         .enumerate()
         .map(|(i, a)| approver(&format!("route_approvers[{i}]"), a, &names))
         .collect::<Result<_, _>>()?;
+    let split_dns = split_dns(&doc.dns)?;
     let mut policy = Policy {
         doc,
         groups,
@@ -68,10 +74,70 @@ pub(crate) fn validate(doc: PolicyDoc) -> Result<Policy, PolicyError> {
         rules,
         exits,
         approvers,
+        split_dns,
         names: NameTable::default(),
     };
     policy.names = name_table(&policy);
     Ok(policy)
+}
+
+/// `dns.split`: lowercase domains, each with one to
+/// [`MAX_SPLIT_RESOLVERS`] plain addresses. Magic DNS's own address and
+/// addresses no resolver can have are refused (a query sent there would
+/// loop or vanish). Whether a domain overlaps the tailnet suffix is for
+/// control to check: only it knows the suffix.
+fn split_dns(doc: &DnsDoc) -> Result<Vec<SplitDnsRoute>, PolicyError> {
+    if doc.split.len() > MAX_SPLIT_DNS {
+        return Err(PolicyError::invalid(
+            "dns.split",
+            format!("{} domains, limit is {MAX_SPLIT_DNS}", doc.split.len()),
+        ));
+    }
+    doc.split
+        .iter()
+        .map(|(domain, resolvers)| {
+            let path = format!("dns.split[{domain:?}]");
+            validate_dns_name(domain).map_err(|e| {
+                PolicyError::invalid(
+                    &path,
+                    format!("not a lowercase DNS name without a trailing dot: {e}"),
+                )
+            })?;
+            if resolvers.is_empty() || resolvers.len() > MAX_SPLIT_RESOLVERS {
+                return Err(PolicyError::invalid(
+                    &path,
+                    format!("needs 1 to {MAX_SPLIT_RESOLVERS} resolvers"),
+                ));
+            }
+            let resolvers = resolvers
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    let ip: IpAddr = text.parse().map_err(|_| {
+                        PolicyError::invalid(
+                            format!("{path}[{i}]"),
+                            format!("{text:?} is not an IP address (no port: DNS uses 53)"),
+                        )
+                    })?;
+                    let unusable = ip.is_unspecified()
+                        || ip.is_multicast()
+                        || ip.is_loopback()
+                        || ip == IpAddr::V4(MAGIC_DNS_IP);
+                    if unusable {
+                        return Err(PolicyError::invalid(
+                            format!("{path}[{i}]"),
+                            format!("{ip} cannot be a split-DNS resolver"),
+                        ));
+                    }
+                    Ok(ip)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(SplitDnsRoute {
+                domain: domain.clone(),
+                resolvers,
+            })
+        })
+        .collect()
 }
 
 /// Numbers every user, host label and tag the policy names.

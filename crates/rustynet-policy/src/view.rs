@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use ipnet::IpNet;
 use rayon::prelude::*;
-use rustynet_proto::{FilterRule, LanGrant, NodeId, PortRange, Proto};
+use rustynet_proto::{FilterRule, LanGrant, NodeId, PortRange, Proto, SplitDnsRoute};
 use serde::{Deserialize, Serialize};
 
 use crate::bits::Bits;
@@ -40,6 +40,9 @@ pub struct NodeView {
     /// LAN prefixes reachable through each peer, for that peer's allowed
     /// addresses. Never a default route; empty while the toggle is off.
     pub peer_routes: BTreeMap<NodeId, Vec<IpNet>>,
+    /// Split-DNS routes (the policy's `dns.split`, the same for every node).
+    #[serde(default)]
+    pub split_dns: Vec<SplitDnsRoute>,
 }
 
 /// Compiles the views of every accepted node, on all cores (views are
@@ -96,6 +99,7 @@ impl PolicyIndex<'_> {
             lan_grants,
             approved_routes: self.approved[i].clone(),
             peer_routes,
+            split_dns: self.policy.split_dns().to_vec(),
         }
     }
 
