@@ -18,11 +18,10 @@ pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
 /// Most entries accepted in each of `acls`, `exit_nodes` and `route_approvers`.
 pub const MAX_RULES: usize = 10_000;
 
-/// Most split-DNS domains, and most resolvers per domain: every node's map
-/// carries all of them.
-pub const MAX_SPLIT_DNS: usize = 256;
+/// Most split-DNS domains (every node's map carries all of them).
+pub(crate) const MAX_SPLIT_DNS: usize = 256;
 /// Most resolvers for one split-DNS domain.
-pub const MAX_SPLIT_RESOLVERS: usize = 8;
+pub(crate) const MAX_SPLIT_RESOLVERS: usize = 8;
 
 /// Who a selector names.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
