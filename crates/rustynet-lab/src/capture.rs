@@ -20,9 +20,22 @@ impl Capture {
     pub fn start(ns: &Netns, ifname: &str, file: PathBuf) -> anyhow::Result<Self> {
         let log = file.with_extension("log");
         let file_arg = file.to_string_lossy().into_owned();
+        // Immediate mode: without it libpcap hands packets over in ring
+        // blocks retired only every second or so, and the packets of the
+        // last block are lost when the capture is stopped — a leak in the
+        // last moments of a window would go unseen.
         let child = ns.spawn(
             &[
-                "tcpdump", "-i", ifname, "-n", "-U", "-s", "0", "-w", &file_arg,
+                "tcpdump",
+                "-i",
+                ifname,
+                "-n",
+                "-U",
+                "--immediate-mode",
+                "-s",
+                "0",
+                "-w",
+                &file_arg,
             ],
             &log,
         )?;

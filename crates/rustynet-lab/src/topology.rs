@@ -279,10 +279,40 @@ impl Lab {
     }
 }
 
+/// With `RUSTYNET_LAB_LOGS=DIR`, copies every log of a lab (control, helper
+/// services, each daemon run) to `DIR/<lab id>/` before the scratch
+/// directory goes, so gates can collect evidence such as the daemons'
+/// state-transition lines after the tests end.
+fn export_logs(dir: &std::path::Path, id: &str) {
+    let Some(dest) = std::env::var_os("RUSTYNET_LAB_LOGS").map(PathBuf::from) else {
+        return;
+    };
+    let dest = dest.join(id);
+    if std::fs::create_dir_all(&dest).is_err() {
+        return;
+    }
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for path in entries.flatten().map(|e| e.path()) {
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "log") {
+                let rel = path.strip_prefix(dir).unwrap_or(&path);
+                let flat = rel.to_string_lossy().replace('/', "_");
+                let _ = std::fs::copy(&path, dest.join(flat));
+            }
+        }
+    }
+}
+
 impl Drop for Lab {
     fn drop(&mut self) {
         // Namespaces go with their fields (nodes first); the directory last.
         self.nodes.clear();
+        export_logs(&self.dir, &self.id);
         if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
