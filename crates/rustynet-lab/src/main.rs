@@ -32,6 +32,9 @@ enum Cmd {
         /// Address.
         #[arg(long)]
         listen: SocketAddr,
+        /// The A record every name gets (default 203.0.113.80).
+        #[arg(long)]
+        answer: Option<std::net::Ipv4Addr>,
     },
     /// (lab helper) Malformed DNS at a resolver over UDP and TCP; prints JSON counts.
     DnsFlood {
@@ -82,7 +85,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Demo => demo::run(),
         Cmd::ServeEcho { listen } => services::serve_echo(&listen),
-        Cmd::ServeDns { listen } => services::serve_dns(listen),
+        Cmd::ServeDns { listen, answer } => {
+            services::serve_dns_answering(listen, answer.unwrap_or(services::INTERNET_DNS_ANSWER))
+        }
         Cmd::FakeControl {
             data_dir,
             listen,

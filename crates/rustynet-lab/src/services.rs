@@ -66,6 +66,12 @@ fn echo_tcp(mut stream: TcpStream) {
 
 /// A DNS server answering every A query with [`INTERNET_DNS_ANSWER`].
 pub fn serve_dns(listen: SocketAddr) -> anyhow::Result<()> {
+    serve_dns_answering(listen, INTERNET_DNS_ANSWER)
+}
+
+/// A DNS server answering every A query with `answer` (a second server
+/// with its own answer shows which one a query reached, e.g. split DNS).
+pub fn serve_dns_answering(listen: SocketAddr, answer: Ipv4Addr) -> anyhow::Result<()> {
     let udp = UdpSocket::bind(listen)?;
     let tcp = TcpListener::bind(listen)?;
     std::thread::spawn(move || {
@@ -78,7 +84,7 @@ pub fn serve_dns(listen: SocketAddr) -> anyhow::Result<()> {
             if stream.read_exact(&mut query).is_err() {
                 continue;
             }
-            if let Some(reply) = dns_answer(&query) {
+            if let Some(reply) = dns_answer(&query, answer) {
                 let Ok(n) = u16::try_from(reply.len()) else {
                     continue;
                 };
@@ -90,13 +96,13 @@ pub fn serve_dns(listen: SocketAddr) -> anyhow::Result<()> {
     let mut buf = [0u8; 1500];
     loop {
         let (n, from) = udp.recv_from(&mut buf)?;
-        if let Some(reply) = dns_answer(&buf[..n]) {
+        if let Some(reply) = dns_answer(&buf[..n], answer) {
             let _ = udp.send_to(&reply, from);
         }
     }
 }
 
-fn dns_answer(query: &[u8]) -> Option<Vec<u8>> {
+fn dns_answer(query: &[u8], answer: Ipv4Addr) -> Option<Vec<u8>> {
     let request = Message::from_vec(query).ok()?;
     let mut response = Message::response(request.id, request.op_code);
     response.metadata.recursion_desired = request.recursion_desired;
@@ -108,7 +114,7 @@ fn dns_answer(query: &[u8]) -> Option<Vec<u8>> {
             response.add_answer(Record::from_rdata(
                 q.name().clone(),
                 60,
-                RData::A(A(INTERNET_DNS_ANSWER)),
+                RData::A(A(answer)),
             ));
         }
     }
@@ -208,7 +214,9 @@ mod tests {
             "example.com.".parse().unwrap(),
             hickory_proto::rr::RecordType::A,
         ));
-        let reply = Message::from_vec(&dns_answer(&q.to_vec().unwrap()).unwrap()).unwrap();
+        let reply =
+            Message::from_vec(&dns_answer(&q.to_vec().unwrap(), INTERNET_DNS_ANSWER).unwrap())
+                .unwrap();
         assert_eq!(reply.answers.len(), 1);
     }
 }

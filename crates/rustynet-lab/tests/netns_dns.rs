@@ -22,6 +22,9 @@
 //! 6. A flood of malformed queries over UDP and TCP (64 KiB messages
 //!    included) leaves the resolver answering and the daemon's memory
 //!    bounded.
+//! 7. Split DNS from the policy (`dns.split`): names under the domain go to
+//!    its resolver, directly or through the exit (nothing on the client's
+//!    link), and stop doing so when the policy drops the route.
 //!
 //! Run as root: `cargo test -p rustynet-lab --test netns_dns -- --test-threads=2`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -30,58 +33,14 @@ mod dns_support;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{anyhow, ensure};
+use anyhow::ensure;
 use dns_support::*;
-use rustynet_lab::dnsflood::FloodReport;
 use rustynet_lab::topology::{DNS_IP, ECHO_IP};
-use rustynet_lab::{Capture, Cluster, Lab, NodeSpec};
+use rustynet_lab::{Capture, Cluster};
 use rustynet_proto::ipc::DataplaneState;
 use serde_json::json;
-
-const E2E: &str = "netns_e2e";
-const LEAK: &str = "leak";
-const MAP_TTL: &str = "10m";
-
-/// The internet DNS server's answer for every name.
-const OUTSIDE_ANSWER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 80);
-
-fn lab(nodes: &[&str]) -> anyhow::Result<Lab> {
-    Lab::new(&nodes.iter().map(|n| NodeSpec::new(n)).collect::<Vec<_>>())
-}
-
-fn fqdn(label: &str) -> String {
-    format!("{label}.{SUFFIX}")
-}
-
-/// A name nobody else uses, so a capture can be searched for it.
-fn unique(tag: &str, lab: &Lab) -> String {
-    format!("{tag}-{}.example", lab.id)
-}
-
-/// Alice and bob see each other, alice sees dave, carol sees nobody.
-const VISIBILITY_POLICY: &str = r#"{
-  "groups": {"group:staff": ["alice", "bob"]},
-  "acls": [
-    {"action": "accept", "src": ["group:staff"], "dst": ["group:staff:*"]},
-    {"action": "accept", "src": ["alice"], "dst": ["dave:*"]}
-  ]
-}"#;
-
-const EVERYONE_POLICY: &str = r#"{
-  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]
-}"#;
-
-const EXIT_POLICY: &str = r#"{
-  "tag_owners": {"tag:exit": ["admin"]},
-  "acls": [{"action": "accept", "src": ["alice"], "dst": ["tag:exit:*"]}],
-  "exit_nodes": [{"users": ["alice"], "nodes": ["tag:exit"]}]
-}"#;
-
-const SOLO_POLICY: &str = r#"{
-  "acls": [{"action": "accept", "src": ["solo"], "dst": ["solo:*"]}]
-}"#;
 
 #[test]
 fn names_resolve_for_visible_peers_only() {
@@ -302,77 +261,6 @@ fn duplicate_hostnames_stay_stable() {
         );
         Ok(())
     });
-}
-
-/// Enrolls alice and an exit node and selects the exit on alice.
-fn exit_lab<'a>(lab: &'a Lab) -> anyhow::Result<Cluster<'a>> {
-    let mut c = Cluster::start(lab, MAP_TTL)?;
-    c.set_policy(EXIT_POLICY)?;
-    enroll_as(
-        &mut c,
-        "exit",
-        "admin",
-        &["tag:exit"],
-        "exit",
-        &["--advertise-exit-node"],
-    )?;
-    enroll_as(&mut c, "alice", "alice", &[], "alice", &[])?;
-    wait_peers(&c, "alice", &["exit"])?;
-    wait_peers(&c, "exit", &["alice"])?;
-    c.rustynet("alice", &["exit-node", "select", "exit"])?;
-    c.wait_status("alice", SETTLE, |s| {
-        s.state == DataplaneState::ExitActive && s.dns_protected && s.kill_switch
-    })?;
-    Ok(c)
-}
-
-/// Sum of the packet counters of `chain`'s rules whose comment is `comment`.
-fn drop_counter(lab: &Lab, node: &str, comment: &str) -> u64 {
-    lab.node(node)
-        .ns
-        .stdout(&["nft", "list", "chain", "inet", "rustynet", "output"])
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(comment))
-        .filter_map(|l| {
-            l.split("packets ")
-                .nth(1)?
-                .split_whitespace()
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
-const DNS_DROP: &str = "protected DNS: query outside Magic DNS";
-
-/// Direct queries to outside resolvers from `node`: UDP and TCP to the
-/// internet resolver, UDP to the router (the "LAN" resolver), UDP over
-/// IPv6, and a TCP connection to port 853 (DNS over TLS). Returns the
-/// names used and whether any got an answer.
-fn direct_queries(c: &Cluster<'_>, lab: &Lab, node: &str, tag: &str) -> (Vec<String>, Vec<String>) {
-    let ns = &lab.node(node).ns;
-    let gateway = format!("198.51.100.{}", lab.node(node).addr.octets()[3] - 1);
-    let mut names = Vec::new();
-    let mut answered = Vec::new();
-    for (server, extra, kind) in [
-        (DNS_IP.to_string(), &[][..], "udp"),
-        (DNS_IP.to_string(), &["+tcp"][..], "tcp"),
-        (gateway, &[][..], "gateway"),
-        ("2001:db8:113::10".to_owned(), &[][..], "ipv6"),
-    ] {
-        let name = unique(&format!("{tag}-{kind}"), lab);
-        let d = dig(ns, &server, &name, "A", extra);
-        if d.status.is_some() {
-            answered.push(format!("{kind}: {}", d.rcode()));
-        }
-        names.push(name);
-    }
-    if c.probe(ns, "tcp", &format!("{DNS_IP}:853")).ok {
-        answered.push("tcp/853".into());
-    }
-    (names, answered)
 }
 
 #[test]
@@ -647,35 +535,6 @@ fn exit_dns_path_lost_fails_closed() {
     });
 }
 
-/// A query through Magic DNS while the path is cut: (answer, seconds).
-fn lost(lab: &Lab, what: &str, names: &mut Vec<String>) -> (Dig, f64) {
-    let name = unique(&format!("lost-{what}"), lab);
-    let started = Instant::now();
-    let d = dig(&lab.node("alice").ns, MAGIC, &name, "A", &[]);
-    names.push(name);
-    (d, started.elapsed().as_secs_f64())
-}
-
-/// Waits for Magic DNS to answer again once the path is back.
-fn recovered(lab: &Lab, what: &str, names: &mut Vec<String>) -> (bool, Dig) {
-    let name = unique(&format!("back-{what}"), lab);
-    let r = dig_until(&lab.node("alice").ns, MAGIC, &name, "A", SETTLE, |d| {
-        d.is_a(&[OUTSIDE_ANSWER])
-    });
-    names.push(name);
-    r
-}
-
-fn phase_json(failed: &(Dig, f64), matched: Option<u64>, back: &(bool, Dig)) -> serde_json::Value {
-    json!({
-        "while_cut": failed.0.rcode(),
-        "seconds_to_answer": (failed.1 * 10.0).round() / 10.0,
-        "cut_rule_packets": matched,
-        "after_restore": back.1.rcode(),
-        "after_restore_answer": back.1.data("A"),
-    })
-}
-
 #[test]
 fn resolv_conf_restored_after_down_and_crash() {
     run_case(E2E, "dns_resolv_conf_restore_and_repair", |ev| {
@@ -826,43 +685,7 @@ fn malformed_query_flood_leaves_resolver_up() {
         // Let start-up allocations settle before the baseline.
         std::thread::sleep(Duration::from_secs(2));
         let rss_before = vm_rss_kib(pid)?;
-        let seconds = 15u64;
-        let lab_bin = c.bins.lab.to_string_lossy().into_owned();
-        let secs = seconds.to_string();
-        let log = lab.path("flood.json");
-        let mut flood = ns.spawn(
-            &[
-                &lab_bin,
-                "dns-flood",
-                "--target",
-                &format!("{MAGIC}:53"),
-                "--seconds",
-                &secs,
-            ],
-            &log,
-        )?;
-        let started = Instant::now();
-        let mut peak = rss_before;
-        let mut samples = 0;
-        let status = loop {
-            if let Some(status) = flood.try_wait()? {
-                break status;
-            }
-            if started.elapsed() > Duration::from_secs(seconds + 60) {
-                let _ = flood.kill();
-                let _ = flood.wait();
-                return Err(anyhow!("dns-flood did not finish"));
-            }
-            if let Ok(rss) = vm_rss_kib(pid) {
-                peak = peak.max(rss);
-                samples += 1;
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        };
-        let out = std::fs::read_to_string(&log)?;
-        ensure!(status.success(), "dns-flood failed: {out}");
-        let report: FloodReport = serde_json::from_str(out.trim())
-            .map_err(|e| anyhow!("dns-flood output {out:?}: {e}"))?;
+        let (report, peak, samples) = flood(&c, &lab, "solo", pid, 15)?;
         ensure!(
             alive(pid),
             "the daemon died under the flood\n{}",
@@ -914,6 +737,101 @@ fn malformed_query_flood_leaves_resolver_up() {
                 && peak <= 120 * 1024,
             "memory grew under the flood: before {rss_before} KiB, peak {peak} KiB, after {rss_after} KiB"
         );
+        Ok(())
+    });
+}
+
+/// The split-DNS resolver of test 7 and its answer.
+const SPLIT_RESOLVER: &str = "203.0.113.54";
+const SPLIT_ANSWER: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 200);
+
+#[test]
+fn split_dns_routes_from_the_policy() {
+    run_case(E2E, "dns_split_routes_from_policy", |ev| {
+        let lab = lab(&["alice", "exit"])?;
+        let c = exit_lab_with(
+            &lab,
+            &EXIT_POLICY.replacen(
+                '{',
+                &format!(r#"{{"dns": {{"split": {{"corp.example": ["{SPLIT_RESOLVER}"]}}}},"#),
+                1,
+            ),
+            false,
+        )?;
+        // A second resolver on the internet, answering differently.
+        let _split = second_resolver(&c, SPLIT_RESOLVER, SPLIT_ANSWER)?;
+        let alice = &lab.node("alice").ns;
+        let doc = inspect(&c, "alice", Some("host.corp.example"))?;
+        ensure!(
+            doc.split == [format!("corp.example -> {SPLIT_RESOLVER}")]
+                && doc.explanation.as_deref().is_some_and(|e| {
+                    e.contains(&format!(
+                        "split-DNS route corp.example -> {SPLIT_RESOLVER}:53"
+                    ))
+                }),
+            "inspect: {doc:?}"
+        );
+        let (direct, split) = dig_until(alice, MAGIC, "host.corp.example", "A", SETTLE, |d| {
+            d.is_a(&[SPLIT_ANSWER])
+        });
+        ensure!(
+            direct,
+            "split name without an exit: {split:?}\n{}",
+            diag(&c, "alice")
+        );
+        let other = dig(alice, MAGIC, &unique("other", &lab), "A", &[]);
+        ensure!(other.is_a(&[OUTSIDE_ANSWER]), "other names: {other:?}");
+
+        // With an exit selected, the split query goes through the tunnel.
+        c.rustynet("alice", &["exit-node", "select", "exit"])?;
+        c.wait_status("alice", SETTLE, |s| s.state == DataplaneState::ExitActive)?;
+        let cap = Capture::start(alice, &lab.node("alice").ifname, lab.path("split.pcap"))?;
+        let exit_cap = Capture::start(
+            &lab.node("exit").ns,
+            &lab.node("exit").ifname,
+            lab.path("split-exit.pcap"),
+        )?;
+        let name = format!("via-exit-{}.corp.example", lab.id);
+        let via_exit = dig(alice, MAGIC, &name, "A", &[]);
+        let pcap = cap.stop_raw();
+        let exit_pcap = exit_cap.stop_raw();
+        let on_client_link = count(&pcap, DNS_FILTER)?;
+        let at_exit = count(
+            &exit_pcap,
+            &format!("dst host {SPLIT_RESOLVER} and port 53"),
+        )?;
+        ensure!(
+            via_exit.is_a(&[SPLIT_ANSWER]),
+            "split name through the exit: {via_exit:?}\n{}",
+            diag(&c, "alice")
+        );
+        ensure!(
+            on_client_link.is_empty(),
+            "DNS on alice's link: {on_client_link:?}"
+        );
+        ensure!(
+            !at_exit.is_empty() && occurrences(&exit_pcap, &wire(&name)) > 0,
+            "the split query did not leave through the exit"
+        );
+
+        // The route goes with the next signed map.
+        c.set_policy(EXIT_POLICY)?;
+        let (gone, after) = dig_until(alice, MAGIC, "host.corp.example", "A", SETTLE, |d| {
+            d.is_a(&[OUTSIDE_ANSWER])
+        });
+        let doc_after = inspect(&c, "alice", None)?;
+        ev.set("inspect_with_route", &doc);
+        ev.set("split_answer_direct", &split);
+        ev.set("split_answer_via_exit", &via_exit);
+        ev.set("dns_packets_on_client_link", on_client_link.len());
+        ev.set("split_queries_from_exit", at_exit.len());
+        ev.set("after_route_removed", &after);
+        ev.packets = Some(on_client_link.len());
+        ensure!(
+            gone,
+            "split route still used after the policy dropped it: {after:?}"
+        );
+        ensure!(doc_after.split.is_empty(), "{doc_after:?}");
         Ok(())
     });
 }

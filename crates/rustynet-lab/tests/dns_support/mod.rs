@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use rustynet_lab::cluster::{tail, wait_for};
-use rustynet_lab::{Cluster, Netns};
+use rustynet_lab::dnsflood::FloodReport;
+use rustynet_lab::topology::DNS_IP;
+use rustynet_lab::{Cluster, Lab, Netns, NodeSpec};
 use rustynet_proto::ipc::{DataplaneState, DnsInspectDoc, StatusDoc};
 use serde_json::{Map, Value, json};
 
@@ -439,4 +441,245 @@ pub fn diag(c: &Cluster<'_>, node: &str) -> String {
 /// An address as a reverse-lookup argument for [`dig`] with `"PTR"`.
 pub fn ip_arg(ip: impl Into<IpAddr>) -> String {
     ip.into().to_string()
+}
+
+// ---- labs, policies and shared case steps ----
+
+pub const E2E: &str = "netns_e2e";
+pub const LEAK: &str = "leak";
+pub const MAP_TTL: &str = "10m";
+
+/// The internet DNS server's answer for every name.
+pub const OUTSIDE_ANSWER: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 80);
+
+pub fn lab(nodes: &[&str]) -> anyhow::Result<Lab> {
+    Lab::new(&nodes.iter().map(|n| NodeSpec::new(n)).collect::<Vec<_>>())
+}
+
+pub fn fqdn(label: &str) -> String {
+    format!("{label}.{SUFFIX}")
+}
+
+/// A name nobody else uses, so a capture can be searched for it.
+pub fn unique(tag: &str, lab: &Lab) -> String {
+    format!("{tag}-{}.example", lab.id)
+}
+
+/// Alice and bob see each other, alice sees dave, carol sees nobody.
+pub const VISIBILITY_POLICY: &str = r#"{
+  "groups": {"group:staff": ["alice", "bob"]},
+  "acls": [
+    {"action": "accept", "src": ["group:staff"], "dst": ["group:staff:*"]},
+    {"action": "accept", "src": ["alice"], "dst": ["dave:*"]}
+  ]
+}"#;
+
+pub const EVERYONE_POLICY: &str = r#"{
+  "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]
+}"#;
+
+pub const EXIT_POLICY: &str = r#"{
+  "tag_owners": {"tag:exit": ["admin"]},
+  "acls": [{"action": "accept", "src": ["alice"], "dst": ["tag:exit:*"]}],
+  "exit_nodes": [{"users": ["alice"], "nodes": ["tag:exit"]}]
+}"#;
+
+pub const SOLO_POLICY: &str = r#"{
+  "acls": [{"action": "accept", "src": ["solo"], "dst": ["solo:*"]}]
+}"#;
+
+/// Enrolls alice and an exit node and selects the exit on alice.
+pub fn exit_lab<'a>(lab: &'a Lab) -> anyhow::Result<Cluster<'a>> {
+    exit_lab_with(lab, EXIT_POLICY, true)
+}
+
+/// Enrolls alice and an exit node under `policy`; with `select`, alice
+/// uses the exit and waits for protected mode.
+pub fn exit_lab_with<'a>(lab: &'a Lab, policy: &str, select: bool) -> anyhow::Result<Cluster<'a>> {
+    let mut c = Cluster::start(lab, MAP_TTL)?;
+    c.set_policy(policy)?;
+    enroll_as(
+        &mut c,
+        "exit",
+        "admin",
+        &["tag:exit"],
+        "exit",
+        &["--advertise-exit-node"],
+    )?;
+    enroll_as(&mut c, "alice", "alice", &[], "alice", &[])?;
+    wait_peers(&c, "alice", &["exit"])?;
+    wait_peers(&c, "exit", &["alice"])?;
+    if select {
+        c.rustynet("alice", &["exit-node", "select", "exit"])?;
+        c.wait_status("alice", SETTLE, |s| {
+            s.state == DataplaneState::ExitActive && s.dns_protected && s.kill_switch
+        })?;
+    }
+    Ok(c)
+}
+
+/// Sum of the packet counters of `chain`'s rules whose comment is `comment`.
+pub fn drop_counter(lab: &Lab, node: &str, comment: &str) -> u64 {
+    lab.node(node)
+        .ns
+        .stdout(&["nft", "list", "chain", "inet", "rustynet", "output"])
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(comment))
+        .filter_map(|l| {
+            l.split("packets ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+pub const DNS_DROP: &str = "protected DNS: query outside Magic DNS";
+
+/// Direct queries to outside resolvers from `node`: UDP and TCP to the
+/// internet resolver, UDP to the router (the "LAN" resolver), UDP over
+/// IPv6, and a TCP connection to port 853 (DNS over TLS). Returns the
+/// names used and whether any got an answer.
+pub fn direct_queries(
+    c: &Cluster<'_>,
+    lab: &Lab,
+    node: &str,
+    tag: &str,
+) -> (Vec<String>, Vec<String>) {
+    let ns = &lab.node(node).ns;
+    let gateway = format!("198.51.100.{}", lab.node(node).addr.octets()[3] - 1);
+    let mut names = Vec::new();
+    let mut answered = Vec::new();
+    for (server, extra, kind) in [
+        (DNS_IP.to_string(), &[][..], "udp"),
+        (DNS_IP.to_string(), &["+tcp"][..], "tcp"),
+        (gateway, &[][..], "gateway"),
+        ("2001:db8:113::10".to_owned(), &[][..], "ipv6"),
+    ] {
+        let name = unique(&format!("{tag}-{kind}"), lab);
+        let d = dig(ns, &server, &name, "A", extra);
+        if d.status.is_some() {
+            answered.push(format!("{kind}: {}", d.rcode()));
+        }
+        names.push(name);
+    }
+    if c.probe(ns, "tcp", &format!("{DNS_IP}:853")).ok {
+        answered.push("tcp/853".into());
+    }
+    (names, answered)
+}
+
+/// A query through Magic DNS while the path is cut: (answer, seconds).
+pub fn lost(lab: &Lab, what: &str, names: &mut Vec<String>) -> (Dig, f64) {
+    let name = unique(&format!("lost-{what}"), lab);
+    let started = Instant::now();
+    let d = dig(&lab.node("alice").ns, MAGIC, &name, "A", &[]);
+    names.push(name);
+    (d, started.elapsed().as_secs_f64())
+}
+
+/// Waits for Magic DNS to answer again once the path is back.
+pub fn recovered(lab: &Lab, what: &str, names: &mut Vec<String>) -> (bool, Dig) {
+    let name = unique(&format!("back-{what}"), lab);
+    let r = dig_until(&lab.node("alice").ns, MAGIC, &name, "A", SETTLE, |d| {
+        d.is_a(&[OUTSIDE_ANSWER])
+    });
+    names.push(name);
+    r
+}
+
+pub fn phase_json(
+    failed: &(Dig, f64),
+    matched: Option<u64>,
+    back: &(bool, Dig),
+) -> serde_json::Value {
+    json!({
+        "while_cut": failed.0.rcode(),
+        "seconds_to_answer": (failed.1 * 10.0).round() / 10.0,
+        "cut_rule_packets": matched,
+        "after_restore": back.1.rcode(),
+        "after_restore_answer": back.1.data("A"),
+    })
+}
+
+/// Runs `rustynet-lab dns-flood` at Magic DNS inside `node` for `seconds`
+/// while sampling the daemon's VmRSS; returns the flood's report, the peak
+/// RSS (KiB) and the number of samples.
+pub fn flood(
+    c: &Cluster<'_>,
+    lab: &Lab,
+    node: &str,
+    pid: u32,
+    seconds: u64,
+) -> anyhow::Result<(FloodReport, u64, usize)> {
+    let bin = c.bins.lab.to_string_lossy().into_owned();
+    let log = lab.path("flood.json");
+    let target = format!("{MAGIC}:53");
+    let secs = seconds.to_string();
+    let mut child = lab.node(node).ns.spawn(
+        &[&bin, "dns-flood", "--target", &target, "--seconds", &secs],
+        &log,
+    )?;
+    let started = Instant::now();
+    let (mut peak, mut samples) = (vm_rss_kib(pid)?, 0);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(seconds + 60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("dns-flood did not finish");
+        }
+        if let Ok(rss) = vm_rss_kib(pid) {
+            peak = peak.max(rss);
+            samples += 1;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let out = std::fs::read_to_string(&log)?;
+    if !status.success() {
+        bail!("dns-flood failed: {out}");
+    }
+    let report =
+        serde_json::from_str(out.trim()).map_err(|e| anyhow!("dns-flood output {out:?}: {e}"))?;
+    Ok((report, peak, samples))
+}
+
+/// A helper process of a test, killed on drop.
+pub struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Another DNS server in the lab's internet, at `addr` (added to the
+/// internet's link), answering every name with `answer`.
+pub fn second_resolver(
+    c: &Cluster<'_>,
+    addr: &str,
+    answer: Ipv4Addr,
+) -> anyhow::Result<ChildGuard> {
+    let inet = &c.lab.internet;
+    let link = inet.stdout(&["ip", "-o", "-4", "addr", "show", "to", &DNS_IP.to_string()])?;
+    let ifname = link
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| anyhow!("no internet link in {link:?}"))?
+        .to_owned();
+    inet.ip(&["addr", "add", &format!("{addr}/24"), "dev", &ifname])?;
+    let bin = c.bins.lab.to_string_lossy().into_owned();
+    let listen = format!("{addr}:53");
+    let answer = answer.to_string();
+    let log = c.lab.path(&format!("dns-{addr}.log"));
+    Ok(ChildGuard(inet.spawn(
+        &[&bin, "serve-dns", "--listen", &listen, "--answer", &answer],
+        &log,
+    )?))
 }
