@@ -61,10 +61,15 @@ const KEEPALIVE: Duration = Duration::from_secs(10);
 
 type Body = BoxBody<Bytes, Infallible>;
 
-/// One line on stdout (the lab captures it into the helper's log).
+/// One line on stdout (the lab captures it into the helper's log), with
+/// unix milliseconds to line it up with the daemons' logs.
 fn log(line: &str) {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{line}");
+    let _ = writeln!(out, "{ms} {line}");
     let _ = out.flush();
 }
 
@@ -198,6 +203,10 @@ async fn stream_task(script: Option<PathBuf>, node: Option<u64>, tx: mpsc::Sende
         if let Some(path) = &script {
             let current = tokio::fs::read(path).await.unwrap_or_default();
             if last.as_ref() != Some(&current) {
+                log(&format!(
+                    "script changed ({} bytes), sending it to node {node:?}",
+                    current.len()
+                ));
                 for text in String::from_utf8_lossy(&current).lines() {
                     if text.trim().is_empty() {
                         continue;
@@ -210,6 +219,7 @@ async fn stream_task(script: Option<PathBuf>, node: Option<u64>, tx: mpsc::Sende
                         }
                     };
                     if tx.send(line(&frame)).await.is_err() {
+                        log(&format!("map stream of node {node:?} closed"));
                         return;
                     }
                     log(&format!(
@@ -228,7 +238,10 @@ async fn stream_task(script: Option<PathBuf>, node: Option<u64>, tx: mpsc::Sende
         }
         tokio::select! {
             _ = tokio::time::sleep(SCRIPT_POLL) => {}
-            _ = tx.closed() => return,
+            _ = tx.closed() => {
+                log(&format!("map stream of node {node:?} closed"));
+                return;
+            }
         }
     }
 }
@@ -291,6 +304,13 @@ impl FakeControl {
     /// What it logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether the process is still running (for failure messages).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 }
 

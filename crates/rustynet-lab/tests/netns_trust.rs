@@ -23,7 +23,7 @@ mod mesh_support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::{anyhow, ensure};
+use anyhow::{anyhow, bail, ensure};
 use mesh_support::*;
 use rustynet_control::datadir::DataDir;
 use rustynet_control::netmap_builder::seal_netmap;
@@ -129,7 +129,17 @@ fn stale_and_forged_maps_change_nothing() {
         let _echo = serve_echo(&c, "alice", alice_ip)?;
         let bob_ns = &lab.node("bob").ns;
         ensure!(ping_within(bob_ns, alice_ip, SETTLE), "no mesh before");
-        let current = read_state(&alice_dir)?;
+        // No more real maps from here on: control goes first, then alice's
+        // state is read once what she applied is what she stored.
+        c.stop_control();
+        let (current, alice_status) = wait_for(SETTLE, || {
+            let s = t.status(&c, "alice").ok()?;
+            let st = read_state(&alice_dir).ok()?;
+            let stored = open_envelope(&st.last_known_safe).ok()?.generation;
+            (s.generation == st.high_water && stored == st.high_water && s.peers.len() == 1)
+                .then_some((st, s))
+        })
+        .ok_or_else(|| anyhow!("alice's applied and stored generations never agreed"))?;
         let node = current.node_id;
         let bob_state = read_state(
             &c.node("bob")
@@ -161,7 +171,10 @@ fn stale_and_forged_maps_change_nothing() {
             ),
             (
                 "replayed_generation_freshly_signed",
-                seal_netmap(&signer, peerless, node, first_body.generation, now, 600),
+                // Not the same validity as control's original: within the
+                // same second that would re-create it byte for byte
+                // (Ed25519 is deterministic), which is the case above.
+                seal_netmap(&signer, peerless, node, first_body.generation, now, 900),
                 "is not newer than",
             ),
             (
@@ -185,8 +198,7 @@ fn stale_and_forged_maps_change_nothing() {
                 "map is for",
             ),
         ];
-        c.stop_control();
-        let fake = FakeControl::start(&c, node)?;
+        let mut fake = FakeControl::start(&c, node)?;
         let opened = format!(
             "map stream opened by node Some({}) (scripted: true)",
             node.0
@@ -203,21 +215,30 @@ fn stale_and_forged_maps_change_nothing() {
         })?;
         let baseline = snapshot(&t, &c, "alice")?;
         let mut results = Vec::new();
+        let mut previous: Option<SignedEnvelope> = None;
         for (name, envelope, reason) in cases {
+            // The fake control sends a script when it changes.
+            ensure!(
+                previous.as_ref() != Some(&envelope),
+                "{name}: same envelope as the case before"
+            );
+            previous = Some(envelope.clone());
             let before = snapshot(&t, &c, "alice")?;
             let seen = rejections(&c.log("alice"), reason).len();
             fake.set_script(&[StreamFrame::Map { envelope }])?;
             let logged = wait_for(SETTLE, || {
                 let r = rejections(&c.log("alice"), reason);
                 (r.len() > seen).then(|| r[seen].clone())
-            })
-            .ok_or_else(|| {
-                anyhow!(
-                    "{name}: no rejection mentioning {reason:?}\nfake control:\n{}\nalice:\n{}",
-                    tail(&fake.log_text(), 10),
-                    tail(&c.log("alice"), 20)
-                )
-            })?;
+            });
+            let Some(logged) = logged else {
+                let running = fake.running();
+                let sockets = lab.router.stdout(&["ss", "-tnp"]).unwrap_or_default();
+                bail!(
+                    "{name}: no rejection mentioning {reason:?}\nfake control (running: {running}):\n{}\nrouter sockets:\n{sockets}\nalice:\n{}",
+                    fake.log_text(),
+                    tail(&c.log("alice"), 30)
+                );
+            };
             let after = snapshot(&t, &c, "alice")?;
             ensure_same(name, &before, &after)?;
             results.push(json!({"case": name, "logged_reason": logged, "unchanged": true}));
@@ -225,6 +246,36 @@ fn stale_and_forged_maps_change_nothing() {
         ensure_same("all rejected maps", &baseline, &snapshot(&t, &c, "alice")?)?;
         let x = tcp_exchange_within(bob_ns, SocketAddr::from((alice_ip, 7)), "still", SETTLE)?;
         ensure!(x.echoed == "still", "mesh broken after the refusals");
+        // Replay protection survives a crash: with the old map still being
+        // served, alice is SIGKILLed and restarted; she restores her own
+        // generation from the sealed state and refuses the replay again.
+        fake.set_script(&[StreamFrame::Map {
+            envelope: first.last_known_safe.clone(),
+        }])?;
+        c.kill_daemon("alice");
+        c.start_daemon("alice")?;
+        let logged = wait_for(SETTLE, || {
+            rejections(&c.log("alice"), "is not newer than")
+                .first()
+                .cloned()
+        })
+        .ok_or_else(|| {
+            anyhow!(
+                "restarted alice did not refuse the replay:\n{}",
+                tail(&c.log("alice"), 20)
+            )
+        })?;
+        t.wait_applied(&c, "alice", 1)?;
+        ensure_same(
+            "replay after a crash and restart",
+            &baseline,
+            &snapshot(&t, &c, "alice")?,
+        )?;
+        results.push(json!({
+            "case": "replayed_after_sigkill_and_restart",
+            "logged_reason": logged,
+            "unchanged": true,
+        }));
         // The same path delivers a valid map: it is applied (so the
         // refusals above were decisions, not a stream that never arrived).
         let good_generation = hw + 1000;
@@ -279,6 +330,7 @@ fn unprivileged_ipc_is_denied_without_side_effects() {
         let mut c = Cluster::start(&lab, "10m")?;
         let t = Transcript::default();
         let keys = enroll_with_exit(&mut c, &t, &[])?;
+        wait_settled(&t, &c, &["alice", "bob", "exit"])?;
         let before = snapshot(&t, &c, "alice")?;
         let out = t.cli(&c, "alice", Some(NOBODY), &["--json", "status"])?;
         ensure!(

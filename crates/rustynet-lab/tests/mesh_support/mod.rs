@@ -230,6 +230,33 @@ impl Transcript {
     }
 }
 
+/// Waits until every node in `nodes` has all its peers online and no node's
+/// generation moves for a few seconds: control sends a new map whenever a
+/// peer comes online or reports endpoints, so "nothing changed" comparisons
+/// start from a quiet network.
+pub fn wait_settled(t: &Transcript, c: &Cluster<'_>, nodes: &[&str]) -> anyhow::Result<()> {
+    let generations = || -> Option<Vec<u64>> {
+        nodes
+            .iter()
+            .map(|n| {
+                let s = t.status(c, n).ok()?;
+                s.peers.iter().all(|p| p.online).then_some(s.generation)
+            })
+            .collect()
+    };
+    let mut last: Option<Vec<u64>> = None;
+    wait_for(Duration::from_secs(60), || {
+        let now = generations();
+        let quiet = now.is_some() && now == last;
+        last = now;
+        if !quiet {
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        quiet.then_some(())
+    })
+    .ok_or_else(|| anyhow!("the network did not settle: generations {last:?}"))
+}
+
 /// The node's tunnel address from its status.
 pub fn tunnel_ip(s: &StatusDoc) -> anyhow::Result<Ipv4Addr> {
     s.self_node
@@ -373,7 +400,8 @@ pub struct Snapshot {
     /// State, generation and peers (name, tunnel address, online, exit)
     /// from `status --json`.
     pub status: String,
-    /// `ip route show table all` (both families) and `ip rule`.
+    /// `ip route show table all` (both families, sorted, without the
+    /// kernel's link-local host routes) and `ip rule` (both families).
     pub routes: String,
     /// `nft list ruleset` with packet/byte counters masked.
     pub nft: String,
@@ -397,6 +425,18 @@ pub fn mask_counters(ruleset: &str) -> String {
             }
             out.join(" ")
         })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Drops the kernel's own IPv6 link-local host routes: IPv6 autoconf adds
+/// them asynchronously (a lab link may get its address a moment after the
+/// test starts) and a re-created TUN gets a new random one. Neither is part
+/// of the dataplane the daemon manages.
+pub fn without_link_local(routes: &str) -> String {
+    routes
+        .lines()
+        .filter(|l| !l.starts_with("local fe80:"))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -427,11 +467,15 @@ pub fn snapshot(t: &Transcript, c: &Cluster<'_>, node: &str) -> anyhow::Result<S
     let mut routes = String::new();
     for args in [
         &["ip", "route", "show", "table", "all"][..],
-        &["ip", "-6", "route", "show", "table", "all"],
         &["ip", "rule", "show"],
         &["ip", "-6", "rule", "show"],
     ] {
-        routes.push_str(&format!("# {}\n{}", args.join(" "), ns.stdout(args)?));
+        let mut lines: Vec<String> = without_link_local(&ns.stdout(args)?)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        routes.push_str(&format!("# {}\n{}\n", args.join(" "), lines.join("\n")));
     }
     let nft = mask_counters(&ns.stdout(&["nft", "list", "ruleset"])?);
     Ok(Snapshot {
