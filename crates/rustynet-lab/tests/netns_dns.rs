@@ -15,6 +15,7 @@
 //!    Protected DNS on demand (`rustynet dns protect on`) without an exit
 //!    blocks the same queries but leaves other traffic alone, and survives
 //!    a restart.
+//!    The exit's own resolver answers only clients holding an exit grant.
 //! 4. The exit's DNS service unreachable, its upstream cut, or its daemon
 //!    killed: SERVFAIL, nothing leaks; restored: answers again.
 //! 5. resolv.conf is restored byte for byte after `down`, and after SIGKILL
@@ -338,6 +339,73 @@ fn protected_dns_with_exit_leaks_nothing() {
                     .as_deref()
                     .is_some_and(|e| e.contains("exit node exit")),
             "inspect: {doc:?}"
+        );
+        Ok(())
+    });
+}
+
+/// Alice and bob may both reach the exit; only alice may use it as exit.
+const GRANT_POLICY: &str = r#"{
+  "tag_owners": {"tag:exit": ["admin"]},
+  "acls": [{"action": "accept", "src": ["alice", "bob"], "dst": ["tag:exit:*"]}],
+  "exit_nodes": [{"users": ["alice"], "nodes": ["tag:exit"]}]
+}"#;
+
+#[test]
+fn exit_dns_service_serves_granted_clients_only() {
+    run_case(E2E, "dns_exit_service_grant_only", |ev| {
+        let lab = lab(&["alice", "bob", "exit"])?;
+        let mut c = Cluster::start(&lab, MAP_TTL)?;
+        c.set_policy(GRANT_POLICY)?;
+        let advertise = ["--advertise-exit-node"];
+        enroll_as(&mut c, "exit", "admin", &["tag:exit"], "exit", &advertise)?;
+        enroll_as(&mut c, "alice", "alice", &[], "alice", &[])?;
+        enroll_as(&mut c, "bob", "bob", &[], "bob", &[])?;
+        let exit_ip = own_ip(&wait_peers(&c, "exit", &["alice", "bob"])?)?.to_string();
+        wait_peers(&c, "alice", &["exit"])?;
+        wait_peers(&c, "bob", &["exit"])?;
+        // Straight at the exit's resolver on its tunnel address (the policy
+        // lets both reach every port of the exit).
+        let name = unique("granted", &lab);
+        let (granted, alice) =
+            dig_until(&lab.node("alice").ns, &exit_ip, &name, "A", SETTLE, |d| {
+                d.is_a(&[OUTSIDE_ANSWER])
+            });
+        let bob_udp = dig(
+            &lab.node("bob").ns,
+            &exit_ip,
+            &unique("denied", &lab),
+            "A",
+            &[],
+        );
+        let bob_tcp = dig(
+            &lab.node("bob").ns,
+            &exit_ip,
+            &unique("denied-tcp", &lab),
+            "A",
+            &["+tcp"],
+        );
+        let select = c.cli("bob", &["exit-node", "select", "exit"])?;
+        ev.set("alice_at_exit_resolver", &alice);
+        ev.set("bob_at_exit_resolver_udp", &bob_udp);
+        ev.set("bob_at_exit_resolver_tcp", &bob_tcp);
+        ev.set(
+            "bob_select_exit",
+            String::from_utf8_lossy(&select.stderr).trim(),
+        );
+        ensure!(
+            granted,
+            "alice (exit grant) not served by the exit: {alice:?}"
+        );
+        for (what, d) in [("udp", &bob_udp), ("tcp", &bob_tcp)] {
+            ensure!(
+                d.rcode() == "REFUSED" && d.answers.is_empty(),
+                "bob (no exit grant) over {what} must be REFUSED: {d:?}"
+            );
+        }
+        ensure!(
+            !select.status.success(),
+            "bob selected an exit he has no grant for"
         );
         Ok(())
     });
