@@ -38,8 +38,8 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use dns_support::*;
+use rustynet_lab::Cluster;
 use rustynet_lab::topology::{DNS_IP, ECHO_IP};
-use rustynet_lab::{Capture, Cluster};
 use rustynet_proto::ipc::DataplaneState;
 use serde_json::json;
 
@@ -271,12 +271,10 @@ fn protected_dns_with_exit_leaks_nothing() {
         let c = exit_lab(&lab)?;
         let alice = &lab.node("alice").ns;
         let drops_before = drop_counter(&lab, "alice", DNS_DROP);
-        let cap = Capture::start(alice, &lab.node("alice").ifname, lab.path("alice-dns.pcap"))?;
-        let exit_cap = Capture::start(
-            &lab.node("exit").ns,
-            &lab.node("exit").ifname,
-            lab.path("exit-dns.pcap"),
-        )?;
+        let (cap, exit_cap) = (
+            capture(&lab, "alice", "dns")?,
+            capture(&lab, "exit", "dns")?,
+        );
         let (direct, answered) = direct_queries(&c, &lab, "alice", "direct");
         let via = unique("via-udp", &lab);
         let via_tcp = unique("via-tcp", &lab);
@@ -439,7 +437,7 @@ fn protected_dns_on_demand() {
         );
         let doc = inspect(&c, "solo", None)?;
         ensure!(doc.protected, "inspect: {doc:?}");
-        let cap = Capture::start(ns, &lab.node("solo").ifname, lab.path("solo-dns.pcap"))?;
+        let cap = capture(&lab, "solo", "dns")?;
         let (direct, answered) = direct_queries(&c, &lab, "solo", "direct");
         let via = unique("via", &lab);
         let magic = dig(ns, MAGIC, &via, "A", &[]);
@@ -517,7 +515,7 @@ fn exit_dns_path_lost_fails_closed() {
             d.is_a(&[OUTSIDE_ANSWER])
         });
         ensure!(ok, "baseline through the exit: {first:?}");
-        let cap = Capture::start(alice, &lab.node("alice").ifname, lab.path("alice-cut.pcap"))?;
+        let cap = capture(&lab, "alice", "cut")?;
         let mut phases = serde_json::Map::new();
         let mut names = Vec::new();
 
@@ -619,31 +617,13 @@ fn resolv_conf_restored_after_down_and_crash() {
         std::fs::write(&path, &original)?;
         let key = c.preauth("solo", &[])?;
         c.start_daemon("solo")?;
-        let ca = c.ca.to_string_lossy().into_owned();
-        let url = c.url.clone();
         let up = |c: &Cluster<'_>| -> anyhow::Result<()> {
-            c.rustynet(
-                "solo",
-                &[
-                    "up",
-                    "--control",
-                    &url,
-                    "--ca-cert",
-                    &ca,
-                    "--auth-key",
-                    &key,
-                    "--hostname",
-                    "solo",
-                ],
-            )?;
+            let args = up_args(c, &key, "solo");
+            c.rustynet("solo", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
             wait_peers(c, "solo", &[]).map(|_| ())
         };
         let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
-        let ours = |text: &str| {
-            text.starts_with("# rustynet-managed:")
-                && text.contains(&format!("nameserver {MAGIC}"))
-                && text.contains(&format!("search {SUFFIX}"))
-        };
+        let ours = is_takeover;
         let resolves = |c: &Cluster<'_>| {
             dig_until(
                 &lab.node("solo").ns,
@@ -853,12 +833,10 @@ fn split_dns_routes_from_the_policy() {
         // With an exit selected, the split query goes through the tunnel.
         c.rustynet("alice", &["exit-node", "select", "exit"])?;
         c.wait_status("alice", SETTLE, |s| s.state == DataplaneState::ExitActive)?;
-        let cap = Capture::start(alice, &lab.node("alice").ifname, lab.path("split.pcap"))?;
-        let exit_cap = Capture::start(
-            &lab.node("exit").ns,
-            &lab.node("exit").ifname,
-            lab.path("split-exit.pcap"),
-        )?;
+        let (cap, exit_cap) = (
+            capture(&lab, "alice", "split")?,
+            capture(&lab, "exit", "split")?,
+        );
         let name = format!("via-exit-{}.corp.example", lab.id);
         let via_exit = dig(alice, MAGIC, &name, "A", &[]);
         let pcap = cap.stop_raw();

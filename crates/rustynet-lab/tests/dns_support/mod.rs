@@ -12,7 +12,7 @@ use anyhow::{Context as _, anyhow, bail};
 use rustynet_lab::cluster::{tail, wait_for};
 use rustynet_lab::dnsflood::FloodReport;
 use rustynet_lab::topology::DNS_IP;
-use rustynet_lab::{Cluster, Lab, Netns, NodeSpec};
+use rustynet_lab::{Capture, Cluster, Lab, Netns, NodeSpec};
 use rustynet_proto::ipc::{DataplaneState, DnsInspectDoc, StatusDoc};
 use serde_json::{Map, Value, json};
 
@@ -682,4 +682,35 @@ pub fn second_resolver(
         &[&bin, "serve-dns", "--listen", &listen, "--answer", &answer],
         &log,
     )?))
+}
+
+/// Captures `node`'s physical link into `<node>-<tag>.pcap`.
+pub fn capture(lab: &Lab, node: &str, tag: &str) -> anyhow::Result<Capture> {
+    let n = lab.node(node);
+    Capture::start(&n.ns, &n.ifname, lab.path(&format!("{node}-{tag}.pcap")))
+}
+
+/// `up` arguments for `node` against the cluster's control, asking for `hostname`.
+pub fn up_args(c: &Cluster<'_>, key: &str, hostname: &str) -> Vec<String> {
+    [
+        "up",
+        "--control",
+        &c.url,
+        "--ca-cert",
+        &c.ca.to_string_lossy(),
+        "--auth-key",
+        key,
+        "--hostname",
+        hostname,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+/// Whether resolv.conf text is Rustynet's takeover pointing at Magic DNS.
+pub fn is_takeover(text: &str) -> bool {
+    text.starts_with("# rustynet-managed:")
+        && text.contains(&format!("nameserver {MAGIC}"))
+        && text.contains(&format!("search {SUFFIX}"))
 }
