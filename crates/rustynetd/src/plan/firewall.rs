@@ -13,7 +13,7 @@ use rustynet_netos::{
     BaseChain, Chain, ChainKind, CtState, FirewallRule, Hook, IpFamily, L4Proto, Match, Policy,
     PortProto, PortRange as NftPorts, Ruleset, Verdict,
 };
-use rustynet_proto::netmap::TUNNEL_NET;
+use rustynet_proto::netmap::{MAGIC_DNS_IP, TUNNEL_NET};
 use rustynet_proto::{FilterRule, LanGrant, Netmap, PortRange, Proto};
 
 use super::{ExitChoice, LocalContext};
@@ -235,6 +235,7 @@ fn input_chain(i: &Inputs<'_>) -> Chain {
     // Loopback is exempt: the node's own traffic to its tunnel address and
     // to Magic DNS (100.100.100.100, inside 100.64.0.0/10) arrives there.
     let mut rules = vec![
+        magic_dns_local_only(),
         dropped(
             vec![
                 iif(tun, true),
@@ -282,6 +283,16 @@ fn input_chain(i: &Inputs<'_>) -> Chain {
         0,
         Policy::Accept,
         rules,
+    )
+}
+
+/// Magic DNS serves this node only: its queries arrive on loopback. Anyone
+/// else who routes 100.100.100.100 to the node (a host on its LAN, a peer)
+/// would otherwise get the tailnet's names and a free forwarder.
+fn magic_dns_local_only() -> FirewallRule {
+    dropped(
+        vec![iif("lo", true), daddr(vec![host(MAGIC_DNS_IP)], false)],
+        "Magic DNS reached from outside this node",
     )
 }
 
@@ -514,6 +525,7 @@ pub(super) fn ruleset(i: &Inputs<'_>) -> Ruleset {
 pub(super) fn fail_closed(ctx: &LocalContext, protected: bool, dns_protected: bool) -> Ruleset {
     let tun = ctx.tun.as_str();
     let input = vec![
+        magic_dns_local_only(),
         dropped(vec![iif(tun, false)], "fail-closed: tunnel blocked"),
         dropped(
             vec![

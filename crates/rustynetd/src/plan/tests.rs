@@ -354,6 +354,36 @@ fn loopback_is_exempt_from_anti_spoofing() {
 }
 
 #[test]
+fn magic_dns_only_answers_this_node() {
+    // Queries from the node itself arrive on lo; anything else addressed to
+    // 100.100.100.100 (a LAN host routing it here) is dropped first, in
+    // every generation and while failing closed.
+    let is_guard = |r: &rustynet_netos::FirewallRule| {
+        r.verdict == Verdict::Drop
+            && r.matches.iter().any(|m| matches!(m, Match::Iifname { name, negate: true } if name == "lo"))
+            && r.matches.iter().any(|m| matches!(m, Match::Daddr { prefixes, negate: false } if prefixes == &vec!["100.100.100.100/32".parse::<IpNet>().unwrap()]))
+            && !r.matches.iter().any(|m| matches!(m, Match::Iifname { negate: false, .. }))
+    };
+    let exit = Choices {
+        exit_node: Some("exit".into()),
+        ..Choices::default()
+    };
+    for d in [
+        plan(&client_map(), 5, &Choices::default(), &ctx()).unwrap(),
+        plan(&client_map(), 5, &exit, &ctx()).unwrap(),
+        fail_closed(&ctx(), true, false, "rustynet.internal"),
+        fail_closed(&ctx(), false, false, "rustynet.internal"),
+    ] {
+        let input = chain(&d, "input");
+        assert!(
+            input.rules.first().is_some_and(is_guard),
+            "{:?}",
+            input.rules.first()
+        );
+    }
+}
+
+#[test]
 fn plan_is_deterministic() {
     let choices = Choices {
         exit_node: Some("exit".into()),
