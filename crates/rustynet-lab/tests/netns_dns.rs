@@ -4,7 +4,8 @@
 //!
 //! 1. Every node resolves itself and every visible peer (A, empty AAAA,
 //!    PTR); ACL-invisible names and addresses are NXDOMAIN; a policy change
-//!    (a new signed map) is the only thing that adds a record.
+//!    (a new signed map) is the only thing that adds a record; a host
+//!    outside the node gets no answer from its 100.100.100.100.
 //! 2. Two nodes asking for the same hostname get `web` and `web-2` in
 //!    enrollment order, and keep them across daemon restarts, a control
 //!    restart and a crash; removing `web` never promotes `web-2`;
@@ -143,6 +144,27 @@ fn names_resolve_for_visible_peers_only() {
         ensure!(
             bob_view.rcode() == "NXDOMAIN",
             "bob must still not see carol: {bob_view:?}"
+        );
+        // Magic DNS answers its own node only: a host on alice's physical
+        // network that routes 100.100.100.100 to her gets nothing.
+        let via = lab.node("alice").addr.to_string();
+        lab.router
+            .ip(&["route", "add", &format!("{MAGIC}/32"), "via", &via])?;
+        let from_lan = dig(&lab.router, MAGIC, &fqdn("alice"), "A", &["+time=2"]);
+        let from_lan_tcp = dig(
+            &lab.router,
+            MAGIC,
+            &fqdn("alice"),
+            "A",
+            &["+time=2", "+tcp"],
+        );
+        ensure!(
+            from_lan.status.is_none() && from_lan_tcp.status.is_none(),
+            "Magic DNS answered a host outside the node: {from_lan:?} / {from_lan_tcp:?}"
+        );
+        ev.set(
+            "outside_host_query",
+            [from_lan.rcode(), from_lan_tcp.rcode()],
         );
         ev.set("visible_answers", resolved);
         ev.set("nxdomain_answers", nxdomain);
