@@ -535,3 +535,69 @@ fn exit_without_grant_refused_and_dropped() {
         || diagnose(&c, &["carol", "alice", "exit"]),
     );
 }
+
+/// Idle footprint (Phase 10 §12.4: idle CPU <= 2% of one core, RSS <= 120
+/// MB): a client using an exit node and the exit itself, nothing else going
+/// on, their CPU time and RSS read from /proc over a window. The gate holds
+/// the figures against the budgets; this test only makes sure they are real.
+#[test]
+fn idle_daemon_footprint() {
+    require_tools(&[]);
+    let lab = Lab::new(&[NodeSpec::new("alice"), NodeSpec::with_lan("exit")]).unwrap();
+    let mut c = Cluster::start(&lab, "10m").unwrap();
+    enroll(&mut c, &["alice", "exit"]).unwrap();
+    wait_peers(&c, "alice", &["exit"]).unwrap();
+    wait_peers(&c, "exit", &["alice"]).unwrap();
+    select_exit(&c, "alice", "exit").unwrap();
+    let window = Duration::from_secs(30);
+    must(
+        case("perf", "idle_daemon_footprint", |ev| {
+            // Let start-up work (first handshakes, map updates) finish.
+            std::thread::sleep(Duration::from_secs(5));
+            let pids = [
+                ("alice", daemon_pid(&c, "alice")?),
+                ("exit", daemon_pid(&c, "exit")?),
+            ];
+            let before: Vec<f64> = pids
+                .iter()
+                .map(|(_, p)| cpu_secs(*p))
+                .collect::<anyhow::Result<_>>()?;
+            let started = std::time::Instant::now();
+            std::thread::sleep(window);
+            let elapsed = started.elapsed().as_secs_f64();
+            let mut daemons = serde_json::Map::new();
+            for ((name, pid), cpu0) in pids.iter().zip(before) {
+                let cpu = cpu_secs(*pid)? - cpu0;
+                let rss = rss_mb(*pid)?;
+                ensure!(rss > 0.0, "no RSS read for {name}");
+                daemons.insert(
+                    (*name).into(),
+                    serde_json::json!({
+                        "pid": pid,
+                        "cpu_secs": (cpu * 1000.0).round() / 1000.0,
+                        "cpu_percent_of_one_core": (cpu / elapsed * 100.0 * 100.0).round() / 100.0,
+                        "rss_mb": rss,
+                    }),
+                );
+            }
+            ev.set("window_secs", (elapsed * 10.0).round() / 10.0);
+            ev.set(
+                "build",
+                if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                },
+            );
+            ev.set("daemons", &daemons);
+            ev.set("state", "alice exit_active through exit; no traffic");
+            let p = tcp(&c, &lab.node("alice").ns, &echo4());
+            ensure!(
+                p.seen == Some(IpAddr::V4(lab.node("exit").addr)),
+                "the exit stopped working while idle: {p:?}"
+            );
+            Ok(())
+        }),
+        || diagnose(&c, &["alice", "exit"]),
+    );
+}

@@ -749,3 +749,63 @@ pub const STEPS: [&str; 5] = ["backend", "routes", "firewall", "forwarding", "dn
 pub fn diagnose(c: &Cluster<'_>, nodes: &[&str]) -> String {
     nodes.iter().map(|n| c.diagnose(n)).collect()
 }
+
+// ---------------------------------------------------------------- footprint
+
+/// The pid of `node`'s daemon, found by its state directory in
+/// `/proc/*/cmdline` (the lab keeps the child handle private).
+pub fn daemon_pid(c: &Cluster<'_>, node: &str) -> anyhow::Result<u32> {
+    let state = c
+        .node(node)
+        .map(|n| n.state_dir.to_string_lossy().into_owned())
+        .ok_or_else(|| anyhow!("no daemon on {node}"))?;
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.first().is_some_and(|a| a.ends_with("/rustynetd")) && args.contains(&state) {
+            return Ok(pid);
+        }
+    }
+    bail!("no rustynetd process with state dir {state}")
+}
+
+/// CPU time (user + system, all threads) of `pid`, in seconds.
+pub fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are
+    // fields 14 and 15 of the whole line.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| anyhow!("bad stat: {stat}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11)
+        .zip(fields.get(12))
+        .and_then(|(u, s)| Some(u.parse::<u64>().ok()? + s.parse::<u64>().ok()?))
+        .ok_or_else(|| anyhow!("bad stat: {stat}"))?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ensure!(hz > 0, "no clock tick rate");
+    Ok(ticks as f64 / hz as f64)
+}
+
+/// Resident set size of `pid`, in MB.
+pub fn rss_mb(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS for {pid}"))?;
+    Ok((kb / 1024.0 * 10.0).round() / 10.0)
+}
