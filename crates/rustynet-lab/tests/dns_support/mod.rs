@@ -553,11 +553,13 @@ pub fn direct_queries(
     let gateway = format!("198.51.100.{}", lab.node(node).addr.octets()[3] - 1);
     let mut names = Vec::new();
     let mut answered = Vec::new();
+    // The lab's resolver answers in milliseconds; a leaked query would be
+    // answered well within 2 s, and shows in the capture regardless.
     for (server, extra, kind) in [
-        (DNS_IP.to_string(), &[][..], "udp"),
-        (DNS_IP.to_string(), &["+tcp"][..], "tcp"),
-        (gateway, &[][..], "gateway"),
-        ("2001:db8:113::10".to_owned(), &[][..], "ipv6"),
+        (DNS_IP.to_string(), &["+time=2"][..], "udp"),
+        (DNS_IP.to_string(), &["+time=2", "+tcp"][..], "tcp"),
+        (gateway, &["+time=2"][..], "gateway"),
+        ("2001:db8:113::10".to_owned(), &["+time=2"][..], "ipv6"),
     ] {
         let name = unique(&format!("{tag}-{kind}"), lab);
         let d = dig(ns, &server, &name, "A", extra);
@@ -576,7 +578,8 @@ pub fn direct_queries(
 pub fn lost(lab: &Lab, what: &str, names: &mut Vec<String>) -> (Dig, f64) {
     let name = unique(&format!("lost-{what}"), lab);
     let started = Instant::now();
-    let d = dig(&lab.node("alice").ns, MAGIC, &name, "A", &[]);
+    // Magic DNS gives up on the upstream after 2 s; wait well past that.
+    let d = dig(&lab.node("alice").ns, MAGIC, &name, "A", &["+time=8"]);
     names.push(name);
     (d, started.elapsed().as_secs_f64())
 }
