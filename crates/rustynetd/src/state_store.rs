@@ -139,6 +139,17 @@ pub struct NodeKeys {
     pub signing: NodeSigningKey,
 }
 
+impl NodeKeys {
+    /// A fresh pair: the tunnel key from `tunnel` (the engine's generator)
+    /// and a new signing key.
+    pub fn generate(tunnel: impl FnOnce() -> TunnelPrivateKey) -> Self {
+        Self {
+            tunnel: tunnel(),
+            signing: NodeSigningKey::generate(&mut rand_core::OsRng),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SealedFile {
@@ -309,6 +320,22 @@ impl StateStore {
         }
     }
 
+    /// Stores `keys` as the node's keys, replacing any before (atomically,
+    /// owner-only, sealed when a key-encryption secret is configured). A new
+    /// enrollment brings new keys: control refuses keys it already knows.
+    pub fn store_keys(&self, keys: &NodeKeys) -> Result<(), StateError> {
+        let text = Zeroizing::new(format!(
+            "{KEYS_HEADER}\ntunnel {}\nsigning {}\n",
+            keys.tunnel.to_base64().as_str(),
+            B64.encode(*keys.signing.seed())
+        ));
+        let stored = match &self.kek {
+            Some(kek) => Zeroizing::new(format!("{}\n", kek.seal(KEYS_LABEL, text.as_bytes()))),
+            None => text,
+        };
+        write_secret(&self.path(KEYS_FILE), stored.as_bytes())
+    }
+
     /// Loads the node keys, creating them on first use with `generate`.
     pub fn keys_or_create(
         &self,
@@ -316,18 +343,7 @@ impl StateStore {
     ) -> Result<NodeKeys, StateError> {
         let path = self.path(KEYS_FILE);
         if !path.exists() {
-            let tunnel = generate();
-            let signing = NodeSigningKey::generate(&mut rand_core::OsRng);
-            let text = Zeroizing::new(format!(
-                "{KEYS_HEADER}\ntunnel {}\nsigning {}\n",
-                tunnel.to_base64().as_str(),
-                B64.encode(*signing.seed())
-            ));
-            let stored = match &self.kek {
-                Some(kek) => Zeroizing::new(format!("{}\n", kek.seal(KEYS_LABEL, text.as_bytes()))),
-                None => text,
-            };
-            write_secret(&path, stored.as_bytes())?;
+            self.store_keys(&NodeKeys::generate(generate))?;
         }
         check_owner_only(&path)?;
         let raw = Zeroizing::new(fs::read_to_string(&path).map_err(io_err(&path))?);
@@ -447,6 +463,28 @@ mod tests {
         fs::write(&path, &good).unwrap();
         fs::remove_file(dir.path().join("s/state.mac-key")).unwrap();
         assert!(matches!(store.load(), Err(StateError::Integrity { .. })));
+    }
+
+    #[test]
+    fn stored_keys_replace_the_old_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path().join("s")).unwrap();
+        let old = store
+            .keys_or_create(|| TunnelPrivateKey::from_bytes([5; 32]))
+            .unwrap();
+        let fresh = NodeKeys::generate(|| TunnelPrivateKey::from_bytes([7; 32]));
+        assert_ne!(fresh.signing.public(), old.signing.public());
+        store.store_keys(&fresh).unwrap();
+        let loaded = store
+            .keys_or_create(|| TunnelPrivateKey::from_bytes([9; 32]))
+            .unwrap();
+        assert_eq!(loaded.tunnel.as_bytes(), &[7; 32]);
+        assert_eq!(loaded.signing.public(), fresh.signing.public());
+        let mode = fs::metadata(dir.path().join("s/node.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

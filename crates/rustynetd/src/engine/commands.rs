@@ -10,7 +10,7 @@ use rustynet_proto::netmap::TUNNEL_NET;
 use super::{Engine, now_unix};
 use crate::ipc_server::Caller;
 use crate::plan;
-use crate::state_store::{Enrollment, Prefs};
+use crate::state_store::{Enrollment, NodeKeys, Prefs};
 
 /// A refused or failed command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,22 +134,25 @@ impl Engine {
             ));
         }
         if self.integrity_failed {
-            // The operator chose to start over: fresh state, same keys file
-            // only if it is intact.
+            // The operator chose to start over: fresh state.
             self.state = Default::default();
             self.integrity_failed = false;
         }
-        self.load_keys()
-            .map_err(|e| Self::fail(ErrorCode::Internal, e))?;
+        if !needs_enroll {
+            self.load_keys()
+                .map_err(|e| Self::fail(ErrorCode::Internal, e))?;
+        }
         if needs_enroll {
             let auth_key = args
                 .auth_key
                 .clone()
                 .ok_or_else(|| Self::fail(ErrorCode::InvalidArgument, "--auth-key is required"))?;
-            let keys = self
-                .keys
-                .as_ref()
-                .ok_or_else(|| Self::fail(ErrorCode::Internal, "no keys"))?;
+            // A new enrollment is a new identity. Control refuses keys it
+            // already knows — those of a node that lost its state (the
+            // recovery after an integrity failure) or that is enrolled
+            // elsewhere — so enroll with fresh keys, kept only once control
+            // accepted them.
+            let keys = NodeKeys::generate(rustynet_backend_wireguard::generate_private_key);
             let hostname = hostname.clone().unwrap_or_else(default_hostname);
             let request = RegisterRequest {
                 version: API_VERSION,
@@ -174,6 +177,13 @@ impl Engine {
                 })
                 .map_err(|_| Self::fail(ErrorCode::Control, "control did not answer in time"))?
                 .map_err(|e| Self::fail(ErrorCode::Control, e.to_string()))?;
+            self.store.store_keys(&keys).map_err(|e| {
+                Self::fail(
+                    ErrorCode::Internal,
+                    format!("enrolled, but cannot store the node keys: {e}"),
+                )
+            })?;
+            self.use_keys(keys);
             tracing::info!(node = %response.node_id, hostname = %response.hostname, ip = %response.tunnel_ip, "enrolled");
             self.state = Default::default();
             self.state.enrollment = Some(Enrollment {
@@ -205,6 +215,19 @@ impl Engine {
             .map(|e| e.hostname.clone())
             .unwrap_or_default();
         done(format!("up: {name} (connecting to {})", args.control_url))
+    }
+
+    /// Switches to freshly enrolled `keys`; a tunnel still running with the
+    /// old key is stopped and comes back with the new one.
+    fn use_keys(&mut self, keys: NodeKeys) {
+        if self.backend_running {
+            let _ = self.fx.backend.stop();
+            self.fx.backend = (self.make_backend)();
+            self.backend_running = false;
+            self.applied.peers = None;
+            self.applied.routing = None;
+        }
+        self.keys = Some(keys);
     }
 
     fn cmd_down(&mut self) -> CmdResult {
