@@ -520,7 +520,9 @@ fn flip_a_byte(bytes: &mut [u8]) -> anyhow::Result<usize> {
 
 /// 4b. A corrupted (one byte flipped) and a truncated state file: the
 ///     daemon starts `fail_closed`, says why in `status --json`, stays so,
-///     and no mesh traffic flows either way.
+///     and no mesh traffic flows either way. Then the recovery the error
+///     names (`rustynet up` with a pre-auth key) brings it back as a new
+///     node (the lost state was its enrollment), and the mesh works.
 #[test]
 fn corrupted_state_fails_closed() {
     run_case(REPORT, "corrupted_state_fail_closed", |ev| {
@@ -528,13 +530,20 @@ fn corrupted_state_fails_closed() {
         let lab = lab(&names)?;
         let mut c = Cluster::start(&lab, "10m")?;
         let t = Transcript::default();
-        let (ips, keys) = enroll(&mut c, &t, MESH_POLICY, &names.map(|n| (n, 1)))?;
+        let (ips, mut keys) = enroll(&mut c, &t, MESH_POLICY, &names.map(|n| (n, 1)))?;
         let _echo = serve_echo(&c, "alice", ips["alice"])?;
         let ns = |n: &str| &lab.node(n).ns;
         ensure!(
             ping_within(ns("bob"), ips["alice"], SETTLE),
             "no mesh before"
         );
+        let old_id = t
+            .status(&c, "alice")?
+            .self_node
+            .map(|s| s.node_id)
+            .ok_or_else(|| anyhow!("alice has no id"))?;
+        // The old keys stay secrets after a recovery replaces them.
+        keys.extend(node_key_secrets(&c, "alice")?);
         let state_file = c
             .node("alice")
             .map(|n| n.state_dir.join("state.json"))
@@ -592,6 +601,45 @@ fn corrupted_state_fails_closed() {
             }));
         }
         ev.set("rounds", rounds);
+        // Recovery as the daemon advises (any other command is refused
+        // with the advice): enroll again.
+        let refused = t.cli(&c, "alice", None, &["exit-node", "list"])?;
+        let advice = String::from_utf8_lossy(&refused.stderr).into_owned();
+        ensure!(
+            !refused.status.success() && advice.contains("rustynet up"),
+            "no recovery advice while fail-closed: {advice}"
+        );
+        let key = c.preauth("alice", &[])?;
+        keys.push(Secret::text("recovery pre-auth key".into(), &key));
+        t.up(&c, "alice", &key, &[])?;
+        let back = t.wait_status(&c, "alice", SETTLE, |s| {
+            s.state == DataplaneState::DataplaneApplied && s.peers.iter().any(|p| p.name == "bob")
+        })?;
+        let me = back
+            .self_node
+            .clone()
+            .ok_or_else(|| anyhow!("no self after recovery"))?;
+        ensure!(
+            me.node_id != old_id,
+            "recovered with the lost enrollment's id"
+        );
+        let new_ip = me.tunnel_ip;
+        t.wait_status(&c, "bob", SETTLE, |s| {
+            s.peers.iter().any(|p| p.tunnel_ip == new_ip)
+        })?;
+        ensure!(
+            ping_within(ns("alice"), ips["bob"], Duration::from_secs(60)),
+            "recovered alice cannot reach bob\n{}",
+            c.diagnose("alice")
+        );
+        ensure!(
+            ping_within(ns("bob"), new_ip, Duration::from_secs(60)),
+            "bob cannot reach the recovered alice"
+        );
+        ev.set(
+            "recovered",
+            json!({"old_node_id": old_id.0, "node_id": me.node_id.0, "name": me.name, "tunnel_ip": new_ip}),
+        );
         ev.set("leak_scan", ensure_no_leaks(&c, &t, &names, keys)?);
         Ok(())
     });
