@@ -459,6 +459,17 @@ fn protected_dns_on_demand() {
         );
         let doc = inspect(&c, "solo", None)?;
         ensure!(doc.protected, "inspect: {doc:?}");
+        // A caller without the admin role cannot turn it off.
+        let denied = c.cli_as("solo", Some((65534, 65534)), &["dns", "protect", "off"])?;
+        ensure!(
+            !denied.status.success() && c.status("solo")?.dns_protected,
+            "an unprivileged caller changed protected DNS: {}",
+            String::from_utf8_lossy(&denied.stderr)
+        );
+        ev.set(
+            "unprivileged_off",
+            String::from_utf8_lossy(&denied.stderr).trim(),
+        );
         let cap = capture(&lab, "solo", "dns")?;
         let (direct, answered) = direct_queries(&c, &lab, "solo", "direct");
         let via = unique("via", &lab);
