@@ -12,7 +12,8 @@
 //! - restart (SIGTERM) and crash (SIGKILL) restore the same generation
 //!   without re-enrolling;
 //! - a corrupted or truncated state file leaves the node `fail_closed`
-//!   with the reason in `status --json`, and no mesh traffic flows.
+//!   with the reason in `status --json`, and no mesh traffic flows; the
+//!   advised recovery (`rustynet up`) enrolls it again as a new node.
 //!
 //! Every case ends with a scan of all logs and CLI output for the nodes'
 //! private keys and the pre-auth keys. Run as root:

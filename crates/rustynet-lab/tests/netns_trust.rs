@@ -8,12 +8,14 @@
 //!   control's own certificate) in place of the real one: each is refused
 //!   with its typed reason in the daemon log and nothing on the node changes
 //!   (status, routes, rules, nftables); a valid map through the same path is
-//!   then accepted, so the refusals are not a broken pipe;
+//!   then accepted, so the refusals are not a broken pipe; the replay is
+//!   refused again after a SIGKILL and restart (the high-water mark is
+//!   in the sealed state);
 //! - IPC from an unprivileged uid: `status` works for a member of the IPC
 //!   group, mutating commands are refused with `permission_denied` and
 //!   change nothing, a uid outside the group cannot connect at all;
 //! - no private key or pre-auth key in any log, CLI output or status
-//!   document of a run that exercises every command, at debug log level.
+//!   document of a run that exercises every command, at trace log level.
 //!
 //! Run as root: `cargo test -p rustynet-lab --test netns_trust -- --test-threads=2`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -431,7 +433,7 @@ fn unprivileged_ipc_is_denied_without_side_effects() {
 }
 
 /// No private key and no pre-auth key anywhere a run writes: daemon logs
-/// (at debug level), control log, helper logs, CLI output, status JSON —
+/// (at trace level), control log, helper logs, CLI output, status JSON —
 /// over a run that uses every command, refused enrollments, a restart and
 /// a crash.
 #[test]
@@ -444,7 +446,7 @@ fn no_secrets_in_logs_cli_or_status() {
         ])?;
         let mut c = Cluster::start(&lab, "10m")?;
         let t = Transcript::default();
-        let debug = [("RUSTYNET_LOG", "debug")];
+        let verbose = [("RUSTYNET_LOG", "trace")];
         let mut secrets = Vec::new();
         // Refused enrollments first: an expired key and a mistyped one.
         c.set_policy(EXIT_POLICY)?;
@@ -453,7 +455,7 @@ fn no_secrets_in_logs_cli_or_status() {
         ensure!(!expired.is_empty(), "no key printed");
         secrets.push(Secret::text("expired pre-auth key".into(), &expired));
         std::thread::sleep(Duration::from_secs(2));
-        c.start_daemon_with_env("alice", &debug)?;
+        c.start_daemon_with_env("alice", &verbose)?;
         let refused = t.up(&c, "alice", &expired, &[]);
         ensure!(refused.is_err(), "enrolled with an expired key");
         let good = c.preauth("alice", &[])?;
@@ -465,7 +467,7 @@ fn no_secrets_in_logs_cli_or_status() {
             t.up(&c, "alice", &typo, &[]).is_err(),
             "enrolled with a mistyped key"
         );
-        secrets.extend(enroll_rest(&mut c, &t, &debug, &good)?);
+        secrets.extend(enroll_rest(&mut c, &t, &verbose, &good)?);
         // Every command, as root and as nobody.
         for node in ["alice", "bob", "exit"] {
             t.ok(&c, node, &["--json", "status"])?;
@@ -490,10 +492,10 @@ fn no_secrets_in_logs_cli_or_status() {
         t.cli(&c, "alice", None, &["exit-node", "select", "nosuchnode"])?;
         // A clean restart and a crash.
         c.stop_daemon("bob");
-        c.start_daemon_with_env("bob", &debug)?;
+        c.start_daemon_with_env("bob", &verbose)?;
         t.wait_applied(&c, "bob", 2)?;
         c.kill_daemon("exit");
-        c.start_daemon_with_env("exit", &debug)?;
+        c.start_daemon_with_env("exit", &verbose)?;
         t.wait_applied(&c, "exit", 2)?;
         t.push("nodes list", c.admin(&["nodes", "list", "--json"])?);
         t.push("nodes list (text)", c.admin(&["nodes", "list"])?);
@@ -501,13 +503,19 @@ fn no_secrets_in_logs_cli_or_status() {
         let scan = leak_scan(&c, &t, &["alice", "bob", "exit"], secrets)?;
         ev.packets = Some(scan.hits.len());
         ev.set("scan", &scan);
-        let debug_lines: usize = lab_logs(&lab)
+        let verbose_lines: usize = lab_logs(&lab)
             .iter()
             .filter(|(name, _)| name.contains("rustynetd"))
-            .map(|(_, text)| text.matches("\"level\":\"DEBUG\"").count())
+            .map(|(_, text)| {
+                text.matches("\"level\":\"DEBUG\"").count()
+                    + text.matches("\"level\":\"TRACE\"").count()
+            })
             .sum();
-        ev.set("daemon_debug_lines", debug_lines);
-        ensure!(debug_lines > 0, "the daemons did not log at debug level");
+        ev.set("daemon_debug_and_trace_lines", verbose_lines);
+        ensure!(
+            verbose_lines > 0,
+            "the daemons did not log at debug/trace level"
+        );
         ensure!(scan.hits.is_empty(), "secrets leaked: {:?}", scan.hits);
         Ok(())
     });
