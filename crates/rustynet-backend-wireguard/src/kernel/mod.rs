@@ -373,11 +373,12 @@ impl TunnelBackend for KernelBackend {
 
     fn stop(&mut self) -> Result<(), TunnelError> {
         if let Some(run) = self.run.take()
-            && ifindex(&run.config.ifname) == run.index {
-                let mut rt = NlSocket::route().map_err(|e| TunnelError::io("open netlink", e))?;
-                rt.request(del_link_msg(&run.config.ifname))
-                    .map_err(|e| TunnelError::io("delete kernel interface", e))?;
-            }
+            && ifindex(&run.config.ifname) == run.index
+        {
+            let mut rt = NlSocket::route().map_err(|e| TunnelError::io("open netlink", e))?;
+            rt.request(del_link_msg(&run.config.ifname))
+                .map_err(|e| TunnelError::io("delete kernel interface", e))?;
+        }
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use boringtun::noise::Tunn;
+use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use rand_core::RngCore as _;
 use rustynet_tunnel::{
@@ -168,7 +168,7 @@ impl Running {
             index = (index + 1) & INDEX_MASK;
         }
         self.next_index = index.wrapping_add(1);
-        let tunn = Tunn::new(
+        let mut tunn = Tunn::new(
             StaticSecret::from(*self.config.private_key.as_bytes()),
             PublicKey::from(cfg.public_key.0),
             None,
@@ -176,6 +176,19 @@ impl Running {
             index,
             Some(Arc::clone(&self.device.rate_limiter)),
         );
+        // Like the kernel implementation: a peer configured with a persistent
+        // keepalive is contacted at once. After a restart this re-establishes
+        // sessions immediately instead of when the peers' old sessions time out.
+        if cfg.persistent_keepalive_secs.is_some()
+            && let Some(ep) = cfg.endpoint
+        {
+            let mut buf = [0u8; 256];
+            if let TunnResult::WriteToNetwork(pkt) =
+                tunn.format_handshake_initiation(&mut buf, false)
+            {
+                self.device.udp.send(ep, pkt, None, self.device.waker.fd());
+            }
+        }
         Arc::new(Peer {
             key: cfg.public_key,
             index,

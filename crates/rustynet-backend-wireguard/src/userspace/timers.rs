@@ -28,9 +28,10 @@ pub(crate) fn run(dev: &Device) {
         for peer in table.by_key.values() {
             let mut tunn = lock(&peer.tunn);
             if let TunnResult::WriteToNetwork(pkt) = tunn.update_timers(&mut buf)
-                && let Some(ep) = peer.endpoint() {
-                    dev.udp.send(ep, pkt, None, dev.waker.fd());
-                }
+                && let Some(ep) = peer.endpoint()
+            {
+                dev.udp.send(ep, pkt, None, dev.waker.fd());
+            }
         }
         if last_check.elapsed() >= LIVENESS_EVERY {
             last_check = Instant::now();

@@ -57,10 +57,11 @@ impl GsoBatch {
 
     fn flush(&mut self, dev: &Device) {
         if self.count > 0
-            && let Some(dest) = self.dest {
-                dev.udp
-                    .send(dest, &self.buf[..self.used], Some(self.seg), dev.waker.fd());
-            }
+            && let Some(dest) = self.dest
+        {
+            dev.udp
+                .send(dest, &self.buf[..self.used], Some(self.seg), dev.waker.fd());
+        }
         self.used = 0;
         self.count = 0;
         self.seg = 0;

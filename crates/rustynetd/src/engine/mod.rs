@@ -243,7 +243,9 @@ impl Engine {
             Ok(None) => {}
             Err(e) => {
                 self.integrity_failed = true;
-                self.last_error = Some(e.to_string());
+                self.last_error = Some(format!(
+                    "{e}; run `rustynet down` to reset, or `rustynet up --auth-key KEY` to enroll again"
+                ));
                 tracing::error!(error = %e, "state failed its integrity check; starting restricted and fail-closed");
                 self.transition(Trigger::IntegrityFailure(e.to_string()), 0);
                 self.enter_fail_closed();
