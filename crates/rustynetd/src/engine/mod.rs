@@ -507,6 +507,11 @@ impl Engine {
         if self.fx.sysctl.apply(&[]).is_ok() {
             self.applied.sysctls = Some(vec![]);
         }
+        // Magic DNS stops answering tailnet names (only once it was running:
+        // start-up does not take resolv.conf over before the first map).
+        if self.applied.dns.is_some() && self.fx.dns.apply(&desired.dns).is_ok() {
+            self.applied.dns = Some(desired.dns.clone());
+        }
         self.desired = Some(desired);
     }
 

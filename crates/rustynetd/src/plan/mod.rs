@@ -294,7 +294,13 @@ pub fn fail_closed(
                 records: vec![],
                 split: vec![],
             },
-            upstream: DnsUpstream::None,
+            // No tailnet names while trust is missing; outside names fail
+            // (SERVFAIL) when DNS is protected, else keep working.
+            upstream: if dns_protected || ctx.system_resolvers.is_empty() {
+                DnsUpstream::None
+            } else {
+                DnsUpstream::System(ctx.system_resolvers.clone())
+            },
             exit_service: None,
             protected: dns_protected,
         },

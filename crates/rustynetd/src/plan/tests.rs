@@ -263,6 +263,12 @@ fn fail_closed_blocks_egress_in_protected_mode() {
         ChainPolicy::Accept
     );
     assert!(!open.dns_protected && dns_drops(&open) == 0);
+    // Unprotected: no tailnet names, but outside names still resolve.
+    assert!(open.dns.config.records.is_empty());
+    assert_eq!(
+        open.dns.upstream,
+        DnsUpstream::System(ctx().system_resolvers)
+    );
 }
 
 /// Output rules dropping DNS that is not Magic DNS's.
