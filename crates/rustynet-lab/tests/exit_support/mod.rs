@@ -249,6 +249,30 @@ pub fn tcp(c: &Cluster<'_>, ns: &Netns, target: &str) -> Probe {
     }
 }
 
+/// A TCP probe with a short timeout (for measuring how soon traffic flows
+/// again: a lost SYN is not retransmitted within it).
+pub fn tcp_quick(c: &Cluster<'_>, ns: &Netns, target: &str, timeout_ms: u32) -> Probe {
+    let out = ns
+        .command(&c.bins.lab)
+        .args([
+            "probe",
+            "tcp",
+            target,
+            "--timeout-ms",
+            &timeout_ms.to_string(),
+        ])
+        .output();
+    let answer = out.ok().and_then(|o| {
+        serde_json::from_slice::<rustynet_lab::services::ProbeResult>(&o.stdout).ok()
+    });
+    Probe {
+        kind: "tcp",
+        target: target.into(),
+        ok: answer.as_ref().is_some_and(|a| a.ok),
+        seen: answer.and_then(|a| a.answer).as_deref().and_then(seen_ip),
+    }
+}
+
 /// A UDP probe (one datagram, one answer).
 pub fn udp(c: &Cluster<'_>, ns: &Netns, target: &str) -> Probe {
     let r = c.probe(ns, "udp", target);
