@@ -114,10 +114,13 @@ def merge(report, cases, gates, run_started):
             "cases": len(mine),
             "passed": len(mine) - len(failed),
             "failed": len(failed),
-            "packets_captured_total": sum(c.get("packets_captured") or 0 for c in mine
-                                          if not c["case"].startswith("positive_control")),
         },
     }
+    if report == "leak":
+        # Packets that escaped, over every leak case (positive controls,
+        # which must capture traffic, are not leaks).
+        doc["totals"]["packets_leaked_total"] = sum(
+            c.get("packets_captured") or 0 for c in mine if not c["case"].startswith("positive_control"))
     failed_gates = [g["name"] for g in lab_gates if g["exit_code"] != 0]
     doc["lab_gates_failed"] = failed_gates
     ok = bool(mine) and not failed and not missing and not inconsistent and not failed_gates
