@@ -33,8 +33,9 @@ use rustynet_proto::{
     DnsConfig, ExitGrant, FilterRule, LanGrant, Netmap, NodeId, PeerInfo, PortRange, Proto,
     SelfInfo, TunnelPublicKey,
 };
-use rustynet_tunnel::{FakeBackend, InterfaceConfig, TunnelBackend as _, TunnelPrivateKey};
+use rustynet_tunnel::{FakeBackend, InterfaceConfig, TunnelPrivateKey};
 use rustynetd::apply::{self, Applied, Effects, Faults, Step};
+use rustynetd::backend_manager::BackendManager;
 use rustynetd::dns_manager::{DnsError, DnsOps};
 use rustynetd::plan::{self, Choices, DnsPlan, LocalContext, TABLE};
 use rustynetd::sysctl_manager::SysctlPlan;
@@ -211,8 +212,11 @@ fn summary(samples: &[f64]) -> serde_json::Value {
 /// alone in its network namespace.
 fn measure(n: u32, iters: usize) -> anyhow::Result<serde_json::Value> {
     let map = netmap(n)?;
-    let mut backend = FakeBackend::new();
-    backend.start(&InterfaceConfig {
+    let mut backend = BackendManager::new(
+        Box::new(FakeBackend::new()),
+        Box::new(|| Box::new(FakeBackend::new())),
+    );
+    backend.ensure_started(&InterfaceConfig {
         ifname: TUN.into(),
         private_key: TunnelPrivateKey::from_bytes([7; 32]),
         listen_port: 0,
@@ -220,7 +224,7 @@ fn measure(n: u32, iters: usize) -> anyhow::Result<serde_json::Value> {
         fwmark: None,
     })?;
     let mut fx = Effects {
-        backend: Box::new(backend),
+        backend,
         routing: Box::new(NetlinkRouting::new(RoutingScope::new(TUN)?)?),
         firewall: Box::new(NftFirewall::new(TABLE)?),
         sysctl: SysctlPlan::new(Box::new(ProcSysctl::new()), vec![]),

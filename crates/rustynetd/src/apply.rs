@@ -11,7 +11,9 @@
 use std::fmt;
 
 use rustynet_netos::{Firewall, FirewallError, RoutingConfig, RoutingError, Ruleset};
-use rustynet_tunnel::{PeerConfig, TunnelBackend, TunnelError};
+use rustynet_tunnel::{PeerConfig, TunnelError};
+
+use crate::backend_manager::BackendManager;
 
 use crate::dns_manager::{DnsError, DnsOps};
 use crate::plan::{Desired, DnsPlan};
@@ -109,7 +111,7 @@ pub struct RollbackError(pub Vec<(Step, EffectError)>);
 /// The effects a transaction drives.
 pub struct Effects {
     /// Tunnel engine.
-    pub backend: Box<dyn TunnelBackend>,
+    pub backend: BackendManager,
     /// Routing.
     pub routing: Box<dyn RouteOps>,
     /// Firewall.

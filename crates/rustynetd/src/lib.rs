@@ -9,12 +9,14 @@
 #![warn(missing_docs)]
 
 pub mod apply;
+pub mod backend_manager;
 pub mod config;
 pub mod control_client;
 pub mod dataplane_state;
 pub mod dns_manager;
 pub mod endpoints;
 pub mod engine;
+pub mod health_monitor;
 pub mod ipc_server;
 pub mod metrics;
 pub mod path_manager;

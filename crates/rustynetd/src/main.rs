@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use rustynet_netos::{NetlinkRouting, NftFirewall, ProcSysctl, ResolvConf, RoutingScope};
 use rustynetd::apply::Effects;
+use rustynetd::backend_manager::BackendManager;
 use rustynetd::config::DaemonConfig;
 use rustynetd::dns_manager::DnsManager;
 use rustynetd::engine::{Engine, EngineMsg};
@@ -131,7 +132,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     let rt = runtime.handle().clone();
     let scope = RoutingScope::new(cfg.tun.clone())?;
     let fx = Effects {
-        backend: rustynet_backend_wireguard::select_backend(),
+        backend: BackendManager::new(
+            rustynet_backend_wireguard::select_backend(),
+            Box::new(rustynet_backend_wireguard::select_backend),
+        ),
         routing: Box::new(NetlinkRouting::new(scope)?),
         firewall: Box::new(NftFirewall::new(TABLE)?),
         sysctl: SysctlPlan::new(Box::new(ProcSysctl::new()), vec![]),
@@ -148,14 +152,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let _guard = rt.enter();
         tokio::net::UnixListener::from_std(listener).context("registering the IPC socket")?
     };
-    let (engine, handle, rx) = Engine::new(
-        cfg.clone(),
-        rt.clone(),
-        store,
-        fx,
-        Box::new(rustynet_backend_wireguard::select_backend),
-        metrics.clone(),
-    );
+    let (engine, handle, rx) = Engine::new(cfg.clone(), rt.clone(), store, fx, metrics.clone());
     let engine_thread = std::thread::Builder::new()
         .name("rustynetd-engine".into())
         .spawn(move || engine.run(rx))

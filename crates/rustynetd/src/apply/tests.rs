@@ -13,6 +13,7 @@ use rustynet_proto::{DnsConfig, TunnelPublicKey};
 use rustynet_tunnel::{FakeBackend, FakeHandle, InterfaceConfig, TunnelPrivateKey};
 
 use super::*;
+use crate::backend_manager::BackendManager;
 use crate::dns_manager::DnsError;
 use crate::plan::{Desired, DnsUpstream};
 use crate::sysctl_manager::SysctlPlan;
@@ -50,9 +51,12 @@ struct World {
 }
 
 fn world() -> World {
-    let mut backend = FakeBackend::new();
-    backend
-        .start(&InterfaceConfig {
+    let backend = FakeBackend::new();
+    let handle = backend.handle();
+    let mut manager =
+        BackendManager::new(Box::new(backend), Box::new(|| Box::new(FakeBackend::new())));
+    manager
+        .ensure_started(&InterfaceConfig {
             ifname: "rn0".into(),
             private_key: TunnelPrivateKey::from_bytes([9; 32]),
             listen_port: 0,
@@ -60,7 +64,6 @@ fn world() -> World {
             fwmark: None,
         })
         .unwrap();
-    let handle = backend.handle();
     let routing = FakeRouting::new(RoutingScope::new("rn0").unwrap());
     routing.add_link(
         "rn0",
@@ -79,7 +82,7 @@ fn world() -> World {
     let dns = FakeDns::default();
     World {
         fx: Effects {
-            backend: Box::new(backend),
+            backend: manager,
             routing: Box::new(routing.clone()),
             firewall: Box::new(firewall.clone()),
             sysctl: SysctlPlan::new(Box::new(sysctl.clone()), vec![]),

@@ -220,10 +220,8 @@ impl Engine {
     /// Switches to freshly enrolled `keys`; a tunnel still running with the
     /// old key is stopped and comes back with the new one.
     fn use_keys(&mut self, keys: NodeKeys) {
-        if self.backend_running {
+        if self.fx.backend.expected() {
             let _ = self.fx.backend.stop();
-            self.fx.backend = (self.make_backend)();
-            self.backend_running = false;
             self.applied.peers = None;
             self.applied.routing = None;
         }
@@ -247,12 +245,8 @@ impl Engine {
         if let Err(e) = self.fx.sysctl.apply(&[]) {
             problems.push(format!("sysctl: {e}"));
         }
-        if self.backend_running {
-            if let Err(e) = self.fx.backend.stop() {
-                problems.push(format!("tunnel: {e}"));
-            }
-            self.fx.backend = (self.make_backend)();
-            self.backend_running = false;
+        if let Err(e) = self.fx.backend.stop() {
+            problems.push(format!("tunnel: {e}"));
         }
         self.applied = Default::default();
         self.desired = None;

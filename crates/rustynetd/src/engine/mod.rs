@@ -19,9 +19,11 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::apply::{self, Applied, Effects, Faults};
+use crate::backend_manager::Started;
 use crate::config::DaemonConfig;
 use crate::control_client::{ControlEvent, ControlTask};
 use crate::dataplane_state::{StateMachine, Transition, Trigger};
+use crate::health_monitor::{self, Observations, Verdict};
 use crate::ipc_server::Caller;
 use crate::metrics::Metrics;
 use crate::plan::{self, Choices, Desired, LocalContext};
@@ -63,9 +65,6 @@ impl EngineHandle {
     }
 }
 
-/// Factory for the tunnel backend (so tests can inject a fake).
-pub type BackendFactory = Box<dyn Fn() -> Box<dyn rustynet_tunnel::TunnelBackend> + Send>;
-
 /// The engine's state.
 pub struct Engine {
     cfg: DaemonConfig,
@@ -76,11 +75,9 @@ pub struct Engine {
     keys: Option<NodeKeys>,
     sm: StateMachine,
     fx: Effects,
-    make_backend: BackendFactory,
     applied: Applied,
     current: Option<VerifiedNetmap>,
     desired: Option<Desired>,
-    backend_running: bool,
     control: Option<ControlTask>,
     control_endpoints: Vec<SocketAddr>,
     control_connected: bool,
@@ -121,7 +118,6 @@ impl Engine {
         rt: Handle,
         store: StateStore,
         fx: Effects,
-        make_backend: BackendFactory,
         metrics: Metrics,
     ) -> (Self, EngineHandle, mpsc::UnboundedReceiver<EngineMsg>) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -135,11 +131,9 @@ impl Engine {
             keys: None,
             sm: StateMachine::default(),
             fx,
-            make_backend,
             applied: Applied::default(),
             current: None,
             desired: None,
-            backend_running: false,
             control: None,
             control_endpoints: vec![],
             control_connected: false,
@@ -447,18 +441,9 @@ impl Engine {
     }
 
     fn ensure_backend(&mut self) {
-        if self.backend_running && self.fx.backend.is_running() {
-            return;
-        }
         let Some(keys) = &self.keys else {
             return;
         };
-        if self.backend_running {
-            let _ = self.fx.backend.stop();
-            self.fx.backend = (self.make_backend)();
-            self.applied.peers = None;
-            self.applied.routing = None;
-        }
         let config = rustynet_tunnel::InterfaceConfig {
             ifname: self.cfg.tun.clone(),
             private_key: rustynet_tunnel::TunnelPrivateKey::from_bytes(*keys.tunnel.as_bytes()),
@@ -466,10 +451,15 @@ impl Engine {
             mtu: self.cfg.mtu,
             fwmark: Some(self.cfg.fwmark),
         };
-        match self.fx.backend.start(&config) {
-            Ok(()) => {
-                self.backend_running = true;
-                tracing::info!(engine = %self.fx.backend.info().detail, tun = %self.cfg.tun, "tunnel interface up");
+        match self.fx.backend.ensure_started(&config) {
+            Ok(Started::Running) => {}
+            Ok(started) => {
+                if started == Started::Recreated {
+                    // A new interface has no peers, addresses or routes.
+                    self.applied.peers = None;
+                    self.applied.routing = None;
+                }
+                tracing::info!(engine = %self.fx.backend.info().detail, tun = %self.cfg.tun, ?started, "tunnel interface up");
             }
             Err(e) => {
                 self.last_error = Some(format!("cannot start the tunnel: {e}"));
@@ -497,7 +487,7 @@ impl Engine {
         } else {
             self.applied.firewall = Some(desired.firewall.clone());
         }
-        if self.backend_running {
+        if self.fx.backend.expected() {
             let _ = self.fx.backend.set_peers(&[]);
             self.applied.peers = Some(vec![]);
         }
@@ -519,35 +509,31 @@ impl Engine {
         if !self.state.prefs.want_up || self.integrity_failed {
             return;
         }
-        if let Some(map) = &self.current
-            && now_unix() >= map.body.expires_at
-            && self.sm.state() != DataplaneState::FailClosed
-        {
-            let generation = map.generation();
-            self.transition(
-                Trigger::TrustLost("signed map expired without a fresh one".into()),
-                generation,
-            );
-            self.last_error = Some("signed map expired; waiting for control".into());
-            self.current = None;
-            self.enter_fail_closed();
-            return;
-        }
-        if self.backend_running {
-            let gone = !self.fx.routing.link_exists(&self.cfg.tun).unwrap_or(true)
-                || !self.fx.backend.is_running();
-            if gone {
-                let generation = self.current.as_ref().map_or(0, |m| m.generation());
-                self.transition(
-                    Trigger::HealthLost("tunnel interface gone".into()),
-                    generation,
-                );
+        let observed = Observations {
+            now: now_unix(),
+            map_expires_at: self.current.as_ref().map(|m| m.body.expires_at),
+            fail_closed: self.sm.state() == DataplaneState::FailClosed,
+            tunnel_expected: self.fx.backend.expected(),
+            interface_exists: self.fx.routing.link_exists(&self.cfg.tun).ok(),
+            engine_running: self.fx.backend.is_running(),
+        };
+        let generation = self.current.as_ref().map_or(0, |m| m.generation());
+        match health_monitor::assess(&observed) {
+            Verdict::Healthy => {}
+            verdict @ Verdict::MapExpired => {
+                self.transition(Trigger::TrustLost(verdict.reason().into()), generation);
+                self.last_error = Some("signed map expired; waiting for control".into());
+                self.current = None;
+                self.enter_fail_closed();
+                return;
+            }
+            verdict @ Verdict::TunnelGone => {
+                self.transition(Trigger::HealthLost(verdict.reason().into()), generation);
                 self.last_error = Some("tunnel interface disappeared; recovering".into());
                 self.enter_fail_closed();
                 // Recreate the interface and re-apply the current (still
                 // verified, unexpired) map: fail_closed -> trusted -> applied.
                 self.ensure_backend();
-                self.applied.routing = None;
                 self.reapply();
                 return;
             }

@@ -64,7 +64,8 @@ impl Engine {
                 .and_then(|d| d.exit.as_ref())
                 .map(|e| e.hostname.clone()),
             lan_access: self.state.prefs.lan_access,
-            generation: self.current.as_ref().map_or(0, |m| m.generation()),
+            // The last generation applied successfully (the last-known-safe one).
+            generation: self.state.last_known_safe_generation,
             backend: self.fx.backend.info().detail,
             kill_switch: desired.is_some_and(|d| d.protected),
             dns_protected: desired.is_some_and(|d| d.dns_protected),
