@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, every test (including the root-only
-# network-namespace end-to-end tests), supply-chain gates and the phase gates.
+# The whole test suite: formatting, lints, every test (unit, property,
+# integration over real TLS, the tunnel and OS-effect tests in network
+# namespaces, and the end-to-end lab suites), supply-chain gates, the phase
+# gates that write the evidence under artifacts/, and a fuzz smoke run.
 # Usage (as root on Debian 12): ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +12,8 @@ install_apt
 install_cargo_tools
 advisory_db
 
-step() { printf '\n==> %s\n' "$*"; }
+started=$(date +%s)
+step() { printf '\n==> %s  [%ss]\n' "$*" "$(( $(date +%s) - started ))"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -18,8 +21,11 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 
-step "cargo test (unit, integration, netns end-to-end)"
-cargo test --workspace --all-targets --all-features --locked
+step "cargo test: unit, property, integration, tunnel and OS-effect namespace tests"
+# The lab's end-to-end suites run once, in the phase 10 gate below, which
+# records every case for the evidence reports.
+cargo test --workspace --all-targets --all-features --locked --exclude rustynet-lab
+cargo test -p rustynet-lab --lib --bins --all-features --locked
 
 step "cargo deny (licenses, bans, sources, advisories; offline)"
 cargo deny --offline check bans licenses sources advisories
@@ -27,8 +33,13 @@ cargo deny --offline check bans licenses sources advisories
 step "cargo audit (offline)"
 cargo audit --no-fetch --deny warnings --db target/advisory-dbs/advisory-db-3157b0e258782691
 
-for gate in scripts/ci/phase9_gates.sh scripts/ci/phase10_gates.sh; do
-  if [ -x "$gate" ]; then step "$gate"; "$gate"; fi
-done
+step "phase 9 gates (trust and control plane)"
+scripts/ci/phase9_gates.sh
+
+step "phase 10 gates (dataplane: namespace end-to-end suites, leaks, boundary, budgets)"
+scripts/ci/phase10_gates.sh
+
+step "fuzz smoke (Magic DNS query path)"
+scripts/ci/fuzz_smoke.sh 30
 
 step "all checks passed"

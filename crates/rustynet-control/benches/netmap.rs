@@ -105,11 +105,13 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
 }
 
 fn main() {
+    let measuring = std::env::args().any(|a| a == "--bench");
     let key = NodeSigningKey::from_seed(&[42; 32]);
     let policy = policy();
     let online = HashSet::new();
     let mut runs = Vec::new();
-    for n in [1_000usize, 10_000] {
+    let sizes: &[usize] = if measuring { &[1_000, 10_000] } else { &[200] };
+    for &n in sizes {
         let nodes = nodes(n);
         let facts: Vec<NodeFacts> = nodes.values().map(node_facts).collect();
         let net = NetworkView {
@@ -132,7 +134,11 @@ fn main() {
         let shape = full_once();
         let avg_peers = shape.iter().map(|s| s.0).sum::<usize>() as f64 / n as f64;
         let avg_bytes = shape.iter().map(|s| s.1).sum::<usize>() as f64 / n as f64;
-        let reps = if n <= 1_000 { 30 } else { 8 };
+        let reps = match (measuring, n <= 1_000) {
+            (false, _) => 1,
+            (true, true) => 30,
+            (true, false) => 8,
+        };
         let full: Vec<Duration> = (0..reps)
             .map(|_| {
                 let t = Instant::now();
@@ -144,7 +150,7 @@ fn main() {
         // time as each stream does) is rebuilt from the index and re-signed.
         let index = PolicyIndex::new(&policy, &facts);
         let probe = NodeId(2); // a client device
-        let delta: Vec<Duration> = (0..300)
+        let delta: Vec<Duration> = (0..if measuring { 300 } else { 3 })
             .map(|_| {
                 let t = Instant::now();
                 let view = index.view(probe).expect("node is in the index");
@@ -172,6 +178,10 @@ fn main() {
             "delta_one_map_ms": {"p50": d.p50, "p95": d.p95, "min": d.min, "samples": 300},
             "policy_index_build_ms": {"p50": ib.p50, "p95": ib.p95},
         }));
+    }
+    if !measuring {
+        println!("netmap: smoke run only (pass --bench, e.g. via cargo bench, to measure)");
+        return;
     }
     let full_10k = runs[1]["full_ms"]["p50"].as_f64().unwrap_or(f64::MAX);
     let delta_10k = runs[1]["delta_one_map_ms"]["p50"]
