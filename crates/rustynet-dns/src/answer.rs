@@ -109,10 +109,12 @@ fn error_response(query: &[u8], rcode: ResponseCode) -> Option<Vec<u8>> {
     if header.message_type == MessageType::Response {
         return None;
     }
-    if header.op_code == OpCode::Query && header.counts.queries == 1
-        && let Ok(request) = Message::from_vec(query) {
-            return encode(&reply(&request, rcode, false));
-        }
+    if header.op_code == OpCode::Query
+        && header.counts.queries == 1
+        && let Ok(request) = Message::from_vec(query)
+    {
+        return encode(&reply(&request, rcode, false));
+    }
     header_reply(&header, rcode)
 }
 

@@ -104,10 +104,9 @@ impl FakeBackend {
         st.calls.push(call);
         let armed = matches!(&st.fail_next, Some((None, _)))
             || matches!(&st.fail_next, Some((Some(o), _)) if *o == op);
-        if armed
-            && let Some((_, err)) = st.fail_next.take() {
-                return Err(err);
-            }
+        if armed && let Some((_, err)) = st.fail_next.take() {
+            return Err(err);
+        }
         Ok(st)
     }
 
