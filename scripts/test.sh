@@ -12,6 +12,10 @@ install_apt
 install_cargo_tools
 advisory_db
 
+# Incremental caches only help repeated local edits; in a one-shot run they
+# double the disk the build needs.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 started=$(date +%s)
 step() { printf '\n==> %s  [%ss]\n' "$*" "$(( $(date +%s) - started ))"; }
 

@@ -9,6 +9,8 @@
 #   perf_budget_report.json       (measured figures only; gaps say so)
 #   direct_relay_failover_report.json (relay is not implemented: says so)
 #   state_transition_audit.log    (the daemons' rustynet::transition lines)
+# and artifacts/soak/soak_<N>s.json from a short soak (PHASE10_SOAK_SECONDS,
+# default 120).
 # Exit status is non-zero if any gate fails or a measured figure is over
 # its budget. Budgets without evidence (soak, a missing benchmark) and the
 # missing relay are reported as gaps; PHASE10_STRICT=1 makes gaps fatal.
@@ -71,6 +73,11 @@ for f in crates/rustynet-lab/tests/netns_*.rs; do
   t=$(basename "$f" .rs)
   run "lab_$t" -- cargo test --locked -p rustynet-lab --test "$t" -- --test-threads=2 || status=1
 done
+
+# A short soak (the 24 h one runs on demand: scripts/bench/soak.sh 86400).
+# Earlier short soaks are replaced; longer ones stay as evidence.
+rm -f artifacts/soak/soak_"${PHASE10_SOAK_SECONDS:-120}"s.json
+scripts/bench/soak.sh "${PHASE10_SOAK_SECONDS:-120}" || status=1
 
 boundary=pass
 scripts/ci/boundary_check.sh || { boundary=fail; status=1; }

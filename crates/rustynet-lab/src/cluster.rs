@@ -318,6 +318,11 @@ impl<'a> Cluster<'a> {
         }
     }
 
+    /// The pid of `name`'s daemon, while it runs.
+    pub fn daemon_pid(&self, name: &str) -> Option<u32> {
+        self.nodes.get(name)?.child.as_ref().map(Child::id)
+    }
+
     /// The node's daemon handle.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.get(name)

@@ -2,6 +2,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod demo;
+mod soak;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -21,6 +22,15 @@ struct Cli {
 enum Cmd {
     /// Bring up control and several nodes in namespaces and show each capability working.
     Demo,
+    /// Keep the demo network busy for a while and write a soak verdict (JSON).
+    Soak {
+        /// How long, in seconds.
+        #[arg(long, default_value_t = 120)]
+        seconds: u64,
+        /// Where the verdict goes.
+        #[arg(long, default_value = "artifacts/soak/soak.json")]
+        out: std::path::PathBuf,
+    },
     /// (lab helper) TCP/UDP echo service that reports the client address.
     ServeEcho {
         /// Comma-separated addresses.
@@ -84,6 +94,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Cmd::Demo => demo::run(),
+        Cmd::Soak { seconds, out } => soak::run(Duration::from_secs(seconds), &out),
         Cmd::ServeEcho { listen } => services::serve_echo(&listen),
         Cmd::ServeDns { listen, answer } => {
             services::serve_dns_answering(listen, answer.unwrap_or(services::INTERNET_DNS_ANSWER))
