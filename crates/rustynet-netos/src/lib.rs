@@ -33,7 +33,7 @@ mod validate;
 pub use firewall::{
     BaseChain, Chain, ChainKind, CtState, FakeFirewall, Firewall, FirewallCall, FirewallError,
     Hook, L4Proto, Match, NftFirewall, Policy, PortProto, PortRange, Rule as FirewallRule, Ruleset,
-    Verdict, render_ruleset,
+    TupleField, TupleValue, Verdict, disjoint_groups, render_ruleset,
 };
 pub use fsutil::write_atomic;
 pub use probe::{Capabilities, Prerequisite, nft_usable, probe};

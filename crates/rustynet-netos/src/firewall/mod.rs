@@ -15,6 +15,7 @@
 mod fake;
 mod nft;
 mod render;
+mod tuple;
 
 use std::collections::BTreeSet;
 
@@ -27,6 +28,7 @@ use crate::validate::{InvalidName, validate_comment, validate_ifname, validate_n
 pub use fake::{FakeFirewall, FirewallCall};
 pub use nft::NftFirewall;
 pub use render::render_ruleset;
+pub use tuple::{TupleField, TupleValue, disjoint_groups};
 
 /// A whole nftables table in family `inet`, as the daemon wants it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,7 +170,7 @@ impl L4Proto {
 }
 
 /// Protocols that have ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PortProto {
     /// TCP.
@@ -299,6 +301,15 @@ pub enum Match {
     Icmpv6Type {
         /// Types; non-empty.
         types: Vec<u8>,
+    },
+    /// The packet's tuple of `fields` is one of `elements` (an nftables
+    /// concatenation looked up in an anonymous set; see [`disjoint_groups`]).
+    Tuple {
+        /// The fields, in order: 1 to 4, one address family, at most one port.
+        fields: Vec<TupleField>,
+        /// Elements, one value per field each; non-empty and pairwise
+        /// non-overlapping (the kernel refuses overlaps).
+        elements: Vec<Vec<TupleValue>>,
     },
 }
 
@@ -435,6 +446,11 @@ pub(crate) fn validate_ruleset(ruleset: &Ruleset) -> Result<(), FirewallError> {
                     Match::NfProto(f) => {
                         families.insert(*f);
                     }
+                    Match::Tuple { fields, .. } => {
+                        families.extend(tuple::tuple_family(fields));
+                        port_protos
+                            .extend(tuple::tuple_port_proto(fields).map(|p| p == PortProto::Tcp));
+                    }
                     _ => {}
                 }
             }
@@ -490,6 +506,7 @@ fn validate_match(m: &Match, at: &str) -> Result<(), FirewallError> {
         Match::IcmpType { types } | Match::Icmpv6Type { types } if types.is_empty() => {
             return empty("icmp type");
         }
+        Match::Tuple { fields, elements } => tuple::validate_tuple(fields, elements, at)?,
         _ => {}
     }
     Ok(())

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::{
     BaseChain, ChainKind, CtState, FirewallError, Hook, Match, Policy, PortProto, PortRange, Rule,
-    Ruleset, Verdict, validate_ruleset,
+    Ruleset, TupleField, TupleValue, Verdict, validate_ruleset,
 };
 use crate::IpFamily;
 
@@ -240,5 +240,45 @@ fn render_match(m: &Match) -> Value {
             payload("icmpv6", "type"),
             one_or_set(types.iter().map(|t| (*t).into()).collect()),
         ),
+        Match::Tuple { fields, elements } => tuple_match(fields, elements),
     }
+}
+
+/// `f1 . f2 . f3 { v1 . v2 . v3, ... }`; always a set, so a one-element
+/// tuple still loads as a lookup (nft infers the interval flag from the
+/// prefixes and ranges).
+fn tuple_match(fields: &[TupleField], elements: &[Vec<TupleValue>]) -> Value {
+    let field = |f: &TupleField| match f {
+        TupleField::Saddr(family) | TupleField::Daddr(family) => {
+            let proto = match family {
+                IpFamily::V4 => "ip",
+                IpFamily::V6 => "ip6",
+            };
+            let name = if matches!(f, TupleField::Saddr(_)) {
+                "saddr"
+            } else {
+                "daddr"
+            };
+            payload(proto, name)
+        }
+        TupleField::Dport(PortProto::Tcp) => payload("tcp", "dport"),
+        TupleField::Dport(PortProto::Udp) => payload("udp", "dport"),
+    };
+    let value = |v: &TupleValue| match v {
+        TupleValue::Net(net) => prefix(net),
+        TupleValue::Ports(r) => port_range(r),
+    };
+    let concat = |items: Vec<Value>| {
+        if items.len() == 1 {
+            items.into_iter().next().unwrap_or(Value::Null)
+        } else {
+            json!({"concat": items})
+        }
+    };
+    let left = concat(fields.iter().map(field).collect());
+    let right: Vec<Value> = elements
+        .iter()
+        .map(|e| concat(e.iter().map(value).collect()))
+        .collect();
+    cmp(false, left, json!({"set": right}))
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use rustynet_netos::{
     BaseChain, Chain, ChainKind, CtState, FirewallRule, Hook, IpFamily, L4Proto, Match, Policy,
-    PortProto, PortRange, Ruleset, Verdict,
+    PortProto, PortRange, Ruleset, TupleField, TupleValue, Verdict,
 };
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -273,6 +273,39 @@ pub fn representative_ruleset(table: &str) -> Ruleset {
                                     },
                                 ],
                                 negate: false,
+                            },
+                        ],
+                        Verdict::Accept,
+                    ),
+                    // A per-peer ACL as one set lookup (with a prefix and
+                    // a port range in the elements: an interval set).
+                    FirewallRule::new(
+                        vec![
+                            Match::Iifname {
+                                name: tun.into(),
+                                negate: false,
+                            },
+                            Match::Tuple {
+                                fields: vec![
+                                    TupleField::Saddr(IpFamily::V4),
+                                    TupleField::Daddr(IpFamily::V4),
+                                    TupleField::Dport(PortProto::Tcp),
+                                ],
+                                elements: vec![
+                                    vec![
+                                        TupleValue::Net(net("100.64.0.4/32")),
+                                        TupleValue::Net(net("100.64.0.1/32")),
+                                        TupleValue::Ports(PortRange::single(22)),
+                                    ],
+                                    vec![
+                                        TupleValue::Net(net("100.64.1.0/24")),
+                                        TupleValue::Net(net("100.64.0.1/32")),
+                                        TupleValue::Ports(PortRange {
+                                            first: 8000,
+                                            last: 8080,
+                                        }),
+                                    ],
+                                ],
                             },
                         ],
                         Verdict::Accept,

@@ -10,12 +10,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rustynet_netos::{
-    BaseChain, Chain, ChainKind, CtState, FirewallRule, Hook, IpFamily, L4Proto, Match, Policy,
-    PortProto, PortRange as NftPorts, Ruleset, Verdict,
+    BaseChain, Chain, ChainKind, CtState, FirewallRule, Hook, Match, Policy, PortProto,
+    PortRange as NftPorts, Ruleset, Verdict,
 };
 use rustynet_proto::netmap::{MAGIC_DNS_IP, TUNNEL_NET};
-use rustynet_proto::{FilterRule, LanGrant, Netmap, PortRange, Proto};
+use rustynet_proto::{LanGrant, Netmap};
 
+use super::allow::Allows;
 use super::{ExitChoice, LocalContext};
 
 /// The one table Rustynet owns.
@@ -108,103 +109,6 @@ fn established() -> Match {
     }
 }
 
-fn nft_ports(ports: &[PortRange]) -> Vec<NftPorts> {
-    ports
-        .iter()
-        .map(|p| NftPorts {
-            first: p.first,
-            last: p.last,
-        })
-        .collect()
-}
-
-fn family_of(net: &IpNet) -> IpFamily {
-    IpFamily::of_net(net)
-}
-
-/// Expands one allow rule of a policy filter (or LAN grant) into nft rules,
-/// one per address family and port-bearing protocol, never wider than it.
-fn allow(
-    base: &[Match],
-    src: &[IpNet],
-    dst: &[IpNet],
-    proto: Proto,
-    ports: &[PortRange],
-) -> Vec<FirewallRule> {
-    let mut out = Vec::new();
-    for family in [IpFamily::V4, IpFamily::V6] {
-        let s: Vec<IpNet> = src
-            .iter()
-            .filter(|n| family_of(n) == family)
-            .copied()
-            .collect();
-        let d: Vec<IpNet> = dst
-            .iter()
-            .filter(|n| family_of(n) == family)
-            .copied()
-            .collect();
-        if (!src.is_empty() && s.is_empty()) || d.is_empty() {
-            continue;
-        }
-        let mut m = base.to_vec();
-        if !s.is_empty() {
-            m.push(saddr(s));
-        }
-        m.push(daddr(d, false));
-        let port_protos: &[PortProto] = match proto {
-            Proto::Tcp => &[PortProto::Tcp],
-            Proto::Udp => &[PortProto::Udp],
-            Proto::Any | Proto::Icmp => &[PortProto::Tcp, PortProto::Udp],
-        };
-        match (proto, ports.is_empty()) {
-            (Proto::Any, true) => out.push(rule(m, Verdict::Accept)),
-            (Proto::Icmp, _) => {
-                let p = if family == IpFamily::V4 {
-                    L4Proto::Icmp
-                } else {
-                    L4Proto::Icmpv6
-                };
-                m.push(Match::L4Proto {
-                    protos: vec![p],
-                    negate: false,
-                });
-                out.push(rule(m, Verdict::Accept));
-            }
-            (Proto::Tcp | Proto::Udp, true) => {
-                let p = if proto == Proto::Tcp {
-                    L4Proto::Tcp
-                } else {
-                    L4Proto::Udp
-                };
-                m.push(Match::L4Proto {
-                    protos: vec![p],
-                    negate: false,
-                });
-                out.push(rule(m, Verdict::Accept));
-            }
-            (_, false) => {
-                for pp in port_protos {
-                    let mut m = m.clone();
-                    m.push(Match::Dport {
-                        proto: *pp,
-                        ports: nft_ports(ports),
-                        negate: false,
-                    });
-                    out.push(rule(m, Verdict::Accept));
-                }
-            }
-        }
-    }
-    out
-}
-
-fn filter_allows(base: &[Match], filter: &[FilterRule]) -> Vec<FirewallRule> {
-    filter
-        .iter()
-        .flat_map(|r| allow(base, &r.src, &r.dst, r.proto, &r.ports))
-        .collect()
-}
-
 fn base_chain(
     name: &str,
     kind: ChainKind,
@@ -271,7 +175,7 @@ fn input_chain(i: &Inputs<'_>) -> Chain {
             ));
         }
     }
-    rules.extend(filter_allows(&[iif(tun, false)], &i.netmap.packet_filter));
+    rules.extend(Allows::from_filter(&i.netmap.packet_filter).rules(&[iif(tun, false)]));
     rules.push(dropped(
         vec![iif(tun, false)],
         "inbound from the mesh not allowed by policy",
@@ -306,10 +210,9 @@ fn forward_chain(i: &Inputs<'_>) -> Chain {
         rule(vec![iif(tun, false), established()], Verdict::Accept),
         rule(vec![oif(tun, false), established()], Verdict::Accept),
     ];
-    rules.extend(filter_allows(
-        &[iif(tun, false), oif(tun, true)],
-        &i.netmap.forward_filter,
-    ));
+    rules.extend(
+        Allows::from_filter(&i.netmap.forward_filter).rules(&[iif(tun, false), oif(tun, true)]),
+    );
     if !i.netmap.exit_clients.is_empty() {
         let mut excluded = nets(&NOT_INTERNET_V4);
         excluded.extend(
@@ -487,10 +390,11 @@ fn dns_protection(ctx: &LocalContext) -> Vec<FirewallRule> {
 
 fn output_chain(i: &Inputs<'_>) -> Chain {
     let tun = i.ctx.tun.as_str();
-    let mut rules = Vec::new();
+    let mut lan = Allows::default();
     for g in i.lan {
-        rules.extend(allow(&[oif(tun, false)], &[], &[g.dst], g.proto, &g.ports));
+        lan.add(&[], &[g.dst], g.proto, &g.ports);
     }
+    let mut rules = lan.rules(&[oif(tun, false)]);
     rules.push(dropped(
         vec![oif(tun, false), daddr(nets(&PRIVATE_V4), false)],
         "LAN through the tunnel without LAN access",

@@ -2,6 +2,7 @@
 //! facts to the complete desired state of one generation. No I/O here; the
 //! transaction in [`crate::apply`] makes the OS match the plan.
 
+mod allow;
 mod firewall;
 mod routes;
 

@@ -1,5 +1,7 @@
 use super::*;
-use rustynet_netos::{ChainKind, Match, Policy as ChainPolicy, Verdict};
+use rustynet_netos::{
+    ChainKind, Match, Policy as ChainPolicy, PortRange as NftPortRange, TupleValue, Verdict,
+};
 use rustynet_proto::netmap::NETMAP_VERSION;
 use rustynet_proto::{ExitGrant, FilterRule, PortRange, Proto, SelfInfo, TunnelPublicKey};
 
@@ -192,9 +194,14 @@ fn lan_toggle_on_routes_and_allows_only_granted_ports() {
     let out = chain(&d, "output");
     let accept = &out.rules[0];
     assert_eq!(accept.verdict, Verdict::Accept);
-    assert!(accept.matches.iter().any(
-        |m| matches!(m, Match::Dport { ports, .. } if ports.len() == 1 && ports[0].first == 22)
-    ));
+    let granted = vec![
+        TupleValue::Net("192.168.77.0/24".parse().unwrap()),
+        TupleValue::Ports(NftPortRange::single(22)),
+    ];
+    assert!(accept.matches.iter().any(|m| matches!(
+        m,
+        Match::Tuple { elements, .. } if elements == &vec![granted.clone()]
+    )));
     // The RFC 1918 drop follows the grant.
     assert_eq!(out.rules[1].verdict, Verdict::Drop);
 }
