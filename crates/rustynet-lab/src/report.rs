@@ -56,3 +56,58 @@ pub fn record(
         );
     }
 }
+
+/// What a case observed while it ran, for its record.
+#[derive(Debug, Default)]
+pub struct Evidence {
+    details: serde_json::Map<String, serde_json::Value>,
+    /// Packets of interest (leak cases: packets that escaped).
+    pub packets: Option<usize>,
+}
+
+impl Evidence {
+    /// Records one observation.
+    pub fn set(&mut self, key: &str, value: impl Serialize) {
+        self.details.insert(
+            key.to_owned(),
+            serde_json::to_value(value).unwrap_or(serde_json::Value::Null),
+        );
+    }
+}
+
+/// Runs one case body and writes its record: pass or fail, the wall time,
+/// the error. A panic inside counts as a failure and comes back as an error,
+/// so a record is written whatever happens.
+pub fn run_recorded<T>(
+    report: &'static str,
+    case: &str,
+    body: impl FnOnce(&mut Evidence) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let started = std::time::Instant::now();
+    let mut ev = Evidence::default();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut ev)))
+        .unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            Err(anyhow::anyhow!("panicked: {msg}"))
+        });
+    let mut details = std::mem::take(&mut ev.details);
+    details.insert(
+        "wall_secs".into(),
+        serde_json::json!((started.elapsed().as_secs_f64() * 10.0).round() / 10.0),
+    );
+    if let Err(e) = &result {
+        details.insert("error".into(), serde_json::json!(format!("{e:#}")));
+    }
+    record(
+        report,
+        case,
+        result.is_ok(),
+        ev.packets,
+        serde_json::Value::Object(details),
+    );
+    result
+}

@@ -13,17 +13,6 @@ use rustynet_lab::cluster::{Cluster, wait_for};
 use rustynet_lab::services::seen_ip;
 use rustynet_lab::topology::{ECHO_IP, Lab, NodeSpec};
 
-/// The soak's policy (the demo's).
-const POLICY: &str = r#"{
-  "groups": {"group:staff": ["alice", "bob"]},
-  "tag_owners": {"tag:exit": ["admin"]},
-  "acls": [
-    {"action": "accept", "src": ["group:staff"], "dst": ["group:staff:*"]},
-    {"action": "accept", "src": ["group:staff"], "dst": ["tag:exit:*"]}
-  ],
-  "exit_nodes": [{"users": ["group:staff"], "nodes": ["tag:exit"]}]
-}"#;
-
 #[derive(Default)]
 struct Tally {
     ok: u64,
@@ -76,7 +65,7 @@ pub fn run(duration: Duration, out: &Path) -> anyhow::Result<()> {
     // A short map lifetime so control re-signs (at half TTL) and the daemons
     // apply fresh generations all through the soak.
     let mut c = Cluster::start(&lab, "2m")?;
-    c.set_policy(POLICY)?;
+    c.set_policy(crate::demo::POLICY)?;
     let keys = [
         ("alice", c.preauth("alice", &[])?),
         ("bob", c.preauth("bob", &[])?),

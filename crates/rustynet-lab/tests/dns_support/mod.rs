@@ -14,7 +14,7 @@ use rustynet_lab::dnsflood::FloodReport;
 use rustynet_lab::topology::DNS_IP;
 use rustynet_lab::{Capture, Cluster, Lab, Netns, NodeSpec};
 use rustynet_proto::ipc::{DataplaneState, DnsInspectDoc, StatusDoc};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 /// The Magic DNS resolver.
 pub const MAGIC: &str = "100.100.100.100";
@@ -23,23 +23,7 @@ pub const SUFFIX: &str = "rustynet.internal";
 /// Generous: the machine is shared with other suites.
 pub const SETTLE: Duration = Duration::from_secs(45);
 
-/// What a case observed, for its evidence record.
-#[derive(Default)]
-pub struct Evidence {
-    details: Map<String, Value>,
-    /// Packets of interest (leak cases: packets that escaped).
-    pub packets: Option<usize>,
-}
-
-impl Evidence {
-    /// Records one observation.
-    pub fn set(&mut self, key: &str, value: impl serde::Serialize) {
-        self.details.insert(
-            key.to_owned(),
-            serde_json::to_value(value).unwrap_or(Value::Null),
-        );
-    }
-}
+pub use rustynet_lab::report::Evidence;
 
 /// Runs one case and writes its evidence (pass or fail, wall time, error),
 /// then fails the test if the case failed.
@@ -55,38 +39,8 @@ pub fn run_case(
     );
     // Build the binaries before the clock starts; a failure shows again inside.
     let _ = rustynet_lab::bins::bins();
-    let started = Instant::now();
-    let mut ev = Evidence::default();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut ev)));
-    let error = match &result {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(format!("{e:#}")),
-        Err(p) => Some(
-            p.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "panicked".into()),
-        ),
-    };
-    let mut details = std::mem::take(&mut ev.details);
-    details.insert(
-        "wall_secs".into(),
-        json!((started.elapsed().as_secs_f64() * 10.0).round() / 10.0),
-    );
-    if let Some(e) = &error {
-        details.insert("error".into(), json!(e));
-    }
-    rustynet_lab::report::record(
-        report,
-        case,
-        error.is_none(),
-        ev.packets,
-        Value::Object(details),
-    );
-    match result {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("case {case} failed: {e:#}"),
-        Err(p) => std::panic::resume_unwind(p),
+    if let Err(e) = rustynet_lab::report::run_recorded(report, case, body) {
+        panic!("case {case} failed: {e:#}");
     }
 }
 

@@ -24,7 +24,6 @@ use rustynet_lab::services::seen_ip;
 use rustynet_lab::topology::{ECHO_IP, ECHO_IP6};
 use rustynet_lab::{Capture, Lab, Netns};
 use rustynet_proto::ipc::{DataplaneState, StatusDoc};
-use serde_json::{Value, json};
 
 /// The suite's policy: staff (alice, bob) mesh and may use the exit; only
 /// alice may reach the exit's LAN, on tcp/22 and tcp/443; carol may talk to
@@ -51,23 +50,7 @@ pub const UDP_PROBE_PAYLOAD: &[u8] = b"rustynet-lab-probe";
 
 // ---------------------------------------------------------------- cases
 
-/// Evidence a case collects while it runs.
-#[derive(Default)]
-pub struct Evidence {
-    details: serde_json::Map<String, Value>,
-    /// Packets of interest (the report's `packets_captured`).
-    pub packets: Option<usize>,
-}
-
-impl Evidence {
-    /// Records one observation.
-    pub fn set(&mut self, key: &str, value: impl serde::Serialize) {
-        self.details.insert(
-            key.to_owned(),
-            serde_json::to_value(value).unwrap_or(Value::Null),
-        );
-    }
-}
+pub use rustynet_lab::report::Evidence;
 
 /// Runs one case and writes its record (pass or fail, wall time, error).
 /// A panic inside counts as a failure. Pass the result to [`must`].
@@ -76,34 +59,7 @@ pub fn case<T>(
     name: &str,
     body: impl FnOnce(&mut Evidence) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let started = Instant::now();
-    let mut ev = Evidence::default();
-    let result = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut ev))) {
-        Ok(r) => r,
-        Err(p) => Err(anyhow!(
-            "panicked: {}",
-            p.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_default()
-        )),
-    };
-    let mut details = std::mem::take(&mut ev.details);
-    details.insert(
-        "wall_secs".into(),
-        json!((started.elapsed().as_secs_f64() * 10.0).round() / 10.0),
-    );
-    if let Err(e) = &result {
-        details.insert("error".into(), json!(format!("{e:#}")));
-    }
-    rustynet_lab::report::record(
-        report,
-        name,
-        result.is_ok(),
-        ev.packets,
-        Value::Object(details),
-    );
-    result.with_context(|| format!("case {name}"))
+    rustynet_lab::report::run_recorded(report, name, body).with_context(|| format!("case {name}"))
 }
 
 /// Fails the test on a failed case, with `diag()` (so later cases of the

@@ -11,7 +11,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use base64::Engine as _;
@@ -20,7 +20,7 @@ use rustynet_lab::cluster::wait_for;
 use rustynet_lab::{Cluster, Lab, Netns};
 use rustynet_proto::ipc::{DataplaneState, StatusDoc};
 use rustynet_proto::{Netmap, NodeId, SignedBody, SignedEnvelope};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Everyone may reach everyone.
 pub const MESH_POLICY: &str = r#"{
@@ -33,23 +33,7 @@ pub const MESH_POLICY: &str = r#"{
 /// Generous: the machine is shared by several suites.
 pub const SETTLE: Duration = Duration::from_secs(30);
 
-/// Evidence a case collects while it runs.
-#[derive(Default)]
-pub struct Evidence {
-    details: serde_json::Map<String, Value>,
-    /// Packets of interest (the report's `packets_captured`).
-    pub packets: Option<usize>,
-}
-
-impl Evidence {
-    /// Records one observation.
-    pub fn set(&mut self, key: &str, value: impl serde::Serialize) {
-        self.details.insert(
-            key.to_owned(),
-            serde_json::to_value(value).unwrap_or(Value::Null),
-        );
-    }
-}
+pub use rustynet_lab::report::Evidence;
 
 /// Runs one case, writes its evidence record (pass or fail, with the wall
 /// time and the error), then fails the test if the case failed.
@@ -62,38 +46,8 @@ pub fn run_case(
     // Build (or check) the product binaries first, so the case's wall time
     // is the case's; a build failure surfaces again inside the case.
     let _ = rustynet_lab::bins::bins();
-    let started = Instant::now();
-    let mut ev = Evidence::default();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut ev)));
-    let error = match &result {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(format!("{e:#}")),
-        Err(p) => Some(
-            p.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-                .unwrap_or_else(|| "panicked".into()),
-        ),
-    };
-    let mut details = std::mem::take(&mut ev.details);
-    details.insert(
-        "wall_secs".into(),
-        json!((started.elapsed().as_secs_f64() * 10.0).round() / 10.0),
-    );
-    if let Some(e) = &error {
-        details.insert("error".into(), json!(e));
-    }
-    rustynet_lab::report::record(
-        report,
-        case,
-        error.is_none(),
-        ev.packets,
-        Value::Object(details),
-    );
-    match result {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => panic!("case {case} failed: {e:#}"),
-        Err(p) => std::panic::resume_unwind(p),
+    if let Err(e) = rustynet_lab::report::run_recorded(report, case, body) {
+        panic!("case {case} failed: {e:#}");
     }
 }
 
