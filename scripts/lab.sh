@@ -12,4 +12,4 @@ install_apt
 echo "==> building (first run takes a few minutes)"
 cargo build --locked --bins -p rustynet-lab -p rustynetd -p rustynet-cli -p rustynet-control \
   --features rustynetd/fault-injection
-exec ./target/debug/rustynet-lab demo
+exec "${CARGO_TARGET_DIR:-target}/debug/rustynet-lab" demo

@@ -16,4 +16,17 @@ seconds="${1:-86400}"
 case "$seconds" in ''|*[!0-9]*) echo "error: SECONDS must be a whole number" >&2; exit 2;; esac
 cargo build --locked --bins -p rustynet-lab -p rustynetd -p rustynet-cli -p rustynet-control \
   --features rustynetd/fault-injection
-exec ./target/debug/rustynet-lab soak --seconds "$seconds" --out "artifacts/soak/soak_${seconds}s.json"
+out="artifacts/soak/soak_${seconds}s.json"
+status=0
+"${CARGO_TARGET_DIR:-target}/debug/rustynet-lab" soak --seconds "$seconds" --out "$out" || status=$?
+# The commit the verdict belongs to: the phase 10 report counts only soaks
+# of the commit under test.
+if [ -f "$out" ]; then
+  python3 - "$out" "$(git rev-parse HEAD 2>/dev/null || true)" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1], encoding="utf-8"))
+d["commit"] = sys.argv[2]
+json.dump(d, open(sys.argv[1], "w", encoding="utf-8"), indent=2)
+PY
+fi
+exit "$status"

@@ -138,20 +138,28 @@ def budget(name, measured, limit, unit, source, better="lower"):
 
 
 def soak_budget(paths):
-    """The 24 h soak budget. A failed soak of any length is over budget; a
+    """The 24 h soak budget, from soaks of the commit under test only (older
+    ones are listed as stale). A failed soak of any length is over budget; a
     passing soak shorter than 24 h is evidence, reported as `partial` (a gap,
     not a pass)."""
-    runs = []
+    head = commit()
+    runs, stale = [], []
     for path in paths:
         doc = load_json(path) or {}
+        if doc.get("verdict") not in ("pass", "fail"):
+            continue
         hours = doc.get("duration_hours")
-        if isinstance(hours, (int, float)) and doc.get("verdict") in ("pass", "fail"):
-            runs.append({"source": path, "hours": round(hours, 4), "verdict": doc["verdict"],
-                         "build": doc.get("build"), "probes": doc.get("probes"),
-                         "fail_closed_transitions": doc.get("fail_closed_transitions"),
-                         "generations_applied_by_alice": doc.get("generations_applied_by_alice")})
-    item = budget("soak_duration", None, 24, "h", "no soak evidence (artifacts/soak/*.json)", better="higher")
+        run = {"source": path, "commit": doc.get("commit"),
+               "hours": round(hours, 4) if isinstance(hours, (int, float)) else 0,
+               "verdict": doc["verdict"], "error": doc.get("error"), "build": doc.get("build"),
+               "probes": doc.get("probes"),
+               "fail_closed_transitions": doc.get("fail_closed_transitions"),
+               "generations_applied_by_alice": doc.get("generations_applied_by_alice")}
+        (runs if head and doc.get("commit") == head else stale).append(run)
+    item = budget("soak_duration", None, 24, "h", "no soak of this commit (artifacts/soak/*.json)",
+                  better="higher")
     item["runs"] = runs
+    item["stale_runs"] = stale
     if not runs:
         return item
     item["source"] = ", ".join(r["source"] for r in runs)

@@ -16,6 +16,11 @@ pub const NETMAP_VERSION: u16 = 1;
 pub const MAX_PEERS: usize = 65_536;
 /// Upper bound on filter rules, grants or DNS records of each kind in one map.
 pub const MAX_RULES: usize = 65_536;
+/// Most `src × dst × ports` combinations one filter rule may name. The
+/// daemon loads each combination as a set element, so this bounds what one
+/// signed rule can cost it; policy compiles a rule per destination node, far
+/// below this.
+pub const MAX_RULE_COMBINATIONS: usize = 65_536;
 
 /// The tunnel address space every node address comes from (CGNAT range, as
 /// Tailscale uses): 100.64.0.0/10.
@@ -327,6 +332,17 @@ pub enum NetmapError {
         /// Last.
         last: u16,
     },
+    /// A filter rule names no source or no destination (it would admit
+    /// nothing, and an empty source must never be read as "any").
+    #[error("{list} rule {index} has an empty {field} list")]
+    EmptyFilterField {
+        /// `packet_filter` or `forward_filter`.
+        list: &'static str,
+        /// The rule's position.
+        index: usize,
+        /// `src` or `dst`.
+        field: &'static str,
+    },
 }
 
 impl Netmap {
@@ -364,6 +380,32 @@ impl Netmap {
         }
         for route in &self.dns.split {
             check_name(&route.domain)?;
+        }
+        for (list, combos, rules) in [
+            (
+                "packet_filter",
+                "packet_filter rule src×dst×ports",
+                &self.packet_filter,
+            ),
+            (
+                "forward_filter",
+                "forward_filter rule src×dst×ports",
+                &self.forward_filter,
+            ),
+        ] {
+            for (index, rule) in rules.iter().enumerate() {
+                for (field, nets) in [("src", &rule.src), ("dst", &rule.dst)] {
+                    if nets.is_empty() {
+                        return Err(NetmapError::EmptyFilterField { list, index, field });
+                    }
+                }
+                let combinations = rule
+                    .src
+                    .len()
+                    .saturating_mul(rule.dst.len())
+                    .saturating_mul(rule.ports.len().max(1));
+                bounded(combos, combinations, MAX_RULE_COMBINATIONS)?;
+            }
         }
         let ranges = self
             .packet_filter

@@ -169,6 +169,12 @@ pub(crate) fn validate_tuple(
             }
         }
     }
+    // What the kernel would refuse mid-transaction, refused here with a
+    // reason instead.
+    let groups = disjoint_groups(elements.to_vec());
+    if groups.len() != 1 || groups.iter().map(Vec::len).sum::<usize>() != elements.len() {
+        return invalid("tuple elements overlap or repeat (split them with disjoint_groups)");
+    }
     Ok(())
 }
 
@@ -255,6 +261,20 @@ mod tests {
                 vec![vec![net("10.0.0.1/32"), net("fd00::1/128")]],
             ),
             (&[][..], vec![vec![]]),
+            (
+                &v4[..],
+                vec![
+                    vec![net("10.0.0.0/8"), ports(1, 20)],
+                    vec![net("10.1.0.0/16"), ports(10, 30)],
+                ],
+            ),
+            (
+                &v4[..],
+                vec![
+                    vec![net("10.0.0.1/32"), ports(1, 2)],
+                    vec![net("10.0.0.1/32"), ports(1, 2)],
+                ],
+            ),
         ] {
             let err = validate_tuple(fields, &elements, "chain \"input\" rule 3");
             assert!(

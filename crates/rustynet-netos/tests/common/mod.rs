@@ -310,6 +310,40 @@ pub fn representative_ruleset(table: &str) -> Ruleset {
                         ],
                         Verdict::Accept,
                     ),
+                    // IPv6, two fields.
+                    FirewallRule::new(
+                        vec![Match::Tuple {
+                            fields: vec![
+                                TupleField::Saddr(IpFamily::V6),
+                                TupleField::Dport(PortProto::Udp),
+                            ],
+                            elements: vec![
+                                vec![
+                                    TupleValue::Net(net("fd7a:115c:a1e0::2/128")),
+                                    TupleValue::Ports(PortRange::single(53)),
+                                ],
+                                vec![
+                                    TupleValue::Net(net("fd7a:115c:a1e0::/64")),
+                                    TupleValue::Ports(PortRange {
+                                        first: 60000,
+                                        last: 60010,
+                                    }),
+                                ],
+                            ],
+                        }],
+                        Verdict::Accept,
+                    ),
+                    // One field (a LAN grant for any protocol).
+                    FirewallRule::new(
+                        vec![Match::Tuple {
+                            fields: vec![TupleField::Daddr(IpFamily::V4)],
+                            elements: vec![
+                                vec![TupleValue::Net(net("192.168.77.0/24"))],
+                                vec![TupleValue::Net(net("192.168.78.5/32"))],
+                            ],
+                        }],
+                        Verdict::Accept,
+                    ),
                     FirewallRule::new(
                         vec![
                             Match::Iifname {

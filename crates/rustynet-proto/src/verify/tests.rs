@@ -210,6 +210,37 @@ fn rejects_validity_out_of_bounds_and_invalid_payload() {
         v.verify_wire(&wire(&key, &b), GenerationRule::After(0), NOW),
         Err(VerifyError::Invalid(NetmapError::TunnelIp(_)))
     ));
+    // A filter rule with no source must never be read as "any source".
+    let allow = |src: Vec<ipnet::IpNet>, ports: Vec<crate::PortRange>| crate::FilterRule {
+        src,
+        dst: vec!["100.64.0.1/32".parse().unwrap()],
+        proto: crate::Proto::Tcp,
+        ports,
+    };
+    let mut b = body(5, NOW, NOW + 600);
+    b.payload.packet_filter.push(allow(vec![], vec![]));
+    assert!(matches!(
+        v.verify_wire(&wire(&key, &b), GenerationRule::After(0), NOW),
+        Err(VerifyError::Invalid(NetmapError::EmptyFilterField {
+            field: "src",
+            index: 0,
+            ..
+        }))
+    ));
+    // One rule naming more combinations than the daemon will load.
+    let many_src = (0..300u32)
+        .map(|i| ipnet::IpNet::V4(std::net::Ipv4Addr::from(0x6440_0100 + i).into()))
+        .collect();
+    let many_ports = (1..=300).map(crate::PortRange::single).collect();
+    let mut b = body(5, NOW, NOW + 600);
+    b.payload.forward_filter.push(allow(many_src, many_ports));
+    assert!(matches!(
+        v.verify_wire(&wire(&key, &b), GenerationRule::After(0), NOW),
+        Err(VerifyError::Invalid(NetmapError::TooMany {
+            count: 90_000,
+            ..
+        }))
+    ));
 }
 
 #[test]
