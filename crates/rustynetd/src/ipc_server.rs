@@ -236,7 +236,118 @@ async fn connection(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+    use rustynet_proto::ipc::{Command, Reply};
+
+    const NO_GROUPS: Groups = Groups {
+        ipc: None,
+        admin: None,
+    };
+
+    /// Sends `bytes` on a fresh connection (as root, so every command is
+    /// allowed) and returns every response line until the daemon closes it.
+    async fn exchange(
+        bytes: Vec<u8>,
+        engine: EngineHandle,
+    ) -> (
+        Vec<IpcResponse>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let (client, server) = UnixStream::pair().unwrap();
+        let served = tokio::spawn(connection(server, NO_GROUPS, engine));
+        let (mut rd, mut wr) = client.into_split();
+        // The daemon may close before reading everything: a write error is
+        // expected then, and must not hide its answer.
+        let writer = tokio::spawn(async move {
+            let _ = wr.write_all(&bytes).await;
+            wr
+        });
+        let mut out = Vec::new();
+        rd.read_to_end(&mut out).await.unwrap();
+        drop(writer.await.unwrap());
+        let responses = out
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).unwrap())
+            .collect();
+        (responses, served)
+    }
+
+    fn frame(value: serde_json::Value) -> Vec<u8> {
+        let mut v = serde_json::to_vec(&value).unwrap();
+        v.push(b'\n');
+        v
+    }
+
+    #[tokio::test]
+    async fn bad_frames_are_refused_and_never_reach_the_engine() {
+        let oversized = vec![b'{'; MAX_FRAME_BYTES + 100];
+        let malformed = b"{\"v\":1,\"id\":3,\"cmd\":{\"op\":\"status\"}\n".to_vec();
+        let unknown_op =
+            frame(serde_json::json!({"v": IPC_VERSION, "id": 4, "cmd": {"op": "reboot"}}));
+        let extra_field =
+            frame(serde_json::json!({"v": IPC_VERSION, "id": 5, "cmd": {"op": "status"}, "x": 1}));
+        let wrong_version =
+            frame(serde_json::json!({"v": IPC_VERSION + 1, "id": 6, "cmd": {"op": "status"}}));
+        let cases = [
+            (oversized, 0, "exceeds"),
+            (malformed, 0, "malformed"),
+            (unknown_op, 0, "malformed"),
+            (extra_field, 0, "malformed"),
+            (wrong_version, 6, "not supported"),
+        ];
+        for (bytes, id, needle) in cases {
+            let (engine, mut rx) = EngineHandle::channel();
+            let (responses, served) = exchange(bytes, engine).await;
+            assert_eq!(responses.len(), 1, "{needle}: one answer, then close");
+            let r = &responses[0];
+            assert_eq!(r.id, id);
+            let err = r.error.as_ref().unwrap();
+            assert_eq!(err.code, ErrorCode::BadRequest);
+            assert!(err.message.contains(needle), "{needle}: {}", err.message);
+            served.await.unwrap().unwrap();
+            assert!(rx.try_recv().is_err(), "{needle}: reached the engine");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_good_frame_reaches_the_engine_and_is_answered() {
+        let (engine, mut rx) = EngineHandle::channel();
+        tokio::spawn(async move {
+            while let Some(msg) = rx.recv().await {
+                if let EngineMsg::Ipc { cmd, caller, reply } = msg {
+                    assert_eq!(cmd, Command::Down);
+                    assert_eq!(caller.role, Role::Admin);
+                    let _ = reply.send(Ok(Reply::Done {
+                        message: "down".into(),
+                    }));
+                }
+            }
+        });
+        let mut bytes =
+            frame(serde_json::json!({"v": IPC_VERSION, "id": 7, "cmd": {"op": "down"}}));
+        // A second request on the same connection, then garbage: the first
+        // two are answered in order, the garbage closes the connection.
+        bytes.extend(frame(
+            serde_json::json!({"v": IPC_VERSION, "id": 8, "cmd": {"op": "down"}}),
+        ));
+        bytes.extend(b"not json\n");
+        let (responses, served) = exchange(bytes, engine).await;
+        served.await.unwrap().unwrap();
+        let ids: Vec<u64> = responses.iter().map(|r| r.id).collect();
+        assert_eq!(ids, [7, 8, 0]);
+        assert_eq!(
+            responses[0].ok,
+            Some(Reply::Done {
+                message: "down".into()
+            })
+        );
+        assert_eq!(
+            responses[2].error.as_ref().unwrap().code,
+            ErrorCode::BadRequest
+        );
+    }
 
     #[test]
     fn roles() {

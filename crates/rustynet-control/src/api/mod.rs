@@ -92,15 +92,26 @@ impl IntoResponse for ApiFailure {
 }
 
 /// Reads a request body, refusing more than [`MAX_REQUEST_BYTES`].
+///
+/// A body whose declared length is already too large is refused before a
+/// byte of it is read; one without a declared length (chunked) is cut off as
+/// soon as it crosses the limit.
 async fn read_body(body: Body) -> Result<Bytes, ApiFailure> {
-    let limited = http_body_util::Limited::new(body, MAX_REQUEST_BYTES);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiFailure::new(
+    let too_large = || {
+        ApiFailure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!("request body exceeds {MAX_REQUEST_BYTES} bytes"),
-        )),
+        )
+    };
+    let declared = axum::body::HttpBody::size_hint(&body).lower();
+    if usize::try_from(declared).map_or(true, |n| n > MAX_REQUEST_BYTES) {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(body, MAX_REQUEST_BYTES);
+    match limited.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(_) => Err(ApiFailure::bad_request("could not read request body")),
     }
 }
@@ -151,4 +162,36 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(paths::UPDATE, post(update::update))
         .fallback(not_found)
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn chunked(total: usize) -> Body {
+        let chunks = (0..total.div_ceil(4096)).map(move |i| {
+            Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 4096.min(total - i * 4096)]))
+        });
+        Body::from_stream(futures::stream::iter(chunks))
+    }
+
+    #[tokio::test]
+    async fn declared_oversize_is_refused_before_reading() {
+        let body = Body::from(vec![b' '; MAX_REQUEST_BYTES + 1]);
+        let err = read_body(body).await.unwrap_err();
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn undeclared_length_is_cut_off_at_the_limit() {
+        assert_eq!(
+            axum::body::HttpBody::size_hint(&chunked(MAX_REQUEST_BYTES)).lower(),
+            0
+        );
+        let err = read_body(chunked(MAX_REQUEST_BYTES + 1)).await.unwrap_err();
+        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
+        let ok = read_body(chunked(MAX_REQUEST_BYTES)).await.unwrap();
+        assert_eq!(ok.len(), MAX_REQUEST_BYTES);
+    }
 }

@@ -153,14 +153,8 @@ pub async fn map_until(
     }
 }
 
-/// A raw HTTPS POST (TLS 1.3, pinned CA) for tests that need malformed input.
-pub async fn raw_post(
-    h: &Harness,
-    path: &str,
-    headers: &[(&str, String)],
-    body: Vec<u8>,
-) -> (u16, String) {
-    use http_body_util::{BodyExt as _, Full};
+/// A TLS 1.3 connection to the harness's server, trusting only its CA.
+pub async fn tls_connect(h: &Harness) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use rustls_pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(h.ca_pem.as_bytes()) {
@@ -174,7 +168,18 @@ pub async fn raw_post(
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(h.server.addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    let tls = connector.connect(name, tcp).await.unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+/// POSTs `body` with the given headers and returns (status, body text).
+pub async fn raw_post(
+    h: &Harness,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> (u16, String) {
+    use http_body_util::{BodyExt as _, Full};
+    let tls = tls_connect(h).await;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
             .await
@@ -191,4 +196,44 @@ pub async fn raw_post(
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Sends only the head of a POST declaring `content_length` body bytes and
+/// reads the response without ever sending the body.
+///
+/// A server that refuses on the declared length answers before reading, and
+/// then closes with the body unread; a client that was still writing would
+/// race that close (EPIPE), so this one never writes the body at all.
+pub async fn post_head_only(h: &Harness, path: &str, content_length: usize) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tls = tls_connect(h).await;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         content-length: {content_length}\r\n\r\n"
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let text = String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
+                return (status, text);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut chunk))
+            .await
+            .expect("server answered a declared oversized body within 10 s")
+            .unwrap();
+        assert!(n > 0, "server closed before a complete response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }

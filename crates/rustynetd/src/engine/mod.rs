@@ -63,6 +63,14 @@ impl EngineHandle {
     pub fn send(&self, msg: EngineMsg) -> bool {
         self.tx.send(msg).is_ok()
     }
+
+    /// A handle whose messages land in the returned receiver, for tests of
+    /// the engine's callers (IPC, control) without an engine.
+    #[cfg(test)]
+    pub(crate) fn channel() -> (Self, mpsc::UnboundedReceiver<EngineMsg>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, rx)
+    }
 }
 
 /// The engine's state.
