@@ -90,6 +90,10 @@ impl Capture {
 
     fn finish(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A packet sent just now may still be on its way through the
+            // kernel to tcpdump, which stops reading at SIGINT; under load
+            // the last canary of a window could go missing without this.
+            std::thread::sleep(Duration::from_millis(250));
             // tcpdump runs under `ip netns exec`; signal the tcpdump itself.
             let _ = std::process::Command::new("pkill")
                 .args([

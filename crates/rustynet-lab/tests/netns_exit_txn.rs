@@ -124,8 +124,9 @@ fn failing_map(
     });
     let probes = probe_internet(c, ns, false);
     canary(ns, mark);
+    // The fault stays armed until the caller has compared the state: a map
+    // arriving meanwhile (bob coming online) must fail too, not land.
     let pcap = cap.stop_raw();
-    fault.disarm();
     let s = s?;
     ev.set("status_error", &s.error);
     ev.set("probes_right_after", &probes);
@@ -140,6 +141,16 @@ fn failing_map(
         s.error
     );
     count(&pcap, &internet_filter())
+}
+
+/// The generation of the last `apply failed` event at `step` in a daemon log.
+fn last_failed_generation(log: &str, step: &str) -> Option<u64> {
+    log.lines().rev().find_map(|line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        (v["message"] == "apply failed" && v["failure"] == step)
+            .then(|| v["generation"].as_u64())
+            .flatten()
+    })
 }
 
 /// From an exit-selected (protected) generation, a new generation fails at
@@ -208,15 +219,20 @@ fn apply_failure_keeps_protected_generation() {
             })
             .ok_or_else(|| anyhow!("traffic no longer leaves through the exit"))?;
             ev.set("probe_after", &via);
+            fault.disarm();
             if let Trigger::LanGrantMap = trigger {
                 // Back to no grant before the next step: the toggle off
                 // (a no-op locally) and control's map without the grant.
-                c.rustynet("alice", &["lan-access", "off"])?;
-                let failed_gen = c.status("alice")?.generation;
+                // The failed map's generation comes from the daemon's log:
+                // a status read after the command may already show the
+                // map control sends in answer to it.
+                let failed_gen = last_failed_generation(&c.log("alice"), step)
+                    .ok_or_else(|| anyhow!("no \"apply failed\" event for step {step}"))?;
                 ensure!(
                     failed_gen > generation,
                     "the failing map was not the newer one"
                 );
+                c.rustynet("alice", &["lan-access", "off"])?;
                 c.wait_status("alice", SETTLE, |s| {
                     s.generation > failed_gen && s.error.is_none()
                 })?;

@@ -120,6 +120,8 @@ impl Running {
         let diff = self.peers.diff(&desired);
         let old = self.device.table();
         let mut peers: Vec<Arc<Peer>> = Vec::with_capacity(desired.len());
+        // Peers with a new session, contacted once the table holds them.
+        let mut fresh: Vec<Arc<Peer>> = Vec::new();
         for key in &diff.unchanged {
             if let Some(p) = old.by_key.get(key) {
                 peers.push(Arc::clone(p));
@@ -145,12 +147,13 @@ impl Running {
                     }));
                 }
                 // boringtun fixes the keepalive at construction: new session.
-                None => peers.push(self.new_peer(cfg, &old)),
+                None => fresh.push(self.new_peer(cfg, &old)),
             }
         }
         for cfg in &diff.added {
-            peers.push(self.new_peer(cfg, &old));
+            fresh.push(self.new_peer(cfg, &old));
         }
+        peers.extend(fresh.iter().cloned());
         tracing::debug!(
             added = diff.added.len(),
             updated = diff.updated.len(),
@@ -159,6 +162,26 @@ impl Running {
         );
         self.device.replace_table(PeerTable::build(peers));
         self.peers = desired;
+        // Like the kernel implementation: a peer configured with a persistent
+        // keepalive is contacted at once. After a restart this re-establishes
+        // sessions immediately instead of when the peers' old sessions time
+        // out. Only now that the table holds the new peers: a response that
+        // arrived before would find no session index and be dropped, leaving
+        // the handshake to its 5 s retry.
+        for peer in &fresh {
+            if peer.config.persistent_keepalive_secs.is_none() {
+                continue;
+            }
+            let Some(ep) = *lock(&peer.endpoint) else {
+                continue;
+            };
+            let mut buf = [0u8; 256];
+            if let TunnResult::WriteToNetwork(pkt) =
+                lock(&peer.tunn).format_handshake_initiation(&mut buf, false)
+            {
+                self.device.udp.send(ep, pkt, None, self.device.waker.fd());
+            }
+        }
     }
 
     fn new_peer(&mut self, cfg: &PeerConfig, old: &PeerTable) -> Arc<Peer> {
@@ -168,7 +191,7 @@ impl Running {
             index = (index + 1) & INDEX_MASK;
         }
         self.next_index = index.wrapping_add(1);
-        let mut tunn = Tunn::new(
+        let tunn = Tunn::new(
             StaticSecret::from(*self.config.private_key.as_bytes()),
             PublicKey::from(cfg.public_key.0),
             None,
@@ -176,19 +199,6 @@ impl Running {
             index,
             Some(Arc::clone(&self.device.rate_limiter)),
         );
-        // Like the kernel implementation: a peer configured with a persistent
-        // keepalive is contacted at once. After a restart this re-establishes
-        // sessions immediately instead of when the peers' old sessions time out.
-        if cfg.persistent_keepalive_secs.is_some()
-            && let Some(ep) = cfg.endpoint
-        {
-            let mut buf = [0u8; 256];
-            if let TunnResult::WriteToNetwork(pkt) =
-                tunn.format_handshake_initiation(&mut buf, false)
-            {
-                self.device.udp.send(ep, pkt, None, self.device.waker.fd());
-            }
-        }
         Arc::new(Peer {
             key: cfg.public_key,
             index,

@@ -268,18 +268,23 @@ pub async fn try_udp_ask(server: SocketAddr, query: &[u8], wait: Duration) -> Op
 
 /// Sends one query over a new TCP connection and reads the reply.
 pub async fn tcp_ask(server: SocketAddr, query: &[u8]) -> Message {
-    tokio::time::timeout(WAIT, async {
-        let mut stream = TcpStream::connect(server).await.unwrap();
-        let mut framed = (query.len() as u16).to_be_bytes().to_vec();
-        framed.extend_from_slice(query);
-        stream.write_all(&framed).await.unwrap();
-        let len = stream.read_u16().await.unwrap();
-        let mut reply = vec![0u8; usize::from(len)];
-        stream.read_exact(&mut reply).await.unwrap();
-        Message::from_vec(&reply).unwrap()
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no TCP reply from {server} within {WAIT:?}"))
+    tokio::time::timeout(WAIT, try_tcp_ask(server, query))
+        .await
+        .unwrap_or_else(|_| panic!("no TCP reply from {server} within {WAIT:?}"))
+        .unwrap()
+}
+
+/// Like [`tcp_ask`], but a refused, reset or closed connection is an error
+/// to retry (a server at its connection cap drops new ones at once).
+pub async fn try_tcp_ask(server: SocketAddr, query: &[u8]) -> std::io::Result<Message> {
+    let mut stream = TcpStream::connect(server).await?;
+    let mut framed = (query.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(query);
+    stream.write_all(&framed).await?;
+    let len = stream.read_u16().await?;
+    let mut reply = vec![0u8; usize::from(len)];
+    stream.read_exact(&mut reply).await?;
+    Message::from_vec(&reply).map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 pub fn ips(message: &Message) -> Vec<IpAddr> {
