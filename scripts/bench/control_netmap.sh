@@ -12,6 +12,6 @@ r = json.load(open("artifacts/bench/control_netmap.json"))
 for run in r["runs"]:
     print(f'{run["nodes"]:>6} nodes: full p50 {run["full_ms"]["p50"]:.1f} ms, '
           f'delta p50 {run["delta_one_map_ms"]["p50"]:.3f} ms, '
-          f'{run["avg_peers_per_map"]:.1f} peers/map, {run["avg_signed_body_bytes"]:.0f} B/map')
+          f'{run["avg_peers_per_map"]:.1f} peers/map, {run["avg_frame_bytes"]:.0f} B/frame')
 print("goals met:", r["goal_met"])
 PY

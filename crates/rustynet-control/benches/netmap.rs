@@ -11,15 +11,19 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
-use rustynet_control::netmap_builder::{NetworkView, build_netmap, node_facts, seal_netmap};
+use rustynet_control::map_json::{PeerFragments, seal_netmap_json};
+use rustynet_control::netmap_builder::node_facts;
 use rustynet_control::store::NodeRecord;
 use rustynet_policy::{NodeFacts, Policy, PolicyIndex};
+use rustynet_proto::control_api::map_frame_pieces;
 use rustynet_proto::{NodeId, NodeSigningKey, SigningPublicKey, TunnelPublicKey};
 
 const TEAMS: usize = 50;
+const SUFFIX: &str = "rustynet.internal";
 const SERVICES: usize = 50;
 
 fn policy() -> Policy {
@@ -108,36 +112,41 @@ fn main() {
     let measuring = std::env::args().any(|a| a == "--bench");
     let key = NodeSigningKey::from_seed(&[42; 32]);
     let policy = policy();
-    let online = HashSet::new();
+    let online: Arc<HashSet<NodeId>> = Arc::default();
     let mut runs = Vec::new();
     let sizes: &[usize] = if measuring { &[1_000, 10_000] } else { &[200] };
     for &n in sizes {
-        let nodes = nodes(n);
+        let nodes = Arc::new(nodes(n));
         let facts: Vec<NodeFacts> = nodes.values().map(node_facts).collect();
-        let net = NetworkView {
-            suffix: "rustynet.internal",
-            nodes: &nodes,
-            online: &online,
-        };
+        // What the map streams do after a change that touches every map:
+        // a new snapshot (empty fragment slots), then each node's map JSON,
+        // sealed and framed for the wire.
         let full_once = || {
             let index = PolicyIndex::new(&policy, &facts);
+            let fragments = PeerFragments::new(SUFFIX, nodes.clone(), online.clone());
             let ids: Vec<NodeId> = nodes.keys().copied().collect();
             ids.par_iter()
                 .map(|id| {
                     let view = index.view(*id).expect("node is in the index");
-                    let map = build_netmap(net, *id, &view).expect("node is live");
-                    let env = seal_netmap(&key, &map, *id, 7, 1_800_000_000, 1800);
-                    (map.peers.len(), env.body.len())
+                    let map = fragments.netmap_json(*id, &view).expect("node is live");
+                    let map_len = map.payload().len();
+                    let sealed = seal_netmap_json(&key, map, *id, 7, 1_800_000_000, 1800);
+                    let frame: usize = map_frame_pieces(sealed.sealed)
+                        .iter()
+                        .map(|p| p.len())
+                        .sum();
+                    (view.visible_peers.len(), map_len, frame)
                 })
                 .collect::<Vec<_>>()
         };
         let shape = full_once();
         let avg_peers = shape.iter().map(|s| s.0).sum::<usize>() as f64 / n as f64;
         let avg_bytes = shape.iter().map(|s| s.1).sum::<usize>() as f64 / n as f64;
+        let avg_frame = shape.iter().map(|s| s.2).sum::<usize>() as f64 / n as f64;
         let reps = match (measuring, n <= 1_000) {
             (false, _) => 1,
             (true, true) => 30,
-            (true, false) => 8,
+            (true, false) => 16,
         };
         let full: Vec<Duration> = (0..reps)
             .map(|_| {
@@ -146,16 +155,21 @@ fn main() {
                 t.elapsed()
             })
             .collect();
-        // Delta: one node changed; its map (and each affected peer's, one at a
-        // time as each stream does) is rebuilt from the index and re-signed.
+        // Delta: one node changed, so a new snapshot (with empty fragment
+        // slots) is published and its map (and each affected peer's, one at
+        // a time as each stream does) is rebuilt from the index, re-signed
+        // and framed. The first map after a change pays for serializing its
+        // peers' entries, as measured here.
         let index = PolicyIndex::new(&policy, &facts);
         let probe = NodeId(2); // a client device
         let delta: Vec<Duration> = (0..if measuring { 300 } else { 3 })
             .map(|_| {
                 let t = Instant::now();
+                let fragments = PeerFragments::new(SUFFIX, nodes.clone(), online.clone());
                 let view = index.view(probe).expect("node is in the index");
-                let map = build_netmap(net, probe, &view).expect("node is live");
-                std::hint::black_box(seal_netmap(&key, &map, probe, 8, 1_800_000_000, 1800));
+                let map = fragments.netmap_json(probe, &view).expect("node is live");
+                let sealed = seal_netmap_json(&key, map, probe, 8, 1_800_000_000, 1800);
+                std::hint::black_box(map_frame_pieces(sealed.sealed));
                 t.elapsed()
             })
             .collect();
@@ -168,12 +182,13 @@ fn main() {
             .collect();
         let (f, d, ib) = (stats(full), stats(delta), stats(index_build));
         println!(
-            "nodes={n} rules=100 avg_peers={avg_peers:.1} avg_map_bytes={avg_bytes:.0} \
+            "nodes={n} rules=100 avg_peers={avg_peers:.1} avg_map_bytes={avg_bytes:.0} avg_frame_bytes={avg_frame:.0} \
              full p50={:.1}ms p95={:.1}ms | delta p50={:.3}ms p95={:.3}ms | index p50={:.1}ms",
             f.p50, f.p95, d.p50, d.p95, ib.p50
         );
         runs.push(serde_json::json!({
-            "nodes": n, "rules": 100, "avg_peers_per_map": avg_peers, "avg_signed_body_bytes": avg_bytes,
+            "nodes": n, "rules": 100, "avg_peers_per_map": avg_peers, "avg_map_json_bytes": avg_bytes,
+            "avg_frame_bytes": avg_frame,
             "full_ms": {"p50": f.p50, "p95": f.p95, "min": f.min, "samples": reps},
             "delta_one_map_ms": {"p50": d.p50, "p95": d.p95, "min": d.min, "samples": 300},
             "policy_index_build_ms": {"p50": ib.p50, "p95": ib.p95},
@@ -190,6 +205,7 @@ fn main() {
     let report = serde_json::json!({
         "bench": "control_netmap_compile_and_sign",
         "threads": rayon::current_num_threads(),
+        "envelope": format!("v{}: Ed25519 over BLAKE3 of the raw JSON body", rustynet_proto::envelope::ENVELOPE_VERSION),
         "topology": "90% clients in 50 teams, 10% servers in 50 tagged services; team i -> svc i:443/tcp and svc i+1:22/tcp",
         "runs": runs,
         "goals": {"full_10k_ms": 150.0, "delta_ms": 1.0},

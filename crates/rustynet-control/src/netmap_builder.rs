@@ -1,15 +1,18 @@
 //! Turns a node's compiled policy view plus the node table into that node's
 //! [`Netmap`], and seals it. Pure: no I/O, no clock (time is an argument).
+//!
+//! The map stream does not serialize these values: [`crate::map_json`]
+//! writes the same bytes from shared pieces, and its tests hold the two
+//! byte for byte.
 
 use std::collections::{BTreeMap, HashSet};
 
 use ipnet::{IpNet, Ipv4Net};
 use rustynet_policy::{NodeFacts, NodeView};
-use rustynet_proto::envelope::BodyKind;
 use rustynet_proto::netmap::NETMAP_VERSION;
 use rustynet_proto::{
     DnsConfig, DnsRecord, ExitGrant, Netmap, NodeId, NodeSigningKey, PeerInfo, SelfInfo,
-    SignedBody, SignedEnvelope,
+    SignedEnvelope,
 };
 
 use crate::store::NodeRecord;
@@ -47,7 +50,7 @@ fn dns_name(record: &NodeRecord, suffix: &str) -> String {
     format!("{}.{suffix}", record.hostname)
 }
 
-fn dns_record(record: &NodeRecord, suffix: &str) -> DnsRecord {
+pub(crate) fn dns_record(record: &NodeRecord, suffix: &str) -> DnsRecord {
     DnsRecord {
         name: dns_name(record, suffix),
         ip: record.tunnel_ip.into(),
@@ -57,10 +60,62 @@ fn dns_record(record: &NodeRecord, suffix: &str) -> DnsRecord {
     }
 }
 
+/// `peer` as it appears in a viewer's map: its own address plus the routes
+/// approved for that viewer, and whether the viewer may use it as exit.
+pub(crate) fn peer_info(
+    net: NetworkView<'_>,
+    peer: &NodeRecord,
+    routes: Option<&Vec<IpNet>>,
+    exit_node: bool,
+) -> PeerInfo {
+    let mut allowed_ips = vec![host32(peer)];
+    if let Some(routes) = routes {
+        allowed_ips.extend(routes.iter().copied());
+    }
+    PeerInfo {
+        node_id: peer.id,
+        hostname: peer.hostname.clone(),
+        dns_name: dns_name(peer, net.suffix),
+        node_key: peer.node_key,
+        tunnel_ip: peer.tunnel_ip,
+        endpoints: peer.endpoints.clone(),
+        home_relay: None,
+        allowed_ips,
+        online: net.online.contains(&peer.id),
+        exit_node,
+    }
+}
+
+pub(crate) fn self_info(me: &NodeRecord, net: NetworkView<'_>, view: &NodeView) -> SelfInfo {
+    SelfInfo {
+        node_id: me.id,
+        hostname: me.hostname.clone(),
+        dns_name: dns_name(me, net.suffix),
+        tunnel_ip: me.tunnel_ip,
+        node_key: me.node_key,
+        user: me.user.clone(),
+        tags: me.tags.clone(),
+        advertise_exit_node: me.advertise_exit_node,
+        advertised_routes: me.advertised_routes.clone(),
+        approved_routes: view.approved_routes.clone(),
+    }
+}
+
+pub(crate) fn exit_grants(net: NetworkView<'_>, view: &NodeView) -> Vec<ExitGrant> {
+    view.exit_grants
+        .iter()
+        .filter_map(|g| net.nodes.get(g))
+        .map(|n| ExitGrant {
+            node_id: n.id,
+            hostname: n.hostname.clone(),
+        })
+        .collect()
+}
+
 /// The map for `id`, or `None` if the node is not live.
 pub fn build_netmap(net: NetworkView<'_>, id: NodeId, view: &NodeView) -> Option<Netmap> {
     let me = net.nodes.get(&id)?;
-    let exit_grants: HashSet<NodeId> = view.exit_grants.iter().copied().collect();
+    let exits: HashSet<NodeId> = view.exit_grants.iter().copied().collect();
     let mut records = vec![dns_record(me, net.suffix)];
     let peers: Vec<PeerInfo> = view
         .visible_peers
@@ -68,52 +123,18 @@ pub fn build_netmap(net: NetworkView<'_>, id: NodeId, view: &NodeView) -> Option
         .filter_map(|peer_id| net.nodes.get(peer_id))
         .map(|peer| {
             records.push(dns_record(peer, net.suffix));
-            let mut allowed_ips = vec![host32(peer)];
-            if let Some(routes) = view.peer_routes.get(&peer.id) {
-                allowed_ips.extend(routes.iter().copied());
-            }
-            PeerInfo {
-                node_id: peer.id,
-                hostname: peer.hostname.clone(),
-                dns_name: dns_name(peer, net.suffix),
-                node_key: peer.node_key,
-                tunnel_ip: peer.tunnel_ip,
-                endpoints: peer.endpoints.clone(),
-                home_relay: None,
-                allowed_ips,
-                online: net.online.contains(&peer.id),
-                exit_node: exit_grants.contains(&peer.id),
-            }
-        })
-        .collect();
-    let exit_grants = view
-        .exit_grants
-        .iter()
-        .filter_map(|g| net.nodes.get(g))
-        .map(|n| ExitGrant {
-            node_id: n.id,
-            hostname: n.hostname.clone(),
+            let routes = view.peer_routes.get(&peer.id);
+            peer_info(net, peer, routes, exits.contains(&peer.id))
         })
         .collect();
     Some(Netmap {
         version: NETMAP_VERSION,
-        self_node: SelfInfo {
-            node_id: me.id,
-            hostname: me.hostname.clone(),
-            dns_name: dns_name(me, net.suffix),
-            tunnel_ip: me.tunnel_ip,
-            node_key: me.node_key,
-            user: me.user.clone(),
-            tags: me.tags.clone(),
-            advertise_exit_node: me.advertise_exit_node,
-            advertised_routes: me.advertised_routes.clone(),
-            approved_routes: view.approved_routes.clone(),
-        },
+        self_node: self_info(me, net, view),
         peers,
         packet_filter: view.packet_filter.clone(),
         exit_clients: view.exit_clients.clone(),
         forward_filter: view.forward_filter.clone(),
-        exit_grants,
+        exit_grants: exit_grants(net, view),
         lan_grants: view.lan_grants.clone(),
         dns: DnsConfig {
             suffix: net.suffix.to_owned(),
@@ -123,7 +144,8 @@ pub fn build_netmap(net: NetworkView<'_>, id: NodeId, view: &NodeView) -> Option
     })
 }
 
-/// Signs `netmap` for `node` with a fresh `generation`, valid for `ttl_secs`.
+/// Signs a map value (tools and tests; the map stream uses
+/// [`crate::map_json::seal_netmap_json`]).
 pub fn seal_netmap(
     key: &NodeSigningKey,
     netmap: &Netmap,
@@ -131,16 +153,9 @@ pub fn seal_netmap(
     generation: u64,
     now: i64,
     ttl_secs: i64,
-) -> SignedEnvelope {
-    let body = SignedBody {
-        kind: BodyKind::Netmap,
-        node_id: node,
-        generation,
-        issued_at: now,
-        expires_at: now.saturating_add(ttl_secs),
-        payload: netmap,
-    };
-    // A Netmap is plain data; serializing it cannot fail, and if it ever did
-    // the empty body would fail verification on the node instead of passing.
-    SignedEnvelope::seal(key, &body).unwrap_or_else(|_| SignedEnvelope::seal_bytes(key, b""))
+) -> Result<SignedEnvelope, serde_json::Error> {
+    let json = crate::map_json::MapJson::from_payload(&serde_json::to_vec(netmap)?);
+    crate::map_json::seal_netmap_json(key, json, node, generation, now, ttl_secs)
+        .sealed
+        .to_envelope()
 }

@@ -6,13 +6,14 @@
 //! sends it only if it differs from what the node already has.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustynet_policy::{NodeFacts, NodeView, Policy};
-use rustynet_proto::{Netmap, NodeId};
+use rustynet_proto::NodeId;
 use tokio::sync::watch;
 
-use crate::netmap_builder::{NetworkView, build_netmap, node_facts};
+use crate::map_json::{MapJson, PeerFragments};
+use crate::netmap_builder::node_facts;
 use crate::now_unix;
 use crate::store::{NodeRecord, Store, StoreError};
 
@@ -32,18 +33,19 @@ pub struct Snapshot {
     /// Why the stored policy could not be used (the network then runs with
     /// an empty, deny-all policy).
     pub policy_error: Option<String>,
+    /// Shared map entries, serialized by the first stream that needs them.
+    fragments: OnceLock<PeerFragments>,
 }
 
 impl Snapshot {
-    /// The current map for `id`, if it is a live node.
-    pub fn netmap_for(&self, id: NodeId) -> Option<Netmap> {
+    /// The JSON of `id`'s current map, if it is a live node.
+    pub fn netmap_json(&self, id: NodeId) -> Option<MapJson> {
         let view = self.views.get(&id)?;
-        let net = NetworkView {
-            suffix: &self.suffix,
-            nodes: &self.nodes,
-            online: &self.online,
-        };
-        build_netmap(net, id, view)
+        self.fragments
+            .get_or_init(|| {
+                PeerFragments::new(&self.suffix, self.nodes.clone(), self.online.clone())
+            })
+            .netmap_json(id, view)
     }
 }
 
@@ -131,6 +133,7 @@ impl Network {
             views,
             online: Arc::new(online),
             policy_error,
+            fragments: OnceLock::new(),
         });
         Ok(())
     }
@@ -150,6 +153,7 @@ impl Network {
             views: prev.views.clone(),
             online: Arc::new(online),
             policy_error: prev.policy_error.clone(),
+            fragments: OnceLock::new(),
         });
     }
 

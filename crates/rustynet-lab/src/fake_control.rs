@@ -21,8 +21,6 @@ use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt as _, Empty, Full, StreamBody};
@@ -189,8 +187,7 @@ fn claimed_generation(frame: &StreamFrame) -> Option<u64> {
     let StreamFrame::Map { envelope } = frame else {
         return None;
     };
-    let body = B64.decode(envelope.body.as_bytes()).ok()?;
-    serde_json::from_slice::<serde_json::Value>(&body)
+    serde_json::from_slice::<serde_json::Value>(envelope.body_bytes())
         .ok()?
         .get("generation")?
         .as_u64()

@@ -176,27 +176,27 @@ fn stale_and_forged_maps_change_nothing() {
                 // Not the same validity as control's original: within the
                 // same second that would re-create it byte for byte
                 // (Ed25519 is deterministic), which is the case above.
-                seal_netmap(&signer, peerless, node, first_body.generation, now, 900),
+                seal_netmap(&signer, peerless, node, first_body.generation, now, 900)?,
                 "is not newer than",
             ),
             (
                 "expired",
-                seal_netmap(&signer, peerless, node, hw + 100, now - 7200, 3600),
+                seal_netmap(&signer, peerless, node, hw + 100, now - 7200, 3600)?,
                 "expired at",
             ),
             (
                 "future_dated_beyond_skew",
-                seal_netmap(&signer, peerless, node, hw + 200, now + 600, 1800),
+                seal_netmap(&signer, peerless, node, hw + 200, now + 600, 1800)?,
                 "beyond now",
             ),
             (
                 "bad_signature",
-                seal_netmap(&stranger, peerless, node, hw + 300, now, 600),
+                seal_netmap(&stranger, peerless, node, hw + 300, now, 600)?,
                 "signature does not verify",
             ),
             (
                 "signed_for_another_node",
-                seal_netmap(&signer, &bob_map, bob_state.node_id, hw + 400, now, 600),
+                seal_netmap(&signer, &bob_map, bob_state.node_id, hw + 400, now, 600)?,
                 "map is for",
             ),
         ];
@@ -288,7 +288,7 @@ fn stale_and_forged_maps_change_nothing() {
             good_generation,
             unix_now(),
             600,
-        );
+        )?;
         fake.set_script(&[StreamFrame::Map { envelope: good }])?;
         let accepted: StatusDoc = t.wait_status(&c, "alice", SETTLE, |s| {
             s.generation == good_generation && s.state == DataplaneState::DataplaneApplied

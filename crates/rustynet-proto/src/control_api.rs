@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::envelope::SignedEnvelope;
+use crate::envelope::{SealedBody, SignedEnvelope};
 use crate::keys::{NodeSigningKey, Signature, SigningPublicKey, TunnelPublicKey};
 use crate::netmap::NodeId;
 
@@ -136,7 +136,7 @@ pub struct MapRequest {
 
 /// One line of the map stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", try_from = "WireFrame")]
 pub enum StreamFrame {
     /// A freshly signed map.
     Map {
@@ -145,6 +145,46 @@ pub enum StreamFrame {
     },
     /// Nothing changed; the connection is alive.
     Keepalive,
+}
+
+/// The frame as it is decoded. serde buffers an internally tagged enum
+/// before picking the variant, and that loses the raw bytes of the signed
+/// body; a plain struct reads them straight from the input.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireFrame {
+    #[serde(rename = "type")]
+    kind: FrameKind,
+    #[serde(default)]
+    envelope: Option<SignedEnvelope>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum FrameKind {
+    Map,
+    Keepalive,
+}
+
+impl TryFrom<WireFrame> for StreamFrame {
+    type Error = &'static str;
+
+    fn try_from(frame: WireFrame) -> Result<Self, Self::Error> {
+        match (frame.kind, frame.envelope) {
+            (FrameKind::Map, Some(envelope)) => Ok(Self::Map { envelope }),
+            (FrameKind::Keepalive, None) => Ok(Self::Keepalive),
+            (FrameKind::Map, None) => Err("map frame without an envelope"),
+            (FrameKind::Keepalive, Some(_)) => Err("keepalive frame with an envelope"),
+        }
+    }
+}
+
+/// The map-stream line (with its newline) carrying `sealed`, in pieces to
+/// send one after the other, written without parsing the signed body back
+/// or copying it: joined, the same bytes as serializing
+/// [`StreamFrame::Map`], which a test checks.
+pub fn map_frame_pieces(sealed: SealedBody) -> Vec<bytes::Bytes> {
+    sealed.into_envelope_pieces(b"{\"type\":\"map\",\"envelope\":", b"}\n")
 }
 
 /// Error body of every non-2xx response.
@@ -296,6 +336,50 @@ impl RequestAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::{BodyKind, SignedBody, signed_message};
+
+    #[test]
+    fn a_map_frame_line_is_a_stream_frame_with_the_signed_bytes() {
+        let key = NodeSigningKey::from_seed(&[5; 32]);
+        let body = SignedBody {
+            kind: BodyKind::Netmap,
+            node_id: NodeId(3),
+            generation: 4,
+            issued_at: 5,
+            expires_at: 6,
+            payload: serde_json::json!({"peers": ["a\"b", 1]}),
+        };
+        let sealed = SealedBody::seal(&key, &body).unwrap();
+        let line = map_frame_pieces(sealed.clone()).concat();
+        assert_eq!(line.last(), Some(&b'\n'));
+        let frame: StreamFrame = serde_json::from_slice(&line).unwrap();
+        let StreamFrame::Map { envelope } = &frame else {
+            panic!("not a map frame: {frame:?}");
+        };
+        assert_eq!(envelope.body_bytes(), sealed.body());
+        assert!(
+            key.public()
+                .verify(&signed_message(envelope.body_bytes()), &envelope.sig)
+        );
+        // The hand-written line is exactly what serializing the frame gives.
+        let mut derived = serde_json::to_vec(&frame).unwrap();
+        derived.push(b'\n');
+        assert_eq!(line, derived);
+    }
+
+    #[test]
+    fn frames_of_the_wrong_shape_are_refused() {
+        let keepalive: StreamFrame = serde_json::from_str(r#"{"type":"keepalive"}"#).unwrap();
+        assert_eq!(keepalive, StreamFrame::Keepalive);
+        for bad in [
+            r#"{"type":"map"}"#,
+            r#"{"type":"keepalive","envelope":null,"x":1}"#,
+            r#"{"type":"other"}"#,
+            r#"{"envelope":{"v":2,"body":{},"sig":""}}"#,
+        ] {
+            assert!(serde_json::from_str::<StreamFrame>(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn header_roundtrip_and_verify() {

@@ -13,13 +13,14 @@
 pub mod control_api;
 pub mod envelope;
 pub mod ipc;
+mod ipfmt;
 pub mod keys;
 pub mod keyseal;
 pub mod names;
 pub mod netmap;
 pub mod verify;
 
-pub use envelope::{SignedBody, SignedEnvelope};
+pub use envelope::{SealedBody, SignedBody, SignedEnvelope};
 pub use keys::{KeyError, NodeSigningKey, Signature, SigningPublicKey, TunnelPublicKey};
 pub use netmap::{
     DnsConfig, DnsRecord, ExitGrant, FilterRule, LanGrant, Netmap, NodeId, PeerInfo, PortRange,

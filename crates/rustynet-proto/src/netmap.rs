@@ -117,8 +117,10 @@ impl PortRange {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FilterRule {
     /// Source prefixes admitted.
+    #[serde(serialize_with = "crate::ipfmt::serialize_nets")]
     pub src: Vec<IpNet>,
     /// Destination prefixes admitted.
+    #[serde(serialize_with = "crate::ipfmt::serialize_nets")]
     pub dst: Vec<IpNet>,
     /// Protocol selector.
     pub proto: Proto,
@@ -285,6 +287,7 @@ pub struct Netmap {
     /// Inbound filter for packets addressed to this node.
     pub packet_filter: Vec<FilterRule>,
     /// Tunnel addresses allowed to use this node as their exit to the internet.
+    #[serde(serialize_with = "crate::ipfmt::serialize_nets")]
     pub exit_clients: Vec<IpNet>,
     /// Filter for packets this node forwards from peers into its LAN routes.
     pub forward_filter: Vec<FilterRule>,

@@ -5,9 +5,6 @@
 //! body and the freshness rules. Nothing from an unauthenticated body is ever
 //! acted on or echoed in an error.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-
 use crate::envelope::{BodyKind, ENVELOPE_VERSION, SignedBody, SignedEnvelope, signed_message};
 use crate::keys::SigningPublicKey;
 use crate::netmap::{Netmap, NetmapError, NodeId};
@@ -174,20 +171,18 @@ impl NetmapVerifier {
         generation: GenerationRule,
         now: i64,
     ) -> Result<VerifiedNetmap, VerifyError> {
-        self.check_size(envelope.body.len())?;
+        let bytes = envelope.body_bytes();
+        self.check_size(bytes.len())?;
         if envelope.v != ENVELOPE_VERSION {
             return Err(VerifyError::Version(envelope.v));
         }
-        let bytes = B64
-            .decode(envelope.body.as_bytes())
-            .map_err(|_| VerifyError::Malformed("body is not base64"))?;
         if !self
             .control_key
-            .verify(&signed_message(&bytes), &envelope.sig)
+            .verify(&signed_message(bytes), &envelope.sig)
         {
             return Err(VerifyError::BadSignature);
         }
-        let body: SignedBody<Netmap> = serde_json::from_slice(&bytes)
+        let body: SignedBody<Netmap> = serde_json::from_slice(bytes)
             .map_err(|_| VerifyError::Malformed("signed body does not parse as a netmap"))?;
         if body.kind != BodyKind::Netmap {
             return Err(VerifyError::WrongKind);

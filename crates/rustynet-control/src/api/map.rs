@@ -13,13 +13,13 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use rustynet_proto::control_api::{API_VERSION, MapRequest, StreamFrame, paths};
-use rustynet_proto::{Netmap, NodeId};
+use rustynet_proto::NodeId;
+use rustynet_proto::control_api::{API_VERSION, MapRequest, StreamFrame, map_frame_pieces, paths};
 use tokio::sync::mpsc;
 
 use super::{ApiFailure, AppState, blocking, parse_json, read_body};
 use crate::auth::{SignedRequest, verify_node};
-use crate::netmap_builder::seal_netmap;
+use crate::map_json::seal_netmap_json;
 use crate::{now_unix, now_unix_ms};
 
 /// Changes often come in bursts (a policy edit touches many nodes); waiting a
@@ -72,17 +72,17 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
     let _online = app.network.stream_opened(id);
     let mut changes = app.network.subscribe();
     let resign_every = Duration::from_secs((app.map_ttl_secs / 2).max(1) as u64);
-    let mut last_sent: Option<Netmap> = None;
+    let mut last_sent: Option<Bytes> = None;
     let mut last_signed = tokio::time::Instant::now();
     tracing::debug!(node = %id, "map stream opened");
     loop {
         let snapshot = changes.borrow_and_update().clone();
-        let Some(netmap) = snapshot.netmap_for(id) else {
+        let Some(netmap) = snapshot.netmap_json(id) else {
             tracing::info!(node = %id, "node removed or expired; closing its map stream");
             break;
         };
         let due = last_signed.elapsed() >= resign_every;
-        if last_sent.as_ref() != Some(&netmap) || due {
+        if last_sent.as_deref() != Some(netmap.payload()) || due {
             let generation = match app.network.store().reserve_generations(1) {
                 Ok(range) => range.start,
                 Err(e) => {
@@ -90,23 +90,27 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
                     break;
                 }
             };
-            let envelope = seal_netmap(
+            let sealed = seal_netmap_json(
                 &app.signer,
-                &netmap,
+                netmap,
                 id,
                 generation,
                 now_unix(),
                 app.map_ttl_secs,
             );
-            if tx
-                .send(frame_line(&StreamFrame::Map { envelope }))
-                .await
-                .is_err()
-            {
+            // The pieces share the map's buffer; none is copied.
+            let mut closed = false;
+            for piece in map_frame_pieces(sealed.sealed) {
+                closed = tx.send(piece).await.is_err();
+                if closed {
+                    break;
+                }
+            }
+            if closed {
                 break;
             }
             tracing::debug!(node = %id, generation, "map sent");
-            last_sent = Some(netmap);
+            last_sent = Some(sealed.payload);
             last_signed = tokio::time::Instant::now();
         }
         let resign_at = last_signed + resign_every;

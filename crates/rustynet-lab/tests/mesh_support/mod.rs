@@ -507,6 +507,18 @@ pub struct StoredState {
 
 /// Reads `state/state.json` (no MAC check: the test only needs the content).
 pub fn read_state(state_dir: &Path) -> anyhow::Result<StoredState> {
+    /// The fields this reads; typed, because the envelope's signed body must
+    /// keep its exact bytes (a `Value` would reorder its keys).
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        enrollment: Enrollment,
+        high_water: u64,
+        last_known_safe: SignedEnvelope,
+    }
+    #[derive(serde::Deserialize)]
+    struct Enrollment {
+        node_id: NodeId,
+    }
     let path = state_dir.join("state.json");
     let sealed: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
     let body = STANDARD.decode(
@@ -515,19 +527,17 @@ pub fn read_state(state_dir: &Path) -> anyhow::Result<StoredState> {
             .and_then(Value::as_str)
             .ok_or_else(|| anyhow!("{} has no body", path.display()))?,
     )?;
-    let state: Value = serde_json::from_slice(&body)?;
+    let doc: Doc = serde_json::from_slice(&body)?;
     Ok(StoredState {
-        node_id: serde_json::from_value(state["enrollment"]["node_id"].clone())?,
-        high_water: state["high_water"]
-            .as_u64()
-            .ok_or_else(|| anyhow!("no high_water"))?,
-        last_known_safe: serde_json::from_value(state["last_known_safe"].clone())?,
+        node_id: doc.enrollment.node_id,
+        high_water: doc.high_water,
+        last_known_safe: doc.last_known_safe,
     })
 }
 
 /// Opens a signed envelope without checking it (test side only).
 pub fn open_envelope(env: &SignedEnvelope) -> anyhow::Result<SignedBody<Netmap>> {
-    Ok(serde_json::from_slice(&STANDARD.decode(&env.body)?)?)
+    Ok(serde_json::from_slice(env.body_bytes())?)
 }
 
 /// One secret to look for, in every encoding it could be printed in.

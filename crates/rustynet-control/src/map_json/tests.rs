@@ -1,0 +1,148 @@
+//! The fast writer against serde, and sealing.
+
+use super::*;
+use crate::netmap_builder::{build_netmap, node_facts};
+use rustynet_policy::Policy;
+use rustynet_proto::verify::GenerationRule;
+use rustynet_proto::{NetmapVerifier, SigningPublicKey, TunnelPublicKey, VerifyPolicy};
+use std::collections::BTreeMap;
+
+fn node(id: u64, name: &str, user: &str, tags: &[&str]) -> NodeRecord {
+    NodeRecord {
+        id: NodeId(id),
+        hostname: name.to_owned(),
+        requested_hostname: name.trim_end_matches("-2").to_owned(),
+        user: user.to_owned(),
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        tunnel_ip: std::net::Ipv4Addr::new(100, 64, 0, id as u8),
+        node_key: TunnelPublicKey([id as u8; 32]),
+        signing_key: SigningPublicKey([id as u8; 32]),
+        endpoints: vec![format!("192.0.2.{id}:41641").parse().unwrap()],
+        advertise_exit_node: false,
+        advertised_routes: vec![],
+        lan_access: false,
+        created_at: 1_800_000_000 + id as i64,
+        expired_at: None,
+        last_seen: None,
+    }
+}
+
+/// Every shape a map entry takes: exit grants, approved LAN and subnet
+/// routes, a node that is not granted as exit though it offers it, split
+/// DNS, a renamed duplicate, an invisible node, names needing escapes.
+fn network() -> (BTreeMap<NodeId, NodeRecord>, BTreeMap<NodeId, NodeView>) {
+    let mut exit = node(3, "exit", "ops", &["tag:exit"]);
+    exit.advertise_exit_node = true;
+    exit.advertised_routes = vec!["192.168.77.0/24".parse().unwrap()];
+    let mut router = node(4, "router", "ops", &["tag:router"]);
+    router.advertised_routes = vec!["10.20.0.0/16".parse().unwrap()];
+    let mut spare = node(6, "spare-exit", "ops", &[]);
+    spare.advertise_exit_node = true;
+    let mut alice = node(1, "alice", "alice", &[]);
+    alice.lan_access = true;
+    let nodes: BTreeMap<NodeId, NodeRecord> = [
+        alice,
+        node(2, "alice-2", "bob", &[]),
+        exit,
+        router,
+        node(5, "hidden", "eve", &[]),
+        spare,
+    ]
+    .into_iter()
+    .map(|n| (n.id, n))
+    .collect();
+    let policy = Policy::parse(
+        r#"{"groups": {"group:staff": ["alice", "bob"]},
+            "tag_owners": {"tag:exit": ["ops"], "tag:router": ["ops"]},
+            "acls": [
+              {"action": "accept", "src": ["group:staff"], "dst": ["*:22"], "proto": "tcp"},
+              {"action": "accept", "src": ["alice"], "dst": ["192.168.77.0/24:*"]},
+              {"action": "accept", "src": ["alice"], "dst": ["10.20.0.0/16:443"], "proto": "tcp"},
+              {"action": "accept", "src": ["group:staff"], "dst": ["node:spare-exit:53"], "proto": "udp"}
+            ],
+            "exit_nodes": [{"users": ["group:staff"], "nodes": ["tag:exit"]}],
+            "route_approvers": [{"routes": ["10.20.0.0/16"], "nodes": ["tag:router"]}],
+            "dns": {"split": {"corp.example": ["192.168.77.53"]}}}"#,
+    )
+    .unwrap();
+    let facts: Vec<_> = nodes.values().map(node_facts).collect();
+    (nodes, rustynet_policy::compile(&policy, &facts))
+}
+
+#[test]
+fn fragment_maps_are_the_serialized_maps_byte_for_byte() {
+    let (nodes, views) = network();
+    let online: HashSet<NodeId> = [NodeId(2), NodeId(3)].into();
+    let fragments = PeerFragments::new("rustynet.internal", Arc::new(nodes), Arc::new(online));
+    let net = fragments.net();
+    let alice = &views[&NodeId(1)];
+    // The network exercises what it claims to.
+    assert!(alice.exit_grants.contains(&NodeId(3)));
+    assert!(alice.peer_routes.contains_key(&NodeId(3)));
+    assert!(alice.peer_routes.contains_key(&NodeId(4)));
+    assert!(alice.visible_peers.contains(&NodeId(6)));
+    let bob = &views[&NodeId(2)];
+    assert!(bob.exit_grants.contains(&NodeId(3)) && !bob.peer_routes.contains_key(&NodeId(3)));
+    assert!(!alice.split_dns.is_empty());
+    assert!(!views[&NodeId(3)].forward_filter.is_empty());
+    // The first pass fills the shared slots, the second copies them.
+    for pass in ["filling", "filled"] {
+        for (id, view) in &views {
+            let value = build_netmap(net, *id, view).unwrap();
+            let fast = fragments.netmap_json(*id, view).unwrap();
+            assert_eq!(
+                String::from_utf8(fast.payload().to_vec()).unwrap(),
+                serde_json::to_string(&value).unwrap(),
+                "map of {id}, slots {pass}"
+            );
+        }
+    }
+    // A node that is not live has no map.
+    assert!(fragments.netmap_json(NodeId(99), alice).is_none());
+}
+
+#[test]
+fn a_sealed_map_verifies_and_carries_the_value() {
+    let (nodes, views) = network();
+    let fragments = PeerFragments::new("rustynet.internal", Arc::new(nodes), Arc::default());
+    let net = fragments.net();
+    let key = NodeSigningKey::from_seed(&[9; 32]);
+    let id = NodeId(1);
+    let map_json = fragments.netmap_json(id, &views[&id]).unwrap();
+    let expected = map_json.payload().to_vec();
+    let sealed = seal_netmap_json(&key, map_json, id, 41, 1_800_000_000, 600);
+    assert_eq!(sealed.payload, expected);
+    let envelope = sealed.sealed.to_envelope().unwrap();
+    let verifier = NetmapVerifier::new(key.public(), id, VerifyPolicy::default());
+    let verified = verifier
+        .verify(envelope, GenerationRule::After(40), 1_800_000_001)
+        .unwrap();
+    assert_eq!(verified.generation(), 41);
+    assert_eq!(verified.body.expires_at, 1_800_000_600);
+    assert_eq!(
+        verified.netmap(),
+        &build_netmap(net, id, &views[&id]).unwrap()
+    );
+}
+
+#[test]
+fn the_longest_header_fits_its_room() {
+    let key = NodeSigningKey::from_seed(&[9; 32]);
+    let payload = br#"{"x":1}"#;
+    let sealed = seal_netmap_json(
+        &key,
+        MapJson::from_payload(payload),
+        NodeId(u64::MAX),
+        u64::MAX,
+        i64::MIN,
+        -1,
+    );
+    assert_eq!(sealed.payload, &payload[..]);
+    let body = sealed.sealed.body();
+    let parsed: rustynet_proto::SignedBody<serde_json::Value> =
+        serde_json::from_slice(&body).unwrap();
+    assert_eq!(parsed.node_id, NodeId(u64::MAX));
+    assert_eq!((parsed.issued_at, parsed.expires_at), (i64::MIN, i64::MIN));
+    // It fills the room exactly less one byte: the body starts at 1.
+    assert_eq!(body.len(), HEAD_ROOM - 1 + payload.len() + 1);
+}
