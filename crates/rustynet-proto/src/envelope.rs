@@ -13,8 +13,7 @@
 //! Ed25519's 128-bit security level.
 
 use bytes::Bytes;
-use serde::de::Error as _;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::keys::{NodeSigningKey, Signature};
@@ -61,7 +60,9 @@ pub struct SignedEnvelope {
     /// [`ENVELOPE_VERSION`].
     pub v: u16,
     /// The signed body (JSON of a [`SignedBody`]), byte for byte as sent.
-    #[serde(deserialize_with = "object_body")]
+    /// Any JSON value is taken here and judged by the verifier, so an
+    /// envelope of another version (v1 carried a base64 string) still
+    /// parses inside a stored state and is refused with a typed reason.
     pub body: Box<RawValue>,
     /// Ed25519 signature over [`signed_message`] of the body.
     pub sig: Signature,
@@ -74,16 +75,6 @@ impl PartialEq for SignedEnvelope {
 }
 
 impl Eq for SignedEnvelope {}
-
-/// Refuses a body that is not a JSON object before anything else looks at it.
-fn object_body<'de, D: Deserializer<'de>>(d: D) -> Result<Box<RawValue>, D::Error> {
-    let raw = Box::<RawValue>::deserialize(d)?;
-    if raw.get().starts_with('{') {
-        Ok(raw)
-    } else {
-        Err(D::Error::custom("body is not a JSON object"))
-    }
-}
 
 /// The bytes a signature covers: the domain and the BLAKE3 hash of `body`.
 pub fn signed_message(body: &[u8]) -> Vec<u8> {
@@ -232,19 +223,5 @@ mod tests {
             SealedBody::sign_pieces(&key, pieces).to_envelope().unwrap(),
             env
         );
-    }
-
-    #[test]
-    fn a_body_that_is_not_an_object_is_refused() {
-        for body in ["\"eyJr\"", "[1]", "7", "null"] {
-            let json = format!(
-                r#"{{"v":2,"body":{body},"sig":"{}"}}"#,
-                "A".repeat(86) + "=="
-            );
-            assert!(
-                serde_json::from_str::<SignedEnvelope>(&json).is_err(),
-                "{body}"
-            );
-        }
     }
 }

@@ -149,6 +149,29 @@ fn rejects_body_tampering_even_with_same_json_meaning() {
 }
 
 #[test]
+fn a_v1_envelope_parses_and_is_refused_for_its_version() {
+    let (_, v) = setup();
+    // v1 carried the body base64-encoded; a daemon upgraded with one in its
+    // stored state must still read that state and refuse the map by reason.
+    let sig = "A".repeat(86) + "==";
+    let old = format!(r#"{{"v":1,"body":"eyJraW5kIjoibmV0bWFwIn0=","sig":"{sig}"}}"#);
+    let env: SignedEnvelope = serde_json::from_str(&old).unwrap();
+    assert_eq!(
+        v.verify(env, GenerationRule::Exactly(5), NOW),
+        Err(VerifyError::Version(1))
+    );
+    // A v2 envelope whose body is not an object never verifies.
+    for body in ["\"eyJr\"", "[1]", "7", "null"] {
+        let wire = format!(r#"{{"v":2,"body":{body},"sig":"{sig}"}}"#);
+        assert_eq!(
+            v.verify_wire(wire.as_bytes(), GenerationRule::After(0), NOW),
+            Err(VerifyError::BadSignature),
+            "{body}"
+        );
+    }
+}
+
+#[test]
 fn rejects_an_envelope_of_another_version() {
     let (key, v) = setup();
     let mut env = SignedEnvelope::seal(&key, &body(5, NOW, NOW + 600)).unwrap();
