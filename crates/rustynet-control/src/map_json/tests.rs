@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::netmap_builder::{build_netmap, node_facts};
+use ipnet::IpNet;
 use rustynet_policy::Policy;
 use rustynet_proto::verify::GenerationRule;
 use rustynet_proto::{NetmapVerifier, SigningPublicKey, TunnelPublicKey, VerifyPolicy};
@@ -28,14 +29,17 @@ fn node(id: u64, name: &str, user: &str, tags: &[&str]) -> NodeRecord {
 }
 
 /// Every shape a map entry takes: exit grants, approved LAN and subnet
-/// routes, a node that is not granted as exit though it offers it, split
-/// DNS, a renamed duplicate, an invisible node, names needing escapes.
+/// routes (an IPv6 one too), a node that is not granted as exit though it
+/// offers it, split DNS, a renamed duplicate, an invisible node.
 fn network() -> (BTreeMap<NodeId, NodeRecord>, BTreeMap<NodeId, NodeView>) {
     let mut exit = node(3, "exit", "ops", &["tag:exit"]);
     exit.advertise_exit_node = true;
     exit.advertised_routes = vec!["192.168.77.0/24".parse().unwrap()];
     let mut router = node(4, "router", "ops", &["tag:router"]);
-    router.advertised_routes = vec!["10.20.0.0/16".parse().unwrap()];
+    router.advertised_routes = vec![
+        "10.20.0.0/16".parse().unwrap(),
+        "fd00:20::/64".parse().unwrap(),
+    ];
     let mut spare = node(6, "spare-exit", "ops", &[]);
     spare.advertise_exit_node = true;
     let mut alice = node(1, "alice", "alice", &[]);
@@ -61,7 +65,7 @@ fn network() -> (BTreeMap<NodeId, NodeRecord>, BTreeMap<NodeId, NodeView>) {
               {"action": "accept", "src": ["group:staff"], "dst": ["node:spare-exit:53"], "proto": "udp"}
             ],
             "exit_nodes": [{"users": ["group:staff"], "nodes": ["tag:exit"]}],
-            "route_approvers": [{"routes": ["10.20.0.0/16"], "nodes": ["tag:router"]}],
+            "route_approvers": [{"routes": ["10.20.0.0/16", "fd00:20::/64"], "nodes": ["tag:router"]}],
             "dns": {"split": {"corp.example": ["192.168.77.53"]}}}"#,
     )
     .unwrap();
@@ -80,6 +84,14 @@ fn fragment_maps_are_the_serialized_maps_byte_for_byte() {
     assert!(alice.exit_grants.contains(&NodeId(3)));
     assert!(alice.peer_routes.contains_key(&NodeId(3)));
     assert!(alice.peer_routes.contains_key(&NodeId(4)));
+    // IPv6 appears in a map as a node's own approved route.
+    let router = &views[&NodeId(4)];
+    assert!(
+        router
+            .approved_routes
+            .iter()
+            .any(|r| matches!(r, IpNet::V6(_)))
+    );
     assert!(alice.visible_peers.contains(&NodeId(6)));
     let bob = &views[&NodeId(2)];
     assert!(bob.exit_grants.contains(&NodeId(3)) && !bob.peer_routes.contains_key(&NodeId(3)));
@@ -97,8 +109,14 @@ fn fragment_maps_are_the_serialized_maps_byte_for_byte() {
             );
         }
     }
-    // A node that is not live has no map.
+    // A node that is not live has no map, and is in no map.
     assert!(fragments.netmap_json(NodeId(99), alice).is_none());
+    let mut stale = alice.clone();
+    stale.visible_peers.insert(1, NodeId(99));
+    let fast = fragments.netmap_json(NodeId(1), &stale).unwrap();
+    let value = build_netmap(net, NodeId(1), &stale).unwrap();
+    assert_eq!(fast.payload(), serde_json::to_vec(&value).unwrap());
+    assert!(!value.peers.iter().any(|p| p.node_id == NodeId(99)));
 }
 
 #[test]
