@@ -6,7 +6,8 @@
 //! entry the first time a map of one snapshot needs it and copies it after
 //! that; the map's own parts (its filter, grants, self) are serialized per
 //! map. The output is byte for byte what serializing
-//! [`crate::netmap_builder::build_netmap`]'s value gives (tested), and the
+//! the map's value gives (tested against a plain
+//! value builder), and the
 //! signed header goes into room left in front of it, so the map is never
 //! re-serialized nor copied on its way to the wire.
 
@@ -278,7 +279,7 @@ pub fn seal_netmap_json(
     let whole = Bytes::from(buf);
     SealedMap {
         payload: whole.slice(at..end),
-        sealed: SealedBody::sign_pieces(key, vec![whole.slice(start..)]),
+        sealed: SealedBody::sign(key, whole.slice(start..)),
     }
 }
 

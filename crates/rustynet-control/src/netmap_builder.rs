@@ -1,18 +1,14 @@
-//! Turns a node's compiled policy view plus the node table into that node's
-//! [`Netmap`], and seals it. Pure: no I/O, no clock (time is an argument).
-//!
-//! The map stream does not serialize these values: [`crate::map_json`]
-//! writes the same bytes from shared pieces, and its tests hold the two
-//! byte for byte.
+//! The parts of a node's [`Netmap`] built from the node table and its
+//! compiled policy view, shared by [`crate::map_json`] (which writes maps as
+//! JSON) and its tests (which build the same map as a value). Pure: no I/O,
+//! no clock (time is an argument).
 
 use std::collections::{BTreeMap, HashSet};
 
 use ipnet::{IpNet, Ipv4Net};
 use rustynet_policy::{NodeFacts, NodeView};
-use rustynet_proto::netmap::NETMAP_VERSION;
 use rustynet_proto::{
-    DnsConfig, DnsRecord, ExitGrant, Netmap, NodeId, NodeSigningKey, PeerInfo, SelfInfo,
-    SignedEnvelope,
+    DnsRecord, ExitGrant, Netmap, NodeId, NodeSigningKey, PeerInfo, SelfInfo, SignedEnvelope,
 };
 
 use crate::store::NodeRecord;
@@ -110,38 +106,6 @@ pub(crate) fn exit_grants(net: NetworkView<'_>, view: &NodeView) -> Vec<ExitGran
             hostname: n.hostname.clone(),
         })
         .collect()
-}
-
-/// The map for `id`, or `None` if the node is not live.
-pub fn build_netmap(net: NetworkView<'_>, id: NodeId, view: &NodeView) -> Option<Netmap> {
-    let me = net.nodes.get(&id)?;
-    let exits: HashSet<NodeId> = view.exit_grants.iter().copied().collect();
-    let mut records = vec![dns_record(me, net.suffix)];
-    let peers: Vec<PeerInfo> = view
-        .visible_peers
-        .iter()
-        .filter_map(|peer_id| net.nodes.get(peer_id))
-        .map(|peer| {
-            records.push(dns_record(peer, net.suffix));
-            let routes = view.peer_routes.get(&peer.id);
-            peer_info(net, peer, routes, exits.contains(&peer.id))
-        })
-        .collect();
-    Some(Netmap {
-        version: NETMAP_VERSION,
-        self_node: self_info(me, net, view),
-        peers,
-        packet_filter: view.packet_filter.clone(),
-        exit_clients: view.exit_clients.clone(),
-        forward_filter: view.forward_filter.clone(),
-        exit_grants: exit_grants(net, view),
-        lan_grants: view.lan_grants.clone(),
-        dns: DnsConfig {
-            suffix: net.suffix.to_owned(),
-            records,
-            split: view.split_dns.clone(),
-        },
-    })
 }
 
 /// Signs a map value (tools and tests; the map stream uses

@@ -183,7 +183,7 @@ impl TryFrom<WireFrame> for StreamFrame {
 /// send one after the other, written without parsing the signed body back
 /// or copying it: joined, the same bytes as serializing
 /// [`StreamFrame::Map`], which a test checks.
-pub fn map_frame_pieces(sealed: SealedBody) -> Vec<bytes::Bytes> {
+pub fn map_frame_pieces(sealed: SealedBody) -> [bytes::Bytes; 3] {
     sealed.into_envelope_pieces(b"{\"type\":\"map\",\"envelope\":", b"}\n")
 }
 

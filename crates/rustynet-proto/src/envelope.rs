@@ -78,22 +78,17 @@ impl Eq for SignedEnvelope {}
 
 /// The bytes a signature covers: the domain and the BLAKE3 hash of `body`.
 pub fn signed_message(body: &[u8]) -> Vec<u8> {
-    signed_message_of(blake3::hash(body))
-}
-
-fn signed_message_of(hash: blake3::Hash) -> Vec<u8> {
     let mut msg = Vec::with_capacity(SIGNATURE_DOMAIN.len() + blake3::OUT_LEN);
     msg.extend_from_slice(SIGNATURE_DOMAIN);
-    msg.extend_from_slice(hash.as_bytes());
+    msg.extend_from_slice(blake3::hash(body).as_bytes());
     msg
 }
 
-/// A body control has signed, still in the pieces it was written in: the
-/// map stream sends the pieces as they are, so a large map is never copied
-/// into a single buffer nor parsed back.
+/// A body control has signed, still as bytes: the map stream writes it into
+/// the frame as it is, so a large map is neither copied nor parsed back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedBody {
-    pieces: Vec<Bytes>,
+    body: Bytes,
     sig: Signature,
 }
 
@@ -103,32 +98,24 @@ impl SealedBody {
         key: &NodeSigningKey,
         body: &SignedBody<T>,
     ) -> Result<Self, serde_json::Error> {
-        Ok(Self::sign_pieces(
-            key,
-            vec![serde_json::to_vec(body)?.into()],
-        ))
+        Ok(Self::sign(key, serde_json::to_vec(body)?.into()))
     }
 
-    /// Signs the body made of `pieces` in order. The caller guarantees their
-    /// concatenation is compact JSON of a [`SignedBody`]; a node refuses
-    /// anything else.
-    pub fn sign_pieces(key: &NodeSigningKey, pieces: Vec<Bytes>) -> Self {
-        let mut hasher = blake3::Hasher::new();
-        for piece in &pieces {
-            hasher.update(piece);
-        }
-        let sig = key.sign(&signed_message_of(hasher.finalize()));
-        Self { pieces, sig }
+    /// Signs `body`. The caller guarantees it is compact JSON of a
+    /// [`SignedBody`]; a node refuses anything else.
+    pub fn sign(key: &NodeSigningKey, body: Bytes) -> Self {
+        let sig = key.sign(&signed_message(&body));
+        Self { body, sig }
     }
 
-    /// The signed bytes, joined.
-    pub fn body(&self) -> Vec<u8> {
-        self.pieces.concat()
+    /// The signed bytes.
+    pub fn body(&self) -> &[u8] {
+        &self.body
     }
 
-    /// The envelope as JSON (`{"v":…,"body":…,"sig":…}`) in pieces, between
-    /// `before` and `after`: the body's pieces are moved, not copied.
-    pub fn into_envelope_pieces(self, before: &[u8], after: &[u8]) -> Vec<Bytes> {
+    /// The envelope as JSON (`{"v":…,"body":…,"sig":…}`) in three pieces,
+    /// between `before` and `after`: the body is shared, not copied.
+    pub fn into_envelope_pieces(self, before: &[u8], after: &[u8]) -> [Bytes; 3] {
         let mut head = before.to_vec();
         head.extend_from_slice(b"{\"v\":");
         head.extend_from_slice(ENVELOPE_VERSION.to_string().as_bytes());
@@ -138,11 +125,7 @@ impl SealedBody {
         let _ = serde_json::to_writer(&mut tail, &self.sig);
         tail.push(b'}');
         tail.extend_from_slice(after);
-        let mut out = Vec::with_capacity(self.pieces.len() + 2);
-        out.push(head.into());
-        out.extend(self.pieces);
-        out.push(tail.into());
-        out
+        [head.into(), self.body, tail.into()]
     }
 
     /// The envelope as a value (parses the body once to hold it as raw JSON).
@@ -211,17 +194,5 @@ mod tests {
         let again: SignedEnvelope = serde_json::from_str(&env.to_json()).unwrap();
         assert_eq!(again, env);
         assert_eq!(again.body_bytes(), sealed.body());
-        // A body signed in pieces is the same signature over the same bytes.
-        let bytes = sealed.body();
-        let (a, b) = bytes.split_at(7);
-        let pieces = vec![
-            Bytes::copy_from_slice(a),
-            Bytes::new(),
-            Bytes::copy_from_slice(b),
-        ];
-        assert_eq!(
-            SealedBody::sign_pieces(&key, pieces).to_envelope().unwrap(),
-            env
-        );
     }
 }

@@ -68,6 +68,16 @@ fn frame_line(frame: &StreamFrame) -> Bytes {
     Bytes::from(line)
 }
 
+/// Sends the pieces of one frame in order; false once the client is gone.
+async fn send_all(tx: &mpsc::Sender<Bytes>, pieces: impl IntoIterator<Item = Bytes>) -> bool {
+    for piece in pieces {
+        if tx.send(piece).await.is_err() {
+            return false;
+        }
+    }
+    true
+}
+
 async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
     let _online = app.network.stream_opened(id);
     let mut changes = app.network.subscribe();
@@ -99,14 +109,7 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
                 app.map_ttl_secs,
             );
             // The pieces share the map's buffer; none is copied.
-            let mut closed = false;
-            for piece in map_frame_pieces(sealed.sealed) {
-                closed = tx.send(piece).await.is_err();
-                if closed {
-                    break;
-                }
-            }
-            if closed {
+            if !send_all(&tx, map_frame_pieces(sealed.sealed)).await {
                 break;
             }
             tracing::debug!(node = %id, generation, "map sent");

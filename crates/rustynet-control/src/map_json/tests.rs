@@ -1,12 +1,47 @@
 //! The fast writer against serde, and sealing.
 
 use super::*;
-use crate::netmap_builder::{build_netmap, node_facts};
+use crate::netmap_builder::{dns_record, exit_grants, node_facts, peer_info, self_info};
 use ipnet::IpNet;
 use rustynet_policy::Policy;
+use rustynet_proto::netmap::NETMAP_VERSION;
 use rustynet_proto::verify::GenerationRule;
+use rustynet_proto::{DnsConfig, Netmap, PeerInfo};
 use rustynet_proto::{NetmapVerifier, SigningPublicKey, TunnelPublicKey, VerifyPolicy};
 use std::collections::BTreeMap;
+
+/// The map for `id` as a value, built plainly: the oracle the JSON writer
+/// is held to. `None` if the node is not live.
+fn build_netmap(net: NetworkView<'_>, id: NodeId, view: &NodeView) -> Option<Netmap> {
+    let me = net.nodes.get(&id)?;
+    let exits: HashSet<NodeId> = view.exit_grants.iter().copied().collect();
+    let mut records = vec![dns_record(me, net.suffix)];
+    let peers: Vec<PeerInfo> = view
+        .visible_peers
+        .iter()
+        .filter_map(|peer_id| net.nodes.get(peer_id))
+        .map(|peer| {
+            records.push(dns_record(peer, net.suffix));
+            let routes = view.peer_routes.get(&peer.id);
+            peer_info(net, peer, routes, exits.contains(&peer.id))
+        })
+        .collect();
+    Some(Netmap {
+        version: NETMAP_VERSION,
+        self_node: self_info(me, net, view),
+        peers,
+        packet_filter: view.packet_filter.clone(),
+        exit_clients: view.exit_clients.clone(),
+        forward_filter: view.forward_filter.clone(),
+        exit_grants: exit_grants(net, view),
+        lan_grants: view.lan_grants.clone(),
+        dns: DnsConfig {
+            suffix: net.suffix.to_owned(),
+            records,
+            split: view.split_dns.clone(),
+        },
+    })
+}
 
 fn node(id: u64, name: &str, user: &str, tags: &[&str]) -> NodeRecord {
     NodeRecord {
@@ -158,7 +193,7 @@ fn the_longest_header_fits_its_room() {
     assert_eq!(sealed.payload, &payload[..]);
     let body = sealed.sealed.body();
     let parsed: rustynet_proto::SignedBody<serde_json::Value> =
-        serde_json::from_slice(&body).unwrap();
+        serde_json::from_slice(body).unwrap();
     assert_eq!(parsed.node_id, NodeId(u64::MAX));
     assert_eq!((parsed.issued_at, parsed.expires_at), (i64::MIN, i64::MIN));
     // It fills the room exactly less one byte: the body starts at 1.
