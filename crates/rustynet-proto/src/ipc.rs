@@ -284,6 +284,17 @@ pub struct StatusDoc {
     pub advertised_routes: Vec<IpNet>,
     /// Whether this node offers itself as an exit.
     pub advertise_exit_node: bool,
+    /// Dataplane counters since the tunnel started.
+    #[serde(default)]
+    pub counters: DataplaneCounters,
+}
+
+/// Dataplane counters shown by `status` (and exported as metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataplaneCounters {
+    /// Authenticated packets dropped because their inner source address
+    /// belongs to a different peer than the one that sent them.
+    pub rx_source_mismatch: u64,
 }
 
 /// `status` self section.

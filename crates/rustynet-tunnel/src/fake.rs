@@ -223,6 +223,7 @@ impl TunnelBackend for FakeBackend {
                     tx_bytes: 0,
                 })
                 .collect(),
+            rx_source_mismatch: 0,
         })
     }
 

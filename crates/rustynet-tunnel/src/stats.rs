@@ -21,6 +21,10 @@ pub struct TunnelStats {
     pub listen_port: u16,
     /// One entry per configured peer, sorted by key.
     pub peers: Vec<PeerStats>,
+    /// Authenticated inbound packets dropped because their inner source
+    /// address routes to a different peer than the one that sent them
+    /// (cryptokey routing; a peer claiming another's address).
+    pub rx_source_mismatch: u64,
 }
 
 impl TunnelStats {

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use rustynet_proto::ipc::{NetcheckDoc, PathKind, PeerStatus, SelfStatus, StatusDoc};
+use rustynet_proto::ipc::{
+    DataplaneCounters, NetcheckDoc, PathKind, PeerStatus, SelfStatus, StatusDoc,
+};
 
 use super::Engine;
 
@@ -72,6 +74,9 @@ impl Engine {
             error: self.last_error.clone(),
             advertised_routes: self.state.prefs.advertise_routes.clone(),
             advertise_exit_node: self.state.prefs.advertise_exit_node,
+            counters: DataplaneCounters {
+                rx_source_mismatch: stats.as_ref().map_or(0, |s| s.rx_source_mismatch),
+            },
         }
     }
 

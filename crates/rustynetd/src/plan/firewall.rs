@@ -240,6 +240,15 @@ fn forward_chain(i: &Inputs<'_>) -> Chain {
         vec![oif(tun, false)],
         "forwarding into the mesh not allowed",
     ));
+    // What is left is forwarding between physical interfaces (containers,
+    // VMs, other namespaces on this node). The kill switch covers it like
+    // the node's own traffic: with an exit selected nothing leaves outside
+    // the tunnel, and protected DNS holds for forwarded queries too.
+    if i.exit.is_some() {
+        rules.push(forward_kill_switch());
+    } else if i.dns_protected {
+        rules.extend(forwarded_dns_protection(tun));
+    }
     base_chain(
         "forward",
         ChainKind::Filter,
@@ -388,6 +397,38 @@ fn dns_protection(ctx: &LocalContext) -> Vec<FirewallRule> {
     ]
 }
 
+fn forward_kill_switch() -> FirewallRule {
+    dropped(vec![], "kill switch: forwarded traffic outside the tunnel")
+}
+
+/// Forwarded DNS that does not come from the mesh (containers and VMs on
+/// this node asking resolvers outside): the forward-hook twin of
+/// [`dns_protection`].
+fn forwarded_dns_protection(tun: &str) -> Vec<FirewallRule> {
+    [
+        (PortProto::Udp, vec![NftPorts::single(53)]),
+        (
+            PortProto::Tcp,
+            vec![NftPorts::single(53), NftPorts::single(853)],
+        ),
+    ]
+    .into_iter()
+    .map(|(proto, ports)| {
+        dropped(
+            vec![
+                iif(tun, true),
+                Match::Dport {
+                    proto,
+                    ports,
+                    negate: false,
+                },
+            ],
+            "protected DNS: forwarded query outside Magic DNS",
+        )
+    })
+    .collect()
+}
+
 fn output_chain(i: &Inputs<'_>) -> Chain {
     let tun = i.ctx.tun.as_str();
     let mut lan = Allows::default();
@@ -440,10 +481,15 @@ pub(super) fn fail_closed(ctx: &LocalContext, protected: bool, dns_protected: bo
             "tunnel source address on a physical interface",
         ),
     ];
-    let forward = vec![
+    let mut forward = vec![
         dropped(vec![iif(tun, false)], "fail-closed: tunnel blocked"),
         dropped(vec![oif(tun, false)], "fail-closed: tunnel blocked"),
     ];
+    if protected {
+        forward.push(forward_kill_switch());
+    } else if dns_protected {
+        forward.extend(forwarded_dns_protection(tun));
+    }
     let (output, policy) = if protected {
         let mut rules = dns_protection(ctx);
         rules.extend(kill_switch(ctx, false));
