@@ -88,6 +88,7 @@ pub struct ControlClient {
     connector: TlsConnector,
     timeout: Duration,
     fwmark: Option<u32>,
+    known_addrs: Vec<std::net::SocketAddr>,
 }
 
 fn now_ms() -> i64 {
@@ -125,6 +126,7 @@ impl ControlClient {
             connector: TlsConnector::from(Arc::new(config)),
             timeout: Duration::from_secs(15),
             fwmark: None,
+            known_addrs: Vec::new(),
         })
     }
 
@@ -135,28 +137,50 @@ impl ControlClient {
         self
     }
 
+    /// Addresses to try before resolving the host again: those it resolved
+    /// to when the node enrolled. A network whose DNS later lies about the
+    /// control host then cannot steer the connection (TLS with the pinned
+    /// CA would refuse an impostor anyway; this keeps the node connected).
+    pub fn with_known_addrs(mut self, addrs: Vec<std::net::SocketAddr>) -> Self {
+        self.known_addrs = addrs;
+        self
+    }
+
     async fn connect_tcp(&self) -> Result<TcpStream, ClientError> {
-        let addrs = tokio::net::lookup_host((self.url.host.as_str(), self.url.port)).await?;
         let mut last = None;
-        for addr in addrs {
-            let socket = match addr {
-                std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-                std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-            };
-            if let Some(mark) = self.fwmark {
-                socket2::SockRef::from(&socket).set_mark(mark)?;
+        for addr in &self.known_addrs {
+            match self.connect_addr(*addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
             }
-            match socket.connect(addr).await {
-                Ok(stream) => {
-                    stream.set_nodelay(true)?;
-                    return Ok(stream);
-                }
+        }
+        let addrs = tokio::net::lookup_host((self.url.host.as_str(), self.url.port)).await?;
+        for addr in addrs.filter(|a| !self.known_addrs.contains(a)) {
+            match self.connect_addr(addr).await {
+                Ok(stream) => return Ok(stream),
                 Err(e) => last = Some(e),
             }
         }
         Err(ClientError::Io(last.unwrap_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotFound, "control host has no address")
         })))
+    }
+
+    async fn connect_addr(&self, addr: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+        let socket = match addr {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        if let Some(mark) = self.fwmark {
+            socket2::SockRef::from(&socket).set_mark(mark)?;
+        }
+        let stream = tokio::time::timeout(self.timeout, socket.connect(addr))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        stream.set_nodelay(true)?;
+        Ok(stream)
     }
 
     /// The control URL.

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::ensure;
 use exit_support::*;
+use rustynet_lab::cluster::CONTROL_PORT;
 use rustynet_lab::cluster::wait_for;
+use rustynet_lab::topology::CONTROL_IP;
 use rustynet_lab::{Cluster, Lab, NodeSpec};
 use rustynet_proto::ipc::DataplaneState;
 
@@ -220,6 +222,50 @@ fn kill_switch_covers_forwarded_traffic() {
                 leaked == 0,
                 "{leaked} forwarded packets left alice's link:\n{}",
                 lines(&pcap, &leak_filter, 10)
+            );
+            Ok(())
+        }),
+        || diagnose(&c, &["alice", "exit"]),
+    );
+
+    must(
+        case("leak", "control_exception_only_for_the_daemon", |ev| {
+            // A network that controls DHCP or DNS can put the control
+            // address on a route outside the tunnel (a LAN-local server, a
+            // pushed route) and pick that address (TunnelCrack "ServerIP").
+            // Only the daemon's marked socket may then leave by it.
+            let control = format!("{CONTROL_IP}");
+            let gw = lab.node("alice").addr.octets();
+            let via = format!("{}.{}.{}.{}", gw[0], gw[1], gw[2], gw[3] - 1);
+            alice
+                .ns
+                .ip(&["route", "add", &format!("{control}/32"), "via", &via])?;
+            let cap = capture_node(&lab, "alice", "control-exception")?;
+            let script = format!(
+                "import socket\ns=socket.socket()\ns.bind(('',40001))\ns.settimeout(2)\n\
+                 try:\n s.connect(('{control}',{CONTROL_PORT}))\n print('connected')\nexcept OSError as e:\n print(e)"
+            );
+            let out = alice
+                .ns
+                .stdout(&["python3", "-c", &script])
+                .unwrap_or_default();
+            let pcap = cap.stop_raw();
+            alice
+                .ns
+                .ip(&["route", "del", &format!("{control}/32"), "via", &via])?;
+            let leaked = count(&pcap, "tcp and src port 40001")?;
+            ev.set("unmarked_connect", out.trim());
+            ev.set("packets_on_physical_link", leaked);
+            ev.packets = Some(leaked);
+            ensure!(
+                leaked == 0,
+                "an unmarked process reached control outside the tunnel:\n{}",
+                lines(&pcap, "tcp and src port 40001", 10)
+            );
+            let s = c.status("alice")?;
+            ensure!(
+                s.state == DataplaneState::ExitActive,
+                "the daemon's own (marked) control connection must still work: {s:?}"
             );
             Ok(())
         }),

@@ -163,11 +163,6 @@ fn ctx() -> LocalContext {
         dns_mark: rustynetd::config::DEFAULT_DNS_MARK,
         table: rustynet_netos::DEFAULT_TABLE,
         rule_priority: *rustynet_netos::DEFAULT_RULE_PRIORITIES.start(),
-        control_endpoints: vec![
-            "192.0.2.1:8443"
-                .parse()
-                .unwrap_or(SocketAddr::from(([192, 0, 2, 1], 8443))),
-        ],
         system_resolvers: vec![],
     }
 }

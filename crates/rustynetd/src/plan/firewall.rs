@@ -6,7 +6,7 @@
 //! node selected) the output chain's policy is drop, so anything not
 //! explicitly allowed — including all IPv6 — cannot leave.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rustynet_netos::{
@@ -287,31 +287,13 @@ fn nat_chain(i: &Inputs<'_>) -> Option<Chain> {
     ))
 }
 
-fn control_accepts(endpoints: &[SocketAddr]) -> Vec<FirewallRule> {
-    endpoints
-        .iter()
-        .map(|ep| {
-            let net = match ep.ip() {
-                IpAddr::V4(a) => IpNet::V4(Ipv4Net::from(a)),
-                IpAddr::V6(a) => IpNet::V6(Ipv6Net::from(a)),
-            };
-            rule(
-                vec![
-                    daddr(vec![net], false),
-                    Match::Dport {
-                        proto: PortProto::Tcp,
-                        ports: vec![NftPorts::single(ep.port())],
-                        negate: false,
-                    },
-                ],
-                Verdict::Accept,
-            )
-            .with_comment("control server")
-        })
-        .collect()
-}
-
-/// Loopback, our marked sockets, control and DHCP; then drop.
+/// Loopback, our marked sockets and DHCP; then drop.
+///
+/// The control connection is one of the marked sockets. There is no
+/// exception by control address: that would let any process reach that
+/// address outside the tunnel, and a hostile network that controls DNS or
+/// DHCP could choose it (TunnelCrack's "ServerIP" leak). Setting the mark
+/// needs CAP_NET_ADMIN, which only the daemon holds.
 fn kill_switch(ctx: &LocalContext, via_tunnel: bool) -> Vec<FirewallRule> {
     let mut rules = vec![
         rule(
@@ -334,7 +316,6 @@ fn kill_switch(ctx: &LocalContext, via_tunnel: bool) -> Vec<FirewallRule> {
     if via_tunnel {
         rules.push(rule(vec![oif(&ctx.tun, false)], Verdict::Accept));
     }
-    rules.extend(control_accepts(&ctx.control_endpoints));
     rules.push(
         rule(
             vec![

@@ -75,7 +75,6 @@ fn ctx() -> LocalContext {
         dns_mark: 0x5244,
         table: 5600,
         rule_priority: 5600,
-        control_endpoints: vec!["198.51.100.10:8443".parse().unwrap()],
         system_resolvers: vec!["198.51.100.53".parse().unwrap()],
     }
 }
