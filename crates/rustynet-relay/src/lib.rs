@@ -13,17 +13,18 @@
 #![warn(missing_docs)]
 
 pub mod binding;
-//pub mod client;
+pub mod client;
 pub mod core;
 mod error;
 pub mod frame;
 pub mod login;
 mod metrics;
-//pub mod server;
+pub mod server;
 pub mod tls;
+mod tlsio;
 pub mod upgrade;
 
-//pub use client::{ClientConfig, ClientSink, ClientTimeouts, ConnState, RelayClient};
+pub use client::{ClientConfig, ClientSink, ClientTimeouts, ConnState, RelayClient};
 pub use error::RelayError;
 pub use metrics::Metrics;
-//pub use server::{RelayServer, ServerConfig, serve};
+pub use server::{RelayServer, ServerConfig, serve};

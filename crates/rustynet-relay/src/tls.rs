@@ -120,8 +120,9 @@ pub fn self_signed(names: &[String]) -> Result<SelfSigned, RelayError> {
     })
 }
 
-/// The client configuration: TLS 1.3 only, trusting exactly the key `pin`.
-pub(crate) fn client_config(pin: [u8; 32]) -> Result<Arc<rustls::ClientConfig>, RelayError> {
+/// The client configuration: TLS 1.3 only, trusting exactly the key `pin`
+/// (also for tools that talk to a relay directly, e.g. a health probe).
+pub fn client_config(pin: [u8; 32]) -> Result<Arc<rustls::ClientConfig>, RelayError> {
     let provider = provider();
     let verifier = Arc::new(PinnedKey {
         pin,
