@@ -4,10 +4,17 @@
 //! registered signing key, its timestamp must be within the skew bound, and
 //! its (node, nonce) pair must be new. Nonces are recorded in the store, so a
 //! header lifted from a log cannot be replayed even across a restart.
+//!
+//! A request naming a node that does not exist is answered exactly like one
+//! whose signature does not verify (same status, code and message, after the
+//! same signature check against a stand-in key), so the API does not tell a
+//! stranger which node ids exist.
+
+use std::sync::OnceLock;
 
 use axum::http::{HeaderMap, StatusCode};
 use rustynet_proto::control_api::{AUTH_HEADER, MAX_REQUEST_SKEW_MS, RequestAuth};
-use rustynet_proto::{NodeId, SigningPublicKey};
+use rustynet_proto::{NodeId, NodeSigningKey, SigningPublicKey};
 
 use crate::api::ApiFailure;
 use crate::store::{NodeRecord, Store};
@@ -46,14 +53,36 @@ fn parse_header(headers: &HeaderMap) -> Result<RequestAuth, ApiFailure> {
         .map_err(|e| ApiFailure::new(StatusCode::UNAUTHORIZED, "malformed_auth", e.to_string()))
 }
 
-fn check(
-    store: &dyn Store,
+/// Whether a request stamped `timestamp_ms` is within the skew bound of
+/// `now_ms`. `abs_diff` cannot overflow, so no timestamp (not even
+/// `i64::MIN`) wraps into the window.
+pub fn within_skew(timestamp_ms: i64, now_ms: i64) -> bool {
+    timestamp_ms.abs_diff(now_ms) <= MAX_REQUEST_SKEW_MS.unsigned_abs()
+}
+
+/// A key nobody holds (its secret is drawn at random and dropped), checked
+/// against for requests naming an unknown node.
+fn stand_in_key() -> &'static SigningPublicKey {
+    static KEY: OnceLock<SigningPublicKey> = OnceLock::new();
+    KEY.get_or_init(|| NodeSigningKey::generate(&mut rand_core::OsRng).public())
+}
+
+fn bad_signature() -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
+        "request signature does not verify",
+    )
+}
+
+/// Checks skew and signature (no state is touched).
+fn check_signature(
     req: &SignedRequest<'_>,
     auth: &RequestAuth,
     key: &SigningPublicKey,
     now_ms: i64,
 ) -> Result<(), ApiFailure> {
-    if (auth.timestamp_ms - now_ms).abs() > MAX_REQUEST_SKEW_MS {
+    if !within_skew(auth.timestamp_ms, now_ms) {
         return Err(ApiFailure::new(
             StatusCode::UNAUTHORIZED,
             "stale_request",
@@ -61,12 +90,19 @@ fn check(
         ));
     }
     if !auth.verify(key, req.method, req.path, req.body) {
-        return Err(ApiFailure::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_signature",
-            "request signature does not verify",
-        ));
+        return Err(bad_signature());
     }
+    Ok(())
+}
+
+fn check(
+    store: &dyn Store,
+    req: &SignedRequest<'_>,
+    auth: &RequestAuth,
+    key: &SigningPublicKey,
+    now_ms: i64,
+) -> Result<(), ApiFailure> {
+    check_signature(req, auth, key, now_ms)?;
     let fresh = store
         .record_nonce(
             auth.node_id,
@@ -110,10 +146,11 @@ pub fn verify_node(
     now_ms: i64,
 ) -> Result<NodeRecord, ApiFailure> {
     let auth = parse_header(req.headers)?;
-    let node = store
-        .node(auth.node_id)
-        .map_err(ApiFailure::from)?
-        .ok_or_else(|| ApiFailure::new(StatusCode::UNAUTHORIZED, "unknown_node", "no such node"))?;
+    let Some(node) = store.node(auth.node_id).map_err(ApiFailure::from)? else {
+        // The same work and the same answer as a bad signature.
+        check_signature(req, &auth, stand_in_key(), now_ms)?;
+        return Err(bad_signature());
+    };
     check(store, req, &auth, &node.signing_key, now_ms)?;
     if node.is_expired(now_ms / 1000) {
         return Err(ApiFailure::new(

@@ -12,6 +12,7 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod datadir;
+pub mod map_check;
 pub mod map_json;
 pub mod names;
 pub mod netmap_builder;

@@ -9,11 +9,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustynet_policy::{NodeFacts, NodeView, Policy};
-use rustynet_proto::NodeId;
+use rustynet_proto::{NodeId, VerifyError};
 use tokio::sync::watch;
 
+use crate::map_check::check_view;
 use crate::map_json::{MapJson, PeerFragments};
-use crate::netmap_builder::node_facts;
+use crate::netmap_builder::{NetworkView, node_facts};
 use crate::now_unix;
 use crate::store::{NodeRecord, Store, StoreError};
 
@@ -46,6 +47,20 @@ impl Snapshot {
                 PeerFragments::new(&self.suffix, self.nodes.clone(), self.online.clone())
             })
             .netmap_json(id, view)
+    }
+
+    /// Checks `id`'s map against the node's verifier limits before it is
+    /// signed ([`crate::map_check::check_view`]).
+    pub fn check_map(&self, id: NodeId) -> Result<(), VerifyError> {
+        let Some(view) = self.views.get(&id) else {
+            return Ok(());
+        };
+        let net = NetworkView {
+            suffix: &self.suffix,
+            nodes: &self.nodes,
+            online: &self.online,
+        };
+        check_view(net, view)
     }
 }
 

@@ -11,14 +11,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use ipnet::IpNet;
 use rustynet_proto::control_api::{API_VERSION, UpdateRequest, paths};
+use rustynet_proto::endpoint::{MAX_ENDPOINTS, check_endpoint};
 
 use super::{ApiFailure, AppState, blocking, parse_json, read_body};
 use crate::auth::{SignedRequest, verify_node};
 use crate::now_unix_ms;
 use crate::store::NodeUpdate;
 
-/// Most endpoints a node may report.
-pub const MAX_ENDPOINTS: usize = 16;
 /// Most LAN prefixes a node may advertise.
 pub const MAX_ROUTES: usize = 64;
 
@@ -29,12 +28,11 @@ pub(super) fn validate_endpoints(endpoints: &[SocketAddr]) -> Result<(), ApiFail
         )));
     }
     for (i, ep) in endpoints.iter().enumerate() {
-        let ip = ep.ip();
-        if ep.port() == 0 || ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
-            return Err(ApiFailure::bad_request(format!(
-                "endpoints[{i}]: {ep} is not a usable endpoint"
-            )));
-        }
+        check_endpoint(ep).map_err(|why| {
+            ApiFailure::bad_request(format!(
+                "endpoints[{i}]: {ep} is not a usable endpoint ({why})"
+            ))
+        })?;
     }
     Ok(())
 }
