@@ -108,26 +108,24 @@ fn check(
             auth.node_id,
             &auth.nonce,
             auth.timestamp_ms,
-            now_ms - 2 * MAX_REQUEST_SKEW_MS,
+            now_ms.saturating_sub(2 * MAX_REQUEST_SKEW_MS),
         )
         .map_err(ApiFailure::from)?;
     if !fresh {
-        return Err(ApiFailure::new(
-            StatusCode::UNAUTHORIZED,
-            "replayed_request",
-            "request nonce was already used",
-        ));
+        return Err(replayed());
     }
     Ok(())
 }
 
-/// Verifies an enrollment request: signed (node 0) by the key it registers.
+/// Verifies an enrollment request's signature: made (as node 0) by the key
+/// it registers, within the skew bound. Touches no state: the caller checks
+/// the pre-auth key and records the nonce
+/// ([`crate::nonce_cache::NonceCache`]) before anything is written.
 pub fn verify_enrollment(
-    store: &dyn Store,
     req: &SignedRequest<'_>,
     signing_key: &SigningPublicKey,
     now_ms: i64,
-) -> Result<(), ApiFailure> {
+) -> Result<RequestAuth, ApiFailure> {
     let auth = parse_header(req.headers)?;
     if auth.node_id != NodeId(0) {
         return Err(ApiFailure::new(
@@ -136,7 +134,17 @@ pub fn verify_enrollment(
             "enrollment must be signed as node 0",
         ));
     }
-    check(store, req, &auth, signing_key, now_ms)
+    check_signature(req, &auth, signing_key, now_ms)?;
+    Ok(auth)
+}
+
+/// The refusal of a request whose nonce was seen before.
+pub fn replayed() -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::UNAUTHORIZED,
+        "replayed_request",
+        "request nonce was already used",
+    )
 }
 
 /// Verifies a request from an enrolled node and returns that node.

@@ -2,19 +2,25 @@
 //! background task that notices admin changes made by other processes.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
 
-use crate::api::{AppState, router};
+use crate::api::{AppState, PeerAddr, router};
 use crate::datadir::{DataDir, DataDirError};
 use crate::network::Network;
+use crate::nonce_cache::{MAX_NONCES, NonceCache};
+use crate::ratelimit::{Rate, RateLimiter};
 use crate::store::{Store, StoreError};
 use crate::tls::{TlsError, server_config};
+
+/// Most sources the enrollment rate limit tracks at once.
+const MAX_TRACKED_SOURCES: usize = 65_536;
 
 /// Options of `serve`.
 #[derive(Debug, Clone)]
@@ -27,6 +33,8 @@ pub struct ServeOptions {
     pub keepalive: Duration,
     /// How often to look for changes committed by admin commands.
     pub change_poll: Duration,
+    /// Enrollment requests allowed per source address (IPv6: per /64).
+    pub register_rate: Rate,
 }
 
 impl ServeOptions {
@@ -37,6 +45,12 @@ impl ServeOptions {
             map_ttl: Duration::from_secs(30 * 60),
             keepalive: Duration::from_secs(15),
             change_poll: Duration::from_millis(250),
+            // A fleet enrolling from behind one NAT gets 64 at once and 10 a
+            // second; a flood from one address gets no further.
+            register_rate: Rate {
+                burst: 64,
+                per_sec: 10,
+            },
         }
     }
 }
@@ -104,6 +118,8 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
             .unwrap_or(i64::MAX)
             .max(2),
         keepalive: opts.keepalive,
+        register_limit: Mutex::new(RateLimiter::new(opts.register_rate, MAX_TRACKED_SOURCES)),
+        enroll_nonces: Mutex::new(NonceCache::new(MAX_NONCES)),
     });
     tokio::spawn(watch_external_changes(network.clone(), opts.change_poll));
     let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(tls), state));
@@ -127,7 +143,12 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, state: Arc<Ap
             }
         };
         let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
+                req
+            },
+        ));
         tokio::spawn(async move {
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {

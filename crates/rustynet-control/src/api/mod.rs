@@ -7,7 +7,8 @@ mod map;
 mod register;
 mod update;
 
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -20,6 +21,8 @@ use rustynet_proto::NodeSigningKey;
 use rustynet_proto::control_api::{ApiError, MAX_REQUEST_BYTES, paths};
 
 use crate::network::Network;
+use crate::nonce_cache::NonceCache;
+use crate::ratelimit::RateLimiter;
 use crate::store::StoreError;
 
 /// Shared state of the HTTP handlers.
@@ -32,6 +35,20 @@ pub struct AppState {
     pub map_ttl_secs: i64,
     /// Keepalive interval on idle map streams.
     pub keepalive: Duration,
+    /// Enrollment requests per source address.
+    pub register_limit: Mutex<RateLimiter<IpAddr>>,
+    /// Nonces of enrollment requests (never written to the store).
+    pub enroll_nonces: Mutex<NonceCache>,
+}
+
+/// The address a request came from (set by the server on every request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// Locks a mutex whose data stays consistent across a panic (every holder
+/// makes one self-contained change).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A failed request: status + stable code + one line.
