@@ -11,7 +11,10 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+mod conn;
+pub mod conn_limits;
 pub mod datadir;
+pub mod fdlimit;
 pub mod map_check;
 pub mod map_json;
 pub mod names;

@@ -9,6 +9,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
@@ -17,7 +18,7 @@ use rustynet_proto::control_api::{API_VERSION, MapRequest, StreamFrame, map_fram
 use rustynet_proto::{NodeId, VerifyError};
 use tokio::sync::mpsc;
 
-use super::{ApiFailure, AppState, blocking, parse_json, read_body};
+use super::{ApiFailure, AppState, Connection, blocking, parse_json, read_body};
 use crate::auth::{SignedRequest, verify_node};
 use crate::map_check::check_frame_len;
 use crate::map_json::{MapJson, seal_netmap_json};
@@ -29,10 +30,11 @@ const DEBOUNCE: Duration = Duration::from_millis(25);
 
 pub(super) async fn map_stream(
     State(app): State<Arc<AppState>>,
+    Extension(Connection(connection)): Extension<Connection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiFailure> {
-    let bytes = read_body(body).await?;
+    let bytes = read_body(body, app.body_timeout).await?;
     let req: MapRequest = parse_json(&bytes)?;
     if req.version != API_VERSION {
         return Err(ApiFailure::bad_request("unsupported API version"));
@@ -51,6 +53,8 @@ pub(super) async fn map_stream(
         Ok(node)
     })
     .await?;
+    // An authenticated node's stream: this connection is never evicted.
+    connection.mark_streaming();
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     tokio::spawn(stream_task(app, node.id, tx));
     let stream = futures::stream::unfold(rx, |mut rx| async move {

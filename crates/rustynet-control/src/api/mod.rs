@@ -20,6 +20,7 @@ use http_body_util::BodyExt as _;
 use rustynet_proto::NodeSigningKey;
 use rustynet_proto::control_api::{ApiError, MAX_REQUEST_BYTES, paths};
 
+use crate::conn_limits::ConnSlot;
 use crate::network::Network;
 use crate::nonce_cache::NonceCache;
 use crate::ratelimit::RateLimiter;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub map_ttl_secs: i64,
     /// Keepalive interval on idle map streams.
     pub keepalive: Duration,
+    /// Deadline of a request body.
+    pub body_timeout: Duration,
     /// Enrollment requests per source address.
     pub register_limit: Mutex<RateLimiter<IpAddr>>,
     /// Nonces of enrollment requests (never written to the store).
@@ -44,6 +47,11 @@ pub struct AppState {
 /// The address a request came from (set by the server on every request).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerAddr(pub SocketAddr);
+
+/// The connection a request came on (set by the server on every request):
+/// the map stream marks it, so it is never evicted to make room.
+#[derive(Debug, Clone)]
+pub struct Connection(pub Arc<ConnSlot>);
 
 /// Locks a mutex whose data stays consistent across a panic (every holder
 /// makes one self-contained change).
@@ -108,12 +116,14 @@ impl IntoResponse for ApiFailure {
     }
 }
 
-/// Reads a request body, refusing more than [`MAX_REQUEST_BYTES`].
+/// Reads a request body, refusing more than [`MAX_REQUEST_BYTES`] or one
+/// that takes longer than `deadline` to arrive (a slow sender holds a
+/// connection and a task for no more than that).
 ///
 /// A body whose declared length is already too large is refused before a
 /// byte of it is read; one without a declared length (chunked) is cut off as
 /// soon as it crosses the limit.
-async fn read_body(body: Body) -> Result<Bytes, ApiFailure> {
+async fn read_body(body: Body, deadline: Duration) -> Result<Bytes, ApiFailure> {
     let too_large = || {
         ApiFailure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -126,10 +136,15 @@ async fn read_body(body: Body) -> Result<Bytes, ApiFailure> {
         return Err(too_large());
     }
     let limited = http_body_util::Limited::new(body, MAX_REQUEST_BYTES);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(_) => Err(ApiFailure::bad_request("could not read request body")),
+    match tokio::time::timeout(deadline, limited.collect()).await {
+        Err(_) => Err(ApiFailure::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("request body did not arrive within {deadline:?}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(_)) => Err(ApiFailure::bad_request("could not read request body")),
     }
 }
 
@@ -186,6 +201,20 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[tokio::test]
+    async fn a_body_slower_than_the_deadline_is_refused() {
+        let slow = futures::stream::once(async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok::<_, std::io::Error>(Bytes::from_static(b"{}"))
+        });
+        let err = read_body(Body::from_stream(slow), Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::REQUEST_TIMEOUT);
+    }
+
     fn chunked(total: usize) -> Body {
         let chunks = (0..total.div_ceil(4096)).map(move |i| {
             Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 4096.min(total - i * 4096)]))
@@ -196,7 +225,7 @@ mod tests {
     #[tokio::test]
     async fn declared_oversize_is_refused_before_reading() {
         let body = Body::from(vec![b' '; MAX_REQUEST_BYTES + 1]);
-        let err = read_body(body).await.unwrap_err();
+        let err = read_body(body, SECOND).await.unwrap_err();
         assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
     }
 
@@ -206,9 +235,11 @@ mod tests {
             axum::body::HttpBody::size_hint(&chunked(MAX_REQUEST_BYTES)).lower(),
             0
         );
-        let err = read_body(chunked(MAX_REQUEST_BYTES + 1)).await.unwrap_err();
+        let err = read_body(chunked(MAX_REQUEST_BYTES + 1), SECOND)
+            .await
+            .unwrap_err();
         assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
-        let ok = read_body(chunked(MAX_REQUEST_BYTES)).await.unwrap();
+        let ok = read_body(chunked(MAX_REQUEST_BYTES), SECOND).await.unwrap();
         assert_eq!(ok.len(), MAX_REQUEST_BYTES);
     }
 }

@@ -37,7 +37,7 @@ pub(super) async fn register(
             "too many enrollment requests from this address; retry later",
         ));
     }
-    let bytes = read_body(body).await?;
+    let bytes = read_body(body, app.body_timeout).await?;
     let req: RegisterRequest = parse_json(&bytes)?;
     if req.version != API_VERSION {
         return Err(ApiFailure::bad_request(format!(

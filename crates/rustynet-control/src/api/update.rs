@@ -59,7 +59,7 @@ pub(super) async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiFailure> {
-    let bytes = read_body(body).await?;
+    let bytes = read_body(body, app.body_timeout).await?;
     let req: UpdateRequest = parse_json(&bytes)?;
     if req.version != API_VERSION {
         return Err(ApiFailure::bad_request("unsupported API version"));

@@ -32,6 +32,11 @@ pub const POLICY_ALL: &str = r#"{
 
 impl Harness {
     pub async fn start(map_ttl: Duration) -> Self {
+        Self::start_with(map_ttl, |_| {}).await
+    }
+
+    /// Starts with options changed by `tweak` after the test defaults.
+    pub async fn start_with(map_ttl: Duration, tweak: impl FnOnce(&mut ServeOptions)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::new(dir.path().join("control"));
         data.init(
@@ -43,6 +48,7 @@ impl Harness {
         opts.map_ttl = map_ttl;
         opts.keepalive = Duration::from_secs(1);
         opts.change_poll = Duration::from_millis(100);
+        tweak(&mut opts);
         let server = start(&data, opts).await.unwrap();
         let ca_pem = std::fs::read_to_string(data.ca_cert()).unwrap();
         let url = format!("https://127.0.0.1:{}", server.addr.port());
@@ -244,6 +250,14 @@ pub async fn tls_connect_from(
     h: &Harness,
     src: std::net::IpAddr,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    try_tls_connect_from(h, src).await.unwrap()
+}
+
+/// [`tls_connect_from`], reporting a refused or closed connection.
+pub async fn try_tls_connect_from(
+    h: &Harness,
+    src: std::net::IpAddr,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     use rustls_pki_types::pem::PemObject as _;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(h.ca_pem.as_bytes()) {
@@ -255,11 +269,11 @@ pub async fn tls_connect_from(
         .with_root_certificates(roots)
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.bind(std::net::SocketAddr::new(src, 0)).unwrap();
-    let tcp = socket.connect(h.server.addr).await.unwrap();
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(src, 0))?;
+    let tcp = socket.connect(h.server.addr).await?;
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    connector.connect(name, tcp).await.unwrap()
+    connector.connect(name, tcp).await
 }
 
 /// Sends `per_conn` enrollments with a wrong pre-auth key (each properly
