@@ -9,15 +9,29 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-/// A rate: up to `burst` at once, refilled at `per_sec`.
+/// A rate: up to `burst` at once, one more each `every`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
     /// Bucket size.
     pub burst: u32,
-    /// Refill per second.
-    pub per_sec: u32,
+    /// Time to earn one token back.
+    pub every: Duration,
+}
+
+impl Rate {
+    /// Thousandths of a token earned in `elapsed`, and the time they took
+    /// (at most `elapsed`: the remainder counts towards the next one).
+    fn earned(self, elapsed: Duration) -> (u64, Duration) {
+        let every = self.every.as_nanos().max(1);
+        let milli = elapsed.as_nanos().saturating_mul(u128::from(TOKEN)) / every;
+        let took = milli.saturating_mul(every) / u128::from(TOKEN);
+        (
+            u64::try_from(milli).unwrap_or(u64::MAX),
+            Duration::from_nanos(u64::try_from(took).unwrap_or(u64::MAX)),
+        )
+    }
 }
 
 /// One token, in the buckets' unit (a thousandth of a token).
@@ -38,15 +52,15 @@ impl Bucket {
     }
 
     fn refill(&mut self, rate: Rate, now: Instant) {
-        let elapsed_ms =
-            u64::try_from(now.saturating_duration_since(self.at).as_millis()).unwrap_or(u64::MAX);
-        // per_sec tokens a second = per_sec thousandths a millisecond.
-        let add = elapsed_ms.saturating_mul(u64::from(rate.per_sec));
-        self.milli = self
-            .milli
-            .saturating_add(add)
-            .min(u64::from(rate.burst) * TOKEN);
-        self.at = now;
+        let full = u64::from(rate.burst) * TOKEN;
+        let (add, took) = rate.earned(now.saturating_duration_since(self.at));
+        self.milli = self.milli.saturating_add(add);
+        if self.milli >= full {
+            self.milli = full;
+            self.at = now;
+        } else {
+            self.at += took;
+        }
     }
 
     fn take(&mut self, rate: Rate, now: Instant) -> bool {
@@ -134,11 +148,10 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     const RATE: Rate = Rate {
         burst: 3,
-        per_sec: 2,
+        every: Duration::from_millis(500),
     };
 
     #[test]
@@ -149,11 +162,21 @@ mod tests {
         assert!(!l.allow(&1, t0));
         // Another key has its own bucket.
         assert!(l.allow(&2, t0));
-        // Half a second refills one token at 2/s.
+        // Half a second earns one token back.
         assert!(l.allow(&1, t0 + Duration::from_millis(500)));
         assert!(!l.allow(&1, t0 + Duration::from_millis(500)));
+        // Frequent calls lose no partial refill: 100 calls 10 ms apart
+        // earn two tokens back at one per 500 ms.
+        let mut t = t0 + Duration::from_secs(1000);
+        assert_eq!((0..10).filter(|_| l.allow(&3, t)).count(), 3);
+        let mut got = 0;
+        for _ in 0..100 {
+            t += Duration::from_millis(10);
+            got += usize::from(l.allow(&3, t));
+        }
+        assert_eq!(got, 2);
         // Never more than the burst, however long the pause.
-        let later = t0 + Duration::from_secs(3600);
+        let later = t0 + Duration::from_secs(7200);
         assert_eq!((0..10).filter(|_| l.allow(&1, later)).count(), 3);
     }
 

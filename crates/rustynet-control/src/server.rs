@@ -21,6 +21,9 @@ use crate::tls::{TlsError, server_config};
 
 /// Most sources the enrollment rate limit tracks at once.
 const MAX_TRACKED_SOURCES: usize = 65_536;
+/// Most nodes the update rate limit tracks at once (idle ones are
+/// forgotten when it is full).
+const MAX_TRACKED_NODES: usize = 262_144;
 
 /// Options of `serve`.
 #[derive(Debug, Clone)]
@@ -35,6 +38,12 @@ pub struct ServeOptions {
     pub change_poll: Duration,
     /// Enrollment requests allowed per source address (IPv6: per /64).
     pub register_rate: Rate,
+    /// Updates (`/v1/update`) allowed per node: each change rebuilds maps
+    /// and makes every peer verify and apply one.
+    pub update_rate: Rate,
+    /// Least time between two maps sent to one node (changes in between
+    /// are coalesced into the next).
+    pub min_map_interval: Duration,
     /// Deadline of the TLS handshake.
     pub handshake_timeout: Duration,
     /// Deadline of a request head, and the idle limit between requests.
@@ -60,8 +69,14 @@ impl ServeOptions {
             // second; a flood from one address gets no further.
             register_rate: Rate {
                 burst: 64,
-                per_sec: 10,
+                every: Duration::from_millis(100),
             },
+            // Endpoint changes and toggles: 10 at once, then one each 6 s.
+            update_rate: Rate {
+                burst: 10,
+                every: Duration::from_secs(6),
+            },
+            min_map_interval: Duration::from_secs(1),
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
@@ -161,6 +176,8 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
             .max(2),
         keepalive: opts.keepalive,
         body_timeout: opts.body_timeout,
+        min_map_interval: opts.min_map_interval,
+        update_limit: Mutex::new(RateLimiter::new(opts.update_rate, MAX_TRACKED_NODES)),
         register_limit: Mutex::new(RateLimiter::new(opts.register_rate, MAX_TRACKED_SOURCES)),
         enroll_nonces: Mutex::new(NonceCache::new(MAX_NONCES)),
     });

@@ -132,11 +132,13 @@ async fn seal_and_send(
 }
 
 async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
-    let _online = app.network.stream_opened(id);
+    let online = app.network.stream_opened(id);
     let mut changes = app.network.subscribe();
     let resign_every = Duration::from_secs((app.map_ttl_secs / 2).max(1) as u64);
     let mut last_sent: Option<Bytes> = None;
     let mut last_signed = tokio::time::Instant::now();
+    // When the last map went out: the next waits `min_map_interval`.
+    let mut last_map_at: Option<tokio::time::Instant> = None;
     let mut refused_version = None;
     tracing::debug!(node = %id, "map stream opened");
     loop {
@@ -154,6 +156,7 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
                     if !seal_and_send(&app, &tx, id, netmap, &mut last_sent).await {
                         break;
                     }
+                    last_map_at = Some(tokio::time::Instant::now());
                 }
             }
             // Also after a refusal: the next try waits for a change or the
@@ -164,13 +167,26 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
         tokio::select! {
             changed = changes.changed() => {
                 if changed.is_err() { break; }
-                tokio::time::sleep(DEBOUNCE).await;
+                // Coalesce: a burst of changes (a policy edit, a node that
+                // keeps updating) becomes one map, and one node gets at
+                // most one map per `min_map_interval`.
+                let soonest = last_map_at.map_or(tokio::time::Instant::now(), |at| at + app.min_map_interval);
+                let wait = soonest.max(tokio::time::Instant::now() + DEBOUNCE);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wait) => {}
+                    _ = tx.closed() => break,
+                    () = online.replaced() => break,
+                }
             }
             _ = tokio::time::sleep_until(resign_at) => {}
             _ = tokio::time::sleep(app.keepalive) => {
                 if tx.send(frame_line(&StreamFrame::Keepalive)).await.is_err() { break; }
             }
             _ = tx.closed() => break,
+            () = online.replaced() => {
+                tracing::info!(node = %id, "a newer map stream of this node took over; closing this one");
+                break;
+            }
         }
     }
     tracing::debug!(node = %id, "map stream closed");

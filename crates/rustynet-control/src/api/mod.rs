@@ -17,8 +17,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::BodyExt as _;
-use rustynet_proto::NodeSigningKey;
 use rustynet_proto::control_api::{ApiError, MAX_REQUEST_BYTES, paths};
+use rustynet_proto::{NodeId, NodeSigningKey};
 
 use crate::conn_limits::ConnSlot;
 use crate::network::Network;
@@ -38,6 +38,10 @@ pub struct AppState {
     pub keepalive: Duration,
     /// Deadline of a request body.
     pub body_timeout: Duration,
+    /// Least time between two maps sent to one node.
+    pub min_map_interval: Duration,
+    /// Updates (`/v1/update`) per node.
+    pub update_limit: Mutex<RateLimiter<NodeId>>,
     /// Enrollment requests per source address.
     pub register_limit: Mutex<RateLimiter<IpAddr>>,
     /// Nonces of enrollment requests (never written to the store).

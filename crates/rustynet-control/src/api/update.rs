@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -13,7 +14,7 @@ use ipnet::IpNet;
 use rustynet_proto::control_api::{API_VERSION, UpdateRequest, paths};
 use rustynet_proto::endpoint::{MAX_ENDPOINTS, check_endpoint};
 
-use super::{ApiFailure, AppState, blocking, parse_json, read_body};
+use super::{ApiFailure, AppState, blocking, lock, parse_json, read_body};
 use crate::auth::{SignedRequest, verify_node};
 use crate::now_unix_ms;
 use crate::store::NodeUpdate;
@@ -70,8 +71,9 @@ pub(super) async fn update(
     if let Some(routes) = &req.advertise_routes {
         validate_routes(routes)?;
     }
-    let network = app.network.clone();
+    let state = app.clone();
     blocking(move || {
+        let network = &state.network;
         let store = network.store().as_ref();
         let signed = SignedRequest {
             method: "POST",
@@ -80,6 +82,13 @@ pub(super) async fn update(
             body: &bytes,
         };
         let node = verify_node(store, &signed, now_unix_ms())?;
+        if !lock(&state.update_limit).allow(&node.id, Instant::now()) {
+            return Err(ApiFailure::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many updates from this node; retry later",
+            ));
+        }
         let update = NodeUpdate {
             endpoints: req.endpoints,
             advertise_exit_node: req.advertise_exit_node,
