@@ -6,12 +6,13 @@
 //! envelopes as received; verifying them is the caller's job, before any use.
 #![warn(missing_docs)]
 
+mod lines;
 mod url;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf as _, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -30,6 +31,7 @@ use rustynet_proto::control_api::{
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+pub use lines::LineBuffer;
 pub use url::ControlUrl;
 
 /// Longest line accepted on the map stream.
@@ -312,7 +314,7 @@ impl ControlClient {
         .map_err(|_| ClientError::Timeout(self.timeout))??;
         Ok(MapStream {
             body: response.into_body(),
-            buf: BytesMut::new(),
+            lines: LineBuffer::default(),
         })
     }
 
@@ -352,36 +354,26 @@ async fn read_limited(mut body: Incoming, limit: usize) -> Result<Bytes, ClientE
 /// The map stream: one [`StreamFrame`] per line.
 pub struct MapStream {
     body: Incoming,
-    buf: BytesMut,
+    lines: LineBuffer,
 }
 
 impl MapStream {
     /// The next frame; `Ok(None)` when control closed the stream.
     pub async fn next_frame(&mut self) -> Result<Option<StreamFrame>, ClientError> {
         loop {
-            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-                let line = self.buf.split_to(pos + 1);
-                let line = &line[..pos];
+            if let Some(line) = self.lines.next_line()? {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                return serde_json::from_slice(line)
+                return serde_json::from_slice(&line)
                     .map(Some)
                     .map_err(|e| ClientError::Protocol(format!("bad stream frame: {e}")));
-            }
-            if self.buf.len() > MAX_FRAME_BYTES {
-                return Err(ClientError::Protocol("stream frame too large".into()));
             }
             match self.body.frame().await {
                 None => return Ok(None),
                 Some(frame) => {
-                    if let Ok(mut data) = frame?.into_data() {
-                        while data.has_remaining() {
-                            let chunk = data.chunk();
-                            self.buf.extend_from_slice(chunk);
-                            let n = chunk.len();
-                            data.advance(n);
-                        }
+                    if let Ok(data) = frame?.into_data() {
+                        self.lines.push(&data);
                     }
                 }
             }

@@ -11,12 +11,18 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+mod conn;
+pub mod conn_limits;
 pub mod datadir;
+pub mod fdlimit;
+pub mod map_check;
 pub mod map_json;
 pub mod names;
 pub mod netmap_builder;
 pub mod network;
+pub mod nonce_cache;
 pub mod pki;
+pub mod ratelimit;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -12,11 +12,13 @@
 #![warn(missing_docs)]
 
 pub mod control_api;
+pub mod endpoint;
 pub mod envelope;
 pub mod ipc;
 mod ipfmt;
 pub mod keys;
 pub mod keyseal;
+pub mod limits;
 pub mod names;
 pub mod netmap;
 pub mod relay;

@@ -6,21 +6,17 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 
+use crate::endpoint::{EndpointError, MAX_ENDPOINTS, check_endpoint};
 use crate::keys::TunnelPublicKey;
 use crate::names;
 
 /// Version of the [`Netmap`] schema. A node refuses other versions.
 pub const NETMAP_VERSION: u16 = 1;
 
-/// Upper bound on peers in one map; anything larger is refused as hostile.
-pub const MAX_PEERS: usize = 65_536;
-/// Upper bound on filter rules, grants or DNS records of each kind in one map.
-pub const MAX_RULES: usize = 65_536;
-/// Most `src × dst × ports` combinations one filter rule may name. The
-/// daemon loads each combination as a set element, so this bounds what one
-/// signed rule can cost it; policy compiles a rule per destination node, far
-/// below this.
-pub const MAX_RULE_COMBINATIONS: usize = 65_536;
+pub use crate::limits::{
+    MAX_PEERS, MAX_RULE_COMBINATIONS, MAX_RULES, MAX_SET_ELEMENTS, MapShape, bounded,
+    check_allowed_ips,
+};
 
 /// The tunnel address space every node address comes from (CGNAT range, as
 /// Tailscale uses): 100.64.0.0/10.
@@ -327,6 +323,14 @@ pub enum NetmapError {
     /// A peer appears twice, or a peer is this node.
     #[error("duplicate or self peer {0}")]
     DuplicatePeer(NodeId),
+    /// A peer endpoint no node may be told to send to.
+    #[error("peer {peer} has an unusable endpoint: {reason}")]
+    Endpoint {
+        /// The peer.
+        peer: NodeId,
+        /// Why.
+        reason: EndpointError,
+    },
     /// A port range has `first > last`.
     #[error("inverted port range {first}-{last}")]
     PortRange {
@@ -350,20 +354,14 @@ pub enum NetmapError {
 
 impl Netmap {
     /// Semantic checks a node runs after the signature and freshness checks:
-    /// bounded sizes, addresses in range, sane names, no peer that could
-    /// swallow all traffic, no duplicate peers.
+    /// bounded sizes (the [`MapShape`] limits control also checks before it
+    /// signs), addresses in range, usable endpoints, sane names, no peer
+    /// that could swallow all traffic, no duplicate peers.
     pub fn validate(&self) -> Result<(), NetmapError> {
         if self.version != NETMAP_VERSION {
             return Err(NetmapError::Version(self.version));
         }
-        bounded("peers", self.peers.len(), MAX_PEERS)?;
-        bounded("packet_filter", self.packet_filter.len(), MAX_RULES)?;
-        bounded("forward_filter", self.forward_filter.len(), MAX_RULES)?;
-        bounded("exit_clients", self.exit_clients.len(), MAX_RULES)?;
-        bounded("exit_grants", self.exit_grants.len(), MAX_RULES)?;
-        bounded("lan_grants", self.lan_grants.len(), MAX_RULES)?;
-        bounded("dns.records", self.dns.records.len(), MAX_RULES)?;
-        bounded("dns.split", self.dns.split.len(), MAX_RULES)?;
+        MapShape::of(self).check()?;
         check_tunnel_ip(self.self_node.tunnel_ip)?;
         check_name(&self.self_node.dns_name)?;
         check_name(&self.dns.suffix)?;
@@ -374,8 +372,13 @@ impl Netmap {
             }
             check_tunnel_ip(peer.tunnel_ip)?;
             check_name(&peer.dns_name)?;
-            if peer.allowed_ips.iter().any(|n| n.prefix_len() == 0) {
-                return Err(NetmapError::DefaultRoute(peer.node_id));
+            check_allowed_ips(peer.node_id, &peer.allowed_ips)?;
+            bounded("peer endpoints", peer.endpoints.len(), MAX_ENDPOINTS)?;
+            for endpoint in &peer.endpoints {
+                check_endpoint(endpoint).map_err(|reason| NetmapError::Endpoint {
+                    peer: peer.node_id,
+                    reason,
+                })?;
             }
         }
         for record in &self.dns.records {
@@ -384,46 +387,6 @@ impl Netmap {
         for route in &self.dns.split {
             check_name(&route.domain)?;
         }
-        for (list, combos, rules) in [
-            (
-                "packet_filter",
-                "packet_filter rule src×dst×ports",
-                &self.packet_filter,
-            ),
-            (
-                "forward_filter",
-                "forward_filter rule src×dst×ports",
-                &self.forward_filter,
-            ),
-        ] {
-            for (index, rule) in rules.iter().enumerate() {
-                for (field, nets) in [("src", &rule.src), ("dst", &rule.dst)] {
-                    if nets.is_empty() {
-                        return Err(NetmapError::EmptyFilterField { list, index, field });
-                    }
-                }
-                let combinations = rule
-                    .src
-                    .len()
-                    .saturating_mul(rule.dst.len())
-                    .saturating_mul(rule.ports.len().max(1));
-                bounded(combos, combinations, MAX_RULE_COMBINATIONS)?;
-            }
-        }
-        let ranges = self
-            .packet_filter
-            .iter()
-            .chain(&self.forward_filter)
-            .flat_map(|r| &r.ports)
-            .chain(self.lan_grants.iter().flat_map(|g| &g.ports));
-        for range in ranges {
-            if range.first > range.last {
-                return Err(NetmapError::PortRange {
-                    first: range.first,
-                    last: range.last,
-                });
-            }
-        }
         Ok(())
     }
 
@@ -431,13 +394,6 @@ impl Netmap {
     pub fn peer(&self, id: NodeId) -> Option<&PeerInfo> {
         self.peers.iter().find(|p| p.node_id == id)
     }
-}
-
-fn bounded(what: &'static str, count: usize, limit: usize) -> Result<(), NetmapError> {
-    if count > limit {
-        return Err(NetmapError::TooMany { what, count, limit });
-    }
-    Ok(())
 }
 
 fn check_tunnel_ip(ip: Ipv4Addr) -> Result<(), NetmapError> {

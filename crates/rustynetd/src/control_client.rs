@@ -18,6 +18,8 @@ use crate::state_store::Enrollment;
 /// Control keeps idle streams alive every 15 s; three missed means dead.
 const STREAM_SILENCE: Duration = Duration::from_secs(45);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Control lets a node report 10 times at once, then once each 6 s.
+const UPDATE_RETRY: Duration = Duration::from_secs(10);
 
 /// The running control task.
 pub struct ControlTask {
@@ -147,7 +149,21 @@ async fn run(
                             Err(_) => break ControlEvent::Disconnected("no data from control for 45 s".into()),
                         },
                         Some(update) = updates.recv() => {
+                            // Every report carries the whole state: the
+                            // newest replaces any still pending.
+                            pending = None;
                             if let Err(e) = client.update(&key, node, &update).await {
+                                tracing::warn!(error = %e, "cannot report to control");
+                                pending = Some(update);
+                            }
+                        }
+                        // A report control refused for now (rate limited,
+                        // busy) is sent again later, unless a newer one
+                        // replaced it.
+                        _ = tokio::time::sleep(UPDATE_RETRY), if pending.is_some() => {
+                            if let Some(update) = pending.take()
+                                && let Err(e) = client.update(&key, node, &update).await
+                            {
                                 tracing::warn!(error = %e, "cannot report to control");
                                 pending = Some(update);
                             }

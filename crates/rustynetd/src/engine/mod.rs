@@ -583,7 +583,10 @@ impl Engine {
             }
             ControlEvent::Refused { code, message } => {
                 self.control_connected = false;
-                if code == "node_expired" || code == "unknown_node" {
+                // Control answers a request from a node it no longer knows
+                // (removed) as a bad signature: it reveals no node ids. Our
+                // own key never signs badly, so both mean "not a node here".
+                if code == "node_expired" || code == "bad_signature" {
                     let generation = self.current.as_ref().map_or(0, |m| m.generation());
                     let reason = format!("control refused this node: {message}");
                     self.last_error = Some(reason.clone());
