@@ -14,6 +14,7 @@ pub mod config;
 pub mod control_client;
 pub mod dataplane_state;
 pub mod dns_manager;
+pub mod dns_os;
 pub mod endpoints;
 pub mod engine;
 pub mod health_monitor;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use rustynet_netos::{NetlinkRouting, NftFirewall, ProcSysctl, ResolvConf, RoutingScope};
+use rustynet_netos::{NetlinkRouting, NftFirewall, ProcSysctl, RoutingScope};
 use rustynetd::apply::Effects;
 use rustynetd::backend_manager::BackendManager;
 use rustynetd::config::DaemonConfig;
@@ -142,8 +142,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         dns: Box::new(DnsManager::new(
             rt.clone(),
             cfg.dns_mark,
-            Box::new(ResolvConf::new(cfg.resolv_conf.clone())),
-            format!("resolv.conf {}", cfg.resolv_conf.display()),
+            rustynetd::dns_os::select(&cfg.resolv_conf, &cfg.tun, &cfg.state_dir),
         )),
     };
     tracing::info!(engine = %fx.backend.info().detail, "tunnel engine selected");
