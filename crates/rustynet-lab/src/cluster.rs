@@ -209,6 +209,60 @@ impl<'a> Cluster<'a> {
         name: &str,
         env: &[(&str, &str)],
     ) -> anyhow::Result<()> {
+        self.start_daemon_wrapped(name, env, &[])
+    }
+
+    /// Starts `rustynetd` on `name` as the unprivileged `uid:gid` holding
+    /// only the daemon's capabilities as ambient ones — what the systemd
+    /// unit's `User=`/`AmbientCapabilities=` do — via `setpriv`. The node's
+    /// directory (state, socket, resolv.conf) is handed to that user.
+    /// Returns once the socket exists.
+    pub fn start_daemon_as_user(&mut self, name: &str, uid: u32, gid: u32) -> anyhow::Result<()> {
+        let dir = self.lab.path(name);
+        std::fs::create_dir_all(dir.join("state"))?;
+        for path in [dir.clone(), dir.join("state")] {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+        }
+        let caps = "+net_admin,+net_raw,+net_bind_service";
+        let (reuid, regid) = (format!("--reuid={uid}"), format!("--regid={gid}"));
+        let (inh, amb) = (
+            format!("--inh-caps={caps}"),
+            format!("--ambient-caps={caps}"),
+        );
+        let bounding = format!("--bounding-set=-all,{caps}");
+        // Debian's udev makes /dev/net/tun 0666 (opening it is harmless:
+        // creating an interface needs CAP_NET_ADMIN). Some build hosts have
+        // it 0600; the daemon's private mount namespace gets a 0666 node of
+        // the same device, as a stock host has, without touching the host's.
+        let tun = dir.join("tun-node").to_string_lossy().into_owned();
+        let _ = std::fs::remove_file(&tun);
+        self.start_daemon_wrapped(
+            name,
+            &[],
+            &[
+                "sh",
+                "-c",
+                "mknod -m 0666 \"$1\" c 10 200 && mount --bind \"$1\" /dev/net/tun && shift && exec \"$@\"",
+                "sh",
+                &tun,
+                "setpriv",
+                &reuid,
+                &regid,
+                "--clear-groups",
+                &inh,
+                &amb,
+                &bounding,
+                "--",
+            ],
+        )
+    }
+
+    fn start_daemon_wrapped(
+        &mut self,
+        name: &str,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> anyhow::Result<()> {
         let dir = self.lab.path(name);
         std::fs::create_dir_all(&dir)?;
         let resolv_conf = dir.join("resolv.conf");
@@ -241,7 +295,8 @@ impl<'a> Cluster<'a> {
             "--admin-group".into(),
             "root".into(),
         ];
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut argv: Vec<&str> = wrapper.to_vec();
+        argv.extend(args.iter().map(String::as_str));
         let ns = &self.lab.node(name).ns;
         let child = ns.spawn_with_env(&argv, env, &node.log)?;
         let socket = node.socket.clone();

@@ -114,7 +114,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             store
         }
     };
-    let groups = Groups::lookup(&cfg.ipc_group, &cfg.admin_group);
+    let groups = Groups::lookup(&cfg.ipc_group, &cfg.admin_group)?;
     let listener = ipc_server::bind(&cfg.socket, groups)
         .with_context(|| format!("binding {}", cfg.socket.display()))?;
     // Everything that needed more than network administration (the state
@@ -122,7 +122,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     // runs before any thread exists, because capabilities are per thread and
     // every thread started later inherits the reduced sets.
     let kept = rustynetd::privileges::drop_to_network_admin()?;
-    tracing::info!(capabilities = ?kept, "dropped all other capabilities");
+    tracing::info!(
+        uid = kept.uid,
+        capabilities = ?kept.effective,
+        ambient = ?kept.ambient,
+        no_new_privs = kept.no_new_privs,
+        "dropped all other capabilities"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
