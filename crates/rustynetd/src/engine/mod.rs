@@ -211,6 +211,20 @@ impl Engine {
             tracing::error!(error = %e, "cannot persist state");
             self.last_error = Some(format!("cannot persist state: {e}"));
         }
+        // The early-boot ruleset follows the wanted mode (issue 10 item 4).
+        let protected = self.state.prefs.want_up && self.protected_expected();
+        let armed = crate::early_boot::sync(&self.cfg.state_dir, protected, || {
+            plan::fail_closed(
+                &self.local_context(),
+                true,
+                self.state.prefs.protect_dns,
+                &self.suffix(),
+            )
+            .firewall
+        });
+        if let Err(e) = armed {
+            tracing::error!(error = %e, "cannot persist the early-boot ruleset");
+        }
     }
 
     fn local_context(&self) -> LocalContext {
