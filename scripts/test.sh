@@ -31,6 +31,10 @@ step "cargo test: unit, property, integration, tunnel and OS-effect namespace te
 cargo test --workspace --all-targets --all-features --locked --exclude rustynet-lab
 cargo test -p rustynet-lab --lib --bins --all-features --locked
 
+step "systemd units, sysusers.d, tmpfiles.d (systemd-analyze verify)"
+cargo build --locked -p rustynetd -p rustynet-control --bins
+scripts/ci/units_verify.sh
+
 # cargo-deny reads `cargo metadata` for every platform (windows-sys, ...),
 # which needs those crates' manifests even though nothing here builds them:
 # fetch them first, or a fresh machine fails where a warm cache passed.

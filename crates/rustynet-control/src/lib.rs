@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod config_file;
 pub mod datadir;
 pub mod map_json;
 pub mod names;

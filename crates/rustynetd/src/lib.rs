@@ -26,6 +26,5 @@ pub mod ping;
 pub mod plan;
 pub mod privileges;
 pub mod route_manager;
-pub mod sd_notify;
 pub mod state_store;
 pub mod sysctl_manager;

@@ -93,15 +93,7 @@ fn config(args: Args) -> anyhow::Result<DaemonConfig> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RUSTYNET_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    rustynet_service::init_logging("rustynetd");
     let args = Args::parse();
     let result = if args.check_config {
         check_config(args)
@@ -279,7 +271,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     tracing::info!(socket = %cfg.socket.display(), state_dir = %cfg.state_dir.display(), "rustynetd started");
-    if let Err(e) = rustynetd::sd_notify::notify("READY=1") {
+    if let Err(e) = rustynet_service::notify("READY=1") {
         tracing::warn!(error = %e, "cannot notify the service manager");
     }
     runtime.block_on(async {
@@ -293,7 +285,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     tracing::info!("stopping");
-    let _ = rustynetd::sd_notify::notify("STOPPING=1");
+    let _ = rustynet_service::notify("STOPPING=1");
     handle.send(EngineMsg::Shutdown);
     let _ = engine_thread.join();
     let _ = std::fs::remove_file(&cfg.socket);
