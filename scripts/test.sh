@@ -31,11 +31,27 @@ step "cargo test: unit, property, integration, tunnel and OS-effect namespace te
 cargo test --workspace --all-targets --all-features --locked --exclude rustynet-lab
 cargo test -p rustynet-lab --lib --bins --all-features --locked
 
-step "cargo deny (licenses, bans, sources, advisories; offline)"
-cargo deny --offline check bans licenses sources advisories
+step "systemd units, sysusers.d, tmpfiles.d (systemd-analyze verify)"
+cargo build --locked -p rustynetd -p rustynet-control --bins
+scripts/ci/units_verify.sh
 
-step "cargo audit (offline)"
-cargo audit --no-fetch --deny warnings --db target/advisory-dbs/advisory-db-3157b0e258782691
+# cargo-deny reads `cargo metadata` for every platform (windows-sys, ...),
+# which needs those crates' manifests even though nothing here builds them:
+# fetch them first, or a fresh machine fails where a warm cache passed.
+step "cargo fetch --locked (every platform's crates, for cargo metadata)"
+cargo fetch --locked
+
+if [ "$ADVISORY_OFFLINE" = 1 ]; then
+  step "cargo deny (licenses, bans, sources, advisories; offline snapshot)"
+  cargo deny --offline check bans licenses sources advisories
+  step "cargo audit (offline snapshot)"
+  cargo audit --no-fetch --deny warnings --db "$ADVISORY_DB_DIR"
+else
+  step "cargo deny (licenses, bans, sources, advisories; fetches the database)"
+  cargo deny check bans licenses sources advisories
+  step "cargo audit (fetches the database)"
+  cargo audit --deny warnings
+fi
 
 step "phase 9 gates (trust and control plane)"
 scripts/ci/phase9_gates.sh

@@ -12,7 +12,8 @@ need_root() {
 }
 
 apt_packages=(nftables iproute2 iperf3 tcpdump wireguard-go wireguard-tools iputils-ping
-              netcat-openbsd dnsutils procps psmisc python3 ca-certificates git)
+              netcat-openbsd dnsutils procps psmisc python3 ca-certificates git
+              systemd)
 
 install_apt() {
   local missing=()
@@ -40,20 +41,34 @@ install_cargo_tools() {
   done
 }
 
-# The RustSec snapshot beside the repository is plain files; cargo-deny and
-# cargo-audit want a git checkout. Build one (no network) under target/.
+# The RustSec database. CI has a snapshot beside the repository
+# (../shared/advisory-db, plain files); cargo-deny and cargo-audit want a git
+# checkout, so one is built from it (no network) under target/ and the gates
+# run offline (ADVISORY_OFFLINE=1). A plain clone has no snapshot: then the
+# tools fetch the database themselves, as they normally do (ADVISORY_OFFLINE=0).
+ADVISORY_OFFLINE=0
+ADVISORY_DB_DIR=""
 advisory_db() {
   local repo src dest stamp
   repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
   src="${RUSTYNET_ADVISORY_SRC:-$repo/../shared/advisory-db}"
-  if [ ! -d "$src" ]; then
-    echo "error: advisory database snapshot not found at $src (set RUSTYNET_ADVISORY_SRC)" >&2
-    exit 1
-  fi
   dest="$repo/target/advisory-dbs/advisory-db-3157b0e258782691"
+  if [ ! -d "$src" ]; then
+    if [ -n "${RUSTYNET_ADVISORY_SRC:-}" ]; then
+      echo "error: RUSTYNET_ADVISORY_SRC=$src is not a directory" >&2
+      exit 1
+    fi
+    echo "==> no advisory database snapshot at $src: cargo-deny and cargo-audit fetch theirs"
+    ADVISORY_OFFLINE=0
+    ADVISORY_DB_DIR=""
+    return 0
+  fi
+  ADVISORY_OFFLINE=1
+  ADVISORY_DB_DIR="$dest"
   stamp="$src/SNAPSHOT"
   if [ -d "$dest/.git" ] && cmp -s "$stamp" "$dest/SNAPSHOT"; then return 0; fi
   rm -rf "$dest"; mkdir -p "$(dirname "$dest")"; cp -r "$src" "$dest"
+  chmod -R u+w "$dest"
   git -C "$dest" init -q
   git -C "$dest" add -A
   GIT_AUTHOR_DATE=2026-08-21T00:00:00Z GIT_COMMITTER_DATE=2026-08-21T00:00:00Z \

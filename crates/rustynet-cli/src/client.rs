@@ -104,6 +104,7 @@ mod tests {
             advertised_routes: vec![],
             advertise_exit_node: false,
             counters: Default::default(),
+            dns_mode: String::new(),
         };
         let size = serde_json::to_vec(&doc).unwrap().len();
         assert!(

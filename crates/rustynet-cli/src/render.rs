@@ -58,6 +58,9 @@ pub fn text(reply: &Reply) -> String {
                 if s.dns_protected { "on" } else { "off" }
             );
             let _ = writeln!(out, "engine:     {}", s.backend);
+            if !s.dns_mode.is_empty() {
+                let _ = writeln!(out, "host DNS:   {}", s.dns_mode);
+            }
             if let Some(e) = &s.error {
                 let _ = writeln!(out, "error:      {e}");
             }

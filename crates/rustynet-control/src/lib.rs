@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod config_file;
 mod conn;
 pub mod conn_limits;
 pub mod datadir;

@@ -36,7 +36,9 @@ enum Command {
         #[arg(long)]
         key_encryption_file: Option<PathBuf>,
     },
-    /// Serve the control API over TLS 1.3.
+    /// Serve the control API over TLS 1.3. `--config FILE` reads these
+    /// settings from a TOML file (keys are the flags' names with `_`;
+    /// flags given here win), e.g. /etc/rustynet/control.toml.
     Serve {
         /// Data directory.
         #[arg(long)]
@@ -145,15 +147,15 @@ enum NodesAction {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RUSTYNET_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+    rustynet_service::init_logging("rustynet-control");
+    let args = match rustynet_control::config_file::expand(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(Cli::parse_from(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -195,6 +197,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 opts.max_connections_per_source = max_connections_per_source;
                 let server = start(&data, opts).await?;
                 println!("listening on {}", server.addr);
+                if let Err(e) = rustynet_service::notify("READY=1") {
+                    tracing::warn!(error = %e, "cannot notify the service manager");
+                }
                 wait_for_signal().await;
                 server.shutdown();
                 anyhow::Ok(())

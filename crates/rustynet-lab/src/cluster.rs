@@ -47,6 +47,9 @@ pub struct Cluster<'a> {
     control: Option<Child>,
     services: Vec<Child>,
     nodes: BTreeMap<String, Node>,
+    /// `/etc/netns/<ns>` directories made for daemons started with their
+    /// defaults; removed on drop.
+    etc_dirs: Vec<PathBuf>,
 }
 
 fn ok(out: &Output, what: &str) -> anyhow::Result<String> {
@@ -133,6 +136,7 @@ impl<'a> Cluster<'a> {
             control: Some(control),
             services,
             nodes: BTreeMap::new(),
+            etc_dirs: Vec::new(),
         };
         let up = wait_for(Duration::from_secs(20), || {
             lab.router
@@ -205,6 +209,60 @@ impl<'a> Cluster<'a> {
         name: &str,
         env: &[(&str, &str)],
     ) -> anyhow::Result<()> {
+        self.start_daemon_wrapped(name, env, &[])
+    }
+
+    /// Starts `rustynetd` on `name` as the unprivileged `uid:gid` holding
+    /// only the daemon's capabilities as ambient ones — what the systemd
+    /// unit's `User=`/`AmbientCapabilities=` do — via `setpriv`. The node's
+    /// directory (state, socket, resolv.conf) is handed to that user.
+    /// Returns once the socket exists.
+    pub fn start_daemon_as_user(&mut self, name: &str, uid: u32, gid: u32) -> anyhow::Result<()> {
+        let dir = self.lab.path(name);
+        std::fs::create_dir_all(dir.join("state"))?;
+        for path in [dir.clone(), dir.join("state")] {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+        }
+        let caps = "+net_admin,+net_raw,+net_bind_service";
+        let (reuid, regid) = (format!("--reuid={uid}"), format!("--regid={gid}"));
+        let (inh, amb) = (
+            format!("--inh-caps={caps}"),
+            format!("--ambient-caps={caps}"),
+        );
+        let bounding = format!("--bounding-set=-all,{caps}");
+        // Debian's udev makes /dev/net/tun 0666 (opening it is harmless:
+        // creating an interface needs CAP_NET_ADMIN). Some build hosts have
+        // it 0600; the daemon's private mount namespace gets a 0666 node of
+        // the same device, as a stock host has, without touching the host's.
+        let tun = dir.join("tun-node").to_string_lossy().into_owned();
+        let _ = std::fs::remove_file(&tun);
+        self.start_daemon_wrapped(
+            name,
+            &[],
+            &[
+                "sh",
+                "-c",
+                "mknod -m 0666 \"$1\" c 10 200 && mount --bind \"$1\" /dev/net/tun && shift && exec \"$@\"",
+                "sh",
+                &tun,
+                "setpriv",
+                &reuid,
+                &regid,
+                "--clear-groups",
+                &inh,
+                &amb,
+                &bounding,
+                "--",
+            ],
+        )
+    }
+
+    fn start_daemon_wrapped(
+        &mut self,
+        name: &str,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+    ) -> anyhow::Result<()> {
         let dir = self.lab.path(name);
         std::fs::create_dir_all(&dir)?;
         let resolv_conf = dir.join("resolv.conf");
@@ -234,8 +292,11 @@ impl<'a> Cluster<'a> {
             "rn0".into(),
             "--ipc-group".into(),
             "nogroup".into(),
+            "--admin-group".into(),
+            "root".into(),
         ];
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut argv: Vec<&str> = wrapper.to_vec();
+        argv.extend(args.iter().map(String::as_str));
         let ns = &self.lab.node(name).ns;
         let child = ns.spawn_with_env(&argv, env, &node.log)?;
         let socket = node.socket.clone();
@@ -247,6 +308,83 @@ impl<'a> Cluster<'a> {
         wait_for(Duration::from_secs(20), || socket.exists().then_some(())).ok_or_else(|| {
             anyhow::anyhow!(
                 "rustynetd on {name} did not open its socket; log: {}",
+                self.log(name)
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Starts `rustynetd` on `name` the way a user would: no flags at all,
+    /// inside `ip netns exec`, which bind-mounts every file of
+    /// `/etc/netns/<namespace>/` over the one in `/etc` — `resolv_conf`
+    /// becomes a bind-mounted `/etc/resolv.conf`, as in Docker and
+    /// Kubernetes — and a `group` file holding the host's groups plus
+    /// `rustynet` and `rustynet-admin`. `/var/lib` and `/run` are lab
+    /// directories in that process's private mount namespace only, so the
+    /// defaults (`/var/lib/rustynet`, `/run/rustynet/rustynetd.sock`) never
+    /// touch the host's. The node's `resolv_conf` is the bind mount's source
+    /// file; its socket and state are reachable from the host.
+    pub fn start_daemon_with_defaults(
+        &mut self,
+        name: &str,
+        resolv_conf: &str,
+    ) -> anyhow::Result<()> {
+        let ns = &self.lab.node(name).ns;
+        let etc = PathBuf::from("/etc/netns").join(ns.name());
+        if !self.etc_dirs.contains(&etc) {
+            std::fs::create_dir_all(&etc)?;
+            self.etc_dirs.push(etc.clone());
+            std::fs::write(etc.join("resolv.conf"), resolv_conf)?;
+            let mut groups = std::fs::read_to_string("/etc/group")?;
+            let used: Vec<u32> = groups
+                .lines()
+                .filter_map(|l| l.split(':').nth(2)?.parse().ok())
+                .collect();
+            let mut free = (60_000u32..65_000).filter(|g| !used.contains(g));
+            for group in ["rustynet", "rustynet-admin"] {
+                if !groups.lines().any(|l| l.starts_with(&format!("{group}:"))) {
+                    let gid = free.next().ok_or_else(|| anyhow::anyhow!("no free gid"))?;
+                    groups.push_str(&format!("{group}:x:{gid}:\n"));
+                }
+            }
+            std::fs::write(etc.join("group"), groups)?;
+        }
+        let dir = self.lab.path(name);
+        let (var_lib, run) = (dir.join("var-lib"), dir.join("run"));
+        std::fs::create_dir_all(&var_lib)?;
+        std::fs::create_dir_all(&run)?;
+        let node = Node {
+            name: name.into(),
+            state_dir: var_lib.join("rustynet"),
+            socket: run.join("rustynet/rustynetd.sock"),
+            resolv_conf: etc.join("resolv.conf"),
+            log: dir.join(format!("rustynetd-{}.log", unix_ms())),
+            child: None,
+        };
+        let daemon = self.bins.daemon.to_string_lossy().into_owned();
+        let (var_lib, run) = (
+            var_lib.to_string_lossy().into_owned(),
+            run.to_string_lossy().into_owned(),
+        );
+        let argv = [
+            "sh",
+            "-c",
+            "mount --bind \"$1\" /var/lib && mount --bind \"$2\" /run && exec \"$3\"",
+            "sh",
+            &var_lib,
+            &run,
+            &daemon,
+        ];
+        let child = ns.spawn(&argv, &node.log)?;
+        let socket = node.socket.clone();
+        let mut node = node;
+        node.child = Some(child);
+        if let Some(mut old) = self.nodes.insert(name.into(), node) {
+            kill(&mut old.child);
+        }
+        wait_for(Duration::from_secs(20), || socket.exists().then_some(())).ok_or_else(|| {
+            anyhow::anyhow!(
+                "rustynetd (defaults) on {name} did not open its socket; log: {}",
                 self.log(name)
             )
         })?;
@@ -509,6 +647,9 @@ impl Drop for Cluster<'_> {
         for s in &mut self.services {
             let _ = s.kill();
             let _ = s.wait();
+        }
+        for dir in &self.etc_dirs {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

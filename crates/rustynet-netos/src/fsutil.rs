@@ -67,3 +67,18 @@ pub(crate) fn symlink_atomic(target: &Path, path: &Path) -> io::Result<()> {
     }
     result
 }
+
+/// Overwrites `path` in place (truncate, write, fsync), for a file that
+/// cannot be replaced by rename: a bind mount such as the resolv.conf
+/// `ip netns exec` and containers put over `/etc/resolv.conf`. Not atomic
+/// for readers (they may see a short file for a moment), which is why
+/// [`write_atomic`] is preferred wherever rename works. The file's owner
+/// and mode are kept.
+pub(crate) fn write_in_place(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}

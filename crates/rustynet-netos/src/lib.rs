@@ -11,7 +11,7 @@
 //! | addresses, routes, policy rules | [`Routing`] | [`NetlinkRouting`] | [`FakeRouting`] |
 //! | nftables ruleset | [`Firewall`] | [`NftFirewall`] (`nft -j -f -`, argv only) | [`FakeFirewall`] |
 //! | sysctls | [`Sysctl`] | [`ProcSysctl`] | [`FakeSysctl`] |
-//! | resolv.conf | [`ResolverConfigurator`] | [`ResolvConf`] | [`FakeResolver`] |
+//! | host DNS | [`ResolverConfigurator`] | [`ResolvConf`] (file, in place), [`ResolvedLink`] (systemd-resolved); [`detect_dns_mode`] picks | [`FakeResolver`] |
 //!
 //! [`probe()`] reports whether the host can run a tunnel at all.
 //!
@@ -37,9 +37,11 @@ pub use firewall::{
 };
 pub use fsutil::write_atomic;
 pub use probe::{Capabilities, Prerequisite, nft_usable, probe};
+pub use resolver::mode::Detection as DnsDetection;
 pub use resolver::{
-    FakeResolver, RepairOutcome, ResolvConf, ResolvConfContents, ResolverCall,
-    ResolverConfigurator, ResolverError, parse_resolv_conf, systemd_resolved_running,
+    DnsMode, Facts as DnsFacts, FakeResolver, RepairOutcome, ResolvConf, ResolvConfContents,
+    ResolvedLink, ResolverCall, ResolverConfigurator, ResolverError, detect as detect_dns_mode,
+    is_mount_point, parse_resolv_conf, systemd_resolved_running,
 };
 pub use routing::{
     DEFAULT_RULE_PRIORITIES, DEFAULT_TABLE, FakeRouting, LinkState, Links, NetlinkRouting,

@@ -1,16 +1,24 @@
-//! System resolver configuration (resolv.conf), for Magic DNS.
+//! System resolver configuration, for Magic DNS: one configurator per way
+//! a Linux host manages DNS (like Tailscale's net/dns), chosen by
+//! [`detect`] and described in words so `status`/`dns inspect` can say
+//! which mode is in force and why.
 //!
-//! Only the file mode exists. With systemd-resolved the right integration is
-//! its D-Bus API (per-link DNS servers and routing domains); that is out of
-//! scope for now: [`systemd_resolved_running`] reports it so the daemon can
-//! log it, and the file mode keeps working because resolv.conf is what libc
-//! reads — at the cost of bypassing resolved while Rustynet is active.
+//! - [`ResolvConf`], file mode: `/etc/resolv.conf` is replaced atomically
+//!   (temp file + rename) and put back byte for byte. Symlinked resolv.conf
+//!   (another manager's file): we never write through the link, which would
+//!   scribble on that manager's file; the backup is a symlink with the same
+//!   target, our file replaces the link itself, and restoring renames the
+//!   backup link back. A bind-mounted resolv.conf (`ip netns exec`, Docker,
+//!   Kubernetes) cannot be renamed over (`EBUSY`): it is written in place
+//!   and its original bytes are kept in a backup outside the mount.
+//! - [`ResolvedLink`], systemd-resolved mode: the tunnel link gets the Magic
+//!   DNS server and routing domains through resolved's D-Bus API (via
+//!   `resolvectl`), so resolved keeps its cache and the other links' DNS;
+//!   `~.` (all names) only while DNS is protected.
+//! - Unavailable: read-only `/etc`, or not writable by the daemon's user;
+//!   Magic DNS still answers on 100.100.100.100 and the mode says why.
 //!
-//! Symlinked resolv.conf (resolved's `stub-resolv.conf`, resolvconf's
-//! `/run/resolvconf/resolv.conf`): we never write through the link, which
-//! would scribble on another manager's file. The backup is a symlink with
-//! the same target, our file replaces the link itself, and restoring renames
-//! the backup link back, so the original link returns exactly as it was.
+//! The original search domains and `options` lines are kept in our file.
 
 use std::fs;
 use std::io;
@@ -19,8 +27,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::fsutil::{rename_durable, symlink_atomic, write_atomic};
+use crate::fsutil::{rename_durable, symlink_atomic, write_atomic, write_in_place};
 use crate::validate::{InvalidName, validate_search_domain};
+
+pub(crate) mod mode;
+mod resolved;
+
+pub use mode::{DnsMode, Facts, detect, is_mount_point};
+pub use resolved::ResolvedLink;
 
 /// First line of every file we write; its presence means "ours".
 const MARKER: &str = "# rustynet-managed:";
@@ -60,6 +74,29 @@ pub enum ResolverError {
         "{0} is Rustynet's but its backup is missing; restore the original resolv.conf by hand"
     )]
     BackupMissing(PathBuf),
+    /// A resolver manager's command failed (e.g. `resolvectl`).
+    #[error("{command}: {message}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its error output or exit status.
+        message: String,
+    },
+}
+
+impl ResolverError {
+    /// Whether the failure means "this host's resolver configuration cannot
+    /// be changed by us" (read-only file system, permission denied), as
+    /// opposed to a transient or logic error.
+    pub fn is_unwritable(&self) -> bool {
+        match self {
+            ResolverError::Io { source, .. } => matches!(
+                source.raw_os_error(),
+                Some(libc::EROFS | libc::EACCES | libc::EPERM)
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// What [`ResolverConfigurator::repair_stale`] found and did.
@@ -85,6 +122,8 @@ pub struct ResolvConfContents {
     pub nameservers: Vec<IpAddr>,
     /// `search` domains (last `search`/`domain` line wins, as in libc).
     pub search: Vec<String>,
+    /// `options` lines, verbatim (e.g. `options ndots:5` in Kubernetes).
+    pub options: Vec<String>,
 }
 
 /// Parses resolv.conf text leniently (unknown lines are ignored, as libc
@@ -99,6 +138,7 @@ pub fn parse_resolv_conf(text: &str) -> ResolvConfContents {
                     out.nameservers.push(ip);
                 }
             }
+            Some("options") => out.options.push(line.trim().to_owned()),
             Some("search" | "domain") => {
                 out.search = words
                     .take_while(|w| !w.starts_with(['#', ';']))
@@ -112,9 +152,14 @@ pub fn parse_resolv_conf(text: &str) -> ResolvConfContents {
 }
 
 /// Whether systemd-resolved appears to be running (its runtime directory
-/// holds its socket or stub file).
+/// holds its varlink socket or stub file).
 pub fn systemd_resolved_running() -> bool {
-    let dir = Path::new("/run/systemd/resolve");
+    systemd_resolved_running_in(Path::new("/run/systemd/resolve"))
+}
+
+/// [`systemd_resolved_running`] with resolved's runtime directory given
+/// (tests point it at a private one).
+pub fn systemd_resolved_running_in(dir: &Path) -> bool {
     dir.join("io.systemd.Resolve").exists() || dir.join("stub-resolv.conf").exists()
 }
 
@@ -142,6 +187,14 @@ pub trait ResolverConfigurator {
 
     /// Whether our file is the live one.
     fn is_taken_over(&self) -> Result<bool, ResolverError>;
+
+    /// Whether Magic DNS must get every name (`~.` with systemd-resolved),
+    /// not only the tailnet's: true while DNS is protected. File mode needs
+    /// nothing here (resolv.conf names only Magic DNS anyway).
+    fn set_exclusive(&mut self, exclusive: bool) -> Result<(), ResolverError> {
+        let _ = exclusive;
+        Ok(())
+    }
 }
 
 /// File-mode resolver configuration.
@@ -150,6 +203,7 @@ pub struct ResolvConf {
     path: PathBuf,
     backup: PathBuf,
     resolved_upstream: PathBuf,
+    in_place: bool,
 }
 
 impl ResolvConf {
@@ -168,7 +222,25 @@ impl ResolvConf {
             path,
             backup: backup.into(),
             resolved_upstream: RESOLVED_UPSTREAM.into(),
+            in_place: false,
         }
+    }
+
+    /// Writes the file in place instead of replacing it (for a bind-mounted
+    /// resolv.conf, which cannot be renamed over), keeping the original
+    /// bytes in `backup` — a path outside the mount, e.g. in the state
+    /// directory, since the directory holding the mount point may be
+    /// read-only. A crash-restart must pass the same backup path so the
+    /// stale takeover can be repaired.
+    pub fn in_place(mut self, backup: impl Into<PathBuf>) -> Self {
+        self.in_place = true;
+        self.backup = backup.into();
+        self
+    }
+
+    /// Whether the file is written in place.
+    pub fn is_in_place(&self) -> bool {
+        self.in_place
     }
 
     /// Where systemd-resolved's upstream list is read from when the original
@@ -225,7 +297,15 @@ impl ResolvConf {
         }
     }
 
-    fn render(nameservers: &[IpAddr], search: &[String], backup: &Path) -> String {
+    /// Our file: Magic DNS first, then the search domains we were given
+    /// followed by the original ones (so short names that resolved before
+    /// still do), and the original `options` lines.
+    fn render(
+        nameservers: &[IpAddr],
+        search: &[String],
+        original: &ResolvConfContents,
+        backup: &Path,
+    ) -> String {
         let mut out = format!(
             "{MARKER} written by rustynetd for Magic DNS.\n\
              # The previous file is saved as {} and is put back when rustynetd stops.\n",
@@ -234,14 +314,50 @@ impl ResolvConf {
         for ns in nameservers {
             out.push_str(&format!("nameserver {ns}\n"));
         }
-        if !search.is_empty() {
-            out.push_str(&format!("search {}\n", search.join(" ")));
+        let mut domains: Vec<&str> = search.iter().map(String::as_str).collect();
+        for domain in &original.search {
+            // The original's domains were never checked by us: keep only
+            // those that are plain names, never a way to inject a line.
+            if !domains.contains(&domain.as_str()) && validate_search_domain(domain).is_ok() {
+                domains.push(domain);
+            }
+        }
+        if !domains.is_empty() {
+            out.push_str(&format!("search {}\n", domains.join(" ")));
+        }
+        for line in &original.options {
+            out.push_str(line);
+            out.push('\n');
         }
         out
     }
 
+    /// The original file's settings (from the backup), for [`Self::render`].
+    fn original_contents(&self) -> ResolvConfContents {
+        match fs::read_to_string(&self.backup) {
+            Ok(text) if text != ABSENT => parse_resolv_conf(&text),
+            _ => ResolvConfContents::default(),
+        }
+    }
+
+    fn write_live(&self, bytes: &[u8], mode: u32) -> Result<(), ResolverError> {
+        if self.in_place {
+            return write_in_place(&self.path, bytes).map_err(Self::io(&self.path));
+        }
+        write_atomic(&self.path, bytes, mode).map_err(Self::io(&self.path))
+    }
+
     fn put_back(&self) -> Result<(), ResolverError> {
         let absent = fs::read(&self.backup).is_ok_and(|b| b == ABSENT.as_bytes());
+        if self.in_place {
+            let bytes = if absent {
+                Vec::new()
+            } else {
+                fs::read(&self.backup).map_err(Self::io(&self.backup))?
+            };
+            write_in_place(&self.path, &bytes).map_err(Self::io(&self.path))?;
+            return remove_if_present(&self.backup);
+        }
         if absent {
             remove_if_present(&self.path)?;
             remove_if_present(&self.backup)
@@ -256,6 +372,21 @@ impl ResolvConf {
             Ok(text) => Ok(parse_resolv_conf(&text).nameservers),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
             Err(e) => Err(Self::io(path)(e)),
+        }
+    }
+}
+
+impl ResolvConf {
+    /// [`Self::put_back`], falling back to an in-place write when the live
+    /// file turns out to be a mount point (rename gives EBUSY).
+    fn put_back_or_in_place(&self) -> Result<(), ResolverError> {
+        match self.put_back() {
+            Err(ResolverError::Io { source, .. })
+                if source.raw_os_error() == Some(libc::EBUSY) && !self.in_place =>
+            {
+                self.clone().in_place(self.backup.clone()).put_back()
+            }
+            other => other,
         }
     }
 }
@@ -291,8 +422,23 @@ impl ResolverConfigurator for ResolvConf {
             // Also refreshes a stale backup: the live file is the truth.
             self.back_up()?;
         }
-        let text = Self::render(nameservers, search_domains, &self.backup);
-        write_atomic(&self.path, text.as_bytes(), 0o644).map_err(Self::io(&self.path))
+        let text = Self::render(
+            nameservers,
+            search_domains,
+            &self.original_contents(),
+            &self.backup,
+        );
+        match self.write_live(text.as_bytes(), 0o644) {
+            // A mount point that detection missed: rename(2) over it fails
+            // with EBUSY. Write in place instead; the backup already holds
+            // the original bytes (a mount point is never a symlink).
+            Err(ResolverError::Io { source, .. })
+                if source.raw_os_error() == Some(libc::EBUSY) && !self.in_place =>
+            {
+                write_in_place(&self.path, text.as_bytes()).map_err(Self::io(&self.path))
+            }
+            other => other,
+        }
     }
 
     fn restore(&mut self) -> Result<bool, ResolverError> {
@@ -300,7 +446,7 @@ impl ResolverConfigurator for ResolvConf {
             return Ok(false);
         }
         if self.is_taken_over()? {
-            self.put_back()?;
+            self.put_back_or_in_place()?;
             Ok(true)
         } else {
             remove_if_present(&self.backup)?;
@@ -313,7 +459,7 @@ impl ResolverConfigurator for ResolvConf {
         let backup = Self::exists(&self.backup)?;
         Ok(match (ours, backup) {
             (true, true) => {
-                self.put_back()?;
+                self.put_back_or_in_place()?;
                 RepairOutcome::Restored
             }
             (true, false) => RepairOutcome::MarkerWithoutBackup,

@@ -287,6 +287,10 @@ pub struct StatusDoc {
     pub kill_switch: bool,
     /// Protected DNS asserted.
     pub dns_protected: bool,
+    /// How the host's DNS is pointed at Magic DNS, and why (`resolved`,
+    /// `file`, `in-place` or `unavailable`, then the reason).
+    #[serde(default)]
+    pub dns_mode: String,
     /// Why the node is failing closed or what last went wrong.
     pub error: Option<String>,
     /// Prefixes this node advertises.

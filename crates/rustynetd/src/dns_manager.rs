@@ -1,7 +1,9 @@
 //! Magic DNS on the node: the resolver on 100.100.100.100, the exit-node DNS
 //! service on the node's tunnel address (for clients holding an exit grant),
-//! and the OS side (resolv.conf pointed at the resolver, backed up and
-//! restored).
+//! and the OS side (see [`crate::dns_os`]: systemd-resolved, resolv.conf
+//! replaced or written in place, or left alone when it cannot be changed —
+//! Magic DNS then still answers, and protected DNS still blocks every other
+//! resolver, so a host we cannot configure never leaks).
 //!
 //! Records only ever come from the signed netmap (the plan hands them in).
 //! When the upstream path is gone the resolver answers SERVFAIL; it never
@@ -14,11 +16,12 @@ use rustynet_dns::{
     Access, ConfigError, DnsServer, NetTransport, ResolverConfig, ServerConfig, ServerError,
     SocketOptions, Upstream,
 };
-use rustynet_netos::{ResolverConfigurator, ResolverError};
+use rustynet_netos::ResolverError;
 use rustynet_proto::ipc::DnsInspectDoc;
 use rustynet_proto::netmap::MAGIC_DNS_IP;
 use tokio::runtime::Handle;
 
+use crate::dns_os::{self, OsDns};
 use crate::plan::{DnsPlan, DnsUpstream, magic_dns_addr};
 
 /// Why Magic DNS could not be applied.
@@ -47,6 +50,15 @@ pub trait DnsOps: Send {
     fn system_resolvers(&self) -> Vec<IpAddr>;
     /// Undoes a takeover a crash left behind (run first at start-up).
     fn repair_stale(&mut self) -> Result<String, DnsError>;
+    /// How the OS is pointed at Magic DNS, and why (`status`).
+    fn os_mode(&self) -> String {
+        String::new()
+    }
+    /// Whether protected DNS is in force (a clean stop then keeps the OS
+    /// pointed at the dead resolver rather than at open ones).
+    fn is_protected(&self) -> bool {
+        false
+    }
 }
 
 fn upstream(u: &DnsUpstream) -> Upstream {
@@ -67,8 +79,7 @@ fn upstream(u: &DnsUpstream) -> Upstream {
 pub struct DnsManager {
     rt: Handle,
     dns_mark: u32,
-    resolv: Box<dyn ResolverConfigurator + Send>,
-    os_description: String,
+    os: OsDns,
     magic: Option<DnsServer>,
     exit: Option<(SocketAddr, DnsServer)>,
     protected: bool,
@@ -76,19 +87,14 @@ pub struct DnsManager {
 }
 
 impl DnsManager {
-    /// A manager using `resolv` for the OS side.
-    pub fn new(
-        rt: Handle,
-        dns_mark: u32,
-        resolv: Box<dyn ResolverConfigurator + Send>,
-        os_description: String,
-    ) -> Self {
-        let system = resolv.original_nameservers().unwrap_or_default();
+    /// A manager using `os` for the OS side.
+    pub fn new(rt: Handle, dns_mark: u32, os: OsDns) -> Self {
+        let system = os.configurator.original_nameservers().unwrap_or_default();
+        tracing::info!(mode = %os.detection.mode, why = %os.detection.why, "host DNS mode");
         Self {
             rt,
             dns_mark,
-            resolv,
-            os_description,
+            os,
             magic: None,
             exit: None,
             protected: false,
@@ -168,11 +174,27 @@ impl DnsOps for DnsManager {
             None => self.magic = Some(self.start(magic_dns_addr(), Access::Any, config)?),
         }
         self.apply_exit_service(plan)?;
-        if !self.resolv.is_taken_over()? {
-            self.resolv.take_over(
+        self.os.configurator.set_exclusive(plan.protected)?;
+        if !self.os.configurator.is_taken_over()? {
+            let taken = self.os.configurator.take_over(
                 &[IpAddr::V4(MAGIC_DNS_IP)],
                 std::slice::from_ref(&plan.config.suffix),
-            )?;
+            );
+            match taken {
+                Ok(()) => {}
+                // Read-only /etc or a sandbox that forbids the write: Magic
+                // DNS keeps answering on its address, the firewall keeps
+                // protected DNS, and the mode says why.
+                Err(e) if e.is_unwritable() => {
+                    tracing::warn!(error = %e, "cannot change the host's DNS configuration; leaving it alone");
+                    let path = self.os.path.clone();
+                    self.os = dns_os::unavailable(
+                        &path,
+                        format!("{e}; the host's DNS configuration is left alone"),
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         self.protected = plan.protected;
         Ok(())
@@ -185,14 +207,14 @@ impl DnsOps for DnsManager {
         if let Some((_, server)) = self.exit.take() {
             self.rt.block_on(server.shutdown());
         }
-        self.resolv.restore()?;
+        self.os.configurator.restore()?;
         self.protected = false;
         Ok(())
     }
 
     fn inspect(&self, name: Option<&str>) -> Option<DnsInspectDoc> {
         let resolver = self.magic.as_ref()?.handle().resolver();
-        Some(resolver.inspect(name, self.protected, &self.os_description))
+        Some(resolver.inspect(name, self.protected, &self.os.describe()))
     }
 
     fn system_resolvers(&self) -> Vec<IpAddr> {
@@ -204,9 +226,21 @@ impl DnsOps for DnsManager {
     }
 
     fn repair_stale(&mut self) -> Result<String, DnsError> {
-        let outcome = self.resolv.repair_stale()?;
+        let outcome = self.os.configurator.repair_stale()?;
         // The originals may only be readable once the stale takeover is gone.
-        self.system = self.resolv.original_nameservers().unwrap_or_default();
+        self.system = self
+            .os
+            .configurator
+            .original_nameservers()
+            .unwrap_or_default();
         Ok(format!("{outcome:?}"))
+    }
+
+    fn os_mode(&self) -> String {
+        self.os.describe()
+    }
+
+    fn is_protected(&self) -> bool {
+        self.protected
     }
 }

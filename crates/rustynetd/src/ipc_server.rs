@@ -1,16 +1,21 @@
 //! Local IPC: newline-delimited JSON over a Unix socket.
 //!
-//! The socket is `0660` and group-owned by the IPC group. Every connection's
-//! peer is identified with `SO_PEERCRED`; root and members of the admin group
-//! may send mutating commands, members of the IPC group read-only ones. A
-//! refused command is answered with `permission_denied` and never reaches the
-//! engine. A malformed, oversized or wrong-version frame closes that
-//! connection only.
+//! The socket is `0660` and group-owned by the IPC group; both are set on
+//! the socket before it is bound (the mode on the socket's inode, the group
+//! as the thread's filesystem gid), never by path afterwards, so there is no
+//! window in which another file could be changed instead. Every
+//! connection's peer is identified by the kernel: uid and gid with
+//! `SO_PEERCRED`, supplementary groups with `SO_PEERGROUPS` (both captured
+//! at connect time: no pid-reuse race as with reading `/proc/PID`). Root and
+//! members of the admin group may send mutating commands, members of the IPC
+//! group read-only ones. A refused command is answered with
+//! `permission_denied` and never reaches the engine. A malformed, oversized
+//! or wrong-version frame closes that connection only.
 
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::fd::{AsRawFd as _, RawFd};
 use std::path::Path;
 
-use nix::unistd::{Gid, Group};
+use nix::unistd::Group;
 use rustynet_proto::ipc::{ErrorCode, IPC_VERSION, IpcRequest, IpcResponse, MAX_FRAME_BYTES};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -28,36 +33,72 @@ pub struct Groups {
     pub admin: Option<u32>,
 }
 
+/// A configured IPC group that does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "group {name:?} ({key}) does not exist: create it (systemd-sysusers, or groupadd --system {name}) or set {key} to an existing group"
+)]
+pub struct MissingGroup {
+    /// The group name.
+    pub name: String,
+    /// The config key naming it.
+    pub key: &'static str,
+}
+
 impl Groups {
-    /// Looks the groups up by name (a missing group grants nothing).
-    pub fn lookup(ipc: &str, admin: &str) -> Self {
-        let gid = |name: &str| {
+    /// Looks the groups up by name. A missing group is an error: starting
+    /// anyway would silently lock its members out (or, worse, let a group
+    /// created later by someone else inherit the role).
+    pub fn lookup(ipc: &str, admin: &str) -> Result<Self, MissingGroup> {
+        let gid = |name: &str, key: &'static str| {
             Group::from_name(name)
                 .ok()
                 .flatten()
                 .map(|g| g.gid.as_raw())
+                .ok_or_else(|| MissingGroup {
+                    name: name.to_owned(),
+                    key,
+                })
         };
-        Self {
-            ipc: gid(ipc),
-            admin: gid(admin),
-        }
+        Ok(Self {
+            ipc: Some(gid(ipc, "ipc_group")?),
+            admin: Some(gid(admin, "admin_group")?),
+        })
     }
 }
 
-/// Supplementary groups of `pid` (from /proc; empty if unreadable).
-fn supplementary_groups(pid: i32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("Groups:").map(|g| {
-                    g.split_whitespace()
-                        .filter_map(|x| x.parse().ok())
-                        .collect()
-                })
-            })
-        })
-        .unwrap_or_default()
+/// Supplementary groups of the peer of a connected Unix socket, as the
+/// kernel recorded them at connect time (`SO_PEERGROUPS`).
+pub fn peer_groups(fd: RawFd) -> std::io::Result<Vec<u32>> {
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = libc::socklen_t::try_from(groups.len() * std::mem::size_of::<libc::gid_t>())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        // SAFETY: `groups` is a writable buffer of `len` bytes that outlives
+        // the call; the kernel writes at most `len` bytes and stores the
+        // length it needs (or used) in `len`.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let count = len as usize / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(count);
+            return Ok(groups);
+        }
+        let err = std::io::Error::last_os_error();
+        // ERANGE: the buffer was too small; `len` says how much is needed.
+        if err.raw_os_error() == Some(libc::ERANGE) && count > groups.len() && count <= 65_536 {
+            groups.resize(count, 0);
+            continue;
+        }
+        return Err(err);
+    }
 }
 
 /// Decides a peer's role from its credentials.
@@ -72,10 +113,19 @@ pub fn role_for(uid: u32, gid: u32, supplementary: &[u32], groups: Groups) -> Op
     }
 }
 
-/// Creates the socket: parent directory, stale socket removed, mode 0660,
-/// group set to the IPC group (when it exists). A std listener (set
-/// non-blocking) so it can be made before the runtime and its threads exist.
+/// Mode of the socket file.
+pub const SOCKET_MODE: u32 = 0o660;
+
+/// Creates the socket: parent directory, stale socket removed, then a
+/// socket whose inode gets mode 0660 (`fchmod` on the unbound socket: the
+/// kernel creates the file with that mode less the umask, so the umask is
+/// cleared for the moment of the bind) and which is bound while the
+/// thread's filesystem gid is the IPC group (`setfsgid`), so the file is
+/// born with its final owner and mode. A std listener (set non-blocking) so
+/// it can be made before the runtime and its threads exist; call it while
+/// the process has one thread (the umask is per process).
 pub fn bind(path: &Path, groups: Groups) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use socket2::{Domain, SockAddr, Socket, Type};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -84,13 +134,37 @@ pub fn bind(path: &Path, groups: Groups) -> std::io::Result<std::os::unix::net::
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let listener = std::os::unix::net::UnixListener::bind(path)?;
-    listener.set_nonblocking(true)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    if let Some(gid) = groups.ipc {
-        nix::unistd::chown(path, None, Some(Gid::from_raw(gid)))?;
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    // SAFETY: fchmod on a socket fd we own; no memory is involved.
+    if unsafe { libc::fchmod(socket.as_raw_fd(), SOCKET_MODE) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    Ok(listener)
+    let addr = SockAddr::unix(path)?;
+    let bound = with_file_creation(groups.ipc, || socket.bind(&addr));
+    bound?;
+    socket.listen(128)?;
+    socket.set_nonblocking(true)?;
+    Ok(std::os::unix::net::UnixListener::from(
+        std::os::fd::OwnedFd::from(socket),
+    ))
+}
+
+/// Runs `f` with umask 0 and, when given, the filesystem gid `gid`,
+/// restoring both afterwards.
+fn with_file_creation<T>(gid: Option<u32>, f: impl FnOnce() -> T) -> T {
+    // SAFETY: umask and setfsgid only change this process's/thread's
+    // credentials and always succeed (setfsgid returns the previous value
+    // and leaves it unchanged when the new one is not allowed).
+    let old_mask = unsafe { libc::umask(0o117) };
+    let old_gid = gid.map(|g| unsafe { libc::setfsgid(g) });
+    let out = f();
+    if let Some(old) = old_gid {
+        // SAFETY: as above; restores the previous filesystem gid.
+        unsafe { libc::setfsgid(old as libc::gid_t) };
+    }
+    // SAFETY: as above.
+    unsafe { libc::umask(old_mask) };
+    out
 }
 
 /// Accepts connections until the listener fails.
@@ -126,7 +200,11 @@ async fn connection(
 ) -> std::io::Result<()> {
     let cred = stream.peer_cred()?;
     let pid = cred.pid().unwrap_or(0);
-    let role = role_for(cred.uid(), cred.gid(), &supplementary_groups(pid), groups);
+    let supplementary = peer_groups(stream.as_raw_fd()).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read the peer's groups; only its primary group counts");
+        Vec::new()
+    });
+    let role = role_for(cred.uid(), cred.gid(), &supplementary, groups);
     let mut stream = BufReader::new(stream);
     loop {
         let mut line = Vec::new();
@@ -364,6 +442,61 @@ mod tests {
         assert_eq!(responses[0].id, 9);
         assert_eq!(responses[0].error.as_ref().unwrap().code, ErrorCode::Busy);
         drop(rx);
+    }
+
+    #[test]
+    fn peer_groups_come_from_the_kernel() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut ours = nix::unistd::getgroups()
+            .unwrap()
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect::<Vec<_>>();
+        let mut got = peer_groups(a.as_raw_fd()).unwrap();
+        ours.sort_unstable();
+        got.sort_unstable();
+        ours.dedup();
+        got.dedup();
+        assert_eq!(got, ours);
+    }
+
+    #[test]
+    fn socket_is_born_with_its_mode_and_group() {
+        use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/rustynetd.sock");
+        // A group this process may use as its filesystem gid: any as root
+        // (nogroup, to see it applied), else its own.
+        let gid = if nix::unistd::geteuid().is_root() {
+            65534
+        } else {
+            nix::unistd::getegid().as_raw()
+        };
+        let groups = Groups {
+            ipc: Some(gid),
+            admin: None,
+        };
+        // SAFETY: reads and restores the umask (tests in this binary do not
+        // create files concurrently with this check).
+        let before = unsafe { libc::umask(0o022) };
+        let _listener = bind(&path, groups).unwrap();
+        let after = unsafe { libc::umask(before) };
+        assert_eq!(after, 0o022, "the umask is put back");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, SOCKET_MODE);
+        assert_eq!(meta.gid(), gid);
+        // A second bind replaces a stale socket.
+        drop(_listener);
+        let _again = bind(&path, groups).unwrap();
+    }
+
+    #[test]
+    fn a_missing_group_is_an_error() {
+        let err = Groups::lookup("root", "rustynet-no-such-group-xyz").unwrap_err();
+        assert_eq!(err.key, "admin_group");
+        assert!(err.to_string().contains("groupadd"), "{err}");
+        let ok = Groups::lookup("root", "root").unwrap();
+        assert_eq!(ok.admin, Some(0));
     }
 
     #[test]

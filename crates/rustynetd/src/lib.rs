@@ -15,6 +15,8 @@ pub mod config;
 pub mod control_client;
 pub mod dataplane_state;
 pub mod dns_manager;
+pub mod dns_os;
+pub mod early_boot;
 pub mod endpoints;
 pub mod engine;
 pub mod health_monitor;

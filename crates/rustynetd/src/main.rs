@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use rustynet_netos::{NetlinkRouting, NftFirewall, ProcSysctl, ResolvConf, RoutingScope};
+use rustynet_netos::{NetlinkRouting, NftFirewall, ProcSysctl, RoutingScope};
 use rustynetd::apply::Effects;
 use rustynetd::backend_manager::BackendManager;
 use rustynetd::config::DaemonConfig;
@@ -23,9 +23,18 @@ use rustynetd::sysctl_manager::SysctlPlan;
 #[derive(Parser)]
 #[command(name = "rustynetd", version, about = "Rustynet daemon")]
 struct Args {
-    /// TOML config file.
+    /// TOML config file (default: /etc/rustynet/rustynetd.toml when it
+    /// exists; every key is documented in docs/configuration.md).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Check the configuration (file, values, groups) and exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Undo what a stopped daemon left (firewall table, routes, host DNS,
+    /// sysctls) and exit — systemd's `ExecStopPost=`. While protected mode
+    /// was last wanted it keeps the blocking ruleset instead.
+    #[arg(long, conflicts_with = "check_config")]
+    cleanup: bool,
     /// State directory (default /var/lib/rustynet).
     #[arg(long)]
     state_dir: Option<PathBuf>,
@@ -56,10 +65,17 @@ struct Args {
     key_encryption_file: Option<PathBuf>,
 }
 
+/// Read when `--config` is not given and the file exists (the package
+/// installs a commented one).
+const DEFAULT_CONFIG: &str = "/etc/rustynet/rustynetd.toml";
+
 fn config(args: Args) -> anyhow::Result<DaemonConfig> {
     let mut cfg = DaemonConfig::default();
-    if let Some(path) = &args.config {
-        cfg = cfg.with_file(path)?;
+    let default = PathBuf::from(DEFAULT_CONFIG);
+    match &args.config {
+        Some(path) => cfg = cfg.with_file(path)?,
+        None if default.is_file() => cfg = cfg.with_file(&default)?,
+        None => {}
     }
     cfg.merge(rustynetd::config::FileConfig {
         state_dir: args.state_dir,
@@ -78,16 +94,16 @@ fn config(args: Args) -> anyhow::Result<DaemonConfig> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("RUSTYNET_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Args::parse()) {
+    rustynet_service::init_logging("rustynetd");
+    let args = Args::parse();
+    let result = if args.check_config {
+        check_config(args)
+    } else if args.cleanup {
+        cleanup(args)
+    } else {
+        run(args)
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -96,8 +112,81 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--check-config`: everything start-up would refuse, without side effects.
+#[allow(clippy::print_stdout)]
+fn check_config(args: Args) -> anyhow::Result<()> {
+    let cfg = config(args)?;
+    Groups::lookup(&cfg.ipc_group, &cfg.admin_group)?;
+    if let Some(path) = &cfg.key_encryption_file {
+        rustynet_proto::keyseal::kek_from_file(path)
+            .with_context(|| format!("key_encryption_file {}", path.display()))?;
+    }
+    let dns = rustynet_netos::detect_dns_mode(&cfg.resolv_conf);
+    println!(
+        "configuration ok: state_dir={} socket={} tun={} listen_port={} ipc_group={} admin_group={}\nhost DNS: {}: {}",
+        cfg.state_dir.display(),
+        cfg.socket.display(),
+        cfg.tun,
+        cfg.listen_port,
+        cfg.ipc_group,
+        cfg.admin_group,
+        dns.mode,
+        dns.why
+    );
+    Ok(())
+}
+
+/// `--cleanup`: after the daemon stopped (or failed to start).
+fn cleanup(args: Args) -> anyhow::Result<()> {
+    use rustynet_netos::Firewall as _;
+    let cfg = config(args)?;
+    if rustynetd::early_boot::is_armed(&cfg.state_dir) {
+        // Protected mode was wanted: the blocking ruleset (and the host
+        // pointed at the stopped Magic DNS) stays until `rustynet down`.
+        match rustynetd::early_boot::install_persisted(&cfg.state_dir) {
+            Ok(_) => tracing::info!("protected mode was active: the blocking ruleset stays"),
+            Err(e) => tracing::error!(error = %e, "cannot reload the blocking ruleset"),
+        }
+        return Ok(());
+    }
+    let mut problems = Vec::new();
+    if let Err(e) = NftFirewall::new(TABLE).and_then(|mut f| f.remove()) {
+        problems.push(format!("firewall: {e}"));
+    }
+    let routing = RoutingScope::new(cfg.tun.clone()).and_then(NetlinkRouting::new);
+    if let Err(e) = routing.and_then(|mut r| rustynetd::route_manager::RouteOps::clear(&mut r)) {
+        problems.push(format!("routes: {e}"));
+    }
+    let mut os = rustynetd::dns_os::select(&cfg.resolv_conf, &cfg.tun, &cfg.state_dir);
+    if let Err(e) = os.configurator.repair_stale() {
+        problems.push(format!("dns: {e}"));
+    }
+    if let Ok(store) = StateStore::open(&cfg.state_dir)
+        && let Ok(Some(state)) = store.load()
+    {
+        let mut sysctl = SysctlPlan::new(Box::new(ProcSysctl::new()), state.saved_sysctls);
+        if let Err(e) = sysctl.apply(&[]) {
+            problems.push(format!("sysctl: {e}"));
+        }
+    }
+    if problems.is_empty() {
+        tracing::info!("cleaned up after the daemon");
+        Ok(())
+    } else {
+        anyhow::bail!("cleanup finished with errors: {}", problems.join("; "))
+    }
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     let cfg = config(args)?;
+    // Before anything that can fail: if protected mode was last wanted, the
+    // blocking ruleset goes in first, so a failed start leaves the host
+    // blocked, not open (issue 10 item 4).
+    match rustynetd::early_boot::install_persisted(&cfg.state_dir) {
+        Ok(true) => tracing::info!("protected mode was active: blocking ruleset installed first"),
+        Ok(false) => {}
+        Err(e) => tracing::error!(error = %e, "cannot install the persisted blocking ruleset"),
+    }
     let caps = rustynet_netos::probe();
     if !caps.ready_for_tunnel() {
         anyhow::bail!(
@@ -115,7 +204,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             store
         }
     };
-    let groups = Groups::lookup(&cfg.ipc_group, &cfg.admin_group);
+    let groups = Groups::lookup(&cfg.ipc_group, &cfg.admin_group)?;
     let listener = ipc_server::bind(&cfg.socket, groups)
         .with_context(|| format!("binding {}", cfg.socket.display()))?;
     // Everything that needed more than network administration (the state
@@ -123,7 +212,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     // runs before any thread exists, because capabilities are per thread and
     // every thread started later inherits the reduced sets.
     let kept = rustynetd::privileges::drop_to_network_admin()?;
-    tracing::info!(capabilities = ?kept, "dropped all other capabilities");
+    tracing::info!(
+        uid = kept.uid,
+        capabilities = ?kept.effective,
+        ambient = ?kept.ambient,
+        no_new_privs = kept.no_new_privs,
+        "dropped all other capabilities"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -143,8 +238,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         dns: Box::new(DnsManager::new(
             rt.clone(),
             cfg.dns_mark,
-            Box::new(ResolvConf::new(cfg.resolv_conf.clone())),
-            format!("resolv.conf {}", cfg.resolv_conf.display()),
+            rustynetd::dns_os::select(&cfg.resolv_conf, &cfg.tun, &cfg.state_dir),
         )),
     };
     tracing::info!(engine = %fx.backend.info().detail, "tunnel engine selected");
@@ -179,6 +273,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     tracing::info!(socket = %cfg.socket.display(), state_dir = %cfg.state_dir.display(), "rustynetd started");
+    if let Err(e) = rustynet_service::notify("READY=1") {
+        tracing::warn!(error = %e, "cannot notify the service manager");
+    }
     runtime.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate())?;
@@ -190,6 +287,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     tracing::info!("stopping");
+    let _ = rustynet_service::notify("STOPPING=1");
     handle.blocking_send(EngineMsg::Shutdown);
     let _ = engine_thread.join();
     let _ = std::fs::remove_file(&cfg.socket);

@@ -46,7 +46,12 @@ fn take_over_and_restore_round_trip_byte_for_byte() {
     let live = fs::read_to_string(conf.path()).expect("read live");
     assert!(live.starts_with(MARKER), "{live}");
     assert_eq!(parse_resolv_conf(&live).nameservers, ns);
-    assert_eq!(parse_resolv_conf(&live).search, search);
+    // Our suffix first, then the original search domains and options.
+    assert_eq!(
+        parse_resolv_conf(&live).search,
+        vec!["mesh.rustynet.internal", "corp.example"]
+    );
+    assert_eq!(parse_resolv_conf(&live).options, vec!["options edns0"]);
     assert_eq!(
         fs::read_to_string(conf.backup_path()).expect("backup"),
         ORIGINAL
@@ -239,4 +244,73 @@ fn fake_records_calls() {
         vec![ResolverCall::TakeOver(ns, search), ResolverCall::Restore]
     );
     assert!(fake.installed().is_none());
+}
+
+#[test]
+fn in_place_mode_writes_the_same_inode_and_restores_the_bytes() {
+    use std::os::unix::fs::MetadataExt;
+    let (dir, conf) = setup(Some(ORIGINAL));
+    let backup = dir.path().join("state").join("resolv.conf.backup");
+    fs::create_dir_all(backup.parent().expect("parent")).expect("state dir");
+    let mut conf = conf.in_place(&backup);
+    assert!(conf.is_in_place());
+    let inode = fs::metadata(conf.path()).expect("meta").ino();
+    let (ns, search) = magic();
+    conf.take_over(&ns, &search).expect("take over");
+    assert_eq!(fs::metadata(conf.path()).expect("meta").ino(), inode);
+    assert_eq!(fs::read_to_string(&backup).expect("backup"), ORIGINAL);
+    assert!(conf.is_taken_over().expect("check"));
+    assert_eq!(
+        conf.original_nameservers().expect("originals"),
+        vec![ip("192.0.2.53"), ip("2001:db8::53")]
+    );
+    // A crash, then a fresh configurator with the same backup path.
+    let mut fresh = ResolvConf::new(conf.path()).in_place(&backup);
+    assert_eq!(
+        fresh.repair_stale().expect("repair"),
+        RepairOutcome::Restored
+    );
+    assert_eq!(fs::read_to_string(conf.path()).expect("read"), ORIGINAL);
+    assert_eq!(fs::metadata(conf.path()).expect("meta").ino(), inode);
+    assert!(!backup.exists());
+    conf.take_over(&ns, &search).expect("take over again");
+    assert!(conf.restore().expect("restore"));
+    assert_eq!(fs::read_to_string(conf.path()).expect("read"), ORIGINAL);
+    assert_eq!(
+        fs::metadata(conf.path())
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o640
+    );
+}
+
+#[test]
+fn unwritable_errors_are_told_apart() {
+    let ro = ResolverError::Io {
+        path: "/etc/resolv.conf".into(),
+        source: io::Error::from_raw_os_error(libc::EROFS),
+    };
+    assert!(ro.is_unwritable());
+    let busy = ResolverError::Io {
+        path: "/etc/resolv.conf".into(),
+        source: io::Error::from_raw_os_error(libc::EBUSY),
+    };
+    assert!(!busy.is_unwritable());
+    assert!(!ResolverError::NoNameservers.is_unwritable());
+}
+
+#[test]
+fn injected_original_search_domains_are_dropped() {
+    let (_dir, mut conf) = setup(Some(
+        "nameserver 192.0.2.53\nsearch ok.example bad_\u{7f}x\n",
+    ));
+    let (ns, search) = magic();
+    conf.take_over(&ns, &search).expect("take over");
+    let live = fs::read_to_string(conf.path()).expect("read");
+    assert_eq!(
+        parse_resolv_conf(&live).search,
+        vec!["mesh.rustynet.internal", "ok.example"]
+    );
 }

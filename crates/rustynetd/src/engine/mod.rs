@@ -140,7 +140,23 @@ impl Engine {
         if let Some(control) = self.control.take() {
             control.stop();
         }
+        self.release_dns_on_stop();
         tracing::info!("engine stopped; the dataplane and firewall stay as they are");
+    }
+
+    /// A clean stop hands the host its own DNS configuration back, unless
+    /// protected DNS is in force: then the host stays pointed at Magic DNS
+    /// (which no longer answers) and the firewall keeps blocking every
+    /// other resolver, so nothing leaks until the daemon is back or `down`.
+    fn release_dns_on_stop(&mut self) {
+        let protected = self.desired.as_ref().is_some_and(|d| d.dns_protected);
+        if protected || self.applied.dns.is_none() {
+            return;
+        }
+        match self.fx.dns.stop() {
+            Ok(()) => tracing::info!("host DNS configuration restored"),
+            Err(e) => tracing::error!(error = %e, "cannot restore the host DNS configuration"),
+        }
     }
 
     fn transition(&mut self, trigger: Trigger, generation: u64) {
@@ -160,6 +176,20 @@ impl Engine {
         if let Err(e) = self.store.save(&self.state) {
             tracing::error!(error = %e, "cannot persist state");
             self.last_error = Some(format!("cannot persist state: {e}"));
+        }
+        // The early-boot ruleset follows the wanted mode (issue 10 item 4).
+        let protected = self.state.prefs.want_up && self.protected_expected();
+        let armed = crate::early_boot::sync(&self.cfg.state_dir, protected, || {
+            plan::fail_closed(
+                &self.local_context(),
+                true,
+                self.state.prefs.protect_dns,
+                &self.suffix(),
+            )
+            .firewall
+        });
+        if let Err(e) = armed {
+            tracing::error!(error = %e, "cannot persist the early-boot ruleset");
         }
     }
 

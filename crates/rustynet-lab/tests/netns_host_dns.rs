@@ -1,0 +1,127 @@
+//! Root-only end-to-end tests of the host DNS modes (issue 11, "DNS on real
+//! systems"): the real control server and real `rustynetd`s in network
+//! namespaces.
+//!
+//! 1. A user's first run: `rustynetd` with no flags at all inside
+//!    `ip netns exec`, whose `/etc/resolv.conf` is a bind mount (as in
+//!    Docker and Kubernetes). It reaches `dataplane_applied`, says it chose
+//!    the in-place mode and why, names resolve through the file it wrote in
+//!    place (short names too: the search list keeps the original domains),
+//!    and SIGTERM puts the original bytes back.
+//! 2. A symlinked resolv.conf (another manager's file) is replaced, not
+//!    written through, and the link comes back on SIGTERM.
+//!
+//! Run as root: `cargo test -p rustynet-lab --test netns_host_dns`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod dns_support;
+
+use std::time::Duration;
+
+use anyhow::ensure;
+use dns_support::*;
+use rustynet_lab::Cluster;
+use rustynet_lab::topology::DNS_IP;
+use rustynet_proto::ipc::DataplaneState;
+
+const POLICY: &str = r#"{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#;
+
+#[test]
+fn defaults_inside_ip_netns_exec_reach_dataplane_applied() {
+    run_case(E2E, "host_dns_bind_mount_defaults", |ev| {
+        let lab = lab(&["alice", "bob"])?;
+        let mut c = Cluster::start(&lab, MAP_TTL)?;
+        c.set_policy(POLICY)?;
+        let original = format!(
+            "# written by the lab, bind-mounted by ip netns exec\nnameserver {DNS_IP}\nsearch corp.example\noptions edns0\n"
+        );
+        let key = c.preauth("alice", &[])?;
+        c.start_daemon_with_defaults("alice", &original)?;
+        c.up("alice", &key, &[])?;
+        enroll_as(&mut c, "bob", "bob", &[], "bob", &[])?;
+        let status = c.wait_status("alice", SETTLE, |s| {
+            s.state == DataplaneState::DataplaneApplied && s.peers.len() == 1
+        })?;
+        ensure!(
+            status.dns_mode.starts_with("in-place:") && status.dns_mode.contains("mount point"),
+            "status must say the in-place mode and why: {:?}",
+            status.dns_mode
+        );
+        ev.set("dns_mode", &status.dns_mode);
+        let backing = c.node("alice").unwrap().resolv_conf.clone();
+        let live = std::fs::read_to_string(&backing)?;
+        ensure!(
+            live.contains(&format!("nameserver {MAGIC}"))
+                && live.contains(&format!("search {SUFFIX} corp.example"))
+                && live.contains("options edns0"),
+            "the bind-mounted file was not written in place: {live}"
+        );
+        // The same path seen through a new `ip netns exec` (the bind mount).
+        let ns = &lab.node("alice").ns;
+        let through_mount = ns.stdout(&["cat", "/etc/resolv.conf"])?;
+        ensure!(through_mount == live, "mount and source differ");
+        // Names resolve through the system resolver configuration: a full
+        // name, and a short one through the search list.
+        let bob_ip = status.peers[0].tunnel_ip.to_string();
+        let full = ns.stdout(&["dig", "+short", &format!("bob.{SUFFIX}")])?;
+        let short = ns.stdout(&["dig", "+short", "+search", "bob"])?;
+        ensure!(
+            full.trim() == bob_ip && short.trim() == bob_ip,
+            "bob must resolve through resolv.conf: full {full:?} short {short:?}, want {bob_ip}"
+        );
+        let inspect = inspect(&c, "alice", None)?;
+        ensure!(inspect.os_config.starts_with("in-place:"), "{inspect:?}");
+        c.stop_daemon("alice");
+        let after = std::fs::read_to_string(&backing)?;
+        ensure!(
+            after == original,
+            "SIGTERM must put the original bytes back: {after:?}"
+        );
+        let state_dir = c.node("alice").unwrap().state_dir.clone();
+        ensure!(
+            !state_dir.join("resolv.conf.rustynet-backup").exists(),
+            "backup left behind after a clean stop"
+        );
+        ev.set("restored_on_sigterm", true);
+        Ok(())
+    });
+}
+
+#[test]
+fn symlinked_resolv_conf_is_replaced_and_the_link_comes_back() {
+    run_case(E2E, "host_dns_symlink", |ev| {
+        let lab = lab(&["alice", "bob"])?;
+        let mut c = Cluster::start(&lab, MAP_TTL)?;
+        c.set_policy(POLICY)?;
+        // The lab's own file for alice, made a link to "another manager's" file.
+        let dir = lab.path("alice");
+        std::fs::create_dir_all(&dir)?;
+        let managed = lab.path("alice-manager-resolv.conf");
+        let theirs = format!("nameserver {DNS_IP}\nsearch corp.example\n");
+        std::fs::write(&managed, &theirs)?;
+        std::os::unix::fs::symlink(&managed, dir.join("resolv.conf"))?;
+        enroll_as(&mut c, "alice", "alice", &[], "alice", &[])?;
+        enroll_as(&mut c, "bob", "bob", &[], "bob", &[])?;
+        let status = wait_peers(&c, "alice", &["bob"])?;
+        ensure!(
+            status.dns_mode.starts_with("file:") && status.dns_mode.contains("symlink"),
+            "{}",
+            status.dns_mode
+        );
+        let link = c.node("alice").unwrap().resolv_conf.clone();
+        ensure!(
+            std::fs::symlink_metadata(&link)?.is_file(),
+            "link not replaced"
+        );
+        ensure!(
+            std::fs::read_to_string(&managed)? == theirs,
+            "wrote through the link"
+        );
+        c.stop_daemon("alice");
+        ensure!(std::fs::read_link(&link)? == managed, "link not restored");
+        ensure!(std::fs::read_to_string(&managed)? == theirs);
+        ev.set("link_restored", true);
+        std::thread::sleep(Duration::from_millis(10));
+        Ok(())
+    });
+}

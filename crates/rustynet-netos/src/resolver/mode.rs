@@ -1,0 +1,361 @@
+//! Which DNS configurator fits this host, and why (Tailscale's net/dns does
+//! the same per OS mode). Facts are gathered once by [`Facts::probe`]; the
+//! choice itself ([`Facts::decide`]) is pure and unit-tested.
+
+use std::ffi::CString;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::net::IpAddr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use super::{RESOLVED_STUB, parse_resolv_conf, systemd_resolved_running_in};
+
+/// How Magic DNS is wired into the host's resolver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsMode {
+    /// systemd-resolved: the tunnel link gets Magic DNS and routing domains
+    /// over resolved's D-Bus API ([`super::ResolvedLink`]).
+    Resolved,
+    /// resolv.conf replaced atomically and put back on stop
+    /// ([`super::ResolvConf`]).
+    File,
+    /// resolv.conf is a mount point (bind mount): written in place, the
+    /// original bytes kept in a backup outside the mount.
+    InPlace,
+    /// The host's configuration cannot be changed (read-only, not
+    /// writable by this user): Magic DNS still answers on 100.100.100.100,
+    /// and protected DNS still blocks every other resolver.
+    Unavailable,
+}
+
+impl DnsMode {
+    /// Short wire name (`resolved`, `file`, `in-place`, `unavailable`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsMode::Resolved => "resolved",
+            DnsMode::File => "file",
+            DnsMode::InPlace => "in-place",
+            DnsMode::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl fmt::Display for DnsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the live resolv.conf path is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileKind {
+    /// Nothing there.
+    Absent,
+    /// A regular file.
+    Regular,
+    /// A symlink to this target.
+    Symlink(PathBuf),
+    /// A directory, device or other non-file.
+    Other,
+}
+
+/// The facts the choice depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    /// The managed path (normally `/etc/resolv.conf`).
+    pub path: PathBuf,
+    /// What it is.
+    pub kind: FileKind,
+    /// It is a mount point (e.g. `ip netns exec`'s bind mount).
+    pub mount_point: bool,
+    /// Why what we would have to write is not writable (the file for a
+    /// mount point, else its directory), if it is not.
+    pub unwritable: Option<String>,
+    /// systemd-resolved is running and `resolvectl` is available.
+    pub resolved_running: bool,
+    /// resolv.conf leads to resolved's stub (a link into its runtime
+    /// directory, or only `nameserver 127.0.0.53`).
+    pub points_at_resolved: bool,
+    /// The file says NetworkManager wrote it.
+    pub network_manager: bool,
+}
+
+/// The chosen mode and the reason, in words, for `status`/`dns inspect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    /// Mode.
+    pub mode: DnsMode,
+    /// Why this mode (one line).
+    pub why: String,
+}
+
+impl Facts {
+    /// Looks at `path` and the host (read-only). `resolved_dir` is
+    /// resolved's runtime directory (`/run/systemd/resolve`).
+    pub fn probe(path: &Path, resolved_dir: &Path) -> Self {
+        let kind = match fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                FileKind::Symlink(fs::read_link(path).unwrap_or_default())
+            }
+            Ok(m) if m.is_file() => FileKind::Regular,
+            Ok(_) => FileKind::Other,
+            Err(_) => FileKind::Absent,
+        };
+        let mount_point = is_mount_point(path);
+        let target = if mount_point {
+            path.to_path_buf()
+        } else {
+            match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            }
+        };
+        let unwritable = writable(&target).err().map(|e| {
+            format!(
+                "{} is not writable by this process (uid {}): {e}",
+                target.display(),
+                // SAFETY: geteuid has no preconditions and cannot fail.
+                unsafe { libc::geteuid() }
+            )
+        });
+        let text = fs::read_to_string(path).unwrap_or_default();
+        let servers = parse_resolv_conf(&text).nameservers;
+        let via_link = matches!(&kind, FileKind::Symlink(t) if t.starts_with(resolved_dir)
+            || t.to_string_lossy().contains("/systemd/resolve/"));
+        Self {
+            path: path.to_path_buf(),
+            kind,
+            mount_point,
+            unwritable,
+            resolved_running: systemd_resolved_running_in(resolved_dir)
+                && super::resolved::on_path("resolvectl"),
+            points_at_resolved: via_link || servers == [RESOLVED_STUB],
+            network_manager: text
+                .lines()
+                .take(3)
+                .any(|l| l.contains("Generated by NetworkManager")),
+        }
+    }
+
+    /// The mode for these facts.
+    pub fn decide(&self) -> Detection {
+        let path = self.path.display();
+        let mode = |mode, why: String| Detection { mode, why };
+        if self.resolved_running && self.points_at_resolved {
+            return mode(
+                DnsMode::Resolved,
+                format!(
+                    "systemd-resolved is running and {path} leads to its stub: the tunnel \
+                     link is configured through resolved (its cache and other links stay)"
+                ),
+            );
+        }
+        if self.kind == FileKind::Other {
+            return mode(
+                DnsMode::Unavailable,
+                format!("{path} is not a file or symlink; left alone"),
+            );
+        }
+        if let Some(reason) = &self.unwritable {
+            return mode(DnsMode::Unavailable, format!("{reason}; {path} left alone"));
+        }
+        if self.mount_point {
+            return mode(
+                DnsMode::InPlace,
+                format!(
+                    "{path} is a mount point (bind mount, as `ip netns exec` and containers \
+                     make): written in place, original bytes kept to restore"
+                ),
+            );
+        }
+        let who = if self.network_manager {
+            " NetworkManager wrote it (it may rewrite it on a network change; the next \
+             generation takes it over again)."
+        } else {
+            ""
+        };
+        let what = match &self.kind {
+            FileKind::Symlink(target) => format!(
+                "{path} is a symlink to {} (another manager's file): the link is replaced, \
+                 never written through, and put back on stop.",
+                target.display()
+            ),
+            FileKind::Absent => format!("{path} does not exist: created, and removed on stop."),
+            _ => format!("{path} is a plain file: replaced atomically, put back on stop."),
+        };
+        let resolved = if self.resolved_running {
+            " systemd-resolved runs but is not what resolv.conf uses."
+        } else {
+            ""
+        };
+        mode(DnsMode::File, format!("{what}{who}{resolved}"))
+    }
+}
+
+/// Detects the mode for `path` on this host.
+pub fn detect(path: &Path) -> Detection {
+    Facts::probe(path, Path::new("/run/systemd/resolve")).decide()
+}
+
+fn writable(path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    let rc = unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::W_OK, libc::AT_EACCESS) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether `path` is a mount point in this process's mount namespace (a
+/// bind-mounted file shares its filesystem with its directory, so
+/// comparing device numbers is not enough: read `/proc/self/mountinfo`).
+pub fn is_mount_point(path: &Path) -> bool {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let wanted: Vec<PathBuf> = [Some(path.to_path_buf()), fs::canonicalize(path).ok()]
+        .into_iter()
+        .flatten()
+        .collect();
+    mount_points(&info).any(|m| wanted.contains(&m))
+}
+
+/// Mount points listed in mountinfo text (field 5, octal escapes undone).
+fn mount_points(info: &str) -> impl Iterator<Item = PathBuf> + '_ {
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape(m)))
+}
+
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'\\')
+            .then(|| field.get(i + 1..i + 4))
+            .flatten()
+            .and_then(|oct| u8::from_str_radix(oct, 8).ok());
+        if let Some(v) = escaped {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Nameservers in `path` (empty when unreadable).
+pub(super) fn nameservers_in(path: &Path) -> Vec<IpAddr> {
+    fs::read_to_string(path)
+        .map(|t| parse_resolv_conf(&t).nameservers)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> Facts {
+        Facts {
+            path: "/etc/resolv.conf".into(),
+            kind: FileKind::Regular,
+            mount_point: false,
+            unwritable: None,
+            resolved_running: false,
+            points_at_resolved: false,
+            network_manager: false,
+        }
+    }
+
+    #[test]
+    fn each_host_setup_gets_its_mode() {
+        assert_eq!(facts().decide().mode, DnsMode::File);
+        let bind = Facts {
+            mount_point: true,
+            ..facts()
+        };
+        let d = bind.decide();
+        assert_eq!(d.mode, DnsMode::InPlace);
+        assert!(d.why.contains("mount point"), "{}", d.why);
+        let resolved = Facts {
+            kind: FileKind::Symlink("../run/systemd/resolve/stub-resolv.conf".into()),
+            resolved_running: true,
+            points_at_resolved: true,
+            ..facts()
+        };
+        assert_eq!(resolved.decide().mode, DnsMode::Resolved);
+        // Resolved's stub named but resolved not running: plain file mode.
+        let stale = Facts {
+            resolved_running: false,
+            ..resolved.clone()
+        };
+        let d = stale.decide();
+        assert_eq!(d.mode, DnsMode::File);
+        assert!(d.why.contains("symlink"), "{}", d.why);
+        // Resolved running, resolv.conf someone else's: file mode, said so.
+        let foreign = Facts {
+            resolved_running: true,
+            ..facts()
+        };
+        assert!(foreign.decide().why.contains("not what resolv.conf uses"));
+        let ro = Facts {
+            unwritable: Some(
+                "/etc is not writable by this process (uid 0): Read-only file system".into(),
+            ),
+            ..facts()
+        };
+        let d = ro.decide();
+        assert_eq!(d.mode, DnsMode::Unavailable);
+        assert!(d.why.contains("Read-only"), "{}", d.why);
+        let nm = Facts {
+            network_manager: true,
+            ..facts()
+        };
+        assert!(nm.decide().why.contains("NetworkManager"));
+        let dir = Facts {
+            kind: FileKind::Other,
+            ..facts()
+        };
+        assert_eq!(dir.decide().mode, DnsMode::Unavailable);
+    }
+
+    #[test]
+    fn mountinfo_fields_are_unescaped() {
+        let info = "36 35 98:0 /netns/a/resolv.conf /etc/resolv.conf rw,relatime - ext4 /dev/vda rw\n\
+                    37 35 98:0 / /mnt/with\\040space rw - ext4 /dev/vda rw\n";
+        let points: Vec<PathBuf> = mount_points(info).collect();
+        assert_eq!(
+            points,
+            vec![
+                PathBuf::from("/etc/resolv.conf"),
+                PathBuf::from("/mnt/with space")
+            ]
+        );
+        assert_eq!(unescape("a\\134b"), "a\\b");
+        assert_eq!(unescape("trailing\\"), "trailing\\");
+    }
+
+    #[test]
+    fn probe_sees_a_plain_file_in_a_writable_dir() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("resolv.conf");
+        fs::write(
+            &path,
+            "# Generated by NetworkManager\nnameserver 192.0.2.1\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let f = Facts::probe(&path, &dir.path().join("no-resolved"));
+        assert_eq!(f.kind, FileKind::Regular);
+        assert!(!f.mount_point && f.unwritable.is_none() && f.network_manager);
+        assert!(!f.resolved_running && !f.points_at_resolved);
+        assert_eq!(f.decide().mode, DnsMode::File);
+    }
+}

@@ -1,0 +1,17 @@
+//! Service plumbing shared by `rustynetd`, `rustynet-control` (and any
+//! other long-running Rustynet binary), so they log and report readiness
+//! the same way:
+//!
+//! - [`log`]: under systemd (`$JOURNAL_STREAM` set) events go to journald
+//!   natively — one entry per event, `PRIORITY` from the level (so
+//!   `journalctl -p warning` works), every field its own journal field;
+//!   otherwise JSON lines on stderr. Both carry the same fields: `message`,
+//!   `level`, `target` and the event's own fields, flattened.
+//! - [`notify`]: `sd_notify` readiness for `Type=notify` units.
+#![warn(missing_docs)]
+
+pub mod log;
+pub mod notify;
+
+pub use log::init_logging;
+pub use notify::notify;
