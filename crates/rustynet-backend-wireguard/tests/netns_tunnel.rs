@@ -55,6 +55,9 @@ fn start_node(ns: &Netns, tunnel_addr: &str) -> Node {
 
 fn peer(key: TunnelPublicKey, endpoint: SocketAddr, allowed: &str) -> PeerConfig {
     PeerConfig {
+        candidates: Vec::new(),
+        home_relay: None,
+        path_key: None,
         public_key: key,
         endpoint: Some(endpoint),
         allowed_ips: vec![allowed.parse().unwrap()],

@@ -70,6 +70,7 @@ pub(crate) fn peer_info(
         allowed_ips.extend(routes.iter().copied());
     }
     PeerInfo {
+        path_key: None,
         node_id: peer.id,
         hostname: peer.hostname.clone(),
         dns_name: dns_name(peer, net.suffix),

@@ -130,6 +130,7 @@ async fn idle_sockets_past_the_default_file_limit_do_not_stop_a_node() {
     let client = ControlClient::new(&format!("https://{addr}"), &ca).unwrap();
     let signing = NodeSigningKey::from_seed(&[1; 32]);
     let request = rustynet_proto::control_api::RegisterRequest {
+        path_key: None,
         version: rustynet_proto::control_api::API_VERSION,
         auth_key: rustynet_proto::control_api::SecretString::new(key.to_string()),
         hostname: "real".into(),

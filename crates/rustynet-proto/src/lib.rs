@@ -25,7 +25,9 @@ pub mod relay;
 pub mod verify;
 
 pub use envelope::{SealedBody, SignedBody, SignedEnvelope};
-pub use keys::{KeyError, NodeSigningKey, Signature, SigningPublicKey, TunnelPublicKey};
+pub use keys::{
+    CertPin, KeyError, NodeSigningKey, PathPublicKey, Signature, SigningPublicKey, TunnelPublicKey,
+};
 pub use netmap::{
     DnsConfig, DnsRecord, ExitGrant, FilterRule, LanGrant, Netmap, NodeId, PeerInfo, PortRange,
     Proto, SelfInfo, SplitDnsRoute,

@@ -198,8 +198,11 @@ pub struct PeerInfo {
     pub tunnel_ip: Ipv4Addr,
     /// UDP endpoints the peer reported, most preferred first.
     pub endpoints: Vec<SocketAddr>,
-    /// The relay the peer is reachable through, if any.
+    /// The relay the peer keeps as its home (name from the map's relays).
     pub home_relay: Option<String>,
+    /// The peer's path key: probes from it are authenticated with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_key: Option<crate::keys::PathPublicKey>,
     /// Inner source prefixes accepted from this peer: its tunnel /32 plus LAN
     /// routes granted to this node through it. Never a default route: the exit
     /// default route is added locally only when the user selects the exit.
@@ -293,6 +296,34 @@ pub struct Netmap {
     pub lan_grants: Vec<LanGrant>,
     /// Magic DNS configuration.
     pub dns: DnsConfig,
+    /// Relays this node keeps a connection to, for peers it cannot reach
+    /// directly. Omitted when control has none, so maps of networks without
+    /// a relay read the same to every daemon version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<RelayInfo>,
+}
+
+/// Most relays one map may name.
+pub const MAX_RELAYS: usize = 16;
+/// Most addresses (TLS or binding) per relay.
+pub const MAX_RELAY_ADDRS: usize = 8;
+
+/// A relay, as control announces it: where to connect, which key to expect,
+/// and where to send binding requests (endpoint discovery).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayInfo {
+    /// Short name shown by `status` and `ping` (`r1`), unique in the map.
+    pub name: String,
+    /// TLS endpoints (TCP), tried in turn.
+    pub addrs: Vec<SocketAddr>,
+    /// Name for SNI and the HTTP Host header.
+    pub server_name: String,
+    /// The relay's certificate key pin; nothing else is accepted.
+    pub cert_sha256: crate::keys::CertPin,
+    /// UDP binding addresses (two on different IPs let a node tell whether
+    /// its NAT mapping depends on the destination).
+    #[serde(default)]
+    pub stun: Vec<SocketAddr>,
 }
 
 /// Why a map that verified cryptographically is still unusable.
@@ -328,6 +359,14 @@ pub enum NetmapError {
     Endpoint {
         /// The peer.
         peer: NodeId,
+        /// Why.
+        reason: EndpointError,
+    },
+    /// A relay address no node may connect to.
+    #[error("relay {relay} has an unusable address: {reason}")]
+    RelayAddr {
+        /// The relay's name.
+        relay: String,
         /// Why.
         reason: EndpointError,
     },
@@ -386,6 +425,42 @@ impl Netmap {
         }
         for route in &self.dns.split {
             check_name(&route.domain)?;
+        }
+        self.validate_relays()
+    }
+
+    fn validate_relays(&self) -> Result<(), NetmapError> {
+        bounded("relays", self.relays.len(), MAX_RELAYS)?;
+        let mut names = std::collections::HashSet::with_capacity(self.relays.len());
+        for relay in &self.relays {
+            if names::validate_label(&relay.name, 32).is_err() || !names.insert(&relay.name) {
+                return Err(NetmapError::Name(relay.name.clone()));
+            }
+            if relay.server_name.parse::<IpAddr>().is_err() {
+                check_name(&relay.server_name)?;
+            }
+            if relay.addrs.is_empty() {
+                return Err(NetmapError::TooMany {
+                    what: "relay addrs (none)",
+                    count: 0,
+                    limit: MAX_RELAY_ADDRS,
+                });
+            }
+            bounded("relay addrs", relay.addrs.len(), MAX_RELAY_ADDRS)?;
+            bounded("relay stun", relay.stun.len(), MAX_RELAY_ADDRS)?;
+            for addr in relay.addrs.iter().chain(&relay.stun) {
+                check_endpoint(addr).map_err(|reason| NetmapError::RelayAddr {
+                    relay: relay.name.clone(),
+                    reason,
+                })?;
+            }
+        }
+        for peer in &self.peers {
+            if let Some(home) = &peer.home_relay
+                && !names.contains(home)
+            {
+                return Err(NetmapError::Name(home.clone()));
+            }
         }
         Ok(())
     }

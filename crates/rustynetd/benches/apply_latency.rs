@@ -97,6 +97,7 @@ fn netmap(n: u32) -> anyhow::Result<Netmap> {
             });
         }
         peers.push(PeerInfo {
+            path_key: None,
             node_id: NodeId(u64::from(i)),
             hostname: format!("peer-{i}"),
             dns_name: format!("peer-{i}.rustynet.internal"),
@@ -126,6 +127,7 @@ fn netmap(n: u32) -> anyhow::Result<Netmap> {
         ports: vec![],
     });
     Ok(Netmap {
+        relays: Vec::new(),
         version: NETMAP_VERSION,
         self_node: SelfInfo {
             node_id: NodeId(0),

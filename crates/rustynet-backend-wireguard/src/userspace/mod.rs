@@ -335,6 +335,7 @@ impl TunnelBackend for UserspaceBackend {
             .map(|peer| {
                 let (last_handshake, tx, rx, _, _) = lock(&peer.tunn).stats();
                 PeerStats {
+                    path: Default::default(),
                     public_key: peer.key,
                     endpoint: peer.endpoint(),
                     last_handshake,
@@ -344,6 +345,8 @@ impl TunnelBackend for UserspaceBackend {
             })
             .collect();
         Ok(TunnelStats {
+            probes: Default::default(),
+            relays: Vec::new(),
             listen_port: run.device.udp.port(),
             peers,
             rx_source_mismatch: run.device.source_mismatches(),

@@ -79,6 +79,7 @@ impl Harness {
 
     pub fn register_request(&self, auth_key: &str, hostname: &str, seed: u8) -> RegisterRequest {
         RegisterRequest {
+            path_key: None,
             version: API_VERSION,
             auth_key: SecretString::new(auth_key.to_owned()),
             hostname: hostname.to_owned(),

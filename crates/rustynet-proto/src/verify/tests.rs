@@ -6,6 +6,7 @@ const NOW: i64 = 1_800_000_000;
 
 fn netmap(node: u64) -> Netmap {
     Netmap {
+        relays: Vec::new(),
         version: NETMAP_VERSION,
         self_node: SelfInfo {
             node_id: NodeId(node),
@@ -20,6 +21,7 @@ fn netmap(node: u64) -> Netmap {
             approved_routes: vec![],
         },
         peers: vec![PeerInfo {
+            path_key: None,
             node_id: NodeId(node + 1),
             hostname: "b".into(),
             dns_name: "b.rustynet.internal".into(),

@@ -184,6 +184,7 @@ impl Engine {
         // accepted them.
         let keys = NodeKeys::generate(rustynet_backend_wireguard::generate_private_key);
         let request = RegisterRequest {
+            path_key: None,
             version: API_VERSION,
             auth_key,
             hostname: hostname.unwrap_or_else(default_hostname),

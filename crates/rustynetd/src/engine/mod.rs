@@ -651,6 +651,8 @@ impl Engine {
 
     fn update_request(&self) -> rustynet_proto::control_api::UpdateRequest {
         rustynet_proto::control_api::UpdateRequest {
+            home_relay: None,
+            path_key: None,
             version: rustynet_proto::control_api::API_VERSION,
             endpoints: Some(self.local_endpoints()),
             advertise_exit_node: Some(self.state.prefs.advertise_exit_node),

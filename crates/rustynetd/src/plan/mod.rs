@@ -192,6 +192,9 @@ fn peer_configs(
             allowed.sort();
             allowed.dedup();
             PeerConfig {
+                candidates: Vec::new(),
+                home_relay: None,
+                path_key: None,
                 public_key: p.node_key,
                 endpoint: {
                     let idx = choices

@@ -10,6 +10,7 @@ fn peer(id: u64, name: &str, ip: &str, exit: bool, routes: &[&str]) -> PeerInfo 
     let mut allowed_ips = vec![host(tunnel_ip)];
     allowed_ips.extend(routes.iter().map(|r| r.parse::<IpNet>().unwrap()));
     PeerInfo {
+        path_key: None,
         node_id: NodeId(id),
         hostname: name.into(),
         dns_name: format!("{name}.rustynet.internal"),
@@ -25,6 +26,7 @@ fn peer(id: u64, name: &str, ip: &str, exit: bool, routes: &[&str]) -> PeerInfo 
 
 fn client_map() -> Netmap {
     Netmap {
+        relays: Vec::new(),
         version: NETMAP_VERSION,
         self_node: SelfInfo {
             node_id: NodeId(1),
