@@ -74,6 +74,12 @@ mod tests {
     fn status_of_five_thousand_peers_is_read_whole() {
         let peers: Vec<PeerStatus> = (0..5000u32)
             .map(|i| PeerStatus {
+                relay_bytes: 0,
+                rtt_us: None,
+                via: None,
+                direct_bytes: 0,
+                path_reason: None,
+                path_secs: None,
                 name: format!("peer-with-a-long-host-name-{i}"),
                 dns_name: format!("peer-with-a-long-host-name-{i}.rustynet.internal"),
                 tunnel_ip: std::net::Ipv4Addr::from(0x6440_0000 + i),
@@ -91,6 +97,7 @@ mod tests {
             })
             .collect();
         let doc = StatusDoc {
+            relays: Vec::new(),
             state: DataplaneState::DataplaneApplied,
             self_node: None,
             peers,

@@ -300,6 +300,9 @@ pub struct StatusDoc {
     /// Dataplane counters since the tunnel started.
     #[serde(default)]
     pub counters: DataplaneCounters,
+    /// Relay connections.
+    #[serde(default)]
+    pub relays: Vec<RelayView>,
 }
 
 /// Dataplane counters shown by `status` (and exported as metrics).
@@ -308,6 +311,24 @@ pub struct DataplaneCounters {
     /// Authenticated packets dropped because their inner source address
     /// belongs to a different peer than the one that sent them.
     pub rx_source_mismatch: u64,
+    /// Path probes accepted (authentic and fresh).
+    #[serde(default)]
+    pub probes_accepted: u64,
+    /// Path probes refused: sender is not a peer.
+    #[serde(default)]
+    pub probes_unknown_sender: u64,
+    /// Path probes refused: failed authentication (forged or wrong key).
+    #[serde(default)]
+    pub probes_bad_auth: u64,
+    /// Path probes refused: replayed or stale.
+    #[serde(default)]
+    pub probes_replayed: u64,
+    /// Path probes refused: malformed.
+    #[serde(default)]
+    pub probes_malformed: u64,
+    /// Path changes of all peers since the tunnel started.
+    #[serde(default)]
+    pub path_changes: u64,
 }
 
 /// `status` self section.
@@ -358,6 +379,39 @@ pub struct PeerStatus {
     pub online: bool,
     /// Usable as this node's exit.
     pub exit_node: bool,
+    /// Where the path goes: the direct address, or the relay's name.
+    #[serde(default)]
+    pub via: Option<String>,
+    /// Seconds on the current path.
+    #[serde(default)]
+    pub path_secs: Option<u64>,
+    /// Why the path last changed (`pong`, `trust_expired`, ...).
+    #[serde(default)]
+    pub path_reason: Option<String>,
+    /// Round trip of the last answered direct probe, in microseconds.
+    #[serde(default)]
+    pub rtt_us: Option<u64>,
+    /// Encrypted bytes sent plus received directly.
+    #[serde(default)]
+    pub direct_bytes: u64,
+    /// Encrypted bytes sent plus received through relays.
+    #[serde(default)]
+    pub relay_bytes: u64,
+}
+
+/// A relay connection in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayView {
+    /// The relay's name.
+    pub name: String,
+    /// Logged in and usable.
+    pub connected: bool,
+    /// Keepalive round trip, microseconds.
+    pub rtt_us: Option<u64>,
+    /// This node's home relay.
+    pub home: bool,
+    /// Why it is down.
+    pub error: Option<String>,
 }
 
 /// `exit-node list` entry.
@@ -416,12 +470,52 @@ pub struct NetcheckDoc {
     pub local_endpoints: Vec<SocketAddr>,
     /// Control reachable over TLS 1.3.
     pub control_reachable: bool,
-    /// Relay round trip, if a relay is configured.
+    /// Round trip to the preferred relay, if a relay is configured.
     pub relay_latency_ms: Option<u64>,
-    /// Peers with a recent handshake, by path.
+    /// Peers on a direct path.
     pub direct_peers: usize,
     /// Peers via relay.
     pub relay_peers: usize,
+    /// Per binding address asked: how this node was seen.
+    #[serde(default)]
+    pub mapped: Vec<MappedView>,
+    /// Whether the NAT mapping changes with the destination (`None`: not
+    /// enough answers to tell).
+    #[serde(default)]
+    pub mapping_varies_by_destination: Option<bool>,
+    /// `no_nat`, `endpoint_independent`, `destination_dependent`,
+    /// `udp_blocked` or `unknown`.
+    #[serde(default)]
+    pub nat: String,
+    /// Round trip to every relay.
+    #[serde(default)]
+    pub relays: Vec<RelayLatency>,
+    /// The relay with the lowest round trip.
+    #[serde(default)]
+    pub preferred_relay: Option<String>,
+    /// How long the check took, milliseconds.
+    #[serde(default)]
+    pub took_ms: u64,
+}
+
+/// One binding answer in `netcheck`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MappedView {
+    /// The binding address asked.
+    pub server: SocketAddr,
+    /// This node's address as seen from there.
+    pub mapped: SocketAddr,
+    /// Round trip, microseconds.
+    pub rtt_us: u64,
+}
+
+/// A relay's round trip in `netcheck`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayLatency {
+    /// The relay's name.
+    pub name: String,
+    /// Round trip, microseconds (`None`: not connected).
+    pub rtt_us: Option<u64>,
 }
 
 /// `ping`.
@@ -431,8 +525,11 @@ pub struct PingDoc {
     pub name: String,
     /// Peer tunnel address.
     pub tunnel_ip: Ipv4Addr,
-    /// Path used.
+    /// The path the answer came back on (`none` when none came).
     pub path: PathKind,
+    /// The direct address or relay name the answer came through.
+    #[serde(default)]
+    pub via: Option<String>,
     /// Round trip in microseconds, if answered.
     pub rtt_us: Option<u64>,
 }

@@ -161,6 +161,7 @@ impl FakeHandle {
 impl TunnelBackend for FakeBackend {
     fn info(&self) -> BackendInfo {
         BackendInfo {
+            path_discovery: false,
             engine: "fake".into(),
             detail: "in-memory test backend".into(),
         }

@@ -12,8 +12,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rustynet_proto::SignedEnvelope;
 use rustynet_proto::netmap::RelayInfo;
+use rustynet_proto::{PathPublicKey, SignedEnvelope};
 use zeroize::Zeroizing;
 
 /// This node's path secret (X25519 scalar): its public half is what peers'
@@ -30,6 +30,23 @@ impl PathSecret {
     /// The secret bytes (for the engine that uses them).
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
+    }
+
+    /// A node's path secret, derived from its signing key's seed: no second
+    /// secret to store or lose, and a node that enrolls again with new keys
+    /// gets a new one. The derivation is one-way, so the path secret reveals
+    /// nothing about the signing key.
+    pub fn derive(signing_seed: &[u8; 32]) -> Self {
+        Self::from_bytes(blake3::derive_key(
+            "rustynet path key v1 (x25519 secret from signing seed)",
+            signing_seed,
+        ))
+    }
+
+    /// The public half, as peers' maps carry it.
+    pub fn public_key(&self) -> PathPublicKey {
+        let secret = x25519_dalek::StaticSecret::from(*self.0);
+        PathPublicKey(*x25519_dalek::PublicKey::from(&secret).as_bytes())
     }
 }
 
@@ -198,3 +215,21 @@ pub struct PingReport {
 pub type NetcheckDone = Box<dyn FnOnce(NetcheckReport) + Send>;
 /// Called once with the result, on an engine thread.
 pub type PingDone = Box<dyn FnOnce(PingReport) + Send>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_secret_derivation_is_stable_and_distinct() {
+        let a = PathSecret::derive(&[7; 32]);
+        assert_eq!(a, PathSecret::derive(&[7; 32]));
+        assert_ne!(a, PathSecret::derive(&[8; 32]));
+        assert_ne!(a.as_bytes(), &[7; 32], "not the seed itself");
+        assert_eq!(a.public_key(), PathSecret::derive(&[7; 32]).public_key());
+        assert!(
+            !format!("{a:?}").contains('7'),
+            "Debug must not reveal the secret"
+        );
+    }
+}

@@ -12,6 +12,9 @@ pub struct BackendInfo {
     pub engine: String,
     /// Why this engine was selected, e.g. the probe result that ruled out another.
     pub detail: String,
+    /// Whether it discovers paths itself (relays, probes, `ping` on the
+    /// path); without it peers are reached only at their endpoints.
+    pub path_discovery: bool,
 }
 
 /// Counters of one interface.

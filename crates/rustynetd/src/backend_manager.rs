@@ -4,7 +4,8 @@
 //! not restartable after its interface vanished under it.
 
 use rustynet_tunnel::{
-    BackendInfo, InterfaceConfig, PeerConfig, TunnelBackend, TunnelError, TunnelStats,
+    BackendInfo, InterfaceConfig, NetcheckDone, PathConfig, PeerConfig, PingDone, TunnelBackend,
+    TunnelError, TunnelPublicKey, TunnelStats,
 };
 
 /// Makes a fresh engine (the daemon passes the backend selector; tests a fake).
@@ -26,6 +27,8 @@ pub struct BackendManager {
     backend: Box<dyn TunnelBackend>,
     make: BackendFactory,
     expected: bool,
+    /// The path config last asked for: a recreated engine gets it again.
+    paths: Option<PathConfig>,
 }
 
 impl BackendManager {
@@ -35,6 +38,7 @@ impl BackendManager {
             backend,
             make,
             expected: false,
+            paths: None,
         }
     }
 
@@ -52,6 +56,11 @@ impl BackendManager {
         }
         self.backend.start(config)?;
         self.expected = true;
+        if let Some(paths) = &self.paths
+            && let Err(e) = self.backend.set_paths(paths)
+        {
+            tracing::warn!(error = %e, "cannot configure relays and path discovery");
+        }
         Ok(if recreated {
             Started::Recreated
         } else {
@@ -87,6 +96,35 @@ impl BackendManager {
             return Ok(());
         }
         self.backend.set_peers(peers)
+    }
+
+    /// Relays and path discovery; applied again whenever the engine is
+    /// (re)started, and a no-op when unchanged.
+    pub fn set_paths(&mut self, config: PathConfig) -> Result<(), TunnelError> {
+        if self.paths.as_ref() == Some(&config) {
+            return Ok(());
+        }
+        let result = if self.expected {
+            self.backend.set_paths(&config)
+        } else {
+            Ok(())
+        };
+        self.paths = Some(config);
+        result
+    }
+
+    /// Starts a netcheck; `done` gets an empty report when no engine runs.
+    pub fn netcheck(&self, done: NetcheckDone) {
+        if self.expected {
+            self.backend.netcheck(done);
+        } else {
+            done(Default::default());
+        }
+    }
+
+    /// Pings `peer` along its current path.
+    pub fn ping(&self, peer: &TunnelPublicKey, done: PingDone) {
+        self.backend.ping(peer, done);
     }
 
     /// Statistics.

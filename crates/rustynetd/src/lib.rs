@@ -23,7 +23,6 @@ pub mod health_monitor;
 pub mod ipc_server;
 pub mod messages;
 pub mod metrics;
-pub mod path_manager;
 pub mod ping;
 pub mod plan;
 pub mod privileges;

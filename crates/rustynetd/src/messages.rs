@@ -57,6 +57,8 @@ pub enum TaskDone {
     },
     /// A registration with control finished.
     Enrolled(Box<Enrolled>),
+    /// A relay ticket request finished.
+    RelayTicket(Result<SignedEnvelope, String>),
 }
 
 /// The outcome of `rustynet up` registering with control, carried back to

@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 
 use ipnet::IpNet;
 use rustynet_tunnel::{
-    BackendInfo, InterfaceConfig, PeerConfig, PeerDiff, PeerSet, PeerStats, TunnelBackend,
-    TunnelError, TunnelPublicKey, TunnelStats,
+    BackendInfo, InterfaceConfig, PathKind, PeerConfig, PeerDiff, PeerPath, PeerSet, PeerStats,
+    TunnelBackend, TunnelError, TunnelPublicKey, TunnelStats,
 };
 use zeroize::Zeroizing;
 
@@ -212,6 +212,22 @@ fn parse_peer(buf: &[u8], now: SystemTime) -> Option<PeerStats> {
         }
     }
     peer.public_key = key?;
+    // Direct is the only path this engine has: it is "direct" while the
+    // handshake is fresh (WireGuard re-handshakes every two minutes on a
+    // live session), otherwise there is no working path.
+    if peer
+        .last_handshake
+        .is_some_and(|age| age < Duration::from_secs(180))
+    {
+        peer.path = PeerPath {
+            kind: PathKind::Direct,
+            addr: peer.endpoint,
+            reason: "handshake".into(),
+            direct_tx: peer.tx_bytes,
+            direct_rx: peer.rx_bytes,
+            ..PeerPath::default()
+        };
+    }
     Some(peer)
 }
 
@@ -329,6 +345,7 @@ impl KernelBackend {
 impl TunnelBackend for KernelBackend {
     fn info(&self) -> BackendInfo {
         BackendInfo {
+            path_discovery: false,
             engine: "kernel".into(),
             detail: self.detail.clone(),
         }

@@ -247,6 +247,7 @@ fn spawn(name: String, dev: &Arc<Device>, f: fn(&Device)) -> Result<JoinHandle<(
 impl TunnelBackend for UserspaceBackend {
     fn info(&self) -> BackendInfo {
         BackendInfo {
+            path_discovery: false,
             engine: "userspace".into(),
             detail: self.detail.clone(),
         }

@@ -4,7 +4,7 @@
 use ipnet::IpNet;
 use rustynet_control_client::ControlClient;
 use rustynet_proto::control_api::{API_VERSION, RegisterRequest};
-use rustynet_proto::ipc::{Command, ErrorCode, ExitNodeEntry, PathKind, Reply, UpArgs};
+use rustynet_proto::ipc::{Command, ErrorCode, ExitNodeEntry, Reply, UpArgs};
 use rustynet_proto::netmap::TUNNEL_NET;
 
 use super::tasks::{self, PingTarget, Registration, Reply1};
@@ -184,7 +184,7 @@ impl Engine {
         // accepted them.
         let keys = NodeKeys::generate(rustynet_backend_wireguard::generate_private_key);
         let request = RegisterRequest {
-            path_key: None,
+            path_key: Some(super::paths::path_key(&keys)),
             version: API_VERSION,
             auth_key,
             hostname: hostname.unwrap_or_else(default_hostname),
@@ -229,6 +229,7 @@ impl Engine {
             return;
         }
         self.use_keys(keys);
+        self.forget_ticket();
         tracing::info!(node = %response.node_id, hostname = %response.hostname, ip = %response.tunnel_ip, "enrolled");
         self.state = Default::default();
         self.state.enrollment = Some(Enrollment {
@@ -281,6 +282,7 @@ impl Engine {
 
     fn cmd_down(&mut self) -> CmdResult {
         self.enroll_epoch += 1;
+        self.forget_ticket();
         if let Some(control) = self.control.take() {
             control.stop();
         }
@@ -479,16 +481,34 @@ impl Engine {
     }
 
     fn cmd_ping(&mut self, name: &str, reply: Reply1) {
-        let target = self.ping_target(name);
-        match target.and_then(|t| Ok((t, tasks::permit(&self.task_permits)?))) {
-            Ok((target, permit)) => tasks::ping(&self.rt, target, reply, permit),
+        let found = self
+            .ping_target(name)
+            .and_then(|t| Ok((t, tasks::permit(&self.task_permits)?)));
+        let ((target, key), permit) = match found {
+            Ok(found) => found,
             Err(f) => {
                 let _ = reply.send(Err(f));
+                return;
             }
+        };
+        if self.fx.backend.info().path_discovery {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.fx.backend.ping(
+                &key,
+                Box::new(move |report| {
+                    let _ = tx.send(report);
+                }),
+            );
+            tasks::path_ping(&self.rt, target, rx, reply, permit);
+        } else {
+            tasks::icmp_ping(&self.rt, target, reply, permit);
         }
     }
 
-    fn ping_target(&self, name: &str) -> Result<PingTarget, IpcFailure> {
+    fn ping_target(
+        &self,
+        name: &str,
+    ) -> Result<(PingTarget, rustynet_proto::TunnelPublicKey), IpcFailure> {
         let map = self
             .current
             .as_ref()
@@ -499,18 +519,11 @@ impl Engine {
                 format!("no visible peer named {name:?}"),
             )
         })?;
-        let path = self
-            .fx
-            .backend
-            .stats()
-            .ok()
-            .and_then(|s| s.peer(&peer.node_key).and_then(|p| p.endpoint))
-            .map_or(PathKind::None, |_| PathKind::Direct);
-        Ok(PingTarget {
+        let target = PingTarget {
             name: peer.hostname.clone(),
             tunnel_ip: peer.tunnel_ip,
-            path,
-        })
+        };
+        Ok((target, peer.node_key))
     }
 
     fn cmd_netcheck(&mut self, reply: Reply1) {
@@ -518,11 +531,16 @@ impl Engine {
             Ok(permit) => {
                 let doc = self.netcheck_local();
                 let client = self.state.enrollment.as_ref().and_then(|e| {
-                    ControlClient::new(&e.control_url, &e.ca_pem)
-                        .ok()
-                        .map(|c| c.with_fwmark(self.cfg.fwmark))
+                    ControlClient::new(&e.control_url, &e.ca_pem).ok().map(|c| {
+                        c.with_fwmark(self.cfg.fwmark)
+                            .with_known_addrs(e.control_addrs.clone())
+                    })
                 });
-                tasks::netcheck(&self.rt, client, doc, reply, permit);
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                self.fx.backend.netcheck(Box::new(move |report| {
+                    let _ = tx.send(report);
+                }));
+                tasks::netcheck(&self.rt, client, doc, rx, reply, permit);
             }
             Err(f) => {
                 let _ = reply.send(Err(f));

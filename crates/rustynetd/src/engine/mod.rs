@@ -7,6 +7,7 @@
 //! (talking to control) runs on the tokio runtime through a [`Handle`].
 
 mod commands;
+mod paths;
 mod status;
 mod tasks;
 
@@ -51,8 +52,6 @@ pub struct Engine {
     faults: Faults,
     integrity_failed: bool,
     metrics: Metrics,
-    paths: crate::path_manager::PathManager,
-    last_tick: std::time::Instant,
     /// Permits for commands that run as tasks (ping, netcheck): a read-only
     /// caller cannot pile up unbounded work.
     task_permits: Arc<Semaphore>,
@@ -61,6 +60,8 @@ pub struct Engine {
     enroll_epoch: u64,
     /// A registration with control is in flight.
     enrolling: bool,
+    /// The relay ticket and home relay bookkeeping.
+    ticket: paths::TicketState,
 }
 
 /// Unix time in seconds.
@@ -114,11 +115,10 @@ impl Engine {
             faults: Faults::from_env(),
             integrity_failed: false,
             metrics,
-            paths: Default::default(),
-            last_tick: std::time::Instant::now(),
             task_permits: Arc::new(Semaphore::new(tasks::MAX_CONCURRENT)),
             enroll_epoch: 0,
             enrolling: false,
+            ticket: Default::default(),
         };
         (engine, handle, rx)
     }
@@ -213,7 +213,6 @@ impl Engine {
             exit_node: self.state.prefs.exit_node.clone(),
             lan_access: self.state.prefs.lan_access,
             protect_dns: self.state.prefs.protect_dns,
-            endpoint_index: self.paths.indices(),
         }
     }
 
@@ -322,6 +321,7 @@ impl Engine {
                 }
             }
             TaskDone::Enrolled(enrolled) => self.on_enrolled(*enrolled),
+            TaskDone::RelayTicket(result) => self.on_ticket(result),
         }
     }
 
@@ -442,6 +442,7 @@ impl Engine {
                 self.last_error = None;
                 self.save();
                 self.transition(Trigger::Applied { exit }, map.generation());
+                self.sync_paths();
                 None
             }
             Err(e) => {
@@ -559,34 +560,8 @@ impl Engine {
         if let Some(control) = &self.control {
             control.maybe_report_endpoints(self.local_endpoints());
         }
-        if self.rotate_stale_paths() {
-            self.reapply();
-        }
-    }
-
-    /// Feeds handshake ages to the path manager; true if a peer should move
-    /// to another of its endpoints.
-    fn rotate_stale_paths(&mut self) -> bool {
-        let elapsed = self.last_tick.elapsed();
-        self.last_tick = std::time::Instant::now();
-        let (Some(map), Ok(stats)) = (&self.current, self.fx.backend.stats()) else {
-            return false;
-        };
-        let mut rotate = false;
-        for peer in &map.netmap().peers {
-            let handshake = stats.peer(&peer.node_key).and_then(|s| s.last_handshake);
-            if self
-                .paths
-                .tick(peer.node_key, peer.endpoints.len(), handshake, elapsed)
-            {
-                tracing::info!(peer = %peer.hostname, "no handshake on this endpoint; trying the next one");
-                rotate = true;
-            }
-        }
-        let keys: std::collections::HashSet<_> =
-            map.netmap().peers.iter().map(|p| p.node_key).collect();
-        self.paths.retain(|k| keys.contains(k));
-        rotate
+        self.sync_paths();
+        self.report_home_relay();
     }
 
     fn local_endpoints(&self) -> Vec<SocketAddr> {
@@ -652,7 +627,7 @@ impl Engine {
     fn update_request(&self) -> rustynet_proto::control_api::UpdateRequest {
         rustynet_proto::control_api::UpdateRequest {
             home_relay: None,
-            path_key: None,
+            path_key: self.keys.as_ref().map(paths::path_key),
             version: rustynet_proto::control_api::API_VERSION,
             endpoints: Some(self.local_endpoints()),
             advertise_exit_node: Some(self.state.prefs.advertise_exit_node),

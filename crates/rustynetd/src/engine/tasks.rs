@@ -12,6 +12,8 @@ use std::time::Duration;
 use rustynet_control_client::ControlClient;
 use rustynet_proto::control_api::RegisterRequest;
 use rustynet_proto::ipc::{ErrorCode, NetcheckDoc, PathKind, PingDoc, Reply, UpArgs};
+use rustynet_proto::{NodeId, NodeSigningKey};
+use rustynet_tunnel::{NetcheckReport, PingReport};
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -24,6 +26,8 @@ pub(super) const MAX_CONCURRENT: usize = 4;
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long `netcheck` waits for control's health endpoint.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `netcheck` waits for the engine's probes (it promises 2 s).
+const NETCHECK_TIMEOUT: Duration = Duration::from_millis(2500);
 /// How long `ping` waits for the echo reply.
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -96,21 +100,57 @@ pub(super) fn register(rt: &Handle, engine: &EngineHandle, r: Registration) {
     });
 }
 
-/// Finishes `netcheck`: the local part is already in `doc`; this adds
-/// whether control answers, then replies.
+/// Asks control for a fresh relay ticket and posts it back.
+pub(super) fn relay_ticket(
+    rt: &Handle,
+    engine: &EngineHandle,
+    client: ControlClient,
+    key: &NodeSigningKey,
+    node: NodeId,
+) {
+    let engine = engine.clone();
+    let key = NodeSigningKey::from_seed(&key.seed());
+    rt.spawn(async move {
+        let result = client
+            .relay_ticket(&key, node)
+            .await
+            .map_err(|e| e.to_string());
+        engine
+            .send(EngineMsg::Done(TaskDone::RelayTicket(result)))
+            .await;
+    });
+}
+
+/// Finishes `netcheck`: the engine's probes report into `engine_report`;
+/// this adds whether control answers, then replies. Both run at once, so
+/// the whole check takes as long as the slower (about two seconds at most).
 pub(super) fn netcheck(
     rt: &Handle,
     client: Option<ControlClient>,
-    mut doc: NetcheckDoc,
+    doc: NetcheckDoc,
+    engine_report: oneshot::Receiver<NetcheckReport>,
     reply: Reply1,
     permit: OwnedSemaphorePermit,
 ) {
     rt.spawn(async move {
-        if let Some(client) = client {
-            doc.control_reachable = tokio::time::timeout(HEALTH_TIMEOUT, client.health())
+        let health = async {
+            match client {
+                Some(c) => tokio::time::timeout(HEALTH_TIMEOUT, c.health())
+                    .await
+                    .is_ok_and(|r| r.is_ok()),
+                None => false,
+            }
+        };
+        let report = async {
+            tokio::time::timeout(NETCHECK_TIMEOUT, engine_report)
                 .await
-                .is_ok_and(|r| r.is_ok());
-        }
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default()
+        };
+        let (reachable, report) = tokio::join!(health, report);
+        let mut doc = super::status::netcheck_doc(doc, &report);
+        doc.control_reachable = reachable;
         let _ = reply.send(Ok(Reply::Netcheck(doc)));
         drop(permit);
     });
@@ -120,25 +160,63 @@ pub(super) fn netcheck(
 pub(super) struct PingTarget {
     pub name: String,
     pub tunnel_ip: Ipv4Addr,
-    /// The path the tunnel uses for this peer; reported only when a reply
-    /// came back, never for a ping that went unanswered.
-    pub path: PathKind,
 }
 
-/// One ICMP echo through the tunnel on a blocking thread, then the reply.
-pub(super) fn ping(rt: &Handle, target: PingTarget, reply: Reply1, permit: OwnedSemaphorePermit) {
+fn ping_doc(target: PingTarget, report: PingReport) -> Reply {
+    Reply::Ping(PingDoc {
+        name: target.name,
+        tunnel_ip: target.tunnel_ip,
+        path: match report.rtt {
+            Some(_) => super::status::path_kind(report.path),
+            None => PathKind::None,
+        },
+        via: report.via.filter(|_| report.rtt.is_some()),
+        rtt_us: report
+            .rtt
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+    })
+}
+
+/// Waits for the engine's path ping to `target` and replies with the path
+/// the answer came back on.
+pub(super) fn path_ping(
+    rt: &Handle,
+    target: PingTarget,
+    answer: oneshot::Receiver<PingReport>,
+    reply: Reply1,
+    permit: OwnedSemaphorePermit,
+) {
+    rt.spawn(async move {
+        let report = tokio::time::timeout(PING_TIMEOUT, answer)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(PingReport {
+                path: rustynet_tunnel::PathKind::None,
+                via: None,
+                rtt: None,
+            });
+        let _ = reply.send(Ok(ping_doc(target, report)));
+        drop(permit);
+    });
+}
+
+/// An engine without path discovery (the kernel engine): one ICMP echo
+/// through the tunnel on a blocking thread. Only a direct path exists there.
+pub(super) fn icmp_ping(
+    rt: &Handle,
+    target: PingTarget,
+    reply: Reply1,
+    permit: OwnedSemaphorePermit,
+) {
     rt.spawn_blocking(move || {
         let rtt = crate::ping::icmp_echo(target.tunnel_ip, PING_TIMEOUT);
-        let path = match rtt {
-            Some(_) => target.path,
-            None => PathKind::None,
+        let report = PingReport {
+            path: rustynet_tunnel::PathKind::Direct,
+            via: None,
+            rtt,
         };
-        let _ = reply.send(Ok(Reply::Ping(PingDoc {
-            name: target.name,
-            tunnel_ip: target.tunnel_ip,
-            path,
-            rtt_us: rtt.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
-        })));
+        let _ = reply.send(Ok(ping_doc(target, report)));
         drop(permit);
     });
 }

@@ -119,9 +119,6 @@ pub struct Choices {
     pub lan_access: bool,
     /// Protected DNS requested without an exit node.
     pub protect_dns: bool,
-    /// Which of each peer's reported endpoints to use (the path manager's
-    /// choice; absent = the first).
-    pub endpoint_index: std::collections::BTreeMap<rustynet_proto::TunnelPublicKey, usize>,
 }
 
 /// Finds the peer `name` refers to: host label, Magic DNS name or tunnel IP.
@@ -163,12 +160,7 @@ fn active_lan_grants(netmap: &Netmap, choices: &Choices) -> Vec<LanGrant> {
         .collect()
 }
 
-fn peer_configs(
-    netmap: &Netmap,
-    exit: Option<&ExitChoice>,
-    lan: &[LanGrant],
-    choices: &Choices,
-) -> Vec<PeerConfig> {
+fn peer_configs(netmap: &Netmap, exit: Option<&ExitChoice>, lan: &[LanGrant]) -> Vec<PeerConfig> {
     netmap
         .peers
         .iter()
@@ -192,18 +184,14 @@ fn peer_configs(
             allowed.sort();
             allowed.dedup();
             PeerConfig {
-                candidates: Vec::new(),
-                home_relay: None,
-                path_key: None,
                 public_key: p.node_key,
-                endpoint: {
-                    let idx = choices
-                        .endpoint_index
-                        .get(&p.node_key)
-                        .copied()
-                        .unwrap_or(0);
-                    p.endpoints.get(idx % p.endpoints.len().max(1)).copied()
-                },
+                // The engine probes every candidate and picks the path; an
+                // engine without path discovery starts at the first and
+                // follows the peer when it roams.
+                endpoint: p.endpoints.first().copied(),
+                candidates: p.endpoints.clone(),
+                path_key: p.path_key,
+                home_relay: p.home_relay.clone(),
                 allowed_ips: allowed,
                 persistent_keepalive_secs: Some(KEEPALIVE_SECS),
             }
@@ -249,7 +237,7 @@ pub fn plan(
     };
     Ok(Desired {
         generation,
-        peers: peer_configs(netmap, exit.as_ref(), &lan, choices),
+        peers: peer_configs(netmap, exit.as_ref(), &lan),
         routing: routes::routing(netmap, exit.as_ref(), &lan, ctx),
         firewall: firewall::ruleset(&firewall::Inputs {
             netmap,

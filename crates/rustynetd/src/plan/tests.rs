@@ -325,26 +325,19 @@ fn protected_dns_on_demand_without_exit() {
 }
 
 #[test]
-fn endpoint_choice_follows_the_path_manager() {
+fn every_reported_endpoint_is_a_candidate_and_path_data_passes_through() {
     let mut m = client_map();
     m.peers[0]
         .endpoints
         .push("198.51.100.10:41641".parse().unwrap());
-    let mut choices = Choices::default();
-    assert_eq!(
-        plan(&m, 5, &choices, &ctx()).unwrap().peers[0].endpoint,
-        Some(m.peers[0].endpoints[0])
-    );
-    choices.endpoint_index.insert(m.peers[0].node_key, 1);
-    assert_eq!(
-        plan(&m, 5, &choices, &ctx()).unwrap().peers[0].endpoint,
-        Some(m.peers[0].endpoints[1])
-    );
-    choices.endpoint_index.insert(m.peers[0].node_key, 2);
-    assert_eq!(
-        plan(&m, 5, &choices, &ctx()).unwrap().peers[0].endpoint,
-        Some(m.peers[0].endpoints[0])
-    );
+    m.peers[0].path_key = Some(rustynet_proto::PathPublicKey([9; 32]));
+    m.peers[0].home_relay = Some("r1".into());
+    let d = plan(&m, 5, &Choices::default(), &ctx()).unwrap();
+    let p = &d.peers[0];
+    assert_eq!(p.endpoint, Some(m.peers[0].endpoints[0]));
+    assert_eq!(p.candidates, m.peers[0].endpoints);
+    assert_eq!(p.path_key, m.peers[0].path_key);
+    assert_eq!(p.home_relay.as_deref(), Some("r1"));
 }
 
 #[test]
