@@ -34,14 +34,14 @@ mod replay;
 mod timing;
 
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod test_rng;
 
 pub(crate) use counters::{ProbeCounters, ProbeCountersSnapshot, Refusal};
 pub(crate) use keys::{PathPublicKey, PathSecret};
-pub(crate) use peer::{
-    Event, PathKind, PathPeer, PathStatus, PeerStats, Reason, Route, Transmit, Via,
-};
-pub(crate) use probe::{MAX_PROBE_LEN, Message, PROBE_TYPE, ProbeKey, is_probe, sender_of};
+pub(crate) use peer::{Event, PathKind, PathPeer, Reason, Route, Via};
+pub(crate) use probe::{ProbeKey, is_probe, sender_of};
 pub(crate) use timing::Timing;
 
 /// Errors from path keys and probe sealing. Received probes never produce

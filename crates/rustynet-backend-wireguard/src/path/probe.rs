@@ -40,7 +40,7 @@ use super::replay::ReplayWindow;
 use super::{PathError, Refusal};
 
 /// First byte of every probe.
-pub(crate) const PROBE_TYPE: u8 = 0xD1;
+const PROBE_TYPE: u8 = 0xD1;
 /// The only format version this code speaks.
 const VERSION: u8 = 1;
 const KEY_LEN: usize = 32;
@@ -57,7 +57,7 @@ const MAX_ADDR_LEN: usize = 1 + 16 + 2;
 /// Largest plaintext: a full call-me-maybe of IPv6 addresses.
 const MAX_PLAINTEXT: usize = 1 + 8 + 1 + MAX_CALL_ME_CANDIDATES * MAX_ADDR_LEN;
 /// Largest probe on the wire; anything longer is malformed.
-pub(crate) const MAX_PROBE_LEN: usize = HEADER_LEN + MAX_PLAINTEXT + TAG_LEN;
+const MAX_PROBE_LEN: usize = HEADER_LEN + MAX_PLAINTEXT + TAG_LEN;
 /// Smallest probe: an empty call-me-maybe.
 const MIN_PROBE_LEN: usize = HEADER_LEN + 1 + 8 + 1 + TAG_LEN;
 
