@@ -28,6 +28,7 @@
 mod candidates;
 mod counters;
 mod keys;
+mod outputs;
 mod peer;
 mod probe;
 mod replay;
@@ -40,7 +41,8 @@ mod test_rng;
 
 pub(crate) use counters::{ProbeCounters, ProbeCountersSnapshot, Refusal};
 pub(crate) use keys::{PathPublicKey, PathSecret};
-pub(crate) use peer::{Event, PathKind, PathPeer, Reason, Route, Via};
+pub(crate) use outputs::{Event, PathKind, Reason, Route, Via};
+pub(crate) use peer::PathPeer;
 pub(crate) use probe::{ProbeKey, is_probe, sender_of};
 pub(crate) use timing::Timing;
 
