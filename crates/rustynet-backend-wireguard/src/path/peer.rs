@@ -84,6 +84,10 @@ pub(crate) struct PathPeer {
     mode: Mode,
     /// The last address that was trusted (re-pinged first to fail back).
     last_best: Option<SocketAddr>,
+    /// Flap damping (see [`Timing::flap_decay`]); it decays only while a
+    /// direct address is trusted, from `trusted_since`.
+    penalty: u8,
+    trusted_since: Option<Instant>,
     relay_up: bool,
     route: Route,
     route_since: Instant,
@@ -137,6 +141,8 @@ impl PathPeer {
             cands: CandidateSet::default(),
             mode: Mode::NoPath,
             last_best: None,
+            penalty: 0,
+            trusted_since: None,
             relay_up,
             route: Route::None,
             route_since: now,
@@ -288,6 +294,8 @@ impl PathPeer {
             c.ping_now = true;
         }
         if let Mode::Direct(addr) = self.mode {
+            // Our move, not the path's fault: keep the penalty as it is.
+            self.penalty = self.penalty_at(now);
             self.mode = Mode::Degraded { addr, since: now };
         }
         self.observed = None;
@@ -500,6 +508,7 @@ impl PathPeer {
         self.pings.retain(|p| !(p.to == via && p.at < sent.at));
         let lost = self.pings.len() != before;
         let promote = self.t.promote_streak;
+        let recover = self.required_streak(now);
         let Some(c) = self.cands.get_mut(addr) else {
             return;
         };
@@ -521,8 +530,10 @@ impl PathPeer {
                 }
             }
             Mode::Degraded { .. } | Mode::NoPath => {
-                if streak >= promote {
+                if streak >= recover {
+                    self.penalty = self.penalty_at(now);
                     self.mode = Mode::Direct(addr);
+                    self.trusted_since = Some(now);
                     self.last_best = Some(addr);
                     self.call_me_pending = false;
                 } else if let Some(c) = self.cands.get_mut(addr) {
@@ -531,6 +542,25 @@ impl PathPeer {
                 }
             }
         }
+    }
+
+    /// The flap penalty at `now`: it decays only while the direct path
+    /// holds, so a path that failed repeatedly must prove itself with a
+    /// long streak however long it stayed on the relay.
+    fn penalty_at(&self, now: Instant) -> u8 {
+        let (Mode::Direct(_), Some(t)) = (self.mode, self.trusted_since) else {
+            return self.penalty;
+        };
+        let decay = self.t.flap_decay.as_nanos().max(1);
+        let steps = now.saturating_duration_since(t).as_nanos() / decay;
+        self.penalty
+            .saturating_sub(u8::try_from(steps).unwrap_or(u8::MAX))
+    }
+
+    /// Pongs in a row needed to bring traffic back to a direct address.
+    fn required_streak(&self, now: Instant) -> u8 {
+        let level = self.penalty_at(now).saturating_sub(1).min(2);
+        self.t.promote_streak.saturating_mul(1 << (2 * level))
     }
 
     /// `a` answers clearly faster than `b` (20 % and 2 ms).
@@ -594,6 +624,7 @@ impl PathPeer {
         match self.mode {
             Mode::NoPath => None,
             Mode::Direct(addr) => {
+                self.penalty = (self.penalty_at(now) + 1).min(self.t.max_flap_penalty);
                 self.mode = Mode::Degraded { addr, since: now };
                 self.last_best = Some(addr);
                 for c in self.cands.iter_mut() {

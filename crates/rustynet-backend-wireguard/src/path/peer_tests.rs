@@ -610,3 +610,60 @@ fn status_words_match_the_interface() {
         assert!(!r.as_str().is_empty());
     }
 }
+
+impl H {
+    /// Stops answering until trust expires (the peer stays active).
+    fn lose_trust(&mut self) {
+        while matches!(self.p.route(), Route::Direct(_)) {
+            self.send_data();
+            self.advance(ms(10));
+            self.drain();
+        }
+    }
+
+    /// Answers every ping to `to` until the route is direct again; returns
+    /// how many pongs that took.
+    fn pongs_to_recover(&mut self, to: SocketAddr) -> usize {
+        let mut pongs = 0;
+        while self.p.route() != Route::Direct(to) {
+            self.send_data();
+            let out = self.drain();
+            pongs += self.answer(&out, to, ms(5));
+            self.advance(ms(10));
+            assert!(pongs < 100, "never recovered");
+        }
+        pongs
+    }
+}
+
+#[test]
+fn repeated_failures_demand_longer_streaks_and_the_penalty_decays_on_a_sound_path() {
+    let mut h = H::new(true, &[addr(1)]);
+    h.make_direct(addr(1));
+    let mut needed = Vec::new();
+    for _ in 0..4 {
+        h.lose_trust();
+        needed.push(h.pongs_to_recover(addr(1)));
+    }
+    assert_eq!(needed, vec![2, 8, 32, 32]);
+    // Two minutes on a sound direct path take the penalty down two levels.
+    let start = h.now;
+    while h.now - start < Duration::from_secs(121) {
+        h.send_data();
+        let out = h.drain();
+        h.answer(&out, addr(1), ms(5));
+        h.advance(ms(50));
+    }
+    h.lose_trust();
+    assert_eq!(h.pongs_to_recover(addr(1)), 8, "penalty 3 - 2 + 1 = 2");
+}
+
+#[test]
+fn a_network_change_is_not_held_against_the_path() {
+    let mut h = H::new(true, &[addr(1)]);
+    h.make_direct(addr(1));
+    for _ in 0..3 {
+        h.p.network_changed(h.now);
+        assert_eq!(h.pongs_to_recover(addr(1)), 2);
+    }
+}

@@ -64,6 +64,17 @@ pub(crate) struct Timing {
     /// single lucky round trip through a flaky path does not pull traffic
     /// off the relay.
     pub(crate) promote_streak: u8,
+    /// Flap damping: every time trust expires, a penalty grows by one
+    /// (up to `max_flap_penalty`) and it shrinks by one per `flap_decay`.
+    /// Promotion needs `promote_streak` x 4^(penalty - 1) pongs in a row:
+    /// 2 after one failure (a healed blackhole comes back at once), then 8,
+    /// then 32. A path that keeps failing (heavy random loss) is left on
+    /// the relay, which serves such a flow better anyway, instead of
+    /// flapping. A sound path still earns 32 pongs in about 32 round trips,
+    /// because each pong is confirmed by an immediate ping.
+    pub(crate) flap_decay: Duration,
+    /// Cap of the penalty (3: at most 32 pongs in a row).
+    pub(crate) max_flap_penalty: u8,
 }
 
 impl Default for Timing {
@@ -87,6 +98,8 @@ impl Default for Timing {
             candidate_ttl: Duration::from_secs(600),
             proven_memory: Duration::from_secs(600),
             promote_streak: 2,
+            flap_decay: Duration::from_secs(60),
+            max_flap_penalty: 3,
         }
     }
 }

@@ -264,23 +264,89 @@ fn roam_goals(r: &mut Report) {
     }
 }
 
+/// Random loss on the direct path for two minutes, 5 seeds per rate. Not
+/// an issue 9 goal: the bound is this design's own (flap damping allows at
+/// most `max_flap_penalty` excursions before a path must earn 32 pongs in a
+/// row), and 2 % loss must not move the path at all.
 fn lossy_goals(r: &mut Report) {
-    let mut setup = Setup::new([Nat::Easy, Nat::Easy], 400);
-    setup.links.loss = 0.02;
-    let l = lossy(&setup);
-    let switches = l.switches[0].max(l.switches[1]);
-    r.require(
-        "2 % loss: still direct after 120 s",
-        l.final_kind == [PathKind::Direct; 2],
+    let bound = f64::from(Timing::default().max_flap_penalty) * 2.0;
+    let mut figures = serde_json::Map::new();
+    for (pct, limit) in [(2u32, 0.0), (5, bound), (10, bound), (20, bound)] {
+        let mut worst = 0;
+        let mut runs = Vec::new();
+        for seed in 400..405 {
+            let mut setup = Setup::new([Nat::Easy, Nat::Easy], seed);
+            setup.links.loss = f64::from(pct) / 100.0;
+            let l = lossy(&setup);
+            worst = worst.max(l.switches[0].max(l.switches[1]));
+            runs.push(json!({ "switches": l.switches, "final": l.final_kind.map(|k| k.as_str()) }));
+        }
+        let name =
+            format!("extra: {pct} % random loss each way, path changes per node in 120 s (max)");
+        r.goal(&name, worst as f64, limit, "changes", 5);
+        figures.insert(format!("loss_{pct}pct"), Value::Array(runs));
+    }
+    r.scenario("random_loss", Value::Object(figures));
+}
+
+/// A relay and a peer far away (relay RTT 400 ms, direct RTT 120 ms), with
+/// the engine's coarse 100 ms tick: the fallback bound still holds, and
+/// path selection adds nothing to the first packet beyond the handshake.
+fn far_goals(r: &mut Report) {
+    let far = super::net::Links {
+        direct_latency: Duration::from_millis(60),
+        relay_latency: [Duration::from_millis(100); 2],
+        ..super::net::Links::default()
+    };
+    let plan = OutagePlan {
+        cut: Cut::Both,
+        length: (2.0, 10.0),
+        after_heal: 10.0,
+        attack: false,
+    };
+    let mut gaps = Vec::new();
+    let mut failbacks = Vec::new();
+    for seed in 700..720 {
+        let mut s = easy(seed, Wake::Tick);
+        s.links = far.clone();
+        let o = outage(&s, plan);
+        gaps.push(o.gap);
+        failbacks.push(or_fail(o.failback));
+    }
+    r.goal(
+        "far relay, 100 ms tick: fallback gap (p95)",
+        ms(p95(&gaps)),
+        1500.0,
+        "ms",
+        20,
     );
     r.goal(
-        "2 % loss each way: path changes in 120 s",
-        switches as f64,
-        0.0,
-        "changes",
+        "far relay, 100 ms tick: failback (p95)",
+        ms(p95(&failbacks)),
+        3000.0,
+        "ms",
+        20,
+    );
+    let mut s = Setup::new([Nat::Hard, Nat::Hard], 1);
+    s.links = far.clone();
+    let c = connect(&s);
+    // Handshake out and back, then the packet: 1.5 relay round trips.
+    let floor = far.relay_rtt().mul_f64(1.5);
+    let added = or_fail(c.first_delivery).saturating_sub(floor);
+    r.goal(
+        "far relay: first packet delay added by path selection",
+        ms(added),
+        100.0,
+        "ms",
         1,
     );
-    r.scenario("lossy_2pct", json!({ "switches": l.switches }));
+    r.scenario(
+        "far_relay",
+        json!({
+            "relay_rtt_ms": ms(far.relay_rtt()), "gap_ms": ms_list(&gaps),
+            "failback_ms": ms_list(&failbacks), "first_delivery_ms": ms(or_fail(c.first_delivery)),
+        }),
+    );
 }
 
 fn timing_json() -> Value {
@@ -289,7 +355,8 @@ fn timing_json() -> Value {
         "heartbeat_ms": ms(t.heartbeat), "trust_ms": ms(t.trust),
         "degraded_hold_ms": ms(t.degraded_hold), "recovery_best_ms": ms(t.recovery_best),
         "promote_streak": t.promote_streak, "active_window_ms": ms(t.active_window),
-        "idle_keepalive_ms": ms(t.idle_keepalive),
+        "idle_keepalive_ms": ms(t.idle_keepalive), "flap_decay_ms": ms(t.flap_decay),
+        "max_flap_penalty": t.max_flap_penalty,
     })
 }
 
@@ -302,6 +369,7 @@ fn issue_9_path_goals() {
     one_way_goals(&mut r);
     roam_goals(&mut r);
     lossy_goals(&mut r);
+    far_goals(&mut r);
     let links = super::net::Links::default();
     let report = json!({
         "report": "rustynet path selection: deterministic simulation (issue 9)",
