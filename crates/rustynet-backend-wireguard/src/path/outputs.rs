@@ -163,6 +163,8 @@ pub(crate) struct PeerStats {
     /// Pongs that answered no ping of ours, or came from another address.
     pub(crate) pongs_unmatched: u64,
     pub(crate) call_me_received: u64,
+    /// Call-me-maybe dropped for coming too soon after the previous one.
+    pub(crate) call_me_ignored: u64,
     /// Every route change.
     pub(crate) route_changes: u64,
     /// Path kind changes (direct/relay/none), by [`Reason::index`].

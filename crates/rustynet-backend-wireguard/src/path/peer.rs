@@ -109,6 +109,7 @@ pub(crate) struct PathPeer {
     local: Arc<[SocketAddr]>,
     call_me_pending: bool,
     last_call_me: Option<Instant>,
+    last_call_me_rx: Option<Instant>,
     observed: Option<SocketAddr>,
     relay_rtt: Option<Duration>,
     stats: PeerStats,
@@ -160,6 +161,7 @@ impl PathPeer {
             local,
             call_me_pending: false,
             last_call_me: None,
+            last_call_me_rx: None,
             observed: None,
             relay_rtt: None,
             stats: PeerStats::default(),
@@ -375,6 +377,15 @@ impl PathPeer {
             }
             Message::Pong { txid, observed } => self.on_pong(now, via, txid, observed),
             Message::CallMeMaybe { candidates } => {
+                // Each one makes us ping up to 16 addresses the peer chose:
+                // bound how often a (compromised) peer can make us do that.
+                // Half the sender's gap: relay jitter must not cost us one.
+                let gap = self.t.call_me_min_gap / 2;
+                if self.last_call_me_rx.is_some_and(|t| now < t + gap) {
+                    self.stats.call_me_ignored += 1;
+                    return;
+                }
+                self.last_call_me_rx = Some(now);
                 self.stats.call_me_received += 1;
                 for a in candidates.into_iter().take(MAX_CALL_ME_CANDIDATES) {
                     self.hint(now, a, Source::CallMeMaybe);
@@ -624,7 +635,10 @@ impl PathPeer {
         match self.mode {
             Mode::NoPath => None,
             Mode::Direct(addr) => {
-                self.penalty = (self.penalty_at(now) + 1).min(self.t.max_flap_penalty);
+                // An idle peer's trust lapses for want of keepalives, not
+                // because the path failed: no penalty then.
+                let failed = u8::from(self.active_since.is_some());
+                self.penalty = (self.penalty_at(now) + failed).min(self.t.max_flap_penalty);
                 self.mode = Mode::Degraded { addr, since: now };
                 self.last_best = Some(addr);
                 for c in self.cands.iter_mut() {
@@ -652,29 +666,30 @@ impl PathPeer {
 
     fn interval(&self, c: &Candidate) -> Option<Duration> {
         let active = self.active_since.is_some();
-        match self.mode {
-            Mode::Direct(best) if best == c.addr => Some(if active {
-                self.t.heartbeat
-            } else {
-                self.t.idle_keepalive
-            }),
-            Mode::Direct(_) => active.then_some(self.t.upgrade_interval),
-            Mode::Degraded { .. } | Mode::NoPath => {
-                if self.last_best == Some(c.addr) {
-                    Some(if active {
-                        self.t.recovery_best
-                    } else {
-                        self.t.idle_keepalive
-                    })
-                } else if !active {
-                    None
-                } else if c.proven(self.now, self.t.proven_memory) {
-                    Some(self.t.recovery_proven)
-                } else {
-                    let doublings = c.unanswered.saturating_sub(1).min(4);
-                    let backoff = self.t.recovery_base * (1u32 << doublings);
-                    Some(backoff.min(self.t.recovery_max))
-                }
+        // Idle peers keep the mapping of their (last) best address open, but
+        // only for a while: a map of thousands of peers must not probe them
+        // all forever. A cold peer is punched again when it becomes active.
+        let keepalive = self
+            .last_tx
+            .is_some_and(|t| self.now < t + self.t.keepalive_for)
+            .then_some(self.t.idle_keepalive);
+        let is_best = match self.mode {
+            Mode::Direct(best) => best == c.addr,
+            Mode::Degraded { .. } | Mode::NoPath => self.last_best == Some(c.addr),
+        };
+        match (self.mode, is_best, active) {
+            (_, true, false) => keepalive,
+            (_, false, false) => None,
+            (Mode::Direct(_), true, true) => Some(self.t.heartbeat),
+            (Mode::Direct(_), false, true) => Some(self.t.upgrade_interval),
+            (_, true, true) => Some(self.t.recovery_best),
+            (_, false, true) if c.proven(self.now, self.t.proven_memory) => {
+                Some(self.t.recovery_proven)
+            }
+            (_, false, true) => {
+                let doublings = c.unanswered.saturating_sub(1).min(4);
+                let backoff = self.t.recovery_base * (1u32 << doublings);
+                Some(backoff.min(self.t.recovery_max))
             }
         }
     }

@@ -667,3 +667,59 @@ fn a_network_change_is_not_held_against_the_path() {
         assert_eq!(h.pongs_to_recover(addr(1)), 2);
     }
 }
+
+#[test]
+fn an_idle_trust_expiry_costs_no_penalty() {
+    let mut h = H::new(true, &[addr(1)]);
+    h.make_direct(addr(1));
+    h.lose_trust();
+    assert_eq!(h.pongs_to_recover(addr(1)), 2, "first failure");
+    // Go idle (answering until the activity window closes), then let the
+    // keepalives go unanswered until trust lapses.
+    let start = h.now;
+    while h.now - start < Duration::from_secs(11) {
+        h.advance(ms(100));
+        let out = h.drain();
+        h.answer(&out, addr(1), ms(5));
+    }
+    assert!(!h.p.status(h.now).active);
+    h.advance(Duration::from_secs(70));
+    h.drain();
+    assert_ne!(h.p.route(), Route::Direct(addr(1)));
+    assert_eq!(
+        h.pongs_to_recover(addr(1)),
+        2,
+        "still penalty 1: idleness is no failure"
+    );
+}
+
+#[test]
+fn a_peer_idle_for_long_goes_cold_and_stops_probing() {
+    let mut h = H::new(true, &[addr(1)]);
+    h.make_direct(addr(1));
+    let mut late = 0;
+    let start = h.now;
+    while h.now - start < Duration::from_secs(1200) {
+        h.advance(Duration::from_secs(1));
+        let out = h.drain();
+        let n = h.answer(&out, addr(1), ms(5));
+        if h.now - start > Duration::from_secs(700) {
+            late += n;
+        }
+    }
+    assert_eq!(late, 0, "cold peers send nothing");
+    assert_eq!(h.p.poll_timeout(), None, "and need no timer");
+}
+
+#[test]
+fn call_me_maybe_floods_are_ignored() {
+    let mut h = H::new(true, &[]);
+    for i in 0..10u8 {
+        let candidates = vec![addr(i)];
+        h.p.handle_probe(h.now, Via::Relay, Message::CallMeMaybe { candidates });
+        h.advance(ms(10));
+    }
+    assert_eq!(h.p.stats().call_me_received, 1);
+    assert_eq!(h.p.stats().call_me_ignored, 9);
+    assert_eq!(pings_to(&h.drain(), addr(0)), 1);
+}

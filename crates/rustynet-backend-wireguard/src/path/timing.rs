@@ -40,6 +40,9 @@ pub(crate) struct Timing {
     /// Idle peers ping their best address this often: keeps NAT mappings
     /// open (Linux conntrack forgets unreplied UDP after 30 s).
     pub(crate) idle_keepalive: Duration,
+    /// ... for this long after our last transmission; then the peer goes
+    /// cold (no probes at all) until it is active again.
+    pub(crate) keepalive_for: Duration,
     /// An idle peer's address stays trusted this long after a pong (two
     /// idle keepalives and slack).
     pub(crate) idle_trust: Duration,
@@ -51,7 +54,8 @@ pub(crate) struct Timing {
     /// Never ping one address more often than this (bursts from several
     /// triggers at once collapse into one ping).
     pub(crate) min_ping_gap: Duration,
-    /// Never send call-me-maybe more often than this.
+    /// Never send call-me-maybe more often than this (nor act on received
+    /// ones more often).
     pub(crate) call_me_min_gap: Duration,
     /// While active without a direct path, repeat call-me-maybe this often
     /// (the peer's NAT may have dropped the mapping we punched).
@@ -89,6 +93,7 @@ impl Default for Timing {
             recovery_max: Duration::from_secs(4),
             active_window: Duration::from_secs(10),
             idle_keepalive: Duration::from_secs(20),
+            keepalive_for: Duration::from_secs(600),
             idle_trust: Duration::from_secs(45),
             upgrade_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(5),
