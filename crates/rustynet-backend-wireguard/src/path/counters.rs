@@ -2,7 +2,7 @@
 //!
 //! Atomics so the receive thread can count without the per-peer lock (most
 //! refusals happen before a peer is known). Per-peer send and path-change
-//! counts live in each peer's [`super::PeerStats`].
+//! counts live in each peer's [`super::outputs::PeerStats`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

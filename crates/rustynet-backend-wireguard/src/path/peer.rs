@@ -4,15 +4,16 @@
 //! ([`PathPeer::poll_transmit`], [`PathPeer::poll_event`],
 //! [`PathPeer::poll_timeout`]) and the data path reads [`PathPeer::route`].
 //!
-//! ```text
-//!            2 pongs in a row             trust lapses (active: 1 s
-//!   NoPath ─────────────────────▶ Direct ───────────────────────▶ Degraded
-//!     ▲  ◀───────────────────────  (addr)   after last pong)      (addr)
-//!     │      (nothing: it is the        ◀──────────────────────── │
-//!     │       peer's better path)           2 pongs in a row      │
-//!     └───────────────────────────────────────────────────────────┘
-//!                       3 s in Degraded with a relay
-//! ```
+//! Modes and their transitions:
+//! - `NoPath` → `Direct(a)`: N pongs in a row from `a` (N = 2, or 8 and 32
+//!   after repeated failures: flap damping, see [`Timing::flap_decay`]).
+//! - `Direct(a)` → `Direct(b)`: 2 pongs in a row from `b`, and `b` is
+//!   clearly faster or `a` missed two heartbeats (the peer roamed).
+//! - `Direct(a)` → `Degraded(a)`: no pong for 1 s while active (45 s while
+//!   idle), or our own network changed.
+//! - `Degraded(a)` → `Direct(x)`: N pongs in a row from any `x`.
+//! - `Degraded(a)` → `NoPath`: 3 s without that while a relay is up.
+//!
 //! Route published per mode: `Direct(addr)` → `Direct`, or `Both` while an
 //! address not confirmed since the peer became active is being re-checked;
 //! `Degraded(addr)` → `Both` (every packet on the old address and the relay:
