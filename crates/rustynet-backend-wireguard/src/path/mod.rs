@@ -19,6 +19,22 @@
 //!   [`ProbeKey::seal`], send direct or through the relay),
 //!   [`PathPeer::poll_event`], and publish [`PathPeer::route`].
 //!
+//! What the shell must get right (the simulation's node shell does each):
+//! - `note_tx` gets the last *data* transmission; tunnel keepalives and
+//!   handshakes must not count, or every peer looks active.
+//! - A route of `Both` sends every packet (handshakes too) twice: to the
+//!   address and through the relay. `None` drops.
+//! - On an [`Event::Route`] with [`Reason::TrustExpired`], run endpoint
+//!   discovery again at once (rate-limited): when both sides sit behind
+//!   NAT, a rebound mapping is only found through a fresh mapped address.
+//!   [`Event::Observed`] is the peer's view of our address: feed it there.
+//! - Paths change without touching the tunnel session: no new handshake.
+//! - A probe that came through the relay should also come from the node
+//!   the relay says sent it (defence in depth; the AEAD already binds the
+//!   pair of path keys).
+//! - Peers without a path key (older nodes) get a machine built with
+//!   `relay_up = false` forever: today's endpoint/roaming behaviour.
+//!
 //! `sim` (tests only) runs all of it on simulated networks, NATs and a relay
 //! and measures the timing goals of issue 9.
 // The engine's threads do not call into this module yet (tests and the
@@ -42,6 +58,11 @@ mod test_rng;
 pub(crate) use counters::{ProbeCounters, ProbeCountersSnapshot, Refusal};
 pub(crate) use keys::{PathPublicKey, PathSecret};
 pub(crate) use outputs::{Event, PathKind, Reason, Route, Via};
+// Types the engine shell names but tests reach through their modules.
+#[cfg_attr(test, allow(unused_imports))]
+pub(crate) use outputs::{PathStatus, PeerStats, Transmit};
+#[cfg_attr(test, allow(unused_imports))]
+pub(crate) use probe::Message;
 pub(crate) use peer::PathPeer;
 pub(crate) use probe::{ProbeKey, is_probe, sender_of};
 pub(crate) use timing::Timing;
