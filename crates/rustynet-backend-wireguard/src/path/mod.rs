@@ -61,9 +61,9 @@ pub(crate) use outputs::{Event, PathKind, Reason, Route, Via};
 // Types the engine shell names but tests reach through their modules.
 #[cfg_attr(test, allow(unused_imports))]
 pub(crate) use outputs::{PathStatus, PeerStats, Transmit};
+pub(crate) use peer::PathPeer;
 #[cfg_attr(test, allow(unused_imports))]
 pub(crate) use probe::Message;
-pub(crate) use peer::PathPeer;
 pub(crate) use probe::{ProbeKey, is_probe, sender_of};
 pub(crate) use timing::Timing;
 

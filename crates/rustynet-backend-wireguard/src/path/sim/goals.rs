@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::net::Nat;
-use super::scenarios::{Change, Cut, OutagePlan, connect, easy, lossy, outage, roam};
+use super::scenarios::{Change, Cut, OutagePlan, cold, connect, easy, lossy, outage, roam};
 use super::{Setup, Wake, World};
 use crate::path::{PathKind, Route, Timing};
 
@@ -289,6 +289,42 @@ fn lossy_goals(r: &mut Report) {
     r.scenario("random_loss", Value::Object(figures));
 }
 
+/// Peers idle for 15 minutes (cold: no probes, NAT mappings expired) then
+/// active again: the first packets go through the relay at once, and the
+/// punch is redone. Not an issue 9 goal.
+fn cold_goals(r: &mut Report) {
+    let mut first = Vec::new();
+    let mut direct = Vec::new();
+    let mut quiet = true;
+    for seed in 800..805 {
+        let c = cold(&easy(seed, Wake::Deadline), Duration::from_secs(900));
+        first.push(c.first);
+        direct.push(or_fail(c.direct));
+        quiet &= c.idle_probes == 0;
+    }
+    let links = super::net::Links::default();
+    let limit = ms(links.relay_rtt()) / 2.0 + 100.0;
+    r.goal(
+        "extra: after 15 min idle, first packet (worst)",
+        ms(first.iter().max().copied().unwrap_or_default()),
+        limit,
+        "ms",
+        5,
+    );
+    r.goal(
+        "extra: after 15 min idle, direct again (p95)",
+        ms(p95(&direct)),
+        5000.0,
+        "ms",
+        5,
+    );
+    r.require("extra: cold peers send no probes", quiet);
+    r.scenario(
+        "cold_restart",
+        json!({ "first_ms": ms_list(&first), "direct_ms": ms_list(&direct) }),
+    );
+}
+
 /// A relay and a peer far away (relay RTT 400 ms, direct RTT 120 ms), with
 /// the engine's coarse 100 ms tick: the fallback bound still holds, and
 /// path selection adds nothing to the first packet beyond the handshake.
@@ -370,6 +406,7 @@ fn issue_9_path_goals() {
     roam_goals(&mut r);
     lossy_goals(&mut r);
     far_goals(&mut r);
+    cold_goals(&mut r);
     let links = super::net::Links::default();
     let report = json!({
         "report": "rustynet path selection: deterministic simulation (issue 9)",

@@ -447,6 +447,13 @@ impl World {
         }
     }
 
+    /// Stops both directions' data flows.
+    pub(crate) fn stop_flows(&mut self) {
+        for n in &mut self.nodes {
+            n.sending = false;
+        }
+    }
+
     /// The longest time without a new delivery in direction `d` (sender
     /// index) within `[from, to]`, edges included.
     pub(crate) fn longest_gap(&self, d: usize, from: Duration, to: Duration) -> Duration {

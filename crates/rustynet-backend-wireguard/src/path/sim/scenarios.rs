@@ -222,6 +222,65 @@ pub(crate) fn lossy(setup: &Setup) -> Lossy {
     }
 }
 
+/// A flow that stops, idles long enough for the peers to go cold and the
+/// NAT mappings to expire, and starts again.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Cold {
+    /// From the restart to the first delivery (worse direction).
+    pub(crate) first: Duration,
+    /// From the restart until both nodes send direct again.
+    pub(crate) direct: Option<Duration>,
+    pub(crate) handshakes: u32,
+    /// Probes sent by both nodes during the last 5 idle minutes.
+    pub(crate) idle_probes: u64,
+}
+
+pub(crate) fn cold(setup: &Setup, idle: Duration) -> Cold {
+    let mut w = World::new(setup);
+    w.run_until(START);
+    w.start_flows();
+    w.run_until(START + secs(5.0));
+    w.stop_flows();
+    let restart = w.now + idle;
+    let quiet_from = restart.saturating_sub(secs(300.0));
+    w.run_until(quiet_from);
+    let sent = |w: &World| -> u64 {
+        w.nodes
+            .iter()
+            .map(|n| {
+                let s = n.peer().stats();
+                s.pings_sent + s.pongs_sent + s.call_me_sent
+            })
+            .sum()
+    };
+    let before = sent(&w);
+    w.run_until(restart);
+    let idle_probes = sent(&w) - before;
+    let seen = [0, 1].map(|d| w.flows[d].arrivals.len());
+    w.start_flows();
+    w.run_until(restart + secs(10.0));
+    let first = [0, 1]
+        .map(|d| {
+            w.flows[d]
+                .arrivals
+                .get(seen[d])
+                .map_or(Duration::MAX, |t| *t - restart)
+        })
+        .into_iter()
+        .max()
+        .unwrap_or(Duration::MAX);
+    let direct = [0, 1]
+        .map(|i| w.direct_again(i, restart))
+        .into_iter()
+        .try_fold(Duration::ZERO, |m, d| d.map(|d| m.max(d)));
+    Cold {
+        first,
+        direct,
+        handshakes: w.nodes[0].handshakes + w.nodes[1].handshakes,
+        idle_probes,
+    }
+}
+
 /// A setup for the outage and roaming scenarios: both behind easy NAT.
 pub(crate) fn easy(seed: u64, wake: Wake) -> Setup {
     let mut s = Setup::new([Nat::Easy, Nat::Easy], seed);
