@@ -63,7 +63,7 @@ pub(crate) use outputs::{Event, PathKind, Reason, Route, Via};
 pub(crate) use outputs::{PathStatus, PeerStats, Transmit};
 pub(crate) use peer::PathPeer;
 #[cfg_attr(test, allow(unused_imports))]
-pub(crate) use probe::Message;
+pub(crate) use probe::{Message, TxId};
 pub(crate) use probe::{ProbeKey, is_probe, sender_of};
 pub(crate) use timing::Timing;
 

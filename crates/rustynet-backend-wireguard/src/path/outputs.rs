@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::probe::Message;
+use super::probe::{Message, TxId};
 
 /// Which way a probe (or data) travels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -146,6 +146,8 @@ pub(crate) enum Event {
         via: Via,
         /// Round-trip time.
         rtt: Duration,
+        /// The answered ping's txid.
+        txid: TxId,
     },
     /// The peer saw our ping come from this address (our address as the
     /// outside world sees it: input for endpoint discovery).

@@ -396,17 +396,33 @@ impl PathPeer {
         self.flush(now, Reason::Pong);
     }
 
-    /// Pings every candidate and the relay now (for `rustynet ping`); the
-    /// answers arrive as [`Event::Pong`].
-    pub(crate) fn ping_all(&mut self, now: Instant) {
+    /// Pings on the path the peer's packets take now (both legs of
+    /// `Both`), for `rustynet ping`. Returns the txids that the answers'
+    /// [`Event::Pong`] will carry.
+    pub(crate) fn ping_route(&mut self, now: Instant) -> Vec<TxId> {
         self.tick(now);
-        for c in self.cands.iter_mut() {
-            c.ping_now = true;
-        }
-        if self.relay_up {
-            self.send_ping(now, Via::Relay);
-        }
+        let legs = match self.route {
+            Route::None => vec![],
+            Route::Direct(a) => vec![Via::Direct(a)],
+            Route::Both(a) => vec![Via::Direct(a), Via::Relay],
+            Route::Relay => vec![Via::Relay],
+        };
+        let ids = legs.into_iter().map(|v| self.send_ping(now, v)).collect();
         self.flush(now, Reason::Pong);
+        ids
+    }
+
+    /// Pings every candidate and the relay now (`rustynet ping
+    /// --until-direct`); returns the txids, as [`PathPeer::ping_route`].
+    pub(crate) fn ping_all(&mut self, now: Instant) -> Vec<TxId> {
+        self.tick(now);
+        let mut legs: Vec<Via> = self.cands.iter().map(|c| Via::Direct(c.addr)).collect();
+        if self.relay_up {
+            legs.push(Via::Relay);
+        }
+        let ids = legs.into_iter().map(|v| self.send_ping(now, v)).collect();
+        self.flush(now, Reason::Pong);
+        ids
     }
 
     /// Runs due work: trust deadlines, heartbeats, retries, call-me-maybe.
@@ -504,7 +520,7 @@ impl PathPeer {
         };
         self.stats.pongs_received += 1;
         let rtt = now.saturating_duration_since(sent.at);
-        self.push_event(Event::Pong { via, rtt });
+        self.push_event(Event::Pong { via, rtt, txid });
         if let Some(o) = observed.and_then(usable)
             && self.observed != Some(o)
         {
@@ -695,7 +711,7 @@ impl PathPeer {
         }
     }
 
-    fn send_ping(&mut self, now: Instant, to: Via) {
+    fn send_ping(&mut self, now: Instant, to: Via) -> TxId {
         let txid = self.txids.next();
         if self.pings.len() >= MAX_PINGS {
             self.pings.pop_front();
@@ -710,6 +726,7 @@ impl PathPeer {
         }
         self.queue(to, Message::Ping { txid });
         self.stats.pings_sent += 1;
+        txid
     }
 
     /// When a call-me-maybe should go out, if one is wanted.

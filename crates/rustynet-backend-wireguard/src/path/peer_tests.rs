@@ -568,34 +568,55 @@ fn local_candidates_reach_an_active_peer_in_the_next_call_me_maybe() {
 
 #[test]
 fn ping_all_measures_every_path_including_the_relay() {
-    let mut h = H::new(true, &[addr(1)]);
-    h.p.ping_all(h.now);
+    let mut h = H::new(true, &[addr(1), addr(2)]);
+    let ids = h.p.ping_all(h.now);
     let out = h.drain();
-    assert_eq!(pings_to(&out, addr(1)), 1);
+    assert_eq!(ids.len(), 3);
+    assert_eq!(pings_to(&out, addr(1)) + pings_to(&out, addr(2)), 2);
     let Some(txid) = out.iter().find_map(|t| match (t.via, &t.msg) {
         (Via::Relay, Message::Ping { txid }) => Some(*txid),
         _ => None,
     }) else {
         panic!("a relay ping: {out:?}");
     };
-    h.p.handle_probe(
-        h.now + ms(30),
-        Via::Relay,
-        Message::Pong {
-            txid,
-            observed: None,
-        },
-    );
-    assert!(h.events().contains(&Event::Pong {
+    assert!(ids.contains(&txid));
+    let pong = Message::Pong {
+        txid,
+        observed: None,
+    };
+    h.p.handle_probe(h.now + ms(30), Via::Relay, pong);
+    let ev = Event::Pong {
         via: Via::Relay,
-        rtt: ms(30)
-    }));
+        rtt: ms(30),
+        txid,
+    };
+    assert!(h.events().contains(&ev));
     assert_eq!(h.p.status(h.now).relay_rtt, Some(ms(30)));
     assert_eq!(
         h.p.route(),
         Route::Relay,
         "a relay pong proves nothing direct"
     );
+}
+
+#[test]
+fn ping_route_follows_each_leg_of_the_current_route() {
+    let mut h = H::new(true, &[addr(1)]);
+    assert_eq!(h.p.ping_route(h.now).len(), 1, "relay only");
+    let relay_only = h.drain();
+    assert!(relay_only.iter().all(|t| t.via == Via::Relay));
+    h.make_direct(addr(1));
+    h.drain();
+    let ids = h.p.ping_route(h.now);
+    let out = h.drain();
+    assert_eq!((ids.len(), pings_to(&out, addr(1)), out.len()), (1, 1, 1));
+    h.p.network_changed(h.now);
+    h.drain();
+    assert_eq!(h.p.route(), Route::Both(addr(1)));
+    assert_eq!(h.p.ping_route(h.now + ms(30)).len(), 2, "both legs");
+    let mut none = H::new(false, &[]);
+    assert!(none.p.ping_route(none.now).is_empty());
+    assert!(none.drain().is_empty());
 }
 
 #[test]
