@@ -13,6 +13,7 @@
 
 mod kernel;
 mod keys;
+mod path;
 mod userspace;
 
 use rustynet_tunnel::TunnelBackend;
