@@ -77,12 +77,20 @@ enum Cmd {
         #[command(subcommand)]
         action: DnsAction,
     },
-    /// UDP reachability, local endpoints, control reachability.
+    /// UDP reachability, mapped addresses and NAT behaviour, relay round
+    /// trips, control reachability.
     Netcheck,
-    /// Probe a peer through the tunnel.
+    /// Ping a peer on its path and show which path each answer took.
     Ping {
         /// Host name, Magic DNS name or tunnel IP.
         name: String,
+        /// Pings to send, one a second (default 1; 10 with --until-direct).
+        #[arg(short = 'c', long = "count")]
+        count: Option<u32>,
+        /// Ping every path the peer may have and stop at the first answer
+        /// over a direct path.
+        #[arg(long)]
+        until_direct: bool,
     },
 }
 
@@ -181,12 +189,77 @@ fn command(cmd: Cmd) -> anyhow::Result<Command> {
             DnsAction::Protect { state } => Command::DnsProtect { on: state == "on" },
         },
         Cmd::Netcheck => Command::Netcheck,
-        Cmd::Ping { name } => Command::Ping { name },
+        Cmd::Ping {
+            name, until_direct, ..
+        } => Command::Ping {
+            name,
+            all_paths: until_direct,
+        },
     })
+}
+
+/// `ping`: one request per ping, a second apart; stops early at the first
+/// direct answer with `--until-direct`. Fails when no answer came (or, with
+/// `--until-direct`, none came over a direct path).
+fn ping(socket: &std::path::Path, json: bool, cmd: Cmd) -> anyhow::Result<bool> {
+    let Cmd::Ping {
+        name,
+        count,
+        until_direct,
+    } = cmd
+    else {
+        anyhow::bail!("not a ping");
+    };
+    let count = count.unwrap_or(if until_direct { 10 } else { 1 });
+    if count == 0 {
+        anyhow::bail!("-c must be at least 1");
+    }
+    let mut docs = Vec::new();
+    for i in 0..count {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        let reply = client::call(
+            socket,
+            Command::Ping {
+                name: name.clone(),
+                all_paths: until_direct,
+            },
+        )?;
+        let rustynet_proto::ipc::Reply::Ping(doc) = reply else {
+            anyhow::bail!("rustynetd answered ping with something else");
+        };
+        if !json {
+            print!("{}", render::ping_line(&doc));
+        }
+        let direct = doc.path == rustynet_proto::ipc::PathKind::Direct && doc.rtt_us.is_some();
+        docs.push(doc);
+        if until_direct && direct {
+            break;
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&docs)?);
+    }
+    let answered = docs.iter().any(|d| d.rtt_us.is_some());
+    let direct = docs
+        .iter()
+        .any(|d| d.rtt_us.is_some() && d.path == rustynet_proto::ipc::PathKind::Direct);
+    Ok(if until_direct { direct } else { answered })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Cmd::Ping { .. }) {
+        return match ping(&cli.socket, cli.json, cli.command) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = command(cli.command).and_then(|cmd| client::call(&cli.socket, cmd));
     match result {
         Ok(reply) => {

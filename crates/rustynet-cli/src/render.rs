@@ -64,17 +64,40 @@ pub fn text(reply: &Reply) -> String {
             if let Some(e) = &s.error {
                 let _ = writeln!(out, "error:      {e}");
             }
+            for r in &s.relays {
+                let _ = writeln!(
+                    out,
+                    "relay:      {}{} {}",
+                    r.name,
+                    if r.home { " (home)" } else { "" },
+                    match (r.connected, r.rtt_us) {
+                        (true, Some(us)) => format!("connected, {:.1} ms", us as f64 / 1000.0),
+                        (true, None) => "connected".into(),
+                        (false, _) =>
+                            format!("down: {}", r.error.as_deref().unwrap_or("connecting")),
+                    }
+                );
+            }
             let _ = writeln!(out, "peers:");
             for p in &s.peers {
                 let hs = p
                     .last_handshake_secs
                     .map_or("-".into(), |s| format!("{s}s ago"));
+                let on_path = match (p.path, &p.via, p.path_secs) {
+                    (PathKind::None, _, _) => "none".to_owned(),
+                    (kind, via, secs) => format!(
+                        "{} {}{}",
+                        path(kind),
+                        via.as_deref().unwrap_or(""),
+                        secs.map_or(String::new(), |s| format!(" for {s}s"))
+                    ),
+                };
                 let _ = writeln!(
                     out,
-                    "  {:<20} {:<15} {:<7} handshake {:<10} {}{}",
+                    "  {:<20} {:<15} {:<36} handshake {:<10} {}{}",
                     p.name,
                     p.tunnel_ip,
-                    path(p.path),
+                    on_path,
                     hs,
                     if p.online { "online" } else { "offline" },
                     if p.exit_node { " exit-node" } else { "" }
@@ -129,26 +152,66 @@ pub fn text(reply: &Reply) -> String {
                     "no"
                 }
             );
-            let _ = writeln!(out, "direct peers:      {}", n.direct_peers);
-        }
-        Reply::Ping(p) => match p.rtt_us {
-            Some(us) => {
+            for m in &n.mapped {
                 let _ = writeln!(
                     out,
-                    "pong from {} ({}) via {} in {:.2} ms",
-                    p.name,
-                    p.tunnel_ip,
-                    path(p.path),
-                    us as f64 / 1000.0
+                    "mapped address:    {} (seen by {}, {:.1} ms)",
+                    m.mapped,
+                    m.server,
+                    m.rtt_us as f64 / 1000.0
                 );
             }
-            None => {
-                let _ = writeln!(out, "no reply from {} ({})", p.name, p.tunnel_ip);
+            let varies = match n.mapping_varies_by_destination {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "unknown",
+            };
+            let _ = writeln!(out, "mapping varies by destination: {varies}");
+            let _ = writeln!(out, "NAT:               {}", n.nat.replace('_', "-"));
+            for r in &n.relays {
+                let _ = writeln!(
+                    out,
+                    "relay {:<12} {}{}",
+                    r.name,
+                    r.rtt_us.map_or("unreachable".into(), |us| format!(
+                        "{:.1} ms",
+                        us as f64 / 1000.0
+                    )),
+                    if n.preferred_relay.as_deref() == Some(r.name.as_str()) {
+                        " (preferred)"
+                    } else {
+                        ""
+                    }
+                );
             }
-        },
+            let _ = writeln!(
+                out,
+                "peers:             {} direct, {} via relay",
+                n.direct_peers, n.relay_peers
+            );
+            let _ = writeln!(out, "took:              {} ms", n.took_ms);
+        }
+        Reply::Ping(p) => out.push_str(&ping_line(p)),
         Reply::Done { message } => {
             let _ = writeln!(out, "{message}");
         }
     }
     out
+}
+
+/// One line per ping: the path the answer came back on.
+pub fn ping_line(p: &rustynet_proto::ipc::PingDoc) -> String {
+    let Some(us) = p.rtt_us else {
+        return format!("no reply from {} ({})\n", p.name, p.tunnel_ip);
+    };
+    let ms = us as f64 / 1000.0;
+    let via = match (p.path, p.via.as_deref()) {
+        (PathKind::Relay, Some(relay)) => format!("via relay {relay}"),
+        (PathKind::Direct, Some(addr)) => format!("via {addr} direct"),
+        (kind, _) => format!("via {}", path(kind)),
+    };
+    format!(
+        "pong from {} ({}) {via} in {ms:.1} ms\n",
+        p.name, p.tunnel_ip
+    )
 }

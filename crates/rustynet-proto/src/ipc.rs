@@ -106,6 +106,10 @@ pub enum Command {
     Ping {
         /// Host label, Magic DNS name or tunnel IP.
         name: String,
+        /// Ping every path the peer might have (its direct addresses too),
+        /// not only the one its packets take now.
+        #[serde(default)]
+        all_paths: bool,
     },
 }
 
@@ -572,6 +576,12 @@ mod tests {
         assert!(Command::Down.is_mutating());
         assert!(Command::LanAccess { on: true }.is_mutating());
         assert!(Command::DnsProtect { on: false }.is_mutating());
-        assert!(!Command::Ping { name: "a".into() }.is_mutating());
+        assert!(
+            !Command::Ping {
+                name: "a".into(),
+                all_paths: false
+            }
+            .is_mutating()
+        );
     }
 }

@@ -59,10 +59,12 @@ pub trait TunnelBackend: Send {
         done(NetcheckReport::default());
     }
 
-    /// Sends one path ping to `peer` on the path its packets take now and
-    /// calls `done` with the path the answer came back on.
-    fn ping(&self, peer: &TunnelPublicKey, done: PingDone) {
-        let _ = peer;
+    /// Sends one path ping to `peer` on the path its packets take now (with
+    /// `all_paths`, also on every direct address it might have, as `ping
+    /// --until-direct` wants) and calls `done` with the path the first
+    /// answer came back on.
+    fn ping(&self, peer: &TunnelPublicKey, all_paths: bool, done: PingDone) {
+        let _ = (peer, all_paths);
         done(PingReport {
             path: crate::PathKind::None,
             via: None,
@@ -105,7 +107,7 @@ impl<T: TunnelBackend + ?Sized> TunnelBackend for Box<T> {
     fn netcheck(&self, done: NetcheckDone) {
         (**self).netcheck(done)
     }
-    fn ping(&self, peer: &TunnelPublicKey, done: PingDone) {
-        (**self).ping(peer, done)
+    fn ping(&self, peer: &TunnelPublicKey, all_paths: bool, done: PingDone) {
+        (**self).ping(peer, all_paths, done)
     }
 }

@@ -212,6 +212,7 @@ impl TunnelBackend for FakeBackend {
         Self::running(&st)?;
         let port = st.config.as_ref().map_or(0, |c| c.listen_port);
         Ok(TunnelStats {
+            mapped: Vec::new(),
             probes: Default::default(),
             relays: Vec::new(),
             listen_port: if port == 0 { FAKE_EPHEMERAL_PORT } else { port },

@@ -32,6 +32,9 @@ pub struct TunnelStats {
     pub relays: Vec<crate::RelayStatus>,
     /// Path-probe counters.
     pub probes: crate::ProbeCounters,
+    /// This node's public (mapped) addresses, as relays' binding service
+    /// saw them: worth reporting as endpoints.
+    pub mapped: Vec<std::net::SocketAddr>,
 }
 
 impl TunnelStats {

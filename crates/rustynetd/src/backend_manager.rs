@@ -122,9 +122,9 @@ impl BackendManager {
         }
     }
 
-    /// Pings `peer` along its current path.
-    pub fn ping(&self, peer: &TunnelPublicKey, done: PingDone) {
-        self.backend.ping(peer, done);
+    /// Pings `peer` along its current path (`all_paths`: on every path).
+    pub fn ping(&self, peer: &TunnelPublicKey, all_paths: bool, done: PingDone) {
+        self.backend.ping(peer, all_paths, done);
     }
 
     /// Statistics.

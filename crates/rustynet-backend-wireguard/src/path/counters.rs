@@ -49,6 +49,7 @@ pub(crate) struct ProbeCountersSnapshot {
 }
 
 impl ProbeCountersSnapshot {
+    #[cfg(test)]
     /// All refusals, whatever the reason.
     pub(crate) fn refused(&self) -> u64 {
         self.malformed

@@ -10,6 +10,7 @@
 use std::fmt;
 
 use chacha20poly1305::{KeyInit as _, XChaCha20Poly1305};
+#[cfg(test)]
 use rand_core::CryptoRngCore;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::Zeroize as _;
@@ -50,6 +51,7 @@ impl fmt::Debug for PathSecret {
 }
 
 impl PathSecret {
+    #[cfg(test)]
     /// A fresh random secret.
     pub(crate) fn generate(rng: &mut impl CryptoRngCore) -> Self {
         let mut bytes = [0u8; 32];

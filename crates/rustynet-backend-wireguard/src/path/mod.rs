@@ -37,9 +37,6 @@
 //!
 //! `sim` (tests only) runs all of it on simulated networks, NATs and a relay
 //! and measures the timing goals of issue 9.
-// The engine's threads do not call into this module yet (tests and the
-// simulation do); the coordinator wires it in and removes this allowance.
-#![cfg_attr(not(test), allow(dead_code, unused_imports))]
 
 mod candidates;
 mod counters;
@@ -55,15 +52,11 @@ mod sim;
 #[cfg(test)]
 mod test_rng;
 
-pub(crate) use counters::{ProbeCounters, ProbeCountersSnapshot, Refusal};
+pub(crate) use counters::{ProbeCounters, Refusal};
 pub(crate) use keys::{PathPublicKey, PathSecret};
 pub(crate) use outputs::{Event, PathKind, Reason, Route, Via};
-// Types the engine shell names but tests reach through their modules.
-#[cfg_attr(test, allow(unused_imports))]
-pub(crate) use outputs::{PathStatus, PeerStats, Transmit};
 pub(crate) use peer::PathPeer;
-#[cfg_attr(test, allow(unused_imports))]
-pub(crate) use probe::{Message, TxId};
+pub(crate) use probe::TxId;
 pub(crate) use probe::{ProbeKey, is_probe, sender_of};
 pub(crate) use timing::Timing;
 

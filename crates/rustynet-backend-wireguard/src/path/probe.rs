@@ -144,6 +144,7 @@ impl ProbeKey {
         })
     }
 
+    #[cfg(test)]
     /// The peer's path key.
     pub(crate) fn peer(&self) -> PathPublicKey {
         self.theirs

@@ -1,7 +1,6 @@
 //! State shared by the worker threads of one running interface.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
@@ -11,6 +10,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use rustynet_tunnel::{AllowedIps, PeerConfig, TunnelPublicKey};
 
 use super::net::{Udp, Waker};
+use super::paths::{PathCell, Paths};
 
 /// Handshakes per second before cookies are demanded. Every handshake is
 /// counted twice (our pre-check, then the session's own), hence the double.
@@ -24,21 +24,16 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// One peer as the workers see it. Immutable except for the session and the
-/// current endpoint, which are shared with the replacement built by an
-/// update, so a config change does not drop the session.
+/// path state, which are shared with the replacement built by an update, so
+/// a config change neither drops the session nor forgets the path.
 pub(crate) struct Peer {
     pub(crate) key: TunnelPublicKey,
     /// Upper 24 bits of our session indices; routes inbound packets here.
     pub(crate) index: u32,
     pub(crate) tunn: Arc<Mutex<Tunn>>,
-    pub(crate) endpoint: Arc<Mutex<Option<SocketAddr>>>,
+    /// The path machine and the route the data path reads.
+    pub(crate) path: Arc<PathCell>,
     pub(crate) config: PeerConfig,
-}
-
-impl Peer {
-    pub(crate) fn endpoint(&self) -> Option<SocketAddr> {
-        *lock(&self.endpoint)
-    }
 }
 
 /// An immutable snapshot of the peers; replaced wholesale on every change.
@@ -49,6 +44,8 @@ pub(crate) struct PeerTable {
     /// The one allowed-IPs table: outbound it picks the peer for a
     /// destination, inbound a source must map back to its sender.
     pub(crate) routes: AllowedIps<Arc<Peer>>,
+    /// Peers by path key: a probe's sender is found here before any crypto.
+    pub(crate) by_path_key: HashMap<[u8; 32], Arc<Peer>>,
 }
 
 impl PeerTable {
@@ -59,6 +56,9 @@ impl PeerTable {
                 table.routes.insert(*net, Arc::clone(&peer));
             }
             table.by_index.insert(peer.index, Arc::clone(&peer));
+            if let Some(k) = peer.config.path_key {
+                table.by_path_key.insert(k.0, Arc::clone(&peer));
+            }
             table.by_key.insert(peer.key, peer);
         }
         table
@@ -74,6 +74,8 @@ pub(crate) struct Device {
     pub(crate) static_private: StaticSecret,
     pub(crate) static_public: PublicKey,
     pub(crate) rate_limiter: Arc<RateLimiter>,
+    /// Relays, probes and discovery.
+    pub(crate) paths: Paths,
     table: RwLock<Arc<PeerTable>>,
     /// Decrypted packets dropped because their source routes to another peer.
     source_mismatch: AtomicU64,
@@ -88,6 +90,7 @@ impl Device {
         udp: Udp,
         waker: Waker,
         static_private: StaticSecret,
+        fwmark: Option<u32>,
     ) -> Self {
         let static_public = PublicKey::from(&static_private);
         let rate_limiter = Arc::new(RateLimiter::new(&static_public, HANDSHAKE_RATE_LIMIT));
@@ -99,6 +102,7 @@ impl Device {
             static_private,
             static_public,
             rate_limiter,
+            paths: Paths::new(fwmark),
             table: RwLock::new(Arc::new(PeerTable::default())),
             source_mismatch: AtomicU64::new(0),
             stopping: AtomicBool::new(false),

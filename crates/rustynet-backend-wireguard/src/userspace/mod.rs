@@ -10,7 +10,11 @@
 //! table and one uncontended lock per packet on the peer's session.
 
 mod device;
+mod discovery;
 mod net;
+mod netmon;
+mod paths;
+mod relays;
 mod rx;
 mod timers;
 mod tx;
@@ -23,8 +27,8 @@ use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use rand_core::RngCore as _;
 use rustynet_tunnel::{
-    BackendInfo, InterfaceConfig, PeerConfig, PeerSet, PeerStats, TunnelBackend, TunnelError,
-    TunnelPublicKey, TunnelStats,
+    BackendInfo, InterfaceConfig, NetcheckDone, PathConfig, PeerConfig, PeerSet, PeerStats,
+    PingDone, PingReport, ProbeCounters, TunnelBackend, TunnelError, TunnelPublicKey, TunnelStats,
 };
 
 use crate::keys::{public_key, validate_public_key};
@@ -134,14 +138,12 @@ impl Running {
                 .filter(|p| p.config.persistent_keepalive_secs == cfg.persistent_keepalive_secs);
             match keep {
                 Some(prev) => {
-                    if prev.config.endpoint != cfg.endpoint {
-                        *lock(&prev.endpoint) = cfg.endpoint;
-                    }
+                    prev.path.reconfigure(&self.device, &prev.config, cfg);
                     peers.push(Arc::new(Peer {
                         key: cfg.public_key,
                         index: prev.index,
                         tunn: Arc::clone(&prev.tunn),
-                        endpoint: Arc::clone(&prev.endpoint),
+                        path: Arc::clone(&prev.path),
                         config: cfg.clone(),
                     }));
                 }
@@ -171,14 +173,17 @@ impl Running {
             if peer.config.persistent_keepalive_secs.is_none() {
                 continue;
             }
-            let Some(ep) = *lock(&peer.endpoint) else {
+            let route = peer.path.route();
+            if route == crate::path::Route::None {
                 continue;
-            };
+            }
             let mut buf = [0u8; 256];
-            if let TunnResult::WriteToNetwork(pkt) =
-                lock(&peer.tunn).format_handshake_initiation(&mut buf, false)
-            {
-                self.device.udp.send(ep, pkt, None, self.device.waker.fd());
+            let init = match lock(&peer.tunn).format_handshake_initiation(&mut buf, false) {
+                TunnResult::WriteToNetwork(pkt) => Some(pkt.to_vec()),
+                _ => None,
+            };
+            if let Some(pkt) = init {
+                paths::send_on_route(&self.device, peer, route, &pkt);
             }
         }
     }
@@ -202,7 +207,7 @@ impl Running {
             key: cfg.public_key,
             index,
             tunn: Arc::new(Mutex::new(tunn)),
-            endpoint: Arc::new(Mutex::new(cfg.endpoint)),
+            path: Arc::new(paths::PathCell::new(&self.device, cfg)),
             config: cfg.clone(),
         })
     }
@@ -247,7 +252,7 @@ fn spawn(name: String, dev: &Arc<Device>, f: fn(&Device)) -> Result<JoinHandle<(
 impl TunnelBackend for UserspaceBackend {
     fn info(&self) -> BackendInfo {
         BackendInfo {
-            path_discovery: false,
+            path_discovery: true,
             engine: "userspace".into(),
             detail: self.detail.clone(),
         }
@@ -268,13 +273,15 @@ impl TunnelBackend for UserspaceBackend {
             udp,
             waker,
             StaticSecret::from(*config.private_key.as_bytes()),
+            config.fwmark,
         ));
         let short: String = config.ifname.chars().take(8).collect();
-        let mut workers = Vec::with_capacity(3);
+        let mut workers = Vec::with_capacity(4);
         for (role, f) in [
             ("tx", tx::run as fn(&Device)),
             ("rx", rx::run),
             ("tm", timers::run),
+            ("nl", netmon::run),
         ] {
             match spawn(format!("rn-{role}-{short}"), &device, f) {
                 Ok(h) => workers.push(h),
@@ -329,28 +336,41 @@ impl TunnelBackend for UserspaceBackend {
     fn stats(&self) -> Result<TunnelStats, TunnelError> {
         let run = self.running()?;
         let table = run.device.table();
+        let mut switches = 0;
         let peers = run
             .peers
             .iter()
             .filter_map(|cfg| table.by_key.get(&cfg.public_key))
             .map(|peer| {
                 let (last_handshake, tx, rx, _, _) = lock(&peer.tunn).stats();
+                let (path, peer_switches) = paths::stats_of(&run.device, peer);
+                switches += peer_switches;
                 PeerStats {
-                    path: Default::default(),
                     public_key: peer.key,
-                    endpoint: peer.endpoint(),
+                    endpoint: path.addr,
+                    path,
                     last_handshake,
                     rx_bytes: rx as u64,
                     tx_bytes: tx as u64,
                 }
             })
             .collect();
+        let c = run.device.paths.counters.snapshot();
+        let probes = ProbeCounters {
+            accepted: c.accepted,
+            unknown_sender: c.unknown_sender,
+            bad_auth: c.auth_failed,
+            replayed: c.replayed + c.too_old,
+            malformed: c.malformed + c.bad_body,
+            path_changes: switches,
+        };
         Ok(TunnelStats {
-            probes: Default::default(),
-            relays: Vec::new(),
             listen_port: run.device.udp.port(),
             peers,
             rx_source_mismatch: run.device.source_mismatches(),
+            probes,
+            relays: run.device.paths.relays().status(),
+            mapped: lock(&run.device.paths.discovery).mapped(std::time::Instant::now()),
         })
     }
 
@@ -363,6 +383,40 @@ impl TunnelBackend for UserspaceBackend {
 
     fn is_running(&self) -> bool {
         self.run.as_ref().is_some_and(|r| !r.device.is_gone())
+    }
+
+    fn set_paths(&mut self, config: &PathConfig) -> Result<(), TunnelError> {
+        let run = self.running()?;
+        paths::set_paths(&run.device, config);
+        Ok(())
+    }
+
+    fn netcheck(&self, done: NetcheckDone) {
+        let Ok(run) = self.running() else {
+            done(Default::default());
+            return;
+        };
+        let relays = run.device.paths.relays();
+        lock(&run.device.paths.discovery).start_netcheck(&run.device, &relays, done);
+    }
+
+    fn ping(&self, peer: &TunnelPublicKey, all_paths: bool, done: PingDone) {
+        let found = self.running().ok().and_then(|run| {
+            run.device
+                .table()
+                .by_key
+                .get(peer)
+                .cloned()
+                .map(|p| (run, p))
+        });
+        match found {
+            Some((run, p)) => paths::ping(&run.device, &p, all_paths, done),
+            None => done(PingReport {
+                path: rustynet_tunnel::PathKind::None,
+                via: None,
+                rtt: None,
+            }),
+        }
     }
 }
 

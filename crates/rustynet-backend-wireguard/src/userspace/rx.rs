@@ -1,4 +1,6 @@
-//! Inbound worker: UDP -> decrypt -> cryptokey check -> TUN.
+//! Inbound worker: UDP -> decrypt -> cryptokey check -> TUN; also path
+//! probes and binding answers on the same socket, and (on the relay client
+//! threads) packets a relay delivered.
 //!
 //! `recvmmsg` fills up to 32 buffers, each possibly a GRO train of equal-size
 //! datagrams (`stride`). Decrypted packets go into TUN buffers with
@@ -8,11 +10,13 @@
 //!
 //! Input from the network is untrusted: every packet is parsed by boringtun,
 //! which returns errors (never panics) for malformed data, and only packets
-//! that decrypted under a peer's session may move that peer's endpoint.
+//! that decrypted under a peer's session count as evidence of a path (they
+//! prompt a probe; only a probe round trip makes an address the path).
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
@@ -23,24 +27,26 @@ use tun_rs::GROTable;
 
 use super::device::{Device, Peer, PeerTable, lock};
 use super::net::{Ready, canonical, wait};
+use super::paths::{self, Bytes};
 use super::tx::is_gone_error;
+use crate::path::Via;
 
 /// Room for one GRO train (the kernel caps it at 64 KiB).
-const RECV_BUF: usize = 65_536;
+pub(crate) const RECV_BUF: usize = 65_536;
 /// Type byte of a cookie reply: sending one proves nothing about the peer.
 const MSG_COOKIE_REPLY: u8 = 3;
 /// Headroom the TUN needs in front of each packet for the virtio-net header.
 const TUN_OFFSET: usize = tun_rs::VIRTIO_NET_HDR_LEN;
 
 /// Decrypted packets waiting for one `send_multiple` to the TUN.
-struct TunBatch {
+pub(crate) struct TunBatch {
     bufs: Vec<BytesMut>,
     len: usize,
     gro: GROTable,
 }
 
 impl TunBatch {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             bufs: (0..tun_rs::IDEAL_BATCH_SIZE)
                 .map(|_| BytesMut::with_capacity(TUN_OFFSET + RECV_BUF))
@@ -67,7 +73,7 @@ impl TunBatch {
         self.len += 1;
     }
 
-    fn flush(&mut self, dev: &Device) {
+    pub(crate) fn flush(&mut self, dev: &Device) {
         if self.len == 0 {
             return;
         }
@@ -92,41 +98,57 @@ enum Kind {
     Data,
 }
 
-/// Moves the peer's endpoint to the source of an authenticated packet.
-fn roam(peer: &Peer, src: SocketAddr) {
-    let mut ep = lock(&peer.endpoint);
-    if *ep != Some(src) {
-        tracing::debug!(peer = %peer.key, endpoint = %src, "peer endpoint changed");
-        *ep = Some(src);
-    }
+/// Where a tunnel datagram came from.
+#[derive(Clone, Copy)]
+enum From<'a> {
+    /// Straight from this UDP address.
+    Direct(SocketAddr),
+    /// Through a relay, which says it is from this node.
+    Relay(&'a TunnelPublicKey),
 }
 
 fn peer_by_index(table: &PeerTable, receiver_idx: u32) -> Option<&Arc<Peer>> {
     table.by_index.get(&(receiver_idx >> 8))
 }
 
+/// Sends a reply the session produced back the way the datagram came.
+fn reply(dev: &Device, peer: &Peer, from: From<'_>, pkt: &[u8]) {
+    match from {
+        From::Direct(src) => {
+            dev.udp.send(src, pkt, None, dev.waker.fd());
+            peer.path.add_bytes(Bytes::DirectTx, pkt.len());
+        }
+        From::Relay(_) => {
+            paths::relay_send(dev, peer, pkt, false);
+        }
+    }
+}
+
 fn handle_datagram(
     dev: &Device,
     table: &PeerTable,
-    src: SocketAddr,
+    from: From<'_>,
     datagram: &[u8],
     out: &mut TunBatch,
     scratch: &mut [u8],
+    now: Instant,
 ) {
-    let wake = dev.waker.fd();
     let Ok(packet) = Tunn::parse_incoming_packet(datagram) else {
         return;
+    };
+    let src_ip = match from {
+        From::Direct(src) => Some(src.ip()),
+        From::Relay(_) => None,
     };
     let (peer, kind) = match &packet {
         Packet::HandshakeInit(init) => {
             // mac1 (and the cookie when under load) before any DH work.
-            match dev
-                .rate_limiter
-                .verify_packet(Some(src.ip()), datagram, scratch)
-            {
+            match dev.rate_limiter.verify_packet(src_ip, datagram, scratch) {
                 Ok(_) => {}
                 Err(TunnResult::WriteToNetwork(cookie)) => {
-                    dev.udp.send(src, cookie, None, wake);
+                    if let From::Direct(src) = from {
+                        dev.udp.send(src, cookie, None, dev.waker.fd());
+                    }
                     return;
                 }
                 Err(_) => return,
@@ -153,41 +175,50 @@ fn handle_datagram(
             None => return,
         },
     };
+    // A relay says who sent a packet; the session must agree.
+    if let From::Relay(claimed) = from
+        && *claimed != peer.key
+    {
+        return;
+    }
+    match from {
+        From::Direct(_) => peer.path.add_bytes(Bytes::DirectRx, datagram.len()),
+        From::Relay(_) => peer.path.add_bytes(Bytes::RelayRx, datagram.len()),
+    }
     // Take the slot first: it may flush the TUN batch, which should not
     // happen while the session lock blocks the outbound worker.
     let slot = out.slot(dev, datagram.len().max(256));
     let mut tunn = lock(&peer.tunn);
-    match tunn.decapsulate(Some(src.ip()), datagram, slot) {
-        TunnResult::WriteToNetwork(reply) => {
-            let authenticated = kind != Kind::Cookie && reply.first() != Some(&MSG_COOKIE_REPLY);
-            dev.udp.send(src, reply, None, wake);
-            if authenticated {
-                roam(peer, src);
-            }
+    let mut authenticated = false;
+    let mut deliver_from = None;
+    match tunn.decapsulate(src_ip, datagram, slot) {
+        TunnResult::WriteToNetwork(pkt) => {
+            authenticated = kind != Kind::Cookie && pkt.first() != Some(&MSG_COOKIE_REPLY);
+            reply(dev, peer, from, pkt);
             // A completed handshake releases the packets queued behind it.
+            let route = peer.path.route();
             while let TunnResult::WriteToNetwork(queued) = tunn.decapsulate(None, &[], scratch) {
-                if let Some(ep) = peer.endpoint() {
-                    dev.udp.send(ep, queued, None, wake);
-                }
+                paths::send_on_route(dev, peer, route, queued);
             }
         }
         TunnResult::WriteToTunnelV4(pkt, inner_src) => {
-            let len = pkt.len();
-            deliver(dev, table, peer, IpAddr::V4(inner_src), src, len, out);
+            deliver_from = Some((IpAddr::V4(inner_src), pkt.len()));
         }
         TunnResult::WriteToTunnelV6(pkt, inner_src) => {
-            let len = pkt.len();
-            deliver(dev, table, peer, IpAddr::V6(inner_src), src, len, out);
+            deliver_from = Some((IpAddr::V6(inner_src), pkt.len()));
         }
-        TunnResult::Done => {
-            // A decrypted keepalive is authenticated; a cookie reply is not.
-            if kind == Kind::Data {
-                roam(peer, src);
-            }
-        }
+        // A decrypted keepalive is authenticated; a cookie reply is not.
+        TunnResult::Done => authenticated = kind == Kind::Data,
         TunnResult::Err(e) => {
-            tracing::trace!(error = ?e, from = %src, "dropped inbound packet");
+            tracing::trace!(error = ?e, "dropped inbound packet");
         }
+    }
+    drop(tunn);
+    if let Some((inner_src, len)) = deliver_from {
+        authenticated = deliver(dev, table, peer, inner_src, len, out);
+    }
+    if authenticated && let From::Direct(src) = from {
+        paths::note_rx(dev, peer, Some(src), now);
     }
 }
 
@@ -196,16 +227,16 @@ fn handle_datagram(
 /// (longest match). Checking only that the source lies somewhere inside the
 /// sender's own prefixes is not enough: a selected exit holds `0.0.0.0/0`, so
 /// it could claim any other peer's tunnel address (or a LAN behind another
-/// router) and its packets would pass the firewall as that peer's.
+/// router) and its packets would pass the firewall as that peer's. Returns
+/// whether the packet was delivered.
 fn deliver(
     dev: &Device,
     table: &PeerTable,
     peer: &Arc<Peer>,
     inner_src: IpAddr,
-    outer_src: SocketAddr,
     len: usize,
     out: &mut TunBatch,
-) {
+) -> bool {
     let owner = table.routes.lookup(inner_src);
     if !owner.is_some_and(|o| Arc::ptr_eq(o, peer)) {
         dev.count_source_mismatch();
@@ -215,10 +246,40 @@ fn deliver(
             owner = ?owner.map(|o| o.key),
             "dropped packet whose source does not route back to its sender"
         );
+        return false;
+    }
+    out.commit(len);
+    true
+}
+
+/// A packet a relay delivered from `src` (on the relay client's thread).
+pub(crate) fn handle_relayed(
+    dev: &Device,
+    relay: &str,
+    src: TunnelPublicKey,
+    payload: &[u8],
+    probe: bool,
+    out: &mut TunBatch,
+    scratch: &mut [u8],
+) {
+    let table = dev.table();
+    if crate::path::is_probe(payload) {
+        paths::on_probe(dev, &table, payload, Via::Relay, Some(&src));
         return;
     }
-    roam(peer, outer_src);
-    out.commit(len);
+    if probe {
+        tracing::trace!(relay, "non-probe payload on the probe queue dropped");
+        return;
+    }
+    handle_datagram(
+        dev,
+        &table,
+        From::Relay(&src),
+        payload,
+        out,
+        scratch,
+        Instant::now(),
+    );
 }
 
 /// Runs until stop is requested or the TUN disappears.
@@ -250,13 +311,30 @@ pub(crate) fn run(dev: &Device) {
             }
         };
         let table = dev.table();
+        let now = Instant::now();
         for (i, m) in meta.iter().enumerate().take(n) {
             let src = canonical(m.addr);
             let start = i * RECV_BUF;
             let data = &storage[start..start + m.len.min(RECV_BUF)];
             let stride = if m.stride == 0 { data.len() } else { m.stride };
             for datagram in data.chunks(stride) {
-                handle_datagram(dev, &table, src, datagram, &mut out, &mut scratch);
+                match datagram.first() {
+                    Some(&b) if crate::path::is_probe(datagram) && b != 0 => {
+                        paths::on_probe(dev, &table, datagram, Via::Direct(src), None);
+                    }
+                    Some(&b) if b == rustynet_relay::binding::RESPONSE_TYPE => {
+                        lock(&dev.paths.discovery).on_response(src, datagram, now);
+                    }
+                    _ => handle_datagram(
+                        dev,
+                        &table,
+                        From::Direct(src),
+                        datagram,
+                        &mut out,
+                        &mut scratch,
+                        now,
+                    ),
+                }
             }
         }
         out.flush(dev);

@@ -1,5 +1,6 @@
 //! Timer worker: handshake retries, rekeying and keepalives for every peer,
-//! the handshake rate limiter's reset, and a liveness check of the interface.
+//! the path machines' heartbeats and timeouts, endpoint discovery, the
+//! handshake rate limiter's reset, and a liveness check of the interface.
 
 use std::time::{Duration, Instant};
 
@@ -7,6 +8,7 @@ use boringtun::noise::TunnResult;
 
 use super::device::{Device, lock};
 use super::net::{Ready, interface_exists, wait};
+use super::paths;
 
 /// boringtun's timers have one-second granularity; ticking faster keeps
 /// handshake retries and keepalives close to the protocol's schedule.
@@ -26,13 +28,15 @@ pub(crate) fn run(dev: &Device) {
         dev.rate_limiter.reset_count();
         let table = dev.table();
         for peer in table.by_key.values() {
-            let mut tunn = lock(&peer.tunn);
-            if let TunnResult::WriteToNetwork(pkt) = tunn.update_timers(&mut buf)
-                && let Some(ep) = peer.endpoint()
-            {
-                dev.udp.send(ep, pkt, None, dev.waker.fd());
+            let len = match lock(&peer.tunn).update_timers(&mut buf) {
+                TunnResult::WriteToNetwork(pkt) => pkt.len(),
+                _ => 0,
+            };
+            if len > 0 {
+                paths::send_on_route(dev, peer, peer.path.route(), &buf[..len]);
             }
         }
+        paths::tick(dev, &table);
         if last_check.elapsed() >= LIVENESS_EVERY {
             last_check = Instant::now();
             if !interface_exists(&dev.ifname) {

@@ -1,4 +1,4 @@
-//! Outbound worker: TUN -> encrypt -> UDP.
+//! Outbound worker: TUN -> encrypt -> UDP (or the relay, per the peer's route).
 //!
 //! One `read` on the TUN returns a TSO super-packet (up to 64 KiB) that
 //! `recv_multiple` splits into MTU-sized segments. Consecutive segments for
@@ -16,6 +16,8 @@ use rustynet_tunnel::MAX_MTU;
 
 use super::device::{Device, Peer, PeerTable, lock};
 use super::net::{Ready, wait};
+use super::paths::{self, Bytes};
+use crate::path::Route;
 
 /// Largest UDP payload one GSO send may carry.
 const MAX_GSO_BYTES: usize = 64_000;
@@ -56,11 +58,8 @@ impl GsoBatch {
     }
 
     fn flush(&mut self, dev: &Device) {
-        if self.count > 0
-            && let Some(dest) = self.dest
-        {
-            dev.udp
-                .send(dest, &self.buf[..self.used], Some(self.seg), dev.waker.fd());
+        if self.count > 0 {
+            self.send_run(dev, self.used);
         }
         self.used = 0;
         self.count = 0;
@@ -70,8 +69,11 @@ impl GsoBatch {
         self.dest = None;
     }
 
-    /// Encrypts one plaintext packet for the peer that owns its destination.
-    fn push(&mut self, dev: &Device, table: &PeerTable, packet: &[u8]) {
+    /// Encrypts one plaintext packet for the peer that owns its destination
+    /// and sends it along the peer's route: batched for GSO when it goes to
+    /// a direct address, straight to the relay client otherwise (both while
+    /// the direct address is in doubt).
+    fn push(&mut self, dev: &Device, table: &PeerTable, packet: &[u8], now_ns: u64) {
         let Some(dst) = Tunn::dst_address(packet) else {
             return;
         };
@@ -79,11 +81,17 @@ impl GsoBatch {
         let Some(peer) = table.routes.lookup(dst) else {
             return;
         };
-        let Some(dest) = peer.endpoint() else {
-            return;
+        let route = peer.path.route();
+        let (dest, relay) = match route {
+            Route::None => return,
+            Route::Direct(addr) => (Some(addr), false),
+            Route::Both(addr) => (Some(addr), true),
+            Route::Relay => (None, true),
         };
-        let same_run =
-            self.peer.as_ref().is_some_and(|p| Arc::ptr_eq(p, peer)) && self.dest == Some(dest);
+        peer.path.note_tx(now_ns);
+        let same_run = self.peer.as_ref().is_some_and(|p| Arc::ptr_eq(p, peer))
+            && self.dest.is_some()
+            && self.dest == dest;
         let room = (packet.len() + DATA_OVERHEAD).max(MIN_DST);
         if !same_run
             || self.closed
@@ -104,11 +112,18 @@ impl GsoBatch {
                 _ => return,
             }
         };
+        let start = self.used;
+        if relay {
+            paths::relay_send(dev, peer, &self.buf[start..start + len], false);
+        }
+        let Some(dest) = dest else {
+            return;
+        };
         if kind != Some(MSG_DATA) {
             // A handshake initiation: send it on its own, keep the batch.
-            let start = self.used;
             dev.udp
                 .send(dest, &self.buf[start..start + len], None, dev.waker.fd());
+            peer.path.add_bytes(Bytes::DirectTx, len);
             return;
         }
         if self.count == 0 {
@@ -123,16 +138,21 @@ impl GsoBatch {
         } else {
             // Longer than the run's segment size: send the run, then move
             // this datagram to the front as the start of a new one.
-            let start = self.used;
-            if let Some(prev) = self.dest {
-                dev.udp
-                    .send(prev, &self.buf[..start], Some(self.seg), dev.waker.fd());
-            }
+            self.send_run(dev, start);
             self.buf.copy_within(start..start + len, 0);
             self.used = 0;
             self.count = 0;
             self.closed = false;
             self.start_run(peer, dest, len);
+        }
+    }
+
+    /// Sends the first `len` bytes of the batch as one GSO run.
+    fn send_run(&mut self, dev: &Device, len: usize) {
+        if let (Some(dest), Some(peer)) = (self.dest, self.peer.as_ref()) {
+            dev.udp
+                .send(dest, &self.buf[..len], Some(self.seg), dev.waker.fd());
+            peer.path.add_bytes(Bytes::DirectTx, len);
         }
     }
 
@@ -185,8 +205,9 @@ pub(crate) fn run(dev: &Device) {
             }
         };
         let table = dev.table();
+        let now_ns = paths::now_ns(dev);
         for (buf, size) in bufs.iter().zip(sizes.iter()).take(n) {
-            gso.push(dev, &table, &buf[..*size]);
+            gso.push(dev, &table, &buf[..*size], now_ns);
         }
         gso.flush(dev);
     }

@@ -197,6 +197,21 @@ impl Link {
                 Err(e) => return Err(DownReason::Upgrade(e.to_string())),
             }
         }
+        let mut delivered = false;
+        let result = self.decode_frames(cx, &mut progress, &mut delivered);
+        if delivered {
+            cx.sink.flush();
+        }
+        result?;
+        Ok(progress)
+    }
+
+    fn decode_frames(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        progress: &mut Progress,
+        delivered: &mut bool,
+    ) -> Result<(), DownReason> {
         loop {
             let frame = match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(frame)) => frame,
@@ -213,6 +228,7 @@ impl Link {
                     },
                 ) => {
                     cx.sink.packet(src, &payload, probe);
+                    *delivered = true;
                 }
                 (Stage::Up, Frame::Pong(data)) => {
                     if let Some(rtt) = cx.machine.on_pong(data, cx.now) {
@@ -239,7 +255,7 @@ impl Link {
                 }
                 (Stage::LoggingIn, Frame::LoginOk { observed }) => {
                     self.stage = Stage::Up;
-                    progress = Progress::LoggedIn(observed);
+                    *progress = Progress::LoggedIn(observed);
                 }
                 (Stage::LoggingIn, Frame::LoginRefused { code, reason }) => {
                     return Err(DownReason::Refused { code, reason });
@@ -255,7 +271,7 @@ impl Link {
         if self.rbuf.is_empty() {
             self.rbuf = BytesMut::new();
         }
-        Ok(progress)
+        Ok(())
     }
 
     /// Moves queued packets into rustls when it has room and writes what

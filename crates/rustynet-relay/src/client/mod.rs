@@ -146,6 +146,9 @@ pub trait ClientSink: Send + Sync {
     fn packet(&self, src: TunnelPublicKey, payload: &[u8], probe: bool);
     /// The connection changed state.
     fn state(&self, state: ConnState);
+    /// The packets of one read have all been delivered: a sink that batches
+    /// (e.g. writes to a TUN device in bulk) writes its batch out now.
+    fn flush(&self) {}
     /// The relay could not deliver to `key` (not connected there, not
     /// allowed, or a ticket expired). Rate-limited by the relay.
     fn peer_gone(&self, key: TunnelPublicKey, reason: GoneReason) {

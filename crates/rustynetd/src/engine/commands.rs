@@ -74,7 +74,7 @@ impl Engine {
         }
         let result = match cmd {
             Command::Up(args) => return self.cmd_up(args, reply),
-            Command::Ping { name } => return self.cmd_ping(&name, reply),
+            Command::Ping { name, all_paths } => return self.cmd_ping(&name, all_paths, reply),
             Command::Netcheck => return self.cmd_netcheck(reply),
             Command::Status => Ok(Reply::Status(self.status())),
             Command::Down => self.cmd_down(),
@@ -480,7 +480,7 @@ impl Engine {
         ))
     }
 
-    fn cmd_ping(&mut self, name: &str, reply: Reply1) {
+    fn cmd_ping(&mut self, name: &str, all_paths: bool, reply: Reply1) {
         let found = self
             .ping_target(name)
             .and_then(|t| Ok((t, tasks::permit(&self.task_permits)?)));
@@ -495,6 +495,7 @@ impl Engine {
             let (tx, rx) = tokio::sync::oneshot::channel();
             self.fx.backend.ping(
                 &key,
+                all_paths,
                 Box::new(move |report| {
                     let _ = tx.send(report);
                 }),

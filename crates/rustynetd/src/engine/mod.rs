@@ -564,19 +564,29 @@ impl Engine {
         self.report_home_relay();
     }
 
+    /// The endpoints this node reports: its interfaces' addresses (the one
+    /// that routes to control first), then the public addresses the engine
+    /// discovered through relays' binding service.
     fn local_endpoints(&self) -> Vec<SocketAddr> {
-        let port = self
-            .fx
-            .backend
-            .stats()
-            .map(|s| s.listen_port)
-            .unwrap_or(self.cfg.listen_port);
-        crate::endpoints::local_endpoints(
+        let stats = self.fx.backend.stats().ok();
+        let port = stats
+            .as_ref()
+            .map_or(self.cfg.listen_port, |s| s.listen_port);
+        let mut endpoints = crate::endpoints::local_endpoints(
             &self.cfg.tun,
             port,
             self.control_endpoints.first().copied(),
             self.cfg.fwmark,
-        )
+        );
+        for mapped in stats.into_iter().flat_map(|s| s.mapped) {
+            if !endpoints.contains(&mapped)
+                && endpoints.len() < rustynet_proto::endpoint::MAX_ENDPOINTS
+                && rustynet_proto::endpoint::check_endpoint(&mapped).is_ok()
+            {
+                endpoints.push(mapped);
+            }
+        }
+        endpoints
     }
 
     fn on_control(&mut self, event: ControlEvent) {

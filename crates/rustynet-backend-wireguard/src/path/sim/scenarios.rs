@@ -63,7 +63,7 @@ pub(crate) struct Outage {
     pub(crate) handshakes: u32,
     /// Probes the attacker injected, and the probe refusals per node.
     pub(crate) injected: u64,
-    pub(crate) refused: [crate::path::ProbeCountersSnapshot; 2],
+    pub(crate) refused: [crate::path::counters::ProbeCountersSnapshot; 2],
     /// Whether any node used a plain direct route while the path was cut
     /// (after the first trust window).
     pub(crate) direct_while_cut: bool,
