@@ -97,25 +97,28 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    // The core: the frames as node 1's traffic, with time passing.
-    let (mut core, mut now) = core_with_two_nodes();
-    for frame in frames {
-        now.instant += Duration::from_millis(7);
-        core.handle_frame(ConnId(1), frame, now);
-        core.handle_timeout(now);
-    }
-    while core.poll_event().is_some() {}
-    for id in [ConnId(1), ConnId(2)] {
-        let mut out = Vec::new();
-        while core.drain(id, &mut out, 1 << 16) {}
-        let mut queued = BytesMut::from(&out[..]);
-        while let Some(frame) = decoder
-            .decode(&mut queued)
-            .expect("the core queues valid frames")
-        {
-            let _ = frame;
+    // The core: the frames as node 1's traffic, with time passing. (Set up
+    // only when there are frames: two logins cost four signature checks.)
+    if !frames.is_empty() {
+        let (mut core, mut now) = core_with_two_nodes();
+        for frame in frames {
+            now.instant += Duration::from_millis(7);
+            core.handle_frame(ConnId(1), frame, now);
+            core.handle_timeout(now);
         }
-        assert!(queued.is_empty());
+        while core.poll_event().is_some() {}
+        for id in [ConnId(1), ConnId(2)] {
+            let mut out = Vec::new();
+            while core.drain(id, &mut out, 1 << 16) {}
+            let mut queued = BytesMut::from(&out[..]);
+            while let Some(frame) = decoder
+                .decode(&mut queued)
+                .expect("the core queues valid frames")
+            {
+                let _ = frame;
+            }
+            assert!(queued.is_empty());
+        }
     }
 
     // Binding and upgrade parsers.
