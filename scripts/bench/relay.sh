@@ -98,6 +98,7 @@ for _ in $(seq 1 100); do
   metric rustynet_relay_logins_total >/dev/null 2>&1 && break
   sleep 0.1
 done
+LOAD_START="$(cut -d' ' -f1 /proc/loadavg)"
 TARGET=(--relay "127.0.0.1:$PORT" --pin "$PIN" --control-seed "$SEED")
 
 # Holds `idle` clients until fd 3 closes; prints the load generator's JSON.
@@ -143,9 +144,9 @@ CPU_AFTER="$(cpu_secs)"
 DROPPED="$(metric 'rustynet_relay_dropped_packets_total{reason="queue_full"}')"
 
 python3 - "$OUT" "$CLIENTS" "$RSS_BASE" "$RSS_IDLE" "$AUTHED" "$WORK/logins.json" \
-  "$WORK/push.json" "$CPU_BEFORE" "$CPU_AFTER" "$DROPPED" <<'PY'
+  "$WORK/push.json" "$CPU_BEFORE" "$CPU_AFTER" "$DROPPED" "$LOAD_START" <<'PY'
 import datetime, json, os, platform, sys
-out, clients, rss_base, rss_idle, authed, logins, push, cpu0, cpu1, dropped = sys.argv[1:11]
+out, clients, rss_base, rss_idle, authed, logins, push, cpu0, cpu1, dropped, load0 = sys.argv[1:12]
 clients, rss_base, rss_idle = int(clients), int(rss_base), int(rss_idle)
 logins = json.load(open(logins))
 push = json.load(open(push))
@@ -155,7 +156,13 @@ per_client = (rss_idle - rss_base) * 1024 / clients
 result = {
     "benchmark": "relay",
     "generated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    "host": {"kernel": platform.release(), "cpus": os.cpu_count()},
+    "host": {
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        # Other work on a shared host lowers the login rate and throughput.
+        "loadavg_1m_at_start": float(load0),
+        "loadavg_1m_at_end": os.getloadavg()[0],
+    },
     "method": "release build on loopback; load generator on the same host (its CPU use competes with the relay's)",
     "idle_clients": {
         "clients": clients,

@@ -67,6 +67,9 @@ enum Command {
         /// Forwarded bytes per second per node (0: unlimited).
         #[arg(long, default_value_t = Limits::default().rate_bytes_per_sec)]
         rate: u64,
+        /// Burst of the per-node bucket, bytes.
+        #[arg(long, default_value_t = Limits::default().burst_bytes)]
+        burst: u64,
         /// Plain-HTTP Prometheus /metrics address.
         #[arg(long)]
         metrics: Option<SocketAddr>,
@@ -107,12 +110,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             stun,
             max_conns,
             rate,
+            burst,
             metrics,
         } => {
             let control_keys = load_control_keys(&control_keys, control_key_file.as_deref())?;
             let limits = Limits {
                 max_conns,
                 rate_bytes_per_sec: rate,
+                burst_bytes: burst,
                 ..Limits::default()
             };
             raise_fd_limit(max_conns);

@@ -106,6 +106,41 @@ fn clients_outside_the_network_or_the_pair_get_nothing() {
 }
 
 #[test]
+fn a_ticket_update_from_the_client_revokes_the_pair() {
+    let relay = start_relay(RelayOptions::default());
+    let (a, rec_a) = client(relay.addr, 1, &[2]);
+    let (b, rec_b) = client(relay.addr, 2, &[1]);
+    assert!(wait_until(WAIT, || connected(&a) && connected(&b)));
+    assert!(a.send(&node_key(2), b"before", false));
+    assert!(wait_until(WAIT, || rec_b.packets.lock().unwrap().len() == 1));
+    // Node 2's newer map drops node 1: its client sends the new ticket.
+    b.update_ticket(ticket_generation(&control(), 2, &[], 2));
+    assert!(wait_until(WAIT, || {
+        a.send(&node_key(2), b"after", false);
+        std::thread::sleep(Duration::from_millis(20));
+        rec_a
+            .gone
+            .lock()
+            .unwrap()
+            .contains(&(node_key(2), GoneReason::NotAllowed))
+    }));
+    // Packets sent while the update was on its way may have arrived; once
+    // the relay refuses the pair, nothing more does.
+    let delivered = rec_b.packets.lock().unwrap().len();
+    for _ in 0..20 {
+        assert!(a.send(&node_key(2), b"later", false));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        rec_b.packets.lock().unwrap().len(),
+        delivered,
+        "nothing after the update"
+    );
+    assert!(connected(&b), "the update keeps the connection");
+    assert_eq!(relay.metrics.logins(), 2);
+}
+
+#[test]
 fn a_wrong_pin_fails_tls() {
     let relay = start_relay(RelayOptions::default());
     let rec = Arc::new(Recorder::default());

@@ -139,7 +139,9 @@ impl fmt::Display for DownReason {
     }
 }
 
-/// What the client delivers to. Called on the client's own thread.
+/// What the client delivers to. Called on the client's own thread, so a
+/// callback must not block for long, nor close or drop its `RelayClient`
+/// (that joins the very thread running the callback).
 pub trait ClientSink: Send + Sync {
     /// A relayed packet from `src` (`probe`: it came on the probe queue).
     /// Keep the borrow short; the buffer is reused.

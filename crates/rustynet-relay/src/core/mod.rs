@@ -14,8 +14,8 @@
 //!   exporter and challenge;
 //! - A→B only when A's ticket lists B and B's lists A, both unexpired;
 //! - one connection per node key (a new login replaces the old one);
-//! - a global connection cap, a cap on unauthenticated connections per
-//!   source IP, a handshake deadline, an idle timeout;
+//! - a global connection cap, caps on unauthenticated connections (in all
+//!   and per source IP), a handshake deadline, an idle timeout;
 //! - a token bucket per node on forwarded bytes (and a small one for
 //!   probes), bounded drop-head queues per destination;
 //! - an expired ticket stops forwarding at once and closes the connection
@@ -75,6 +75,9 @@ pub struct ConnId(pub u64);
 pub struct Limits {
     /// Open connections at most, authenticated or not.
     pub max_conns: usize,
+    /// Connections that have not logged in yet, at most (each may buffer a
+    /// login frame of up to `ticket.max_bytes`, so this bounds that memory).
+    pub max_unauth: usize,
     /// Connections from one IP that have not logged in yet, at most.
     pub max_unauth_per_ip: usize,
     /// From TCP accept to `LoginOk`.
@@ -105,6 +108,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_conns: 20_000,
+            max_unauth: 2048,
             max_unauth_per_ip: 64,
             handshake_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(90),
@@ -205,6 +209,7 @@ pub struct RelayCore {
     conns: HashMap<ConnId, Conn>,
     by_key: HashMap<TunnelPublicKey, ConnId>,
     unauth_by_ip: HashMap<IpAddr, usize>,
+    unauth_total: usize,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     events: VecDeque<Event>,
 }
@@ -219,6 +224,7 @@ impl RelayCore {
             conns: HashMap::new(),
             by_key: HashMap::new(),
             unauth_by_ip: HashMap::new(),
+            unauth_total: 0,
             timers: BinaryHeap::new(),
             events: VecDeque::new(),
         }
@@ -244,6 +250,8 @@ impl RelayCore {
     ) -> Result<(), &'static str> {
         let reason = if self.conns.len() >= self.limits.max_conns {
             Some("conn_cap")
+        } else if self.unauth_total >= self.limits.max_unauth {
+            Some("unauth_cap")
         } else if self.unauth_by_ip.get(&peer.ip()).copied().unwrap_or(0)
             >= self.limits.max_unauth_per_ip
         {
@@ -256,6 +264,7 @@ impl RelayCore {
             return Err(reason);
         }
         *self.unauth_by_ip.entry(peer.ip()).or_insert(0) += 1;
+        self.unauth_total += 1;
         self.metrics.conn_gauge("handshake", 1);
         self.conns.insert(
             id,
@@ -630,6 +639,7 @@ impl RelayCore {
     }
 
     fn release_unauth(&mut self, ip: IpAddr) {
+        self.unauth_total = self.unauth_total.saturating_sub(1);
         if let Some(n) = self.unauth_by_ip.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {

@@ -479,6 +479,40 @@ fn connection_caps_count_every_phase() {
 }
 
 #[test]
+fn unauthenticated_connections_are_capped_in_all() {
+    let mut h = harness(Limits {
+        max_unauth: 2,
+        ..Limits::default()
+    });
+    h.core
+        .handle_accept(ConnId(1), peer_addr(1), h.now)
+        .unwrap();
+    h.core
+        .handle_accept(ConnId(2), peer_addr(2), h.now)
+        .unwrap();
+    assert_eq!(
+        h.core.handle_accept(ConnId(3), peer_addr(3), h.now),
+        Err("unauth_cap")
+    );
+    // A login frees a slot; a timeout frees the other.
+    h.core.handle_upgraded(ConnId(1), exporter(1), challenge(1));
+    let f = h.login_frame(1, 1, ticket(1, &[]));
+    h.core.handle_frame(ConnId(1), f, h.now);
+    h.core
+        .handle_accept(ConnId(3), peer_addr(3), h.now)
+        .unwrap();
+    assert_eq!(
+        h.core.handle_accept(ConnId(4), peer_addr(4), h.now),
+        Err("unauth_cap")
+    );
+    h.advance(Duration::from_secs(5));
+    h.core
+        .handle_accept(ConnId(4), peer_addr(4), h.now)
+        .unwrap();
+    assert_eq!(h.metrics.refused("unauth_cap"), 2);
+}
+
+#[test]
 fn a_new_login_replaces_the_old_connection() {
     let mut h = harness(Limits::default());
     h.login(1, 1, &[2]);

@@ -36,13 +36,22 @@ pub fn unix_now() -> i64 {
 }
 
 pub fn ticket_signed(signer: &NodeSigningKey, n: u8, peers: &[u8]) -> SignedEnvelope {
+    ticket_generation(signer, n, peers, 1)
+}
+
+pub fn ticket_generation(
+    signer: &NodeSigningKey,
+    n: u8,
+    peers: &[u8],
+    generation: u64,
+) -> SignedEnvelope {
     let now = unix_now();
     let body = RelayTicket {
         node_key: node_key(n),
         login_key: login_key(n).public(),
         peers: peers.iter().map(|p| node_key(*p)).collect(),
     }
-    .into_body(NodeId(u64::from(n)), 1, now - 5, now + 3600);
+    .into_body(NodeId(u64::from(n)), generation, now - 5, now + 3600);
     SealedBody::seal(signer, &body)
         .unwrap()
         .to_envelope()
