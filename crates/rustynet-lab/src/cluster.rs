@@ -50,6 +50,8 @@ pub struct Cluster<'a> {
     /// `/etc/netns/<ns>` directories made for daemons started with their
     /// defaults; removed on drop.
     etc_dirs: Vec<PathBuf>,
+    /// Control embeds the relay.
+    relay: bool,
 }
 
 fn ok(out: &Output, what: &str) -> anyhow::Result<String> {
@@ -57,6 +59,44 @@ fn ok(out: &Output, what: &str) -> anyhow::Result<String> {
         anyhow::bail!("{what}: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// TLS port of the relay embedded in control.
+pub const RELAY_PORT: u16 = 443;
+/// UDP port of the embedded relay's binding service.
+pub const STUN_PORT: u16 = 3478;
+
+/// The control server's command line.
+fn serve_argv(ctl: &str, dir: &str, map_ttl: &str, relay: bool) -> Vec<String> {
+    let mut args: Vec<String> = [
+        ctl,
+        "serve",
+        "--data-dir",
+        dir,
+        "--listen",
+        &format!("{CONTROL_IP}:{CONTROL_PORT}"),
+        "--map-ttl",
+        map_ttl,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    if relay {
+        args.extend(relay_args());
+    }
+    args
+}
+
+/// `serve` flags that embed the relay.
+fn relay_args() -> Vec<String> {
+    vec![
+        "--relay-listen".into(),
+        format!("{CONTROL_IP}:{RELAY_PORT}"),
+        "--relay-stun".into(),
+        format!("{CONTROL_IP}:{STUN_PORT}"),
+        "--relay-stun".into(),
+        format!("{}:{STUN_PORT}", crate::topology::RELAY_IP2),
+    ]
 }
 
 /// Polls `f` until it returns `Some` or `timeout` passes.
@@ -77,6 +117,17 @@ impl<'a> Cluster<'a> {
     /// Starts control (TLS 1.3, SQLite) in the router namespace and the
     /// internet services (echo, DNS), with `map_ttl` for signed maps.
     pub fn start(lab: &'a Lab, map_ttl: &str) -> anyhow::Result<Self> {
+        Self::start_opts(lab, map_ttl, false)
+    }
+
+    /// Like [`Cluster::start`], with the relay embedded in control: TLS on
+    /// [`RELAY_PORT`] of the control address, binding answers on both
+    /// [`CONTROL_IP`] and [`RELAY_IP2`].
+    pub fn start_with_relay(lab: &'a Lab, map_ttl: &str) -> anyhow::Result<Self> {
+        Self::start_opts(lab, map_ttl, true)
+    }
+
+    fn start_opts(lab: &'a Lab, map_ttl: &str, relay: bool) -> anyhow::Result<Self> {
         let bins = bins()?;
         let control_dir = lab.path("control");
         let dir_arg = control_dir.to_string_lossy().into_owned();
@@ -94,20 +145,9 @@ impl<'a> Cluster<'a> {
                 .output()?,
             "control init",
         )?;
-        let listen = format!("{CONTROL_IP}:{CONTROL_PORT}");
-        let control = lab.router.spawn(
-            &[
-                &ctl,
-                "serve",
-                "--data-dir",
-                &dir_arg,
-                "--listen",
-                &listen,
-                "--map-ttl",
-                map_ttl,
-            ],
-            &lab.path("control.log"),
-        )?;
+        let args = serve_argv(&ctl, &dir_arg, map_ttl, relay);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let control = lab.router.spawn(&argv, &lab.path("control.log"))?;
         let lab_bin = bins.lab.to_string_lossy().into_owned();
         let echo_addrs = format!("{ECHO_IP}:7,[{ECHO_IP6}]:7");
         let mut services = vec![lab.internet.spawn(
@@ -137,6 +177,7 @@ impl<'a> Cluster<'a> {
             services,
             nodes: BTreeMap::new(),
             etc_dirs: Vec::new(),
+            relay,
         };
         let up = wait_for(Duration::from_secs(20), || {
             lab.router
@@ -404,21 +445,10 @@ impl<'a> Cluster<'a> {
         kill(&mut self.control);
         let dir = self.control_dir.to_string_lossy().into_owned();
         let ctl = self.bins.control.to_string_lossy().into_owned();
-        let listen = format!("{CONTROL_IP}:{CONTROL_PORT}");
         let log = self.lab.path(&format!("control-restart-{}.log", unix_ms()));
-        self.control = Some(self.lab.router.spawn(
-            &[
-                &ctl,
-                "serve",
-                "--data-dir",
-                &dir,
-                "--listen",
-                &listen,
-                "--map-ttl",
-                map_ttl,
-            ],
-            &log,
-        )?);
+        let args = serve_argv(&ctl, &dir, map_ttl, self.relay);
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.control = Some(self.lab.router.spawn(&argv, &log)?);
         let probe = format!("exec 3<>/dev/tcp/{CONTROL_IP}/{CONTROL_PORT}");
         wait_for(Duration::from_secs(20), || {
             self.lab

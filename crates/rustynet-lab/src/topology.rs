@@ -31,6 +31,22 @@ pub const LAN_HOST_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 10);
 /// The exit node's LAN prefix.
 pub const LAN_NET: &str = "192.168.77.0/24";
 
+/// The second binding (STUN-style) address of the relay embedded in
+/// control; with [`CONTROL_IP`] a node can tell whether its NAT mapping
+/// depends on the destination.
+pub const RELAY_IP2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+
+/// How a NAT router in front of a node maps its UDP flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatKind {
+    /// nftables `masquerade`: one public port per inside port
+    /// (endpoint-independent mapping, as most home routers).
+    EndpointIndependent,
+    /// nftables `masquerade random`: a new public port per destination
+    /// (destination-dependent, "symmetric" NAT).
+    DestinationDependent,
+}
+
 /// One node to create.
 #[derive(Debug, Clone)]
 pub struct NodeSpec {
@@ -38,6 +54,8 @@ pub struct NodeSpec {
     pub name: String,
     /// Give it a LAN behind it.
     pub lan: bool,
+    /// Put it behind a NAT router of this kind.
+    pub nat: Option<NatKind>,
 }
 
 impl NodeSpec {
@@ -46,6 +64,7 @@ impl NodeSpec {
         Self {
             name: name.into(),
             lan: false,
+            nat: None,
         }
     }
     /// A node with the lab LAN behind it.
@@ -53,8 +72,32 @@ impl NodeSpec {
         Self {
             name: name.into(),
             lan: true,
+            nat: None,
         }
     }
+    /// A node behind its own NAT router.
+    pub fn behind_nat(name: &str, kind: NatKind) -> Self {
+        Self {
+            name: name.into(),
+            lan: false,
+            nat: Some(kind),
+        }
+    }
+}
+
+/// The NAT router in front of a node.
+#[derive(Debug)]
+pub struct NatBox {
+    /// Its namespace.
+    pub ns: Netns,
+    /// Its public address (towards the lab router).
+    pub public: Ipv4Addr,
+    /// Its interface towards the lab router.
+    pub outside_if: String,
+    /// Its interface towards the node.
+    pub inside_if: String,
+    /// How it maps flows.
+    pub kind: NatKind,
 }
 
 /// A node's namespace and physical link.
@@ -64,12 +107,14 @@ pub struct LabNode {
     pub ns: Netns,
     /// The node's physical interface (towards the router).
     pub ifname: String,
-    /// Its IPv4 address.
+    /// Its IPv4 address (a private one behind a NAT router).
     pub addr: Ipv4Addr,
-    /// Its IPv6 address.
+    /// Its IPv6 address (unspecified behind a NAT router: IPv4 only there).
     pub addr6: Ipv6Addr,
     /// The LAN namespace behind it, if any.
     pub lan: Option<Netns>,
+    /// The NAT router in front of it, if any (dropped after the node).
+    pub nat: Option<NatBox>,
 }
 
 /// A lab: namespaces, links and a scratch directory, all removed on drop.
@@ -160,10 +205,14 @@ impl Lab {
         // The control address lives on the router's loopback (no dummy
         // module on every kernel); nodes reach it through the router.
         r.ip(&["addr", "add", &format!("{CONTROL_IP}/32"), "dev", "lo"])?;
+        r.ip(&["addr", "add", &format!("{RELAY_IP2}/32"), "dev", "lo"])?;
         Ok(())
     }
 
     fn wire_node(&self, index: usize, spec: &NodeSpec) -> anyhow::Result<LabNode> {
+        if let Some(kind) = spec.nat {
+            return self.wire_natted_node(index, spec, kind);
+        }
         let ns = Netns::create(&format!("rn{}-{}", self.id, spec.name))?;
         let base = u8::try_from(index * 4).map_err(|_| anyhow::anyhow!("too many nodes"))?;
         let (rif, nif) = (
@@ -260,6 +309,88 @@ impl Lab {
             addr,
             addr6,
             lan,
+            nat: None,
+        })
+    }
+
+    /// A node on 10.(64+i).0.2/24 behind a NAT router whose public side is
+    /// the node's usual 198.51.100.4i+2/30 link to the lab router.
+    fn wire_natted_node(
+        &self,
+        index: usize,
+        spec: &NodeSpec,
+        kind: NatKind,
+    ) -> anyhow::Result<LabNode> {
+        let base = u8::try_from(index * 4).map_err(|_| anyhow::anyhow!("too many nodes"))?;
+        let inner = u8::try_from(64 + index).map_err(|_| anyhow::anyhow!("too many nodes"))?;
+        let nat = Netns::create(&format!("rn{}-{}-nat", self.id, spec.name))?;
+        let ns = Netns::create(&format!("rn{}-{}", self.id, spec.name))?;
+        let (rif, out_if) = (
+            format!("r{}n{index}", self.id),
+            format!("x{}o{index}", self.id),
+        );
+        self.router.ip(&[
+            "link", "add", &rif, "type", "veth", "peer", "name", &out_if, "netns", nat.name(),
+        ])?;
+        self.router.ip(&[
+            "addr",
+            "add",
+            &format!("198.51.100.{}/30", base + 1),
+            "dev",
+            &rif,
+        ])?;
+        self.router.ip(&["link", "set", &rif, "up"])?;
+        let public = Ipv4Addr::new(198, 51, 100, base + 2);
+        nat.ip(&["addr", "add", &format!("{public}/30"), "dev", &out_if])?;
+        nat.ip(&["link", "set", &out_if, "up"])?;
+        nat.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("198.51.100.{}", base + 1),
+        ])?;
+        let (in_if, nif) = (
+            format!("x{}i{index}", self.id),
+            format!("n{}r{index}", self.id),
+        );
+        nat.ip(&[
+            "link", "add", &in_if, "type", "veth", "peer", "name", &nif, "netns", ns.name(),
+        ])?;
+        nat.ip(&["addr", "add", &format!("10.{inner}.0.1/24"), "dev", &in_if])?;
+        nat.ip(&["link", "set", &in_if, "up"])?;
+        let addr = Ipv4Addr::new(10, inner, 0, 2);
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &nif])?;
+        ns.ip(&["link", "set", &nif, "up"])?;
+        ns.ip(&["route", "add", "default", "via", &format!("10.{inner}.0.1")])?;
+        nat.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        let masquerade = match kind {
+            NatKind::EndpointIndependent => "masquerade",
+            NatKind::DestinationDependent => "masquerade random",
+        };
+        nat.exec(&[
+            "nft",
+            &format!(
+                "add table ip labnat; \
+                 add chain ip labnat post {{ type nat hook postrouting priority 100 ; }}; \
+                 add rule ip labnat post oifname {out_if} {masquerade}; \
+                 add table inet labfw; \
+                 add chain inet labfw forwarded {{ type filter hook forward priority 0 ; }}"
+            ),
+        ])?;
+        Ok(LabNode {
+            ns,
+            ifname: nif,
+            addr,
+            addr6: Ipv6Addr::UNSPECIFIED,
+            lan: None,
+            nat: Some(NatBox {
+                ns: nat,
+                public,
+                outside_if: out_if,
+                inside_if: in_if,
+                kind,
+            }),
         })
     }
 

@@ -1,0 +1,239 @@
+//! Shared pieces of the path suites (issue 9): a lab with NAT routers and
+//! control's embedded relay, fault injection with nftables in the lab
+//! router and the NAT routers, 100 pkt/s ping floods and what they show
+//! (longest delivery gap, loss), and waiting for a peer's path.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use rustynet_lab::cluster::wait_for;
+use rustynet_lab::{Cluster, Lab, Netns};
+use rustynet_proto::ipc::{PathKind, PeerStatus, StatusDoc};
+
+/// Everyone may reach everyone (ICMP and the echo service on tcp/7); bob
+/// keeps tcp/22 for himself (the relayed-ACL case).
+pub const POLICY: &str = r#"{
+  "groups": {"group:staff": ["alice", "bob", "carol", "dave"]},
+  "acls": [
+    {"action": "accept", "src": ["group:staff"], "dst": ["group:staff:7"], "proto": "tcp"},
+    {"action": "accept", "src": ["group:staff"], "dst": ["group:staff:5001"], "proto": "tcp"},
+    {"action": "accept", "src": ["group:staff"], "dst": ["group:staff:*"], "proto": "icmp"}
+  ]
+}"#;
+
+/// How long a lab gets to come up.
+pub const SETTLE: Duration = Duration::from_secs(45);
+
+/// Starts control with its relay, sets the policy and enrols `names`.
+pub fn start<'a>(lab: &'a Lab, names: &[&str]) -> anyhow::Result<Cluster<'a>> {
+    let mut c = Cluster::start_with_relay(lab, "10m")?;
+    c.set_policy(POLICY)?;
+    for name in names {
+        c.start_daemon(name)?;
+        let key = c.preauth(name, &[])?;
+        c.up(name, &key, &[])?;
+    }
+    for name in names {
+        let others: Vec<&str> = names.iter().copied().filter(|n| n != name).collect();
+        c.wait_status(name, SETTLE, |s| {
+            let mut have: Vec<&str> = s.peers.iter().map(|p| p.name.as_str()).collect();
+            have.sort_unstable();
+            let mut want = others.clone();
+            want.sort_unstable();
+            have == want && s.relays.iter().any(|r| r.connected)
+        })
+        .with_context(|| format!("{name} never saw its peers with a relay connected"))?;
+    }
+    Ok(c)
+}
+
+/// `peer` as `node` sees it now.
+pub fn peer(c: &Cluster<'_>, node: &str, peer: &str) -> anyhow::Result<PeerStatus> {
+    c.status(node)?
+        .peers
+        .into_iter()
+        .find(|p| p.name == peer)
+        .ok_or_else(|| anyhow!("{node} does not list {peer}"))
+}
+
+/// Waits until `node`'s path to `peer` is `kind`; returns how long it took.
+pub fn wait_path(
+    c: &Cluster<'_>,
+    node: &str,
+    other: &str,
+    kind: PathKind,
+    within: Duration,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut last = None;
+    while start.elapsed() < within {
+        if let Ok(p) = peer(c, node, other) {
+            if p.path == kind {
+                return Ok(start.elapsed());
+            }
+            last = Some(p);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("{node} -> {other} never became {kind:?} within {within:?}; last {last:?}")
+}
+
+/// The tunnel address of `node`.
+pub fn tunnel_ip(c: &Cluster<'_>, node: &str) -> anyhow::Result<Ipv4Addr> {
+    status_ip(&c.status(node)?)
+}
+
+fn status_ip(s: &StatusDoc) -> anyhow::Result<Ipv4Addr> {
+    s.self_node
+        .as_ref()
+        .map(|me| me.tunnel_ip)
+        .ok_or_else(|| anyhow!("no tunnel address yet"))
+}
+
+/// Where a node's packets come from on the lab router: its NAT router's
+/// public address, or its own address.
+pub fn public_ip(lab: &Lab, node: &str) -> Ipv4Addr {
+    let n = lab.node(node);
+    n.nat.as_ref().map_or(n.addr, |nat| nat.public)
+}
+
+fn nft(ns: &Netns, script: &str) -> anyhow::Result<()> {
+    ns.exec(&["nft", script]).map(|_| ())
+}
+
+/// Drops UDP from `from`'s public address to `to`'s in the lab router
+/// (and back with `both`). The relay (TCP, and UDP to its binding port on
+/// the control addresses) is not affected: only traffic between the two
+/// nodes is.
+pub fn block_direct(lab: &Lab, from: &str, to: &str, both: bool) -> anyhow::Result<()> {
+    let (a, b) = (public_ip(lab, from), public_ip(lab, to));
+    nft(
+        &lab.router,
+        "add table inet labpaths; add chain inet labpaths cut { type filter hook forward priority -10 ; }",
+    )?;
+    nft(
+        &lab.router,
+        &format!("add rule inet labpaths cut ip saddr {a} ip daddr {b} meta l4proto udp drop"),
+    )?;
+    if both {
+        nft(
+            &lab.router,
+            &format!("add rule inet labpaths cut ip saddr {b} ip daddr {a} meta l4proto udp drop"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Removes every fault of [`block_direct`].
+pub fn heal(lab: &Lab) -> anyhow::Result<()> {
+    let _ = lab.router.exec(&["nft", "delete table inet labpaths"]);
+    Ok(())
+}
+
+/// `node`'s NAT router forwards no UDP at all from it.
+pub fn block_all_udp(lab: &Lab, node: &str) -> anyhow::Result<()> {
+    let nat = lab.node(node).nat.as_ref().context("node has no NAT router")?;
+    nft(
+        &nat.ns,
+        &format!(
+            "add rule inet labfw forwarded iifname {} meta l4proto udp drop",
+            nat.inside_if
+        ),
+    )
+}
+
+/// `node`'s NAT router forwards only TCP to `ports` from it (a network that
+/// allows the web and nothing else).
+pub fn only_tcp(lab: &Lab, node: &str, ports: &[u16]) -> anyhow::Result<()> {
+    let nat = lab.node(node).nat.as_ref().context("node has no NAT router")?;
+    let list: Vec<String> = ports.iter().map(ToString::to_string).collect();
+    nft(
+        &nat.ns,
+        &format!(
+            "add rule inet labfw forwarded iifname {i} tcp dport {{ {} }} accept; \
+             add rule inet labfw forwarded iifname {i} drop",
+            list.join(", "),
+            i = nat.inside_if
+        ),
+    )
+}
+
+/// What a ping flood saw.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Flood {
+    pub sent: u32,
+    pub received: u32,
+    /// Longest run of unanswered pings, in milliseconds (10 ms apart).
+    pub longest_gap_ms: u32,
+    /// Sequence numbers answered.
+    #[serde(skip)]
+    pub seqs: Vec<u32>,
+}
+
+impl Flood {
+    /// Answered pings among sequence numbers `from..to`.
+    pub fn received_between(&self, from: u32, to: u32) -> usize {
+        self.seqs.iter().filter(|s| (from..to).contains(*s)).count()
+    }
+}
+
+/// Pings `to` from `ns` at 100 packets per second for `secs` seconds.
+pub fn flood(ns: &Netns, to: Ipv4Addr, secs: u32) -> Flood {
+    let count = secs * 100;
+    let out = ns
+        .command("ping")
+        .args(["-n", "-i", "0.01", "-W", "1", "-c", &count.to_string(), &to.to_string()])
+        .output();
+    let text = out
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let mut seqs: Vec<u32> = text
+        .lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("icmp_seq="))
+                .and_then(|s| s.parse().ok())
+        })
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    let mut seen = vec![false; count as usize + 1];
+    for s in &seqs {
+        if let Some(x) = seen.get_mut(*s as usize) {
+            *x = true;
+        }
+    }
+    let (mut best, mut run) = (0u32, 0u32);
+    for &got in seen.iter().skip(1) {
+        if got {
+            run = 0;
+        } else {
+            run += 1;
+            best = best.max(run);
+        }
+    }
+    Flood {
+        sent: count,
+        received: u32::try_from(seqs.len()).unwrap_or(u32::MAX),
+        longest_gap_ms: best * 10,
+        seqs,
+    }
+}
+
+/// Repeats `f` until it succeeds or `within` passes.
+pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    wait_for(within, || f().then_some(())).is_some()
+}
+
+/// p95 of `xs` (nearest rank).
+pub fn p95(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = ((0.95 * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    v[rank - 1]
+}
