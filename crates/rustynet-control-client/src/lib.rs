@@ -23,11 +23,11 @@ use rustls::pki_types::ServerName;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 use rustynet_proto::NodeId;
-use rustynet_proto::NodeSigningKey;
 use rustynet_proto::control_api::{
-    API_VERSION, AUTH_HEADER, ApiError, MapRequest, RegisterRequest, RegisterResponse, RequestAuth,
-    StreamFrame, UpdateRequest, paths,
+    API_VERSION, AUTH_HEADER, ApiError, MapRequest, RegisterRequest, RegisterResponse,
+    RelayTicketRequest, RelayTicketResponse, RequestAuth, StreamFrame, UpdateRequest, paths,
 };
+use rustynet_proto::{NodeSigningKey, SignedEnvelope};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -292,6 +292,32 @@ impl ControlClient {
         let body = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.call(paths::UPDATE, body, Some((key, node))).await?;
         Ok(())
+    }
+
+    /// A fresh relay ticket for `node`: control's signed list of the peers
+    /// this node may exchange relayed packets with, for logging in to the
+    /// relays of its map. Returned as received; the relay verifies it.
+    pub async fn relay_ticket(
+        &self,
+        key: &NodeSigningKey,
+        node: NodeId,
+    ) -> Result<SignedEnvelope, ClientError> {
+        let req = RelayTicketRequest {
+            version: API_VERSION,
+        };
+        let body = serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let bytes = self
+            .call(paths::RELAY_TICKET, body, Some((key, node)))
+            .await?;
+        let resp: RelayTicketResponse =
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if resp.version != API_VERSION {
+            return Err(ClientError::Protocol(format!(
+                "relay ticket of API version {} (this client speaks {API_VERSION})",
+                resp.version
+            )));
+        }
+        Ok(resp.ticket)
     }
 
     /// Opens the long-lived map stream.

@@ -129,6 +129,8 @@ mod tests {
                     created_at: 1,
                     expired_at: None,
                     last_seen: None,
+                    path_key: None,
+                    home_relay: None,
                 };
                 (id, record)
             })
