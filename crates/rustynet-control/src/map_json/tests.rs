@@ -62,7 +62,9 @@ fn node(id: u64, name: &str, user: &str, tags: &[&str]) -> NodeRecord {
         expired_at: None,
         last_seen: None,
         // Every other node has reported a path key.
-        path_key: id.is_multiple_of(2).then_some(PathPublicKey([id as u8 + 50; 32])),
+        path_key: id
+            .is_multiple_of(2)
+            .then_some(PathPublicKey([id as u8 + 50; 32])),
         home_relay: None,
     }
 }
