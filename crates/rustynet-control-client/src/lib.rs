@@ -294,8 +294,9 @@ impl ControlClient {
         Ok(())
     }
 
-    /// Asks for a fresh relay ticket (this node's relay login, listing the
-    /// peers it may exchange relayed packets with).
+    /// A fresh relay ticket for `node`: control's signed list of the peers
+    /// this node may exchange relayed packets with, for logging in to the
+    /// relays of its map. Returned as received; the relay verifies it.
     pub async fn relay_ticket(
         &self,
         key: &NodeSigningKey,
@@ -308,9 +309,15 @@ impl ControlClient {
         let bytes = self
             .call(paths::RELAY_TICKET, body, Some((key, node)))
             .await?;
-        let response: RelayTicketResponse =
+        let resp: RelayTicketResponse =
             serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        Ok(response.ticket)
+        if resp.version != API_VERSION {
+            return Err(ClientError::Protocol(format!(
+                "relay ticket of API version {} (this client speaks {API_VERSION})",
+                resp.version
+            )));
+        }
+        Ok(resp.ticket)
     }
 
     /// Opens the long-lived map stream.

@@ -85,6 +85,8 @@ fn nodes(n: usize) -> BTreeMap<NodeId, NodeRecord> {
                 created_at: 1_800_000_000,
                 expired_at: None,
                 last_seen: None,
+                path_key: None,
+                home_relay: None,
             };
             (id, record)
         })

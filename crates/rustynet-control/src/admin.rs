@@ -71,7 +71,10 @@ pub fn policy_set(data: &DataDir, file: &Path) -> Result<(), AdminError> {
         .filter(|n| !n.is_expired(now))
         .map(|n| (n.id, n))
         .collect();
-    check_network(&policy, &suffix, live)?;
+    // Registered relays are in every map (the embedded relay, known only
+    // to `serve`, adds at most one entry of a few hundred bytes).
+    let (relays, _) = crate::relay_registry::announce(None, &store.relays()?);
+    check_network(&policy, &suffix, live, &relays)?;
     store.set_policy(&policy.to_json_pretty(), now)?;
     Ok(())
 }

@@ -141,6 +141,15 @@ impl DataDir {
     pub fn server_key(&self) -> PathBuf {
         self.root.join("server.key")
     }
+    /// The embedded relay's TLS certificate (made by `serve
+    /// --relay-listen` on first use).
+    pub fn relay_cert(&self) -> PathBuf {
+        self.root.join("relay.pem")
+    }
+    /// The embedded relay's TLS private key (owner-only).
+    pub fn relay_key(&self) -> PathBuf {
+        self.root.join("relay.key")
+    }
     fn signing_key_path(&self) -> PathBuf {
         self.root.join("signing.key")
     }

@@ -9,6 +9,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use rustynet_control::datadir::DataDir;
+use rustynet_control::embedded_relay::{DEFAULT_RELAY_NAME, RelayOptions};
+use rustynet_control::relay_registry::{self, PinSource, RelaySpec};
 use rustynet_control::server::{ServeOptions, start};
 use rustynet_control::{admin, now_unix};
 
@@ -59,6 +61,21 @@ enum Command {
         /// behind one NAT holds a map stream.
         #[arg(long, default_value_t = 1024)]
         max_connections_per_source: usize,
+        /// Run a relay in this process, its TLS listener on this address
+        /// (its key and certificate are made in the data directory).
+        #[arg(long)]
+        relay_listen: Option<SocketAddr>,
+        /// UDP address answering the relay's binding requests (repeatable;
+        /// two IPs let nodes detect destination-dependent NAT).
+        #[arg(long = "relay-stun", requires = "relay_listen")]
+        relay_stun: Vec<SocketAddr>,
+        /// IP:PORT announced for the relay (required when --relay-listen
+        /// is an unspecified address such as 0.0.0.0).
+        #[arg(long, requires = "relay_listen")]
+        relay_advertise: Option<SocketAddr>,
+        /// The relay's name in maps.
+        #[arg(long, default_value = DEFAULT_RELAY_NAME, requires = "relay_listen")]
+        relay_name: String,
     },
     /// Set or show the ACL policy.
     Policy {
@@ -74,6 +91,55 @@ enum Command {
     Nodes {
         #[command(subcommand)]
         action: NodesAction,
+    },
+    /// Register, list or remove standalone relays (announced in every map).
+    Relays {
+        #[command(subcommand)]
+        action: RelaysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum RelaysAction {
+    /// Register a relay; a running `serve` announces it within a second.
+    Add {
+        /// Short name (lowercase letters, digits, '-'), shown by `status`.
+        name: String,
+        /// TLS address(es) nodes connect to, IP:PORT (comma-separated or repeated).
+        #[arg(long = "addr", value_delimiter = ',', required = true)]
+        addrs: Vec<String>,
+        /// Name for SNI and the Host header (default: the first address's IP).
+        #[arg(long)]
+        server_name: Option<String>,
+        /// SHA-256 of the relay's public key, hex or base64 (`rustynet-relay init` prints it).
+        #[arg(long, conflicts_with = "cert", required_unless_present = "cert")]
+        pin: Option<String>,
+        /// The relay's certificate (PEM): the pin is computed from it.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// Binding (STUN) address(es), IP:PORT (comma-separated or repeated).
+        #[arg(long = "stun", value_delimiter = ',')]
+        stun: Vec<String>,
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// List registered relays.
+    List {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a registered relay: maps stop announcing it.
+    Remove {
+        /// The relay's name.
+        name: String,
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
     },
 }
 
@@ -187,6 +253,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             key_encryption_file,
             max_connections,
             max_connections_per_source,
+            relay_listen,
+            relay_stun,
+            relay_advertise,
+            relay_name,
         } => {
             let data = data_dir_with(data_dir, key_encryption_file.as_deref())?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
@@ -195,8 +265,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 opts.map_ttl = map_ttl;
                 opts.max_connections = max_connections;
                 opts.max_connections_per_source = max_connections_per_source;
+                opts.relay = relay_listen.map(|listen| RelayOptions {
+                    listen,
+                    stun: relay_stun,
+                    advertise: relay_advertise,
+                    name: relay_name,
+                });
                 let server = start(&data, opts).await?;
                 println!("listening on {}", server.addr);
+                if let Some(relay) = &server.relay {
+                    println!(
+                        "relay {} on {} (announced {}, pin {})",
+                        relay.info.name,
+                        relay.addr,
+                        join(&relay.info.addrs),
+                        relay.info.cert_sha256
+                    );
+                }
                 if let Err(e) = rustynet_service::notify("READY=1") {
                     tracing::warn!(error = %e, "cannot notify the service manager");
                 }
@@ -229,6 +314,74 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", key.as_str());
         }
         Command::Nodes { action } => nodes(action)?,
+        Command::Relays { action } => relays(action)?,
+    }
+    Ok(())
+}
+
+fn join(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn relays(action: RelaysAction) -> anyhow::Result<()> {
+    match action {
+        RelaysAction::Add {
+            name,
+            addrs,
+            server_name,
+            pin,
+            cert,
+            stun,
+            data_dir,
+        } => {
+            let pin = match (pin, cert) {
+                (Some(text), _) => PinSource::Text(text),
+                (None, Some(path)) => PinSource::CertFile(path),
+                (None, None) => anyhow::bail!("give --pin or --cert"),
+            };
+            let spec = RelaySpec {
+                name,
+                addrs,
+                server_name,
+                pin,
+                stun,
+            };
+            let relay = relay_registry::relays_add(&DataDir::new(data_dir), &spec)?;
+            println!(
+                "added relay {} ({}, pin {})",
+                relay.name,
+                join(&relay.addrs),
+                relay.cert_sha256
+            );
+        }
+        RelaysAction::List { data_dir, json } => {
+            let relays = relay_registry::relays_list(&DataDir::new(data_dir))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&relays)?);
+                return Ok(());
+            }
+            println!(
+                "NAME         ADDRS                          SERVER NAME          PIN                                          STUN"
+            );
+            for r in relays {
+                println!(
+                    "{:<12} {:<30} {:<20} {:<44} {}",
+                    r.name,
+                    join(&r.addrs),
+                    r.server_name,
+                    r.cert_sha256,
+                    join(&r.stun)
+                );
+            }
+        }
+        RelaysAction::Remove { name, data_dir } => {
+            let relay = relay_registry::relays_remove(&DataDir::new(data_dir), &name)?;
+            println!("removed relay {}", relay.name);
+        }
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use rustynet_policy::{NodeView, Policy};
-use rustynet_proto::netmap::{MapShape, check_allowed_ips};
+use rustynet_proto::netmap::{MapShape, RelayInfo, check_allowed_ips};
 use rustynet_proto::{NodeId, NodeSigningKey, VerifyError, VerifyPolicy};
 
 use crate::map_json::{PeerFragments, seal_netmap_json};
@@ -63,18 +63,20 @@ pub struct MapRefusal {
 }
 
 /// Compiles `policy` over the live `nodes` and checks every map it yields,
-/// sealed as the map stream would seal it (with a throwaway key and the
-/// longest header), against the node's limits. The first refusal is
-/// returned.
+/// announcing `relays` and sealed as the map stream would seal it (with a
+/// throwaway key and the longest header), against the node's limits. The
+/// first refusal is returned.
 pub fn check_network(
     policy: &Policy,
     suffix: &str,
     nodes: BTreeMap<NodeId, NodeRecord>,
+    relays: &[RelayInfo],
 ) -> Result<(), MapRefusal> {
     let facts: Vec<_> = nodes.values().map(node_facts).collect();
     let views = rustynet_policy::compile(policy, &facts);
     // Offline peers are written with the longer flag: the worst case.
-    let fragments = PeerFragments::new(suffix, Arc::new(nodes), Arc::new(HashSet::new()));
+    let fragments = PeerFragments::new(suffix, Arc::new(nodes), Arc::new(HashSet::new()))
+        .with_relays(relays.into());
     let key = NodeSigningKey::generate(&mut rand_core::OsRng);
     for (id, view) in &views {
         let refusal = |reason| MapRefusal {
@@ -129,6 +131,8 @@ mod tests {
                     created_at: 1,
                     expired_at: None,
                     last_seen: None,
+                    path_key: None,
+                    home_relay: None,
                 };
                 (id, record)
             })
@@ -150,7 +154,7 @@ mod tests {
     #[test]
     fn a_policy_within_the_limits_passes() {
         assert_eq!(
-            check_network(&wide_policy(2), "rustynet.internal", nodes(20)),
+            check_network(&wide_policy(2), "rustynet.internal", nodes(20), &[]),
             Ok(())
         );
     }
@@ -160,7 +164,8 @@ mod tests {
         // 300 nodes, 1,000 ports: each node's filter has 1,000 rules of 300
         // sources — 300,000 elements, past the cap, though every single rule
         // is far within its bound.
-        let err = check_network(&wide_policy(1000), "rustynet.internal", nodes(300)).unwrap_err();
+        let err =
+            check_network(&wide_policy(1000), "rustynet.internal", nodes(300), &[]).unwrap_err();
         assert!(err.hostname.starts_with('n'), "{err}");
         assert!(
             matches!(

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use rustynet_policy::NodeView;
-use rustynet_proto::netmap::NETMAP_VERSION;
+use rustynet_proto::netmap::{NETMAP_VERSION, RelayInfo};
 use rustynet_proto::{NodeId, NodeSigningKey, SealedBody};
 use serde::Serialize;
 
@@ -33,6 +33,11 @@ pub struct PeerFragments {
     suffix: String,
     nodes: Arc<BTreeMap<NodeId, NodeRecord>>,
     online: Arc<HashSet<NodeId>>,
+    /// The relays every map announces.
+    relays: Arc<[RelayInfo]>,
+    /// `,"relays":[…]` as every map of this state ends with it, serialized
+    /// once; empty when there are none (the field is then omitted).
+    relays_json: Vec<u8>,
     /// One slot per node of `nodes`, so a slot exists exactly for a live node.
     slots: HashMap<NodeId, Fragment, BuildHasherDefault<NodeIdHasher>>,
 }
@@ -147,8 +152,22 @@ impl PeerFragments {
             suffix: suffix.to_owned(),
             nodes,
             online,
+            relays: Arc::from([]),
+            relays_json: Vec::new(),
             slots,
         }
+    }
+
+    /// Announces `relays` in every map (and lets a peer's home relay through
+    /// when it is one of them). Their JSON is written here, once.
+    pub fn with_relays(mut self, relays: Arc<[RelayInfo]>) -> Self {
+        self.relays_json.clear();
+        if !relays.is_empty() {
+            self.relays_json.extend_from_slice(b",\"relays\":");
+            self.relays_json.extend_from_slice(&json(&&*relays));
+        }
+        self.relays = relays;
+        self
     }
 
     /// The network state these fragments describe.
@@ -157,6 +176,7 @@ impl PeerFragments {
             suffix: &self.suffix,
             nodes: &self.nodes,
             online: &self.online,
+            relays: &self.relays,
         }
     }
 
@@ -198,7 +218,8 @@ impl PeerFragments {
                 ))
             })
             .collect();
-        let mut out = Vec::with_capacity(HEAD_ROOM + 2048 + 600 * peers.len() + 1);
+        let mut out =
+            Vec::with_capacity(HEAD_ROOM + 2048 + self.relays_json.len() + 600 * peers.len() + 1);
         out.resize(HEAD_ROOM, b' ');
         field(&mut out, true, "version", &NETMAP_VERSION);
         field(&mut out, false, "self_node", &self_info(me, net, view));
@@ -228,7 +249,9 @@ impl PeerFragments {
         }
         out.push(b']');
         field(&mut out, false, "split", &view.split_dns);
-        out.extend_from_slice(b"}}");
+        out.push(b'}');
+        out.extend_from_slice(&self.relays_json);
+        out.push(b'}');
         Some(MapJson { buf: out })
     }
 }

@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, HashSet};
 use ipnet::{IpNet, Ipv4Net};
 use rustynet_policy::{NodeFacts, NodeView};
 use rustynet_proto::endpoint::check_endpoint;
+use rustynet_proto::netmap::RelayInfo;
 use rustynet_proto::{
     DnsRecord, ExitGrant, Netmap, NodeId, NodeSigningKey, PeerInfo, SelfInfo, SignedEnvelope,
 };
@@ -23,6 +24,8 @@ pub struct NetworkView<'a> {
     pub nodes: &'a BTreeMap<NodeId, NodeRecord>,
     /// Nodes holding an open map stream.
     pub online: &'a HashSet<NodeId>,
+    /// The relays every map announces.
+    pub relays: &'a [RelayInfo],
 }
 
 /// The policy compiler's input for one stored node.
@@ -70,7 +73,7 @@ pub(crate) fn peer_info(
         allowed_ips.extend(routes.iter().copied());
     }
     PeerInfo {
-        path_key: None,
+        path_key: peer.path_key,
         node_id: peer.id,
         hostname: peer.hostname.clone(),
         dns_name: dns_name(peer, net.suffix),
@@ -84,7 +87,13 @@ pub(crate) fn peer_info(
             .filter(|ep| check_endpoint(ep).is_ok())
             .copied()
             .collect(),
-        home_relay: None,
+        // Only a relay the map announces: a node refuses a map whose peer
+        // names another (it may have been removed since the peer chose it).
+        home_relay: peer
+            .home_relay
+            .as_ref()
+            .filter(|home| net.relays.iter().any(|r| r.name == **home))
+            .cloned(),
         allowed_ips,
         online: net.online.contains(&peer.id),
         exit_node,

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustynet_policy::{NodeFacts, NodeView, Policy};
+use rustynet_proto::netmap::RelayInfo;
 use rustynet_proto::{NodeId, VerifyError};
 use tokio::sync::{Notify, watch};
 
@@ -17,6 +18,7 @@ use crate::map_check::check_view;
 use crate::map_json::{MapJson, PeerFragments};
 use crate::netmap_builder::{NetworkView, node_facts};
 use crate::now_unix;
+use crate::relay_registry::{Skipped, announce};
 use crate::store::{NodeRecord, Store, StoreError};
 
 /// An immutable picture of the network.
@@ -32,6 +34,8 @@ pub struct Snapshot {
     pub views: Arc<BTreeMap<NodeId, NodeView>>,
     /// Nodes with an open map stream.
     pub online: Arc<HashSet<NodeId>>,
+    /// The relays every map announces.
+    pub relays: Arc<[RelayInfo]>,
     /// Why the stored policy could not be used (the network then runs with
     /// an empty, deny-all policy).
     pub policy_error: Option<String>,
@@ -46,6 +50,7 @@ impl Snapshot {
         self.fragments
             .get_or_init(|| {
                 PeerFragments::new(&self.suffix, self.nodes.clone(), self.online.clone())
+                    .with_relays(self.relays.clone())
             })
             .netmap_json(id, view)
     }
@@ -60,6 +65,7 @@ impl Snapshot {
             suffix: &self.suffix,
             nodes: &self.nodes,
             online: &self.online,
+            relays: &self.relays,
         };
         check_view(net, view)
     }
@@ -81,6 +87,10 @@ pub struct Network {
     online: Mutex<HashMap<NodeId, OpenStream>>,
     next_stream: AtomicU64,
     compiled: Mutex<Option<Compiled>>,
+    /// The relay running inside this process, announced first.
+    embedded_relay: Option<RelayInfo>,
+    /// Relays last left out of the list (logged when this changes).
+    skipped_relays: Mutex<Vec<Skipped>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -90,6 +100,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Network {
     /// Loads the initial snapshot from the store.
     pub fn load(store: Arc<dyn Store>) -> Result<Arc<Self>, StoreError> {
+        Self::load_with_relay(store, None)
+    }
+
+    /// Loads the initial snapshot, announcing `embedded_relay` (the relay
+    /// running in this process) before the registered ones.
+    pub fn load_with_relay(
+        store: Arc<dyn Store>,
+        embedded_relay: Option<RelayInfo>,
+    ) -> Result<Arc<Self>, StoreError> {
         let (state, _) = watch::channel(Arc::new(Snapshot::default()));
         let network = Arc::new(Self {
             store,
@@ -97,6 +116,8 @@ impl Network {
             online: Mutex::new(HashMap::new()),
             next_stream: AtomicU64::new(0),
             compiled: Mutex::new(None),
+            embedded_relay,
+            skipped_relays: Mutex::new(Vec::new()),
         });
         network.reload()?;
         Ok(network)
@@ -107,9 +128,23 @@ impl Network {
         &self.store
     }
 
-    /// Re-reads nodes and policy, recompiles, publishes.
+    /// The relays to announce, from the registered ones in the store.
+    fn relays(&self) -> Result<Arc<[RelayInfo]>, StoreError> {
+        let (relays, skipped) = announce(self.embedded_relay.as_ref(), &self.store.relays()?);
+        let mut last = lock(&self.skipped_relays);
+        if *last != skipped {
+            for s in &skipped {
+                tracing::error!(relay = %s.name, reason = %s.reason, "relay not announced");
+            }
+            *last = skipped;
+        }
+        Ok(relays.into())
+    }
+
+    /// Re-reads nodes, relays and policy, recompiles, publishes.
     pub fn reload(&self) -> Result<(), StoreError> {
         let suffix = self.store.suffix()?;
+        let relays = self.relays()?;
         let now = now_unix();
         let nodes: BTreeMap<NodeId, NodeRecord> = self
             .store
@@ -154,6 +189,7 @@ impl Network {
             nodes: Arc::new(nodes),
             views,
             online: Arc::new(online),
+            relays,
             policy_error,
             fragments: OnceLock::new(),
         });
@@ -174,6 +210,7 @@ impl Network {
             nodes: prev.nodes.clone(),
             views: prev.views.clone(),
             online: Arc::new(online),
+            relays: prev.relays.clone(),
             policy_error: prev.policy_error.clone(),
             fragments: OnceLock::new(),
         });
@@ -275,6 +312,7 @@ mod tests {
                     endpoints: vec![],
                     advertise_exit_node: false,
                     advertised_routes: vec![],
+                    path_key: None,
                 },
                 2,
             )

@@ -12,10 +12,12 @@ use crate::api::{AppState, router};
 use crate::conn::ConnConfig;
 use crate::conn_limits::ConnTable;
 use crate::datadir::{DataDir, DataDirError};
+use crate::embedded_relay::{self, EmbeddedRelayError, RelayOptions};
 use crate::fdlimit::raise_nofile_limit;
 use crate::network::Network;
 use crate::nonce_cache::{MAX_NONCES, NonceCache};
 use crate::ratelimit::{Rate, RateLimiter};
+use crate::relay_tickets::TicketIssuer;
 use crate::store::{Store, StoreError};
 use crate::tls::{TlsError, server_config};
 
@@ -44,6 +46,11 @@ pub struct ServeOptions {
     /// Least time between two maps sent to one node (changes in between
     /// are coalesced into the next).
     pub min_map_interval: Duration,
+    /// Relay tickets (`/v1/relay-ticket`) allowed per node (a bucket of
+    /// its own, as large as the update bucket).
+    pub ticket_rate: Rate,
+    /// The relay to run inside this process (`--relay-listen`), if any.
+    pub relay: Option<RelayOptions>,
     /// Deadline of the TLS handshake.
     pub handshake_timeout: Duration,
     /// Deadline of a request head, and the idle limit between requests.
@@ -77,6 +84,11 @@ impl ServeOptions {
                 every: Duration::from_secs(6),
             },
             min_map_interval: Duration::from_secs(1),
+            ticket_rate: Rate {
+                burst: 10,
+                every: Duration::from_secs(6),
+            },
+            relay: None,
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
@@ -98,6 +110,15 @@ pub enum ServeError {
     /// Store problem.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The embedded relay could not start.
+    #[error("embedded relay: {0}")]
+    Relay(#[from] EmbeddedRelayError),
+    /// A registered relay has the embedded relay's name.
+    #[error(
+        "a registered relay is named {0:?} like the embedded relay: `relays remove {0}` or \
+         pick another --relay-name"
+    )]
+    RelayNameTaken(String),
     /// Could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -115,13 +136,29 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     /// The live network (tests use it to observe state).
     pub network: Arc<Network>,
+    /// The embedded relay, as announced, and where it is bound.
+    pub relay: Option<RelayRunning>,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// The embedded relay of a running server.
+pub struct RelayRunning {
+    /// Its entry in every map.
+    pub info: rustynet_proto::netmap::RelayInfo,
+    /// Its TLS listener, as bound (useful with port 0).
+    pub addr: SocketAddr,
+    /// Its binding (UDP) sockets, as bound.
+    pub stun: Vec<SocketAddr>,
+    /// Dropping it (with the server) stops the relay.
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
 impl RunningServer {
-    /// Stops accepting and aborts open connections.
+    /// Stops accepting, aborts open connections and stops the embedded
+    /// relay (which closes its connections).
     pub fn shutdown(self) {
         self.task.abort();
+        drop(self.relay);
     }
 }
 
@@ -157,7 +194,16 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
     let signer = Arc::new(data.signing_key()?);
     let store: Arc<dyn Store> = Arc::new(data.open_store()?);
     let tls = server_config(&data.server_cert(), &data.server_key())?;
-    let network = Network::load(store)?;
+    let relay = match &opts.relay {
+        Some(relay) => {
+            if store.relays()?.iter().any(|r| r.name == relay.name) {
+                return Err(ServeError::RelayNameTaken(relay.name.clone()));
+            }
+            Some(embedded_relay::bind(data, relay, signer.public()).await?)
+        }
+        None => None,
+    };
+    let network = Network::load_with_relay(store, relay.as_ref().map(|r| r.info.clone()))?;
     let listener = TcpListener::bind(opts.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -178,6 +224,8 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
         body_timeout: opts.body_timeout,
         min_map_interval: opts.min_map_interval,
         update_limit: Mutex::new(RateLimiter::new(opts.update_rate, MAX_TRACKED_NODES)),
+        ticket_limit: Mutex::new(RateLimiter::new(opts.ticket_rate, MAX_TRACKED_NODES)),
+        tickets: TicketIssuer::new(i64::try_from(opts.map_ttl.as_secs()).unwrap_or(i64::MAX)),
         register_limit: Mutex::new(RateLimiter::new(opts.register_rate, MAX_TRACKED_SOURCES)),
         enroll_nonces: Mutex::new(NonceCache::new(MAX_NONCES)),
     });
@@ -194,11 +242,42 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
     tokio::spawn(watch_external_changes(network.clone(), opts.change_poll));
     let task = tokio::spawn(accept_loop(listener, table, cfg));
     tracing::info!(%addr, "control server listening (TLS 1.3 only)");
+    let relay = relay.map(run_relay);
     Ok(RunningServer {
         addr,
         network,
+        relay,
         task,
     })
+}
+
+/// Runs the embedded relay on this runtime until its handle is dropped.
+fn run_relay(bound: embedded_relay::BoundRelay) -> RelayRunning {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let addr = bound.server.local_addrs().first().copied();
+    let stun = bound.server.binding_addrs();
+    let info = bound.info;
+    tracing::info!(
+        name = %info.name,
+        listen = ?addr,
+        announced = ?info.addrs,
+        stun = ?info.stun,
+        "embedded relay serving"
+    );
+    tokio::spawn(async move {
+        let until = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = bound.server.run(until).await {
+            tracing::error!(error = %e, "embedded relay stopped");
+        }
+    });
+    RelayRunning {
+        addr: addr.unwrap_or_else(|| info.addrs[0]),
+        stun,
+        info,
+        _stop: stop,
+    }
 }
 
 async fn accept_loop(listener: TcpListener, table: Arc<ConnTable>, cfg: Arc<ConnConfig>) {

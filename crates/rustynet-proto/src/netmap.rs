@@ -326,6 +326,55 @@ pub struct RelayInfo {
     pub stun: Vec<SocketAddr>,
 }
 
+impl RelayInfo {
+    /// The checks a node applies to one relay of its map: a label for a
+    /// name, a DNS name or IP for `server_name`, one to
+    /// [`MAX_RELAY_ADDRS`] TLS addresses, at most as many binding
+    /// addresses, and every address one a node may be told to connect to.
+    /// Control runs the same checks before it announces a relay.
+    pub fn check(&self) -> Result<(), NetmapError> {
+        if names::validate_label(&self.name, MAX_RELAY_NAME).is_err() {
+            return Err(NetmapError::Name(self.name.clone()));
+        }
+        if self.server_name.parse::<IpAddr>().is_err() {
+            check_name(&self.server_name)?;
+        }
+        if self.addrs.is_empty() {
+            return Err(NetmapError::TooMany {
+                what: "relay addrs (none)",
+                count: 0,
+                limit: MAX_RELAY_ADDRS,
+            });
+        }
+        bounded("relay addrs", self.addrs.len(), MAX_RELAY_ADDRS)?;
+        bounded("relay stun", self.stun.len(), MAX_RELAY_ADDRS)?;
+        for addr in self.addrs.iter().chain(&self.stun) {
+            check_endpoint(addr).map_err(|reason| NetmapError::RelayAddr {
+                relay: self.name.clone(),
+                reason,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Longest relay name.
+pub const MAX_RELAY_NAME: usize = 32;
+
+/// Checks a map's relay list as a node does (at most [`MAX_RELAYS`], names
+/// unique, each [`RelayInfo::check`]) and returns the names.
+pub fn check_relays(relays: &[RelayInfo]) -> Result<std::collections::HashSet<&str>, NetmapError> {
+    bounded("relays", relays.len(), MAX_RELAYS)?;
+    let mut names = std::collections::HashSet::with_capacity(relays.len());
+    for relay in relays {
+        relay.check()?;
+        if !names.insert(relay.name.as_str()) {
+            return Err(NetmapError::Name(relay.name.clone()));
+        }
+    }
+    Ok(names)
+}
+
 /// Why a map that verified cryptographically is still unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NetmapError {
@@ -430,34 +479,10 @@ impl Netmap {
     }
 
     fn validate_relays(&self) -> Result<(), NetmapError> {
-        bounded("relays", self.relays.len(), MAX_RELAYS)?;
-        let mut names = std::collections::HashSet::with_capacity(self.relays.len());
-        for relay in &self.relays {
-            if names::validate_label(&relay.name, 32).is_err() || !names.insert(&relay.name) {
-                return Err(NetmapError::Name(relay.name.clone()));
-            }
-            if relay.server_name.parse::<IpAddr>().is_err() {
-                check_name(&relay.server_name)?;
-            }
-            if relay.addrs.is_empty() {
-                return Err(NetmapError::TooMany {
-                    what: "relay addrs (none)",
-                    count: 0,
-                    limit: MAX_RELAY_ADDRS,
-                });
-            }
-            bounded("relay addrs", relay.addrs.len(), MAX_RELAY_ADDRS)?;
-            bounded("relay stun", relay.stun.len(), MAX_RELAY_ADDRS)?;
-            for addr in relay.addrs.iter().chain(&relay.stun) {
-                check_endpoint(addr).map_err(|reason| NetmapError::RelayAddr {
-                    relay: relay.name.clone(),
-                    reason,
-                })?;
-            }
-        }
+        let names = check_relays(&self.relays)?;
         for peer in &self.peers {
             if let Some(home) = &peer.home_relay
-                && !names.contains(home)
+                && !names.contains(home.as_str())
             {
                 return Err(NetmapError::Name(home.clone()));
             }
@@ -517,5 +542,50 @@ mod tests {
     #[test]
     fn tunnel_net_constant() {
         assert_eq!(TUNNEL_NET.to_string(), "100.64.0.0/10");
+    }
+
+    fn relay(name: &str) -> RelayInfo {
+        RelayInfo {
+            name: name.to_owned(),
+            addrs: vec!["192.0.2.10:443".parse().unwrap()],
+            server_name: "relay.example.net".into(),
+            cert_sha256: crate::keys::CertPin([7; 32]),
+            stun: vec!["192.0.2.10:3478".parse().unwrap()],
+        }
+    }
+
+    #[test]
+    fn relay_checks() {
+        assert_eq!(check_relays(&[relay("r1"), relay("r2")]).unwrap().len(), 2);
+        let mut ip_name = relay("r1");
+        ip_name.server_name = "192.0.2.10".into();
+        assert!(ip_name.check().is_ok());
+        assert_eq!(
+            check_relays(&[relay("r1"), relay("r1")]),
+            Err(NetmapError::Name("r1".into()))
+        );
+        assert_eq!(relay("R1").check(), Err(NetmapError::Name("R1".into())));
+        let mut bad = relay("r1");
+        bad.addrs = vec!["127.0.0.1:443".parse().unwrap()];
+        assert!(matches!(
+            bad.check(),
+            Err(NetmapError::RelayAddr {
+                reason: EndpointError::Loopback,
+                ..
+            })
+        ));
+        bad.addrs.clear();
+        assert!(matches!(bad.check(), Err(NetmapError::TooMany { .. })));
+        let mut bad = relay("r1");
+        bad.stun = vec!["0.0.0.0:3478".parse().unwrap()];
+        assert!(matches!(bad.check(), Err(NetmapError::RelayAddr { .. })));
+        bad.stun.clear();
+        bad.server_name = "bad name".into();
+        assert!(matches!(bad.check(), Err(NetmapError::Name(_))));
+        let many: Vec<_> = (0..=MAX_RELAYS).map(|i| relay(&format!("r{i}"))).collect();
+        assert!(matches!(
+            check_relays(&many),
+            Err(NetmapError::TooMany { what: "relays", .. })
+        ));
     }
 }

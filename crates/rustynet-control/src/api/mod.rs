@@ -5,6 +5,7 @@
 
 mod map;
 mod register;
+mod relay_ticket;
 mod update;
 
 use std::net::{IpAddr, SocketAddr};
@@ -24,6 +25,7 @@ use crate::conn_limits::ConnSlot;
 use crate::network::Network;
 use crate::nonce_cache::NonceCache;
 use crate::ratelimit::RateLimiter;
+use crate::relay_tickets::TicketIssuer;
 use crate::store::StoreError;
 
 /// Shared state of the HTTP handlers.
@@ -42,6 +44,10 @@ pub struct AppState {
     pub min_map_interval: Duration,
     /// Updates (`/v1/update`) per node.
     pub update_limit: Mutex<RateLimiter<NodeId>>,
+    /// Relay-ticket requests per node.
+    pub ticket_limit: Mutex<RateLimiter<NodeId>>,
+    /// Relay tickets, cached per node.
+    pub tickets: TicketIssuer,
     /// Enrollment requests per source address.
     pub register_limit: Mutex<RateLimiter<IpAddr>>,
     /// Nonces of enrollment requests (never written to the store).
@@ -98,6 +104,9 @@ impl From<StoreError> for ApiFailure {
             StoreError::AuthKeyUsed => (StatusCode::UNAUTHORIZED, "auth_key_used"),
             StoreError::DuplicateKey => (StatusCode::CONFLICT, "duplicate_key"),
             StoreError::UnknownNode(_) => (StatusCode::NOT_FOUND, "unknown_node"),
+            StoreError::DuplicateRelay(_)
+            | StoreError::UnknownRelay(_)
+            | StoreError::TooManyRelays(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             StoreError::AddressesExhausted | StoreError::NamesExhausted(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "exhausted")
             }
@@ -196,6 +205,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(paths::REGISTER, post(register::register))
         .route(paths::MAP_STREAM, post(map::map_stream))
         .route(paths::UPDATE, post(update::update))
+        .route(paths::RELAY_TICKET, post(relay_ticket::relay_ticket))
         .fallback(not_found)
         .with_state(state)
 }

@@ -57,6 +57,7 @@ pub(super) async fn register(
     }
     super::update::validate_endpoints(&req.endpoints)?;
     super::update::validate_routes(&req.advertise_routes)?;
+    super::update::validate_path_key(req.path_key.as_ref())?;
     let registration = Registration {
         key_hash: Sha256::digest(req.auth_key.expose().as_bytes()).into(),
         hostname,
@@ -65,6 +66,7 @@ pub(super) async fn register(
         endpoints: req.endpoints.clone(),
         advertise_exit_node: req.advertise_exit_node,
         advertised_routes: req.advertise_routes.clone(),
+        path_key: req.path_key,
     };
     let state = app.clone();
     let signing_key = req.signing_key;

@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use ipnet::IpNet;
+use rustynet_proto::PathPublicKey;
 use rustynet_proto::control_api::{API_VERSION, UpdateRequest, paths};
 use rustynet_proto::endpoint::{MAX_ENDPOINTS, check_endpoint};
 
@@ -55,6 +56,31 @@ pub(super) fn validate_routes(routes: &[IpNet]) -> Result<(), ApiFailure> {
     Ok(())
 }
 
+pub(super) fn validate_path_key(key: Option<&PathPublicKey>) -> Result<(), ApiFailure> {
+    if key.is_some_and(|k| k.as_bytes() == &[0u8; 32]) {
+        return Err(ApiFailure::bad_request("path_key: all-zero key"));
+    }
+    Ok(())
+}
+
+/// The stored form of a reported home relay: `""` clears it; any other
+/// name must be a relay control announces now.
+fn home_relay(app: &AppState, home: Option<String>) -> Result<Option<Option<String>>, ApiFailure> {
+    let Some(name) = home else {
+        return Ok(None);
+    };
+    if name.is_empty() {
+        return Ok(Some(None));
+    }
+    if !app.network.current().relays.iter().any(|r| r.name == name) {
+        let shown: String = name.chars().take(40).collect();
+        return Err(ApiFailure::bad_request(format!(
+            "home_relay: no relay named {shown:?} is announced"
+        )));
+    }
+    Ok(Some(Some(name)))
+}
+
 pub(super) async fn update(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -71,6 +97,8 @@ pub(super) async fn update(
     if let Some(routes) = &req.advertise_routes {
         validate_routes(routes)?;
     }
+    validate_path_key(req.path_key.as_ref())?;
+    let home_relay = home_relay(&app, req.home_relay)?;
     let state = app.clone();
     blocking(move || {
         let network = &state.network;
@@ -94,6 +122,8 @@ pub(super) async fn update(
             advertise_exit_node: req.advertise_exit_node,
             advertised_routes: req.advertise_routes,
             lan_access: req.lan_access,
+            path_key: req.path_key,
+            home_relay,
         };
         if store.update_node(node.id, &update)? {
             network.reload().map_err(ApiFailure::from)?;

@@ -4,9 +4,9 @@ use super::*;
 use crate::netmap_builder::{dns_record, exit_grants, node_facts, peer_info, self_info};
 use ipnet::IpNet;
 use rustynet_policy::Policy;
-use rustynet_proto::netmap::NETMAP_VERSION;
+use rustynet_proto::netmap::{NETMAP_VERSION, RelayInfo};
 use rustynet_proto::verify::GenerationRule;
-use rustynet_proto::{DnsConfig, Netmap, PeerInfo};
+use rustynet_proto::{CertPin, DnsConfig, Netmap, PathPublicKey, PeerInfo};
 use rustynet_proto::{NetmapVerifier, SigningPublicKey, TunnelPublicKey, VerifyPolicy};
 use std::collections::BTreeMap;
 
@@ -27,7 +27,7 @@ fn build_netmap(net: NetworkView<'_>, id: NodeId, view: &NodeView) -> Option<Net
         })
         .collect();
     Some(Netmap {
-        relays: Vec::new(),
+        relays: net.relays.to_vec(),
         version: NETMAP_VERSION,
         self_node: self_info(me, net, view),
         peers,
@@ -61,7 +61,26 @@ fn node(id: u64, name: &str, user: &str, tags: &[&str]) -> NodeRecord {
         created_at: 1_800_000_000 + id as i64,
         expired_at: None,
         last_seen: None,
+        // Every other node has reported a path key.
+        path_key: id
+            .is_multiple_of(2)
+            .then_some(PathPublicKey([id as u8 + 50; 32])),
+        home_relay: None,
     }
+}
+
+fn relays() -> Arc<[RelayInfo]> {
+    ["r1", "r2"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| RelayInfo {
+            name: (*name).to_owned(),
+            addrs: vec![format!("198.51.100.{}:443", i + 1).parse().unwrap()],
+            server_name: format!("{name}.example.net"),
+            cert_sha256: CertPin([i as u8 + 1; 32]),
+            stun: vec![format!("198.51.100.{}:3478", i + 1).parse().unwrap()],
+        })
+        .collect()
 }
 
 /// Every shape a map entry takes: exit grants, approved LAN and subnet
@@ -80,6 +99,9 @@ fn network() -> (BTreeMap<NodeId, NodeRecord>, BTreeMap<NodeId, NodeView>) {
     spare.advertise_exit_node = true;
     let mut alice = node(1, "alice", "alice", &[]);
     alice.lan_access = true;
+    // Homes: an announced relay, and one no longer announced (removed).
+    alice.home_relay = Some("r1".into());
+    exit.home_relay = Some("gone".into());
     let nodes: BTreeMap<NodeId, NodeRecord> = [
         alice,
         node(2, "alice-2", "bob", &[]),
@@ -111,9 +133,19 @@ fn network() -> (BTreeMap<NodeId, NodeRecord>, BTreeMap<NodeId, NodeView>) {
 
 #[test]
 fn fragment_maps_are_the_serialized_maps_byte_for_byte() {
-    let (nodes, views) = network();
-    let online: HashSet<NodeId> = [NodeId(2), NodeId(3)].into();
-    let fragments = PeerFragments::new("rustynet.internal", Arc::new(nodes), Arc::new(online));
+    for relays in [Arc::from([]), relays()] {
+        let announced = !relays.is_empty();
+        let (nodes, views) = network();
+        let online: HashSet<NodeId> = [NodeId(2), NodeId(3)].into();
+        let fragments = PeerFragments::new("rustynet.internal", Arc::new(nodes), Arc::new(online))
+            .with_relays(relays);
+        same_bytes(&fragments, &views, announced);
+    }
+}
+
+/// Every map of `fragments` is byte for byte the serialized value, passes
+/// the node's checks, and carries what the network puts in.
+fn same_bytes(fragments: &PeerFragments, views: &BTreeMap<NodeId, NodeView>, announced: bool) {
     let net = fragments.net();
     let alice = &views[&NodeId(1)];
     // The network exercises what it claims to.
@@ -135,16 +167,34 @@ fn fragment_maps_are_the_serialized_maps_byte_for_byte() {
     assert!(!views[&NodeId(3)].forward_filter.is_empty());
     // The first pass fills the shared slots, the second copies them.
     for pass in ["filling", "filled"] {
-        for (id, view) in &views {
+        for (id, view) in views {
             let value = build_netmap(net, *id, view).unwrap();
             let fast = fragments.netmap_json(*id, view).unwrap();
             assert_eq!(
                 String::from_utf8(fast.payload().to_vec()).unwrap(),
                 serde_json::to_string(&value).unwrap(),
-                "map of {id}, slots {pass}"
+                "map of {id}, slots {pass}, relays announced: {announced}"
             );
+            value.validate().unwrap();
         }
     }
+    // Relays, path keys and homes as announced.
+    let bobs = build_netmap(net, NodeId(2), bob).unwrap();
+    assert_eq!(bobs.relays.len(), if announced { 2 } else { 0 });
+    let peer = |id| bobs.peer(NodeId(id)).unwrap();
+    assert_eq!(peer(1).path_key, None);
+    assert_eq!(peer(6).path_key, Some(PathPublicKey([56; 32])));
+    assert_eq!(peer(1).home_relay.as_deref(), announced.then_some("r1"));
+    assert_eq!(peer(3).home_relay, None, "a relay no longer announced");
+    let text = String::from_utf8(
+        fragments
+            .netmap_json(NodeId(2), bob)
+            .unwrap()
+            .payload()
+            .to_vec(),
+    )
+    .unwrap();
+    assert_eq!(text.contains("\"relays\":"), announced);
     // A node that is not live has no map, and is in no map.
     assert!(fragments.netmap_json(NodeId(99), alice).is_none());
     let mut stale = alice.clone();
@@ -158,7 +208,8 @@ fn fragment_maps_are_the_serialized_maps_byte_for_byte() {
 #[test]
 fn a_sealed_map_verifies_and_carries_the_value() {
     let (nodes, views) = network();
-    let fragments = PeerFragments::new("rustynet.internal", Arc::new(nodes), Arc::default());
+    let fragments = PeerFragments::new("rustynet.internal", Arc::new(nodes), Arc::default())
+        .with_relays(relays());
     let net = fragments.net();
     let key = NodeSigningKey::from_seed(&[9; 32]);
     let id = NodeId(1);

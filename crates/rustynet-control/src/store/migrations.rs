@@ -53,4 +53,19 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE nodes ADD COLUMN lan_access INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 3: paths and relays: each node's path key (authenticates its path
+    // probes) and home relay, and the standalone relays an admin registered
+    // (announced in every map with the embedded one).
+    r#"
+    ALTER TABLE nodes ADD COLUMN path_key TEXT;
+    ALTER TABLE nodes ADD COLUMN home_relay TEXT;
+    CREATE TABLE relays (
+        name        TEXT PRIMARY KEY,
+        addrs       TEXT NOT NULL,
+        server_name TEXT NOT NULL,
+        cert_sha256 TEXT NOT NULL,
+        stun        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    "#,
 ];

@@ -13,7 +13,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 
 use ipnet::IpNet;
-use rustynet_proto::{NodeId, SigningPublicKey, TunnelPublicKey};
+use rustynet_proto::netmap::{MAX_RELAYS, RelayInfo};
+use rustynet_proto::{NodeId, PathPublicKey, SigningPublicKey, TunnelPublicKey};
 use serde::Serialize;
 
 pub use sqlite::SqliteStore;
@@ -53,6 +54,16 @@ pub enum StoreError {
     /// No unused name could be derived.
     #[error("no free name for hostname {0:?}")]
     NamesExhausted(String),
+    /// A relay with this name is already registered.
+    #[error("a relay named {0:?} is already registered")]
+    DuplicateRelay(String),
+    /// No registered relay with that name.
+    #[error("no relay named {0:?} is registered")]
+    UnknownRelay(String),
+    /// As many relays are registered as a map may carry beside the
+    /// embedded one.
+    #[error("{0} relays are registered already, the most a map can carry")]
+    TooManyRelays(usize),
     /// Stored data failed to decode (corruption or manual edits).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -90,7 +101,13 @@ pub struct Registration {
     pub advertise_exit_node: bool,
     /// Offered LAN prefixes.
     pub advertised_routes: Vec<IpNet>,
+    /// Path key (authenticates the node's path probes).
+    pub path_key: Option<PathPublicKey>,
 }
+
+/// Most relays an admin may register: a map carries at most
+/// [`MAX_RELAYS`], one of which may be the relay embedded in control.
+pub const MAX_REGISTERED_RELAYS: usize = MAX_RELAYS - 1;
 
 /// A node as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -125,6 +142,11 @@ pub struct NodeRecord {
     pub expired_at: Option<i64>,
     /// Last authenticated request.
     pub last_seen: Option<i64>,
+    /// Path key the node reported (authenticates its path probes).
+    pub path_key: Option<PathPublicKey>,
+    /// The relay the node keeps as its home, as it reported it; maps carry
+    /// it only while a relay of that name is announced.
+    pub home_relay: Option<String>,
 }
 
 impl NodeRecord {
@@ -145,6 +167,10 @@ pub struct NodeUpdate {
     pub advertised_routes: Option<Vec<IpNet>>,
     /// LAN-access toggle.
     pub lan_access: Option<bool>,
+    /// Path key.
+    pub path_key: Option<PathPublicKey>,
+    /// Home relay (`Some(None)` clears it).
+    pub home_relay: Option<Option<String>>,
 }
 
 /// A pre-auth key as listed (never the key itself).
@@ -208,4 +234,11 @@ pub trait Store: Send + Sync {
     /// A value that changes whenever another process commits to the store
     /// (admin commands run while `serve` does).
     fn external_change_marker(&self) -> Result<i64, StoreError>;
+    /// The relays an admin registered, by name.
+    fn relays(&self) -> Result<Vec<RelayInfo>, StoreError>;
+    /// Registers a relay (checked by the caller). Refuses a name in use and
+    /// more than [`MAX_REGISTERED_RELAYS`]; on error nothing changes.
+    fn add_relay(&self, relay: &RelayInfo, now: i64) -> Result<(), StoreError>;
+    /// Removes a registered relay; returns it.
+    fn remove_relay(&self, name: &str) -> Result<RelayInfo, StoreError>;
 }

@@ -11,9 +11,13 @@ use rustynet_proto::netmap::TUNNEL_NET;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use rustynet_proto::netmap::RelayInfo;
+
 use super::migrations::MIGRATIONS;
 use super::{NewPreauth, NodeRecord, NodeUpdate, PreauthRecord, Registration, Store, StoreError};
 use crate::names::assign_label;
+
+mod relays;
 
 /// Generations are reserved from the database in blocks this large, so
 /// signing a map does not cost a durable write each time.
@@ -46,7 +50,7 @@ fn parse<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, StoreError> 
 
 const NODE_COLUMNS: &str = "id, hostname, requested_hostname, user, tags, tunnel_ip, node_key, \
     signing_key, endpoints, advertise_exit, advertised_routes, created_at, expired_at, last_seen, \
-    lan_access";
+    lan_access, path_key, home_relay";
 
 fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRecord, StoreError>> {
     let id: i64 = row.get(0)?;
@@ -64,6 +68,8 @@ fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRecord,
     let expired_at: Option<i64> = row.get(12)?;
     let last_seen: Option<i64> = row.get(13)?;
     let lan_access: bool = row.get(14)?;
+    let path_key: Option<String> = row.get(15)?;
+    let home_relay: Option<String> = row.get(16)?;
     Ok((|| {
         Ok(NodeRecord {
             id: NodeId(u64::try_from(id).map_err(|_| StoreError::Corrupt("node id".into()))?),
@@ -81,6 +87,8 @@ fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRecord,
             created_at,
             expired_at,
             last_seen,
+            path_key: path_key.map(|k| parse(&k, "path_key")).transpose()?,
+            home_relay,
         })
     })())
 }
@@ -323,8 +331,8 @@ impl Store for SqliteStore {
         tx.execute(
             "INSERT INTO nodes(hostname, requested_hostname, user, tags, tunnel_ip, node_key,
                 signing_key, endpoints, advertise_exit, advertised_routes, created_at, last_seen,
-                preauth_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12)",
+                preauth_id, path_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13)",
             params![
                 hostname,
                 reg.hostname,
@@ -337,7 +345,8 @@ impl Store for SqliteStore {
                 reg.advertise_exit_node,
                 to_json(&reg.advertised_routes),
                 now,
-                key_id
+                key_id,
+                reg.path_key.map(|k| k.to_base64()),
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -371,16 +380,28 @@ impl Store for SqliteStore {
             .as_ref()
             .unwrap_or(&current.advertised_routes);
         let lan = update.lan_access.unwrap_or(current.lan_access);
+        let path_key = update.path_key.or(current.path_key);
+        let home = update.home_relay.as_ref().unwrap_or(&current.home_relay);
         let changed = *endpoints != current.endpoints
             || exit != current.advertise_exit_node
             || *routes != current.advertised_routes
-            || lan != current.lan_access;
+            || lan != current.lan_access
+            || path_key != current.path_key
+            || *home != current.home_relay;
         if changed {
             tx.execute(
                 "UPDATE nodes SET endpoints = ?1, advertise_exit = ?2, advertised_routes = ?3,
-                    lan_access = ?4
-                 WHERE id = ?5",
-                params![to_json(endpoints), exit, to_json(routes), lan, id.0 as i64],
+                    lan_access = ?4, path_key = ?5, home_relay = ?6
+                 WHERE id = ?7",
+                params![
+                    to_json(endpoints),
+                    exit,
+                    to_json(routes),
+                    lan,
+                    path_key.map(|k| k.to_base64()),
+                    home,
+                    id.0 as i64
+                ],
             )?;
         }
         tx.commit()?;
@@ -472,6 +493,26 @@ impl Store for SqliteStore {
 
     fn external_change_marker(&self) -> Result<i64, StoreError> {
         Ok(lock(&self.conn).pragma_query_value(None, "data_version", |r| r.get(0))?)
+    }
+
+    fn relays(&self) -> Result<Vec<RelayInfo>, StoreError> {
+        relays::all(&lock(&self.conn))
+    }
+
+    fn add_relay(&self, relay: &RelayInfo, now: i64) -> Result<(), StoreError> {
+        let mut conn = lock(&self.conn);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        relays::add(&tx, relay, now)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn remove_relay(&self, name: &str) -> Result<RelayInfo, StoreError> {
+        let mut conn = lock(&self.conn);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let relay = relays::remove(&tx, name)?;
+        tx.commit()?;
+        Ok(relay)
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::store::MAX_REGISTERED_RELAYS;
 use rustynet_proto::{SigningPublicKey, TunnelPublicKey};
 use sha2::{Digest as _, Sha256};
 
@@ -36,6 +37,7 @@ fn reg(key: &str, host: &str, seed: u8) -> Registration {
         endpoints: vec!["192.0.2.1:41641".parse().unwrap()],
         advertise_exit_node: false,
         advertised_routes: vec![],
+        path_key: None,
     }
 }
 
@@ -168,4 +170,129 @@ fn schema_newer_than_build_is_refused() {
         SqliteStore::open(&path),
         Err(StoreError::SchemaTooNew { found: 99, .. })
     ));
+}
+
+#[test]
+fn path_key_and_home_relay_are_stored() {
+    use rustynet_proto::PathPublicKey;
+    let (_d, s) = store();
+    preauth(&s, "k", true, None);
+    let mut with_key = reg("k", "a", 1);
+    with_key.path_key = Some(PathPublicKey([5; 32]));
+    let a = s.register(&with_key, 200).unwrap();
+    assert_eq!(a.path_key, Some(PathPublicKey([5; 32])));
+    assert_eq!(a.home_relay, None);
+    let b = s.register(&reg("k", "b", 2), 200).unwrap();
+    assert_eq!(b.path_key, None);
+
+    let set = NodeUpdate {
+        path_key: Some(PathPublicKey([6; 32])),
+        home_relay: Some(Some("r1".into())),
+        ..NodeUpdate::default()
+    };
+    assert!(s.update_node(a.id, &set).unwrap());
+    assert!(
+        !s.update_node(a.id, &set).unwrap(),
+        "same values: no change"
+    );
+    let stored = s.node(a.id).unwrap().unwrap();
+    assert_eq!(stored.path_key, Some(PathPublicKey([6; 32])));
+    assert_eq!(stored.home_relay.as_deref(), Some("r1"));
+    // Fields not in an update stay; Some(None) clears the home relay.
+    let other = NodeUpdate {
+        lan_access: Some(true),
+        ..NodeUpdate::default()
+    };
+    assert!(s.update_node(a.id, &other).unwrap());
+    assert_eq!(
+        s.node(a.id).unwrap().unwrap().home_relay.as_deref(),
+        Some("r1")
+    );
+    let clear = NodeUpdate {
+        home_relay: Some(None),
+        ..NodeUpdate::default()
+    };
+    assert!(s.update_node(a.id, &clear).unwrap());
+    let stored = s.node(a.id).unwrap().unwrap();
+    assert_eq!(stored.home_relay, None);
+    assert_eq!(stored.path_key, Some(PathPublicKey([6; 32])));
+}
+
+fn relay(name: &str) -> RelayInfo {
+    RelayInfo {
+        name: name.into(),
+        addrs: vec![
+            "192.0.2.10:443".parse().unwrap(),
+            "[2001:db8::1]:443".parse().unwrap(),
+        ],
+        server_name: "relay.example.net".into(),
+        cert_sha256: rustynet_proto::CertPin([9; 32]),
+        stun: vec!["192.0.2.10:3478".parse().unwrap()],
+    }
+}
+
+#[test]
+fn relays_add_list_remove() {
+    let (_d, s) = store();
+    assert!(s.relays().unwrap().is_empty());
+    s.add_relay(&relay("r2"), 1).unwrap();
+    s.add_relay(&relay("r1"), 2).unwrap();
+    assert_eq!(s.relays().unwrap(), vec![relay("r1"), relay("r2")]);
+    let mut other = relay("r1");
+    other.server_name = "other.example.net".into();
+    assert!(matches!(
+        s.add_relay(&other, 3),
+        Err(StoreError::DuplicateRelay(n)) if n == "r1"
+    ));
+    assert_eq!(s.relays().unwrap()[0], relay("r1"), "the first one stays");
+    assert_eq!(s.remove_relay("r2").unwrap(), relay("r2"));
+    assert!(matches!(
+        s.remove_relay("r2"),
+        Err(StoreError::UnknownRelay(_))
+    ));
+    for i in 2..=MAX_REGISTERED_RELAYS {
+        s.add_relay(&relay(&format!("r{i}")), 4).unwrap();
+    }
+    assert!(matches!(
+        s.add_relay(&relay("one-more"), 5),
+        Err(StoreError::TooManyRelays(MAX_REGISTERED_RELAYS))
+    ));
+    assert_eq!(s.relays().unwrap().len(), MAX_REGISTERED_RELAYS);
+}
+
+#[test]
+fn a_version_2_database_migrates_with_its_nodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    {
+        // The schema as the previous release left it, with a node.
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        for sql in &MIGRATIONS[..2] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 2).unwrap();
+        tx.execute_batch(
+            "INSERT INTO meta(key, value) VALUES ('suffix', 'x.internal');
+             INSERT INTO preauth_keys(key_hash, user, tags, reusable, created_at)
+                VALUES (x'00', 'alice', '[]', 1, 1);
+             INSERT INTO nodes(hostname, requested_hostname, user, tags, tunnel_ip, node_key,
+                signing_key, endpoints, advertise_exit, advertised_routes, created_at,
+                preauth_id)
+             VALUES ('old', 'old', 'alice', '[]', '100.64.0.9',
+                'AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=',
+                'AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=', '[]', 0, '[]', 1, 1);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let nodes = s.nodes().unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(
+        (nodes[0].path_key, nodes[0].home_relay.clone()),
+        (None, None)
+    );
+    assert!(s.relays().unwrap().is_empty());
+    s.add_relay(&relay("r1"), 1).unwrap();
 }
