@@ -17,7 +17,7 @@ use crate::network::Network;
 use crate::nonce_cache::{MAX_NONCES, NonceCache};
 use crate::ratelimit::{Rate, RateLimiter};
 use crate::store::{Store, StoreError};
-use crate::tls::{TlsError, server_config};
+use crate::tls::{TlsError, server_config_pem};
 
 /// Most sources the enrollment rate limit tracks at once.
 const MAX_TRACKED_SOURCES: usize = 65_536;
@@ -153,10 +153,14 @@ fn connection_cap(wanted: usize) -> usize {
 
 /// Opens the data directory, binds and starts serving in the background.
 pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, ServeError> {
-    data.check_server_key()?;
+    data.check_secrets()?;
     let signer = Arc::new(data.signing_key()?);
     let store: Arc<dyn Store> = Arc::new(data.open_store()?);
-    let tls = server_config(&data.server_cert(), &data.server_key())?;
+    let tls = server_config_pem(
+        &data.server_cert(),
+        &data.server_key(),
+        &data.server_key_pem()?,
+    )?;
     let network = Network::load(store)?;
     let listener = TcpListener::bind(opts.listen)
         .await
