@@ -43,7 +43,7 @@ scripts/ci/phase9_gates.sh
 step "phase 10 gates (dataplane: namespace end-to-end suites, leaks, boundary, budgets)"
 scripts/ci/phase10_gates.sh
 
-step "fuzz smoke (Magic DNS query path)"
+step "fuzz smoke (DNS query path, control requests, IPC frames, signed maps, policy parser)"
 scripts/ci/fuzz_smoke.sh 30
 
 step "all checks passed"
