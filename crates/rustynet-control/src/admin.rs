@@ -158,6 +158,16 @@ pub fn preauth_create(
     Ok((key, record))
 }
 
+/// `preauth list`: every pre-auth key (never the key itself).
+pub fn preauth_list(data: &DataDir) -> Result<Vec<PreauthRecord>, AdminError> {
+    Ok(data.open_store()?.preauth_keys()?)
+}
+
+/// `preauth revoke ID`: the key enrolls no more nodes.
+pub fn preauth_revoke(data: &DataDir, id: i64) -> Result<PreauthRecord, AdminError> {
+    Ok(data.open_store()?.revoke_preauth(id, now_unix())?)
+}
+
 /// `nodes list`.
 pub fn nodes_list(data: &DataDir) -> Result<Vec<NodeRecord>, AdminError> {
     Ok(data.open_store()?.nodes()?)

@@ -63,7 +63,7 @@ enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
-    /// Create pre-auth keys.
+    /// Create, list or revoke pre-auth keys.
     Preauth {
         #[command(subcommand)]
         action: PreauthAction,
@@ -106,13 +106,45 @@ enum PreauthAction {
         /// Allow more than one enrollment.
         #[arg(long)]
         reusable: bool,
-        /// Lifetime, e.g. 1h.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        expires: Option<Duration>,
+        /// Lifetime, e.g. 30m or 7d; `never` for a key that does not expire.
+        #[arg(long, default_value = "1h", value_parser = parse_expiry)]
+        expires: Expiry,
         /// Data directory.
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// List pre-auth keys (never the keys themselves).
+    List {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a pre-auth key: it enrolls no more nodes.
+    Revoke {
+        /// The key's ID (from `preauth list`).
+        id: i64,
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+/// A lifetime, or none.
+#[derive(Debug, Clone, Copy)]
+struct Expiry(Option<Duration>);
+
+fn parse_expiry(text: &str) -> Result<Expiry, String> {
+    if text == "never" {
+        return Ok(Expiry(None));
+    }
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("a lifetime of 0 would expire at once; use a duration or `never`".into());
+    }
+    Ok(Expiry(Some(d)))
 }
 
 #[derive(Subcommand)]
@@ -209,20 +241,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", admin::policy_get(&DataDir::new(data_dir))?);
             }
         },
-        Command::Preauth {
-            action:
-                PreauthAction::Create {
-                    user,
-                    tags,
-                    reusable,
-                    expires,
-                    data_dir,
-                },
-        } => {
-            let (key, _) =
-                admin::preauth_create(&DataDir::new(data_dir), &user, &tags, reusable, expires)?;
-            println!("{}", key.as_str());
-        }
+        Command::Preauth { action } => preauth(action)?,
         Command::Nodes { action } => nodes(action)?,
     }
     Ok(())
@@ -234,6 +253,57 @@ fn data_dir_with(root: PathBuf, kek_file: Option<&std::path::Path>) -> anyhow::R
         Some(path) => data.with_key_encryption(rustynet_proto::keyseal::kek_from_file(path)?),
         None => data,
     })
+}
+
+fn unix_time(t: Option<i64>) -> String {
+    t.and_then(|t| u64::try_from(t).ok())
+        .map(|t| {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(t))
+                .to_string()
+        })
+        .unwrap_or_else(|| "never".into())
+}
+
+fn preauth(action: PreauthAction) -> anyhow::Result<()> {
+    match action {
+        PreauthAction::Create {
+            user,
+            tags,
+            reusable,
+            expires,
+            data_dir,
+        } => {
+            let (key, _) =
+                admin::preauth_create(&DataDir::new(data_dir), &user, &tags, reusable, expires.0)?;
+            println!("{}", key.as_str());
+        }
+        PreauthAction::List { data_dir, json } => {
+            let keys = admin::preauth_list(&DataDir::new(data_dir))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+                return Ok(());
+            }
+            let now = now_unix();
+            println!("ID     USER         STATE    REUSABLE USED  EXPIRES               TAGS");
+            for k in keys {
+                println!(
+                    "{:<6} {:<12} {:<8} {:<8} {:<5} {:<21} {}",
+                    k.id,
+                    k.user,
+                    k.state(now),
+                    if k.reusable { "yes" } else { "no" },
+                    k.used,
+                    unix_time(k.expires_at),
+                    k.tags.join(",")
+                );
+            }
+        }
+        PreauthAction::Revoke { id, data_dir } => {
+            let k = admin::preauth_revoke(&DataDir::new(data_dir), id)?;
+            println!("revoked pre-auth key {} (user {})", k.id, k.user);
+        }
+    }
+    Ok(())
 }
 
 fn nodes(action: NodesAction) -> anyhow::Result<()> {

@@ -96,6 +96,8 @@ impl From<StoreError> for ApiFailure {
             StoreError::AuthKeyInvalid => (StatusCode::UNAUTHORIZED, "auth_key_invalid"),
             StoreError::AuthKeyExpired => (StatusCode::UNAUTHORIZED, "auth_key_expired"),
             StoreError::AuthKeyUsed => (StatusCode::UNAUTHORIZED, "auth_key_used"),
+            StoreError::AuthKeyRevoked => (StatusCode::UNAUTHORIZED, "auth_key_revoked"),
+            StoreError::UnknownPreauth(_) => (StatusCode::NOT_FOUND, "unknown_preauth"),
             StoreError::DuplicateKey => (StatusCode::CONFLICT, "duplicate_key"),
             StoreError::UnknownNode(_) => (StatusCode::NOT_FOUND, "unknown_node"),
             StoreError::AddressesExhausted | StoreError::NamesExhausted(_) => {

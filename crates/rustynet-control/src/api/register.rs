@@ -13,6 +13,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
+use rustynet_policy::Policy;
 use rustynet_proto::control_api::{API_VERSION, RegisterRequest, RegisterResponse, paths};
 use sha2::{Digest as _, Sha256};
 
@@ -20,7 +21,7 @@ use super::{ApiFailure, AppState, PeerAddr, blocking, lock, parse_json, read_bod
 use crate::auth::{SignedRequest, replayed, verify_enrollment};
 use crate::nonce_cache::NonceCheck;
 use crate::ratelimit::source_key;
-use crate::store::Registration;
+use crate::store::{PreauthRecord, Registration, Store};
 use crate::{now_unix, now_unix_ms};
 
 pub(super) async fn register(
@@ -79,7 +80,8 @@ pub(super) async fn register(
         };
         let now_ms = now_unix_ms();
         let auth = verify_enrollment(&signed, &signing_key, now_ms)?;
-        store.usable_preauth(&registration.key_hash, now_unix())?;
+        let key = store.usable_preauth(&registration.key_hash, now_unix())?;
+        check_tags_still_owned(store, &key)?;
         match lock(&state.enroll_nonces).insert(auth.nonce, now_ms) {
             NonceCheck::Fresh => {}
             NonceCheck::Replayed => return Err(replayed()),
@@ -106,4 +108,28 @@ pub(super) async fn register(
         tunnel_ip: node.tunnel_ip,
         control_signing_key: app.signer.public(),
     }))
+}
+
+/// Tag ownership is checked when a key is used, not only when it was made:
+/// a policy change since may have taken a tag from the key's user.
+fn check_tags_still_owned(store: &dyn Store, key: &PreauthRecord) -> Result<(), ApiFailure> {
+    if key.tags.is_empty() {
+        return Ok(());
+    }
+    let policy = match store.policy()? {
+        // A stored policy that does not parse owns no tags: refuse.
+        Some(json) => Policy::parse(&json).unwrap_or_default(),
+        None => Policy::default(),
+    };
+    match key.tags.iter().find(|t| !policy.tag_owned_by(t, &key.user)) {
+        Some(tag) => Err(ApiFailure::new(
+            StatusCode::FORBIDDEN,
+            "tag_not_owned",
+            format!(
+                "the pre-auth key's tag {tag} is not owned by {:?} in the current policy",
+                key.user
+            ),
+        )),
+        None => Ok(()),
+    }
 }

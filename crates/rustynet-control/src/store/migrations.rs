@@ -53,4 +53,8 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE nodes ADD COLUMN lan_access INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 3: pre-auth keys can be revoked.
+    r#"
+    ALTER TABLE preauth_keys ADD COLUMN revoked_at INTEGER;
+    "#,
 ];

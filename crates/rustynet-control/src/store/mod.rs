@@ -41,6 +41,12 @@ pub enum StoreError {
     /// A single-use pre-auth key was already spent.
     #[error("pre-auth key was already used")]
     AuthKeyUsed,
+    /// An administrator revoked the pre-auth key.
+    #[error("pre-auth key was revoked")]
+    AuthKeyRevoked,
+    /// No pre-auth key with that id.
+    #[error("no pre-auth key with id {0}")]
+    UnknownPreauth(i64),
     /// A node with this tunnel or signing key already exists.
     #[error("a node with this key is already enrolled")]
     DuplicateKey,
@@ -162,6 +168,25 @@ pub struct PreauthRecord {
     pub expires_at: Option<i64>,
     /// Times used.
     pub used: i64,
+    /// Creation time (unix seconds).
+    pub created_at: i64,
+    /// When an administrator revoked it.
+    pub revoked_at: Option<i64>,
+}
+
+impl PreauthRecord {
+    /// `active`, `used` (single-use, spent), `expired` or `revoked` at `now`.
+    pub fn state(&self, now: i64) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at.is_some_and(|t| t <= now) {
+            "expired"
+        } else if !self.reusable && self.used > 0 {
+            "used"
+        } else {
+            "active"
+        }
+    }
 }
 
 /// The control server's storage.
@@ -177,6 +202,11 @@ pub trait Store: Send + Sync {
     /// The pre-auth key hashing to `key_hash` if it may enroll a node at
     /// `now` (read only: enrollment checks it before anything is written).
     fn usable_preauth(&self, key_hash: &[u8; 32], now: i64) -> Result<PreauthRecord, StoreError>;
+    /// Every pre-auth key (never the key itself), oldest first.
+    fn preauth_keys(&self) -> Result<Vec<PreauthRecord>, StoreError>;
+    /// Revokes a pre-auth key: it enrolls no more nodes (those it enrolled
+    /// stay). Revoking twice keeps the first time.
+    fn revoke_preauth(&self, id: i64, now: i64) -> Result<PreauthRecord, StoreError>;
     /// Spends a pre-auth key and creates the node, atomically. On any error
     /// nothing changes (the key stays unspent).
     fn register(&self, reg: &Registration, now: i64) -> Result<NodeRecord, StoreError>;

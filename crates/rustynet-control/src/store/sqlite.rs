@@ -206,45 +206,56 @@ fn allocate_ip(conn: &Connection) -> Result<Ipv4Addr, StoreError> {
     Err(StoreError::AddressesExhausted)
 }
 
+const PREAUTH_COLUMNS: &str = "id, user, tags, reusable, expires_at, used, created_at, revoked_at";
+
+fn preauth_from_row(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Result<PreauthRecord, StoreError>> {
+    let tags: String = row.get(2)?;
+    let record = (
+        row.get(0)?,
+        row.get(1)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+    );
+    let (id, user, reusable, expires_at, used, created_at, revoked_at) = record;
+    Ok(from_json(&tags, "tags").map(|tags| PreauthRecord {
+        id,
+        user,
+        tags,
+        reusable,
+        expires_at,
+        used,
+        created_at,
+        revoked_at,
+    }))
+}
+
 /// The pre-auth key hashing to `key_hash`, if it may enroll a node at `now`.
 fn usable_preauth(
     conn: &Connection,
     key_hash: &[u8; 32],
     now: i64,
 ) -> Result<PreauthRecord, StoreError> {
-    let key: Option<(i64, String, String, bool, Option<i64>, i64)> = conn
-        .prepare_cached(
-            "SELECT id, user, tags, reusable, expires_at, used FROM preauth_keys
-             WHERE key_hash = ?1",
-        )?
-        .query_row(params![&key_hash[..]], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })
-        .optional()?;
-    let Some((id, user, tags, reusable, expires_at, used)) = key else {
+    let key = conn
+        .prepare_cached(&format!(
+            "SELECT {PREAUTH_COLUMNS} FROM preauth_keys WHERE key_hash = ?1"
+        ))?
+        .query_row(params![&key_hash[..]], preauth_from_row)
+        .optional()?
+        .transpose()?;
+    let Some(key) = key else {
         return Err(StoreError::AuthKeyInvalid);
     };
-    if expires_at.is_some_and(|t| t <= now) {
-        return Err(StoreError::AuthKeyExpired);
+    match key.state(now) {
+        "revoked" => Err(StoreError::AuthKeyRevoked),
+        "expired" => Err(StoreError::AuthKeyExpired),
+        "used" => Err(StoreError::AuthKeyUsed),
+        _ => Ok(key),
     }
-    if !reusable && used > 0 {
-        return Err(StoreError::AuthKeyUsed);
-    }
-    Ok(PreauthRecord {
-        id,
-        user,
-        tags: from_json(&tags, "tags")?,
-        reusable,
-        expires_at,
-        used,
-    })
 }
 
 impl Store for SqliteStore {
@@ -289,7 +300,37 @@ impl Store for SqliteStore {
             reusable: new.reusable,
             expires_at: new.expires_at,
             used: 0,
+            created_at: now,
+            revoked_at: None,
         })
+    }
+
+    fn preauth_keys(&self) -> Result<Vec<PreauthRecord>, StoreError> {
+        let conn = lock(&self.conn);
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {PREAUTH_COLUMNS} FROM preauth_keys ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([], preauth_from_row)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row??);
+        }
+        Ok(out)
+    }
+
+    fn revoke_preauth(&self, id: i64, now: i64) -> Result<PreauthRecord, StoreError> {
+        let conn = lock(&self.conn);
+        conn.execute(
+            "UPDATE preauth_keys SET revoked_at = COALESCE(revoked_at, ?1) WHERE id = ?2",
+            params![now, id],
+        )?;
+        conn.prepare_cached(&format!(
+            "SELECT {PREAUTH_COLUMNS} FROM preauth_keys WHERE id = ?1"
+        ))?
+        .query_row(params![id], preauth_from_row)
+        .optional()?
+        .transpose()?
+        .ok_or(StoreError::UnknownPreauth(id))
     }
 
     fn usable_preauth(&self, key_hash: &[u8; 32], now: i64) -> Result<PreauthRecord, StoreError> {

@@ -169,3 +169,37 @@ fn schema_newer_than_build_is_refused() {
         Err(StoreError::SchemaTooNew { found: 99, .. })
     ));
 }
+
+#[test]
+fn revoked_keys_enroll_nothing_and_are_listed() {
+    let (_d, s) = store();
+    preauth(&s, "k", true, None);
+    preauth(&s, "once", false, Some(1_000));
+    s.register(&reg("k", "a", 1), 200).unwrap();
+    let keys = s.preauth_keys().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].state(300), "active");
+    assert_eq!(keys[0].used, 1);
+    assert_eq!(keys[1].state(2_000), "expired");
+    let revoked = s.revoke_preauth(keys[0].id, 400).unwrap();
+    assert_eq!(revoked.revoked_at, Some(400));
+    assert_eq!(revoked.state(500), "revoked");
+    // Revoking again keeps the first time.
+    assert_eq!(
+        s.revoke_preauth(keys[0].id, 900).unwrap().revoked_at,
+        Some(400)
+    );
+    assert!(matches!(
+        s.usable_preauth(&hash("k"), 500),
+        Err(StoreError::AuthKeyRevoked)
+    ));
+    assert!(matches!(
+        s.register(&reg("k", "b", 2), 500),
+        Err(StoreError::AuthKeyRevoked)
+    ));
+    assert_eq!(s.nodes().unwrap().len(), 1);
+    assert!(matches!(
+        s.revoke_preauth(99, 500),
+        Err(StoreError::UnknownPreauth(99))
+    ));
+}
