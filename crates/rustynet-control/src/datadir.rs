@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use rustynet_proto::handover::KeyHandover;
 use rustynet_proto::keyseal::Kek;
 use rustynet_proto::{NodeSigningKey, SigningPublicKey};
 use zeroize::Zeroizing;
@@ -165,8 +166,16 @@ impl DataDir {
     pub fn server_key(&self) -> PathBuf {
         self.root.join("server.key")
     }
-    fn signing_key_path(&self) -> PathBuf {
+    /// The map-signing key file (its modification time tells `serve` a
+    /// rotation happened).
+    pub fn signing_key_path(&self) -> PathBuf {
         self.root.join("signing.key")
+    }
+    fn next_signing_key_path(&self) -> PathBuf {
+        self.root.join("signing.key.next")
+    }
+    fn handovers_path(&self) -> PathBuf {
+        self.root.join("signing.handovers")
     }
     fn db_path(&self) -> PathBuf {
         self.root.join("control.db")
@@ -191,11 +200,11 @@ impl DataDir {
         let tls_key = self.sealed_if_configured(TLS_KEY_LABEL, pki.server_key_pem.as_bytes());
         write_new(&self.server_key(), tls_key.as_bytes(), 0o600)?;
         let key = NodeSigningKey::generate(&mut rand_core::OsRng);
-        let text = Zeroizing::new(match &self.kek {
-            Some(kek) => format!("{}\n", kek.seal(SIGNING_KEY_LABEL, key.seed().as_ref())),
-            None => format!("{SIGNING_KEY_HEADER}\n{}\n", B64.encode(*key.seed())),
-        });
-        write_new(&self.signing_key_path(), text.as_bytes(), 0o600)?;
+        write_new(
+            &self.signing_key_path(),
+            self.signing_key_text(&key).as_bytes(),
+            0o600,
+        )?;
         SqliteStore::create(&self.db_path(), suffix)?;
         fs::set_permissions(self.db_path(), fs::Permissions::from_mode(0o600))
             .map_err(io_err(&self.db_path()))?;
@@ -279,7 +288,11 @@ impl DataDir {
     /// Loads the map-signing key (checking it is owner-only, and encrypting
     /// it in place if it was plain and a secret is configured).
     pub fn signing_key(&self) -> Result<NodeSigningKey, DataDirError> {
-        let path = self.signing_key_path();
+        self.read_signing_key(&self.signing_key_path())
+    }
+
+    fn read_signing_key(&self, path: &Path) -> Result<NodeSigningKey, DataDirError> {
+        let path = path.to_owned();
         let bad = || DataDirError::BadKeyFile(path.clone());
         let (seed, plain) = match self.read_secret(&path, SIGNING_KEY_LABEL)? {
             Secret::Sealed(seed) => (seed, false),
@@ -302,6 +315,72 @@ impl DataDir {
             self.seal_in_place(&path, SIGNING_KEY_LABEL, seed)?;
         }
         Ok(NodeSigningKey::from_seed(seed))
+    }
+
+    /// The handovers of every rotation so far, oldest first (empty before
+    /// the first).
+    pub fn signing_handovers(&self) -> Result<Vec<KeyHandover>, DataDirError> {
+        let path = self.handovers_path();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| DataDirError::BadKeyFile(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Rotates the map-signing key: a new key, and a handover from the
+    /// current key naming it, which `serve` sends with every map so nodes
+    /// move their pin to the new key. The old private key is gone after
+    /// this. Crash-safe: the new key is written beside the old one first,
+    /// then the handover, then it replaces the old key
+    /// ([`DataDir::finish_rotation`] completes an interrupted rotation).
+    pub fn rotate_signing_key(&self, now: i64) -> Result<KeyHandover, DataDirError> {
+        self.finish_rotation()?;
+        let current = self.signing_key()?;
+        let next = NodeSigningKey::generate(&mut rand_core::OsRng);
+        let next_path = self.next_signing_key_path();
+        write_atomic(&next_path, self.signing_key_text(&next).as_bytes())?;
+        let handover = KeyHandover::sign(&current, next.public(), now);
+        let mut chain = self.signing_handovers()?;
+        chain.push(handover.clone());
+        let json = serde_json::to_vec_pretty(&chain).unwrap_or_default();
+        write_atomic(&self.handovers_path(), &json)?;
+        self.finish_rotation()?;
+        Ok(handover)
+    }
+
+    /// Completes a rotation interrupted after its handover was written (the
+    /// new key then waits beside the old one), or drops a new key that no
+    /// handover names (interrupted before).
+    pub fn finish_rotation(&self) -> Result<(), DataDirError> {
+        let next_path = self.next_signing_key_path();
+        if !next_path.exists() {
+            return Ok(());
+        }
+        let next = self.read_signing_key(&next_path)?;
+        let named = self
+            .signing_handovers()?
+            .last()
+            .is_some_and(|h| h.to == next.public());
+        if named {
+            let path = self.signing_key_path();
+            fs::rename(&next_path, &path).map_err(io_err(&path))?;
+            fs::File::open(&self.root)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&self.root))?;
+            tracing::info!(key = %next.public(), "control signing key rotated");
+        } else {
+            fs::remove_file(&next_path).map_err(io_err(&next_path))?;
+        }
+        Ok(())
+    }
+
+    /// A signing key's file contents (sealed when a secret is configured).
+    fn signing_key_text(&self, key: &NodeSigningKey) -> Zeroizing<String> {
+        Zeroizing::new(match &self.kek {
+            Some(kek) => format!("{}\n", kek.seal(SIGNING_KEY_LABEL, key.seed().as_ref())),
+            None => format!("{SIGNING_KEY_HEADER}\n{}\n", B64.encode(*key.seed())),
+        })
     }
 
     /// The TLS private key's PEM, from `server.key` (owner-only; opened

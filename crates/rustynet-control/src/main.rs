@@ -73,6 +73,25 @@ enum Command {
         #[command(subcommand)]
         action: NodesAction,
     },
+    /// Rotate the control signing key.
+    SigningKey {
+        #[command(subcommand)]
+        action: SigningKeyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum SigningKeyAction {
+    /// Make a new map-signing key; the current one signs a handover naming
+    /// it, which nodes follow with their next map (no re-enrollment).
+    Rotate {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The secret the signing key is encrypted under.
+        #[arg(long)]
+        key_encryption_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -243,6 +262,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Preauth { action } => preauth(action)?,
         Command::Nodes { action } => nodes(action)?,
+        Command::SigningKey {
+            action:
+                SigningKeyAction::Rotate {
+                    data_dir,
+                    key_encryption_file,
+                },
+        } => {
+            let data = data_dir_with(data_dir, key_encryption_file.as_deref())?;
+            let handover = admin::signing_key_rotate(&data)?;
+            println!("signing public key: {}", handover.to);
+            println!("handed over from: {}", handover.from);
+        }
     }
     Ok(())
 }

@@ -91,7 +91,7 @@ pub fn check_network(
             continue;
         };
         let sealed = seal_netmap_json(&key, json, *id, u64::MAX, i64::MAX / 2, 1);
-        let len = rustynet_proto::control_api::map_frame_pieces(sealed.sealed)
+        let len = rustynet_proto::control_api::map_frame_pieces(sealed.sealed, &[])
             .iter()
             .map(bytes::Bytes::len)
             .sum();

@@ -179,6 +179,20 @@ impl Network {
         });
     }
 
+    /// Wakes every map stream without changing the network (they then see
+    /// what else changed, such as the signing key).
+    pub fn nudge(&self) {
+        self.publish(|prev| Snapshot {
+            version: prev.version + 1,
+            suffix: prev.suffix.clone(),
+            nodes: prev.nodes.clone(),
+            views: prev.views.clone(),
+            online: prev.online.clone(),
+            policy_error: prev.policy_error.clone(),
+            fragments: OnceLock::new(),
+        });
+    }
+
     /// The latest snapshot.
     pub fn current(&self) -> Arc<Snapshot> {
         self.state.borrow().clone()

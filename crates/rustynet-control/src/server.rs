@@ -2,13 +2,13 @@
 //! background task that notices admin changes made by other processes.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::{AppState, router};
+use crate::api::{AppState, Signer, router};
 use crate::conn::ConnConfig;
 use crate::conn_limits::ConnTable;
 use crate::datadir::{DataDir, DataDirError};
@@ -153,8 +153,9 @@ fn connection_cap(wanted: usize) -> usize {
 
 /// Opens the data directory, binds and starts serving in the background.
 pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, ServeError> {
+    data.finish_rotation()?;
     data.check_secrets()?;
-    let signer = Arc::new(data.signing_key()?);
+    let signer = RwLock::new(Arc::new(load_signer(data)?));
     let store: Arc<dyn Store> = Arc::new(data.open_store()?);
     let tls = server_config_pem(
         &data.server_cert(),
@@ -191,10 +192,15 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
     );
     let cfg = Arc::new(ConnConfig {
         acceptor: TlsAcceptor::from(tls),
-        app: router(state),
+        app: router(state.clone()),
         handshake_timeout: opts.handshake_timeout,
         header_timeout: opts.header_timeout,
     });
+    tokio::spawn(watch_signing_key(
+        data.clone(),
+        state.clone(),
+        opts.change_poll,
+    ));
     tokio::spawn(watch_external_changes(network.clone(), opts.change_poll));
     let task = tokio::spawn(accept_loop(listener, table, cfg));
     tracing::info!(%addr, "control server listening (TLS 1.3 only)");
@@ -223,6 +229,54 @@ async fn accept_loop(listener: TcpListener, table: Arc<ConnTable>, cfg: Arc<Conn
                 tracing::debug!(%peer, %reason, "connection refused");
                 drop(tcp);
             }
+        }
+    }
+}
+
+fn load_signer(data: &DataDir) -> Result<Signer, DataDirError> {
+    Ok(Signer {
+        key: data.signing_key()?,
+        handovers: data.signing_handovers()?,
+    })
+}
+
+/// `signing-key rotate` is a separate process: when the key file changes,
+/// the new key and its handover are loaded and every map stream sends a map
+/// signed by it at once (with the handover, so nodes move their pin).
+async fn watch_signing_key(data: DataDir, state: Arc<AppState>, every: Duration) {
+    let modified = |data: &DataDir| {
+        std::fs::metadata(data.signing_key_path())
+            .and_then(|m| m.modified())
+            .ok()
+    };
+    let mut seen = modified(&data);
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        let now = modified(&data);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let loaded = {
+            let data = data.clone();
+            tokio::task::spawn_blocking(move || {
+                data.finish_rotation()?;
+                load_signer(&data)
+            })
+            .await
+        };
+        match loaded {
+            Ok(Ok(signer)) if signer.key.public() != state.signer().key.public() => {
+                tracing::info!(key = %signer.key.public(), "signing with the rotated control key");
+                state.set_signer(signer);
+                state.network.nudge();
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot load the rotated signing key; still signing with the old one")
+            }
+            Err(e) => tracing::error!(error = %e, "signing key reload task failed"),
         }
     }
 }

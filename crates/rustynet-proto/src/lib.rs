@@ -13,6 +13,7 @@
 pub mod control_api;
 pub mod endpoint;
 pub mod envelope;
+pub mod handover;
 pub mod ipc;
 mod ipfmt;
 pub mod keys;

@@ -153,8 +153,8 @@ async fn run(
                 loop {
                     tokio::select! {
                         frame = tokio::time::timeout(STREAM_SILENCE, stream.next_frame()) => match frame {
-                            Ok(Ok(Some(StreamFrame::Map { envelope }))) => {
-                                if !engine.send(EngineMsg::Map(envelope)) { return; }
+                            Ok(Ok(Some(StreamFrame::Map { envelope, handovers }))) => {
+                                if !engine.send(EngineMsg::Map(envelope, handovers)) { return; }
                             }
                             Ok(Ok(Some(StreamFrame::Keepalive))) => {}
                             Ok(Ok(None)) => break ControlEvent::Disconnected("control closed the stream".into()),

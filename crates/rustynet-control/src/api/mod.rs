@@ -8,7 +8,7 @@ mod register;
 mod update;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::BodyExt as _;
 use rustynet_proto::control_api::{ApiError, MAX_REQUEST_BYTES, paths};
+use rustynet_proto::handover::KeyHandover;
 use rustynet_proto::{NodeId, NodeSigningKey};
 
 use crate::conn_limits::ConnSlot;
@@ -30,8 +31,8 @@ use crate::store::StoreError;
 pub struct AppState {
     /// Live network.
     pub network: Arc<Network>,
-    /// Map-signing key.
-    pub signer: Arc<NodeSigningKey>,
+    /// Map-signing key and its handovers (replaced when it is rotated).
+    pub signer: RwLock<Arc<Signer>>,
     /// Validity of each signed map, seconds (re-signed at half).
     pub map_ttl_secs: i64,
     /// Keepalive interval on idle map streams.
@@ -46,6 +47,31 @@ pub struct AppState {
     pub register_limit: Mutex<RateLimiter<IpAddr>>,
     /// Nonces of enrollment requests (never written to the store).
     pub enroll_nonces: Mutex<NonceCache>,
+}
+
+/// The map-signing key and the handovers of every rotation up to it:
+/// replaced as a whole, so a map is never sent with a key and a chain that
+/// do not belong together.
+pub struct Signer {
+    /// The current key.
+    pub key: NodeSigningKey,
+    /// Handovers, oldest first; the last names `key`.
+    pub handovers: Vec<KeyHandover>,
+}
+
+impl AppState {
+    /// The current signer.
+    pub fn signer(&self) -> Arc<Signer> {
+        self.signer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the signer (after a rotation).
+    pub fn set_signer(&self, signer: Signer) {
+        *self.signer.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(signer);
+    }
 }
 
 /// The address a request came from (set by the server on every request).

@@ -106,7 +106,7 @@ pub(super) async fn register(
         dns_name: format!("{}.{suffix}", node.hostname),
         hostname: node.hostname,
         tunnel_ip: node.tunnel_ip,
-        control_signing_key: app.signer.public(),
+        control_signing_key: app.signer().key.public(),
     }))
 }
 

@@ -133,7 +133,7 @@ pub async fn next_map(stream: &mut MapStream, node: &Node, high_water: &mut u64)
             .expect("no frame within 20 s")
             .unwrap()
             .expect("stream closed");
-        if let StreamFrame::Map { envelope } = frame {
+        if let StreamFrame::Map { envelope, .. } = frame {
             let now = rustynet_control::now_unix();
             let verified = verifier
                 .verify(envelope, GenerationRule::After(*high_water), now)

@@ -49,8 +49,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let v = verifier();
     if mode % 2 == 0 {
-        if let Ok(StreamFrame::Map { envelope }) = serde_json::from_slice::<StreamFrame>(rest)
-            && let Ok(map) = v.verify(envelope, GenerationRule::After(0), NOW)
+        if let Ok(StreamFrame::Map { envelope, handovers }) = serde_json::from_slice::<StreamFrame>(rest)
+            && let Ok((map, _)) = v.verify_following(envelope, &handovers, GenerationRule::After(0), NOW)
         {
             check_accepted(&map);
         }

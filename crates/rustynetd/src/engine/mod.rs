@@ -12,6 +12,7 @@ mod status;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use rustynet_proto::handover::KeyHandover;
 use rustynet_proto::ipc::{DataplaneState, ErrorCode, Reply};
 use rustynet_proto::verify::GenerationRule;
 use rustynet_proto::{NetmapVerifier, SignedEnvelope, VerifiedNetmap, VerifyPolicy};
@@ -42,8 +43,9 @@ pub enum EngineMsg {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<Reply, IpcFailure>>,
     },
-    /// A signed map as received from control (not yet verified).
-    Map(SignedEnvelope),
+    /// A signed map as received from control (not yet verified), with the
+    /// control signing key's handovers sent beside it.
+    Map(SignedEnvelope, Vec<KeyHandover>),
     /// Control connection news.
     Control(ControlEvent),
     /// Periodic health check.
@@ -164,7 +166,7 @@ impl Engine {
                     let result = self.handle_command(cmd, &caller);
                     let _ = reply.send(result);
                 }
-                EngineMsg::Map(envelope) => self.on_map(envelope),
+                EngineMsg::Map(envelope, handovers) => self.on_map(envelope, handovers),
                 EngineMsg::Control(event) => self.on_control(event),
                 EngineMsg::Tick => self.on_tick(),
                 EngineMsg::Shutdown => break,
@@ -357,19 +359,31 @@ impl Engine {
         ))
     }
 
-    fn on_map(&mut self, envelope: SignedEnvelope) {
+    fn on_map(&mut self, envelope: SignedEnvelope, handovers: Vec<KeyHandover>) {
         let Some(verifier) = self.verifier() else {
             return;
         };
         if !self.state.prefs.want_up {
             return;
         }
-        match verifier.verify(
+        match verifier.verify_following(
             envelope,
+            &handovers,
             GenerationRule::After(self.state.high_water),
             now_unix(),
         ) {
-            Ok(map) => self.accept_map(map),
+            Ok((map, rotated)) => {
+                if let (Some(key), Some(enrollment)) = (rotated, self.state.enrollment.as_mut()) {
+                    // Control's key was rotated and the pinned key handed
+                    // over to this one: pin it. Maps signed by the old key
+                    // are refused from now on. The new pin is saved with the
+                    // map it verified (the last-known-safe one), in the same
+                    // atomic write, once that map is applied.
+                    tracing::info!(target: "rustynet::trust", from = %enrollment.control_signing_key, to = %key, "control signing key rotated; pinning its successor");
+                    enrollment.control_signing_key = key;
+                }
+                self.accept_map(map);
+            }
             Err(e) => {
                 // Nothing changes: a refused map is only logged and counted.
                 tracing::warn!(target: "rustynet::trust", reason = %e, "signed map rejected");
