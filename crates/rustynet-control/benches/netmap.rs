@@ -85,6 +85,7 @@ fn nodes(n: usize) -> BTreeMap<NodeId, NodeRecord> {
                 created_at: 1_800_000_000,
                 expired_at: None,
                 last_seen: None,
+                key_expires_at: None,
             };
             (id, record)
         })

@@ -57,6 +57,10 @@ enum Command {
         /// behind one NAT holds a map stream.
         #[arg(long, default_value_t = 1024)]
         max_connections_per_source: usize,
+        /// Lifetime of a node's keys from enrollment or renewal (`rustynet up
+        /// --force-reauth`), e.g. 180d; `never` for keys that do not expire.
+        #[arg(long, default_value = "180d", value_parser = parse_expiry)]
+        node_key_expiry: Expiry,
     },
     /// Set or show the ACL policy.
     Policy {
@@ -236,6 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             key_encryption_file,
             max_connections,
             max_connections_per_source,
+            node_key_expiry,
         } => {
             let data = data_dir_with(data_dir, key_encryption_file.as_deref())?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
@@ -244,6 +249,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 opts.map_ttl = map_ttl;
                 opts.max_connections = max_connections;
                 opts.max_connections_per_source = max_connections_per_source;
+                opts.node_key_expiry = node_key_expiry.0;
                 let server = start(&data, opts).await?;
                 println!("listening on {}", server.addr);
                 wait_for_signal().await;
@@ -350,8 +356,10 @@ fn nodes(action: NodesAction) -> anyhow::Result<()> {
                 "ID     NAME                     TUNNEL IP        USER         STATE      TAGS/ADVERTISED"
             );
             for n in nodes {
-                let state = if n.is_expired(now) {
+                let state = if n.expired_by_admin(now) {
                     "expired"
+                } else if n.key_expired(now) {
+                    "key-expired"
                 } else {
                     "active"
                 };

@@ -129,6 +129,7 @@ mod tests {
                     created_at: 1,
                     expired_at: None,
                     last_seen: None,
+                    key_expires_at: None,
                 };
                 (id, record)
             })

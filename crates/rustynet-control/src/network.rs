@@ -35,6 +35,10 @@ pub struct Snapshot {
     /// Why the stored policy could not be used (the network then runs with
     /// an empty, deny-all policy).
     pub policy_error: Option<String>,
+    /// The next time a live node expires (its keys' lifetime ends): the
+    /// network is reloaded then, so it leaves every map and its stream
+    /// closes without waiting for an unrelated change.
+    pub next_expiry: Option<i64>,
     /// Shared map entries, serialized by the first stream that needs them.
     fragments: OnceLock<PeerFragments>,
 }
@@ -148,6 +152,12 @@ impl Network {
             .filter(|id| nodes.contains_key(id))
             .copied()
             .collect();
+        let next_expiry = nodes
+            .values()
+            .flat_map(|n| [n.key_expires_at, n.expired_at])
+            .flatten()
+            .filter(|t| *t > now)
+            .min();
         self.publish(|prev| Snapshot {
             version: prev.version + 1,
             suffix,
@@ -155,6 +165,7 @@ impl Network {
             views,
             online: Arc::new(online),
             policy_error,
+            next_expiry,
             fragments: OnceLock::new(),
         });
         Ok(())
@@ -175,6 +186,7 @@ impl Network {
             views: prev.views.clone(),
             online: Arc::new(online),
             policy_error: prev.policy_error.clone(),
+            next_expiry: prev.next_expiry,
             fragments: OnceLock::new(),
         });
     }
@@ -189,6 +201,7 @@ impl Network {
             views: prev.views.clone(),
             online: prev.online.clone(),
             policy_error: prev.policy_error.clone(),
+            next_expiry: prev.next_expiry,
             fragments: OnceLock::new(),
         });
     }
@@ -289,6 +302,7 @@ mod tests {
                     endpoints: vec![],
                     advertise_exit_node: false,
                     advertised_routes: vec![],
+                    key_expires_at: None,
                 },
                 2,
             )

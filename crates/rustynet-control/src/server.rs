@@ -44,6 +44,10 @@ pub struct ServeOptions {
     /// Least time between two maps sent to one node (changes in between
     /// are coalesced into the next).
     pub min_map_interval: Duration,
+    /// Lifetime of a node's keys from enrollment or renewal; a node whose
+    /// keys expired is refused like an expired node until it renews with
+    /// `rustynet up --force-reauth`. `None`: keys never expire.
+    pub node_key_expiry: Option<Duration>,
     /// Deadline of the TLS handshake.
     pub handshake_timeout: Duration,
     /// Deadline of a request head, and the idle limit between requests.
@@ -77,6 +81,7 @@ impl ServeOptions {
                 every: Duration::from_secs(6),
             },
             min_map_interval: Duration::from_secs(1),
+            node_key_expiry: Some(Duration::from_secs(180 * 24 * 3600)),
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
@@ -182,6 +187,7 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
         keepalive: opts.keepalive,
         body_timeout: opts.body_timeout,
         min_map_interval: opts.min_map_interval,
+        node_key_expiry: opts.node_key_expiry,
         update_limit: Mutex::new(RateLimiter::new(opts.update_rate, MAX_TRACKED_NODES)),
         register_limit: Mutex::new(RateLimiter::new(opts.register_rate, MAX_TRACKED_SOURCES)),
         enroll_nonces: Mutex::new(NonceCache::new(MAX_NONCES)),
@@ -298,11 +304,17 @@ async fn watch_external_changes(network: Arc<Network>, every: Duration) {
         let Ok(Ok((marker, network))) = result else {
             continue;
         };
-        if Some(marker) != last {
+        let expiry_due = network
+            .current()
+            .next_expiry
+            .is_some_and(|t| t <= crate::now_unix());
+        if Some(marker) != last || expiry_due {
             last = Some(marker);
             let reloaded = tokio::task::spawn_blocking(move || network.reload()).await;
             match reloaded {
-                Ok(Ok(())) => tracing::info!("applied changes made by an admin command"),
+                Ok(Ok(())) => tracing::info!(
+                    "network reloaded (an admin command committed, or a node expired)"
+                ),
                 Ok(Err(e)) => tracing::error!(error = %e, "reload after external change failed"),
                 Err(e) => tracing::error!(error = %e, "reload task failed"),
             }

@@ -27,6 +27,10 @@ pub const API_VERSION: u16 = 1;
 /// Header that carries [`RequestAuth`].
 pub const AUTH_HEADER: &str = "x-rustynet-auth";
 
+/// Header of a renewal ([`RegisterRequest::renew`]): a [`RequestAuth`] over
+/// the same request made with the node's current signing key, as that node.
+pub const RENEW_HEADER: &str = "x-rustynet-renew";
+
 /// Largest request body control accepts.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
@@ -88,6 +92,12 @@ pub struct RegisterRequest {
     pub advertise_exit_node: bool,
     /// LAN prefixes offered.
     pub advertise_routes: Vec<IpNet>,
+    /// Renew this node's keys instead of enrolling a new node
+    /// (`rustynet up --force-reauth`): same id, address and name, the keys
+    /// above, a new key expiry. The request then also carries
+    /// [`RENEW_HEADER`], proving the node holds its current key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew: Option<NodeId>,
 }
 
 /// Enrollment result.
@@ -449,6 +459,7 @@ mod tests {
             endpoints: vec![],
             advertise_exit_node: false,
             advertise_routes: vec![],
+            renew: None,
         };
         assert!(!format!("{req:?}").contains("supersecret"));
     }

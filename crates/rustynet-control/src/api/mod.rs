@@ -41,6 +41,9 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// Least time between two maps sent to one node.
     pub min_map_interval: Duration,
+    /// Lifetime of a node's keys from enrollment or renewal (`None`: no
+    /// expiry).
+    pub node_key_expiry: Option<Duration>,
     /// Updates (`/v1/update`) per node.
     pub update_limit: Mutex<RateLimiter<NodeId>>,
     /// Enrollment requests per source address.
@@ -124,6 +127,7 @@ impl From<StoreError> for ApiFailure {
             StoreError::AuthKeyUsed => (StatusCode::UNAUTHORIZED, "auth_key_used"),
             StoreError::AuthKeyRevoked => (StatusCode::UNAUTHORIZED, "auth_key_revoked"),
             StoreError::UnknownPreauth(_) => (StatusCode::NOT_FOUND, "unknown_preauth"),
+            StoreError::RenewUserMismatch { .. } => (StatusCode::FORBIDDEN, "renew_user_mismatch"),
             StoreError::DuplicateKey => (StatusCode::CONFLICT, "duplicate_key"),
             StoreError::UnknownNode(_) => (StatusCode::NOT_FOUND, "unknown_node"),
             StoreError::AddressesExhausted | StoreError::NamesExhausted(_) => {

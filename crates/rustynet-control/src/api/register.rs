@@ -5,6 +5,10 @@
 //! rate limit (before the body is read), the body's shape, the request
 //! signature, the pre-auth key (a read), the nonce (in memory), and only
 //! then the one write that enrolls the node.
+//!
+//! With `renew`, the same request renews an existing node's keys instead
+//! (`rustynet up --force-reauth`): the node also proves it holds its current
+//! key ([`verify_renewal`]), and keeps its id, address and name.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,10 +22,10 @@ use rustynet_proto::control_api::{API_VERSION, RegisterRequest, RegisterResponse
 use sha2::{Digest as _, Sha256};
 
 use super::{ApiFailure, AppState, PeerAddr, blocking, lock, parse_json, read_body};
-use crate::auth::{SignedRequest, replayed, verify_enrollment};
+use crate::auth::{SignedRequest, replayed, verify_enrollment, verify_renewal};
 use crate::nonce_cache::NonceCheck;
 use crate::ratelimit::source_key;
-use crate::store::{PreauthRecord, Registration, Store};
+use crate::store::{PreauthRecord, Registration, Renewal, Store};
 use crate::{now_unix, now_unix_ms};
 
 pub(super) async fn register(
@@ -66,7 +70,11 @@ pub(super) async fn register(
         endpoints: req.endpoints.clone(),
         advertise_exit_node: req.advertise_exit_node,
         advertised_routes: req.advertise_routes.clone(),
+        key_expires_at: app
+            .node_key_expiry
+            .map(|d| now_unix().saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))),
     };
+    let renew = req.renew;
     let state = app.clone();
     let signing_key = req.signing_key;
     let node = blocking(move || {
@@ -81,7 +89,9 @@ pub(super) async fn register(
         let now_ms = now_unix_ms();
         let auth = verify_enrollment(&signed, &signing_key, now_ms)?;
         let key = store.usable_preauth(&registration.key_hash, now_unix())?;
-        check_tags_still_owned(store, &key)?;
+        if renew.is_none() {
+            check_tags_still_owned(store, &key)?;
+        }
         match lock(&state.enroll_nonces).insert(auth.nonce, now_ms) {
             NonceCheck::Fresh => {}
             NonceCheck::Replayed => return Err(replayed()),
@@ -93,12 +103,29 @@ pub(super) async fn register(
                 ));
             }
         }
-        let node = store.register(&registration, now_unix())?;
+        let node = match renew {
+            None => store.register(&registration, now_unix())?,
+            Some(id) => {
+                verify_renewal(store, &signed, id, now_ms)?;
+                let renewal = Renewal {
+                    node: id,
+                    registration,
+                };
+                store.renew(&renewal, now_unix())?
+            }
+        };
         network.reload().map_err(ApiFailure::from)?;
         Ok(node)
     })
     .await?;
-    tracing::info!(node = %node.id, hostname = %node.hostname, ip = %node.tunnel_ip, "node enrolled");
+    match renew {
+        None => {
+            tracing::info!(node = %node.id, hostname = %node.hostname, ip = %node.tunnel_ip, "node enrolled")
+        }
+        Some(_) => {
+            tracing::info!(node = %node.id, hostname = %node.hostname, "node renewed its keys")
+        }
+    }
     let suffix = app.network.current().suffix.clone();
     Ok(Json(RegisterResponse {
         version: API_VERSION,

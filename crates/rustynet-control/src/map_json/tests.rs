@@ -60,6 +60,7 @@ fn node(id: u64, name: &str, user: &str, tags: &[&str]) -> NodeRecord {
         created_at: 1_800_000_000 + id as i64,
         expired_at: None,
         last_seen: None,
+        key_expires_at: None,
     }
 }
 

@@ -57,4 +57,10 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE preauth_keys ADD COLUMN revoked_at INTEGER;
     "#,
+    // 4: node keys expire. Nodes enrolled before get the default lifetime
+    // (180 days) from the upgrade on, not an instant expiry.
+    r#"
+    ALTER TABLE nodes ADD COLUMN key_expires_at INTEGER;
+    UPDATE nodes SET key_expires_at = CAST(strftime('%s', 'now') AS INTEGER) + 15552000;
+    "#,
 ];

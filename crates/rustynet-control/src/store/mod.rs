@@ -47,6 +47,14 @@ pub enum StoreError {
     /// No pre-auth key with that id.
     #[error("no pre-auth key with id {0}")]
     UnknownPreauth(i64),
+    /// A renewal's pre-auth key belongs to another user than the node.
+    #[error("the pre-auth key belongs to {key_user:?}, the node to {node_user:?}")]
+    RenewUserMismatch {
+        /// The key's user.
+        key_user: String,
+        /// The node's user.
+        node_user: String,
+    },
     /// A node with this tunnel or signing key already exists.
     #[error("a node with this key is already enrolled")]
     DuplicateKey,
@@ -96,6 +104,19 @@ pub struct Registration {
     pub advertise_exit_node: bool,
     /// Offered LAN prefixes.
     pub advertised_routes: Vec<IpNet>,
+    /// When the node's keys stop being accepted (unix seconds); `None`:
+    /// never.
+    pub key_expires_at: Option<i64>,
+}
+
+/// A node renewing its keys (`rustynet up --force-reauth`): same id,
+/// address and name; new keys and a new key expiry.
+#[derive(Debug, Clone)]
+pub struct Renewal {
+    /// The node.
+    pub node: NodeId,
+    /// The registration the renewal carries (its pre-auth key is spent).
+    pub registration: Registration,
 }
 
 /// A node as stored.
@@ -131,12 +152,27 @@ pub struct NodeRecord {
     pub expired_at: Option<i64>,
     /// Last authenticated request.
     pub last_seen: Option<i64>,
+    /// When the node's keys stop being accepted; renewed by
+    /// `rustynet up --force-reauth`.
+    pub key_expires_at: Option<i64>,
 }
 
 impl NodeRecord {
-    /// Whether the node is expired at `now`.
+    /// Whether the node is expired at `now`: by an administrator, or its
+    /// keys' lifetime ended. Either way it gets no maps and is in no map.
     pub fn is_expired(&self, now: i64) -> bool {
+        self.expired_by_admin(now) || self.key_expired(now)
+    }
+
+    /// Whether an administrator expired it (`nodes expire`); such a node
+    /// cannot renew its keys.
+    pub fn expired_by_admin(&self, now: i64) -> bool {
         self.expired_at.is_some_and(|t| t <= now)
+    }
+
+    /// Whether its keys' lifetime ended.
+    pub fn key_expired(&self, now: i64) -> bool {
+        self.key_expires_at.is_some_and(|t| t <= now)
     }
 }
 
@@ -210,6 +246,11 @@ pub trait Store: Send + Sync {
     /// Spends a pre-auth key and creates the node, atomically. On any error
     /// nothing changes (the key stays unspent).
     fn register(&self, reg: &Registration, now: i64) -> Result<NodeRecord, StoreError>;
+    /// Spends a pre-auth key and gives an existing node new keys, reported
+    /// state and key expiry, atomically; its id, address, name, user and
+    /// tags stay (the key's user must be the node's). On any error nothing
+    /// changes.
+    fn renew(&self, renewal: &Renewal, now: i64) -> Result<NodeRecord, StoreError>;
     /// All nodes, by id.
     fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
     /// One node.

@@ -12,7 +12,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::migrations::MIGRATIONS;
-use super::{NewPreauth, NodeRecord, NodeUpdate, PreauthRecord, Registration, Store, StoreError};
+use super::{
+    NewPreauth, NodeRecord, NodeUpdate, PreauthRecord, Registration, Renewal, Store, StoreError,
+};
 use crate::names::assign_label;
 
 /// Generations are reserved from the database in blocks this large, so
@@ -46,7 +48,7 @@ fn parse<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, StoreError> 
 
 const NODE_COLUMNS: &str = "id, hostname, requested_hostname, user, tags, tunnel_ip, node_key, \
     signing_key, endpoints, advertise_exit, advertised_routes, created_at, expired_at, last_seen, \
-    lan_access";
+    lan_access, key_expires_at";
 
 fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRecord, StoreError>> {
     let id: i64 = row.get(0)?;
@@ -64,6 +66,7 @@ fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRecord,
     let expired_at: Option<i64> = row.get(12)?;
     let last_seen: Option<i64> = row.get(13)?;
     let lan_access: bool = row.get(14)?;
+    let key_expires_at: Option<i64> = row.get(15)?;
     Ok((|| {
         Ok(NodeRecord {
             id: NodeId(u64::try_from(id).map_err(|_| StoreError::Corrupt("node id".into()))?),
@@ -81,6 +84,7 @@ fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRecord,
             created_at,
             expired_at,
             last_seen,
+            key_expires_at,
         })
     })())
 }
@@ -364,8 +368,8 @@ impl Store for SqliteStore {
         tx.execute(
             "INSERT INTO nodes(hostname, requested_hostname, user, tags, tunnel_ip, node_key,
                 signing_key, endpoints, advertise_exit, advertised_routes, created_at, last_seen,
-                preauth_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12)",
+                preauth_id, key_expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13)",
             params![
                 hostname,
                 reg.hostname,
@@ -378,13 +382,65 @@ impl Store for SqliteStore {
                 reg.advertise_exit_node,
                 to_json(&reg.advertised_routes),
                 now,
-                key_id
+                key_id,
+                reg.key_expires_at
             ],
         )?;
         let id = tx.last_insert_rowid();
         let node = query_nodes(&tx, "WHERE id = ?1", params![id])?
             .pop()
             .ok_or_else(|| StoreError::Corrupt("inserted node vanished".into()))?;
+        tx.commit()?;
+        Ok(node)
+    }
+
+    fn renew(&self, renewal: &Renewal, now: i64) -> Result<NodeRecord, StoreError> {
+        let reg = &renewal.registration;
+        let id = renewal.node.0 as i64;
+        let mut conn = lock(&self.conn);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let key = usable_preauth(&tx, &reg.key_hash, now)?;
+        let node = query_nodes(&tx, "WHERE id = ?1", params![id])?
+            .pop()
+            .ok_or_else(|| StoreError::UnknownNode(renewal.node.to_string()))?;
+        if key.user != node.user {
+            return Err(StoreError::RenewUserMismatch {
+                key_user: key.user,
+                node_user: node.user,
+            });
+        }
+        let duplicate = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM nodes WHERE id != ?3 AND (node_key = ?1 OR signing_key = ?2))",
+            params![reg.node_key.to_base64(), reg.signing_key.to_base64(), id],
+            |r| r.get::<_, bool>(0),
+        )?;
+        if duplicate || reg.signing_key == node.signing_key || reg.node_key == node.node_key {
+            return Err(StoreError::DuplicateKey);
+        }
+        tx.execute(
+            "UPDATE preauth_keys SET used = used + 1 WHERE id = ?1",
+            params![key.id],
+        )?;
+        tx.execute(
+            "UPDATE nodes SET node_key = ?1, signing_key = ?2, endpoints = ?3, advertise_exit = ?4,
+                advertised_routes = ?5, key_expires_at = ?6, last_seen = ?7
+             WHERE id = ?8",
+            params![
+                reg.node_key.to_base64(),
+                reg.signing_key.to_base64(),
+                to_json(&reg.endpoints),
+                reg.advertise_exit_node,
+                to_json(&reg.advertised_routes),
+                reg.key_expires_at,
+                now,
+                id
+            ],
+        )?;
+        // Nonces recorded for the old key mean nothing to the new one.
+        tx.execute("DELETE FROM seen_nonces WHERE node_id = ?1", params![id])?;
+        let node = query_nodes(&tx, "WHERE id = ?1", params![id])?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("renewed node vanished".into()))?;
         tx.commit()?;
         Ok(node)
     }

@@ -87,6 +87,7 @@ impl Harness {
             endpoints: vec![format!("192.0.2.{seed}:41641").parse().unwrap()],
             advertise_exit_node: false,
             advertise_routes: vec![],
+            renew: None,
         }
     }
 

@@ -3,6 +3,7 @@
 
 use ipnet::IpNet;
 use rustynet_control_client::ControlClient;
+use rustynet_proto::NodeSigningKey;
 use rustynet_proto::control_api::{API_VERSION, RegisterRequest};
 use rustynet_proto::ipc::{Command, ErrorCode, ExitNodeEntry, PathKind, PingDoc, Reply, UpArgs};
 use rustynet_proto::netmap::TUNNEL_NET;
@@ -126,11 +127,22 @@ impl Engine {
             .enrollment
             .as_ref()
             .is_some_and(|e| e.control_url == args.control_url && e.ca_pem == args.ca_cert_pem);
-        let needs_enroll = !same_control || self.integrity_failed;
+        // --force-reauth renews the keys of the node enrolled with this
+        // control server (same node, name and address); anywhere else it is
+        // an ordinary enrollment.
+        let renew = args.force_reauth
+            && same_control
+            && !self.integrity_failed
+            && self.state.enrollment.is_some();
+        let needs_enroll = !same_control || self.integrity_failed || args.force_reauth;
         if needs_enroll && args.auth_key.is_none() {
             return Err(Self::fail(
                 ErrorCode::InvalidArgument,
-                "not enrolled with this control server: --auth-key is required",
+                if args.force_reauth {
+                    "--force-reauth needs --auth-key (a pre-auth key of the node's user)"
+                } else {
+                    "not enrolled with this control server: --auth-key is required"
+                },
             ));
         }
         if self.integrity_failed {
@@ -138,7 +150,7 @@ impl Engine {
             self.state = Default::default();
             self.integrity_failed = false;
         }
-        if !needs_enroll {
+        if !needs_enroll || renew {
             self.load_keys()
                 .map_err(|e| Self::fail(ErrorCode::Internal, e))?;
         }
@@ -163,17 +175,28 @@ impl Engine {
                 endpoints: self.local_endpoints(),
                 advertise_exit_node: args.advertise_exit_node,
                 advertise_routes: args.advertise_routes.clone(),
+                renew: None,
             };
             let client = client.with_fwmark(self.cfg.fwmark);
             let signing = &keys.signing;
+            // A renewal is also signed by the node's current key, as that
+            // node: proof that this is the node it renews.
+            let current = match (renew, &self.keys, &self.state.enrollment) {
+                (true, Some(old), Some(e)) => {
+                    Some((NodeSigningKey::from_seed(&old.signing.seed()), e.node_id))
+                }
+                _ => None,
+            };
             let response = self
                 .rt
                 .block_on(async {
-                    tokio::time::timeout(
-                        Self::control_timeout(),
-                        client.register(signing, &request),
-                    )
-                    .await
+                    let call = async {
+                        match &current {
+                            Some((old, node)) => client.renew(signing, old, *node, &request).await,
+                            None => client.register(signing, &request).await,
+                        }
+                    };
+                    tokio::time::timeout(Self::control_timeout(), call).await
                 })
                 .map_err(|_| Self::fail(ErrorCode::Control, "control did not answer in time"))?
                 .map_err(|e| Self::fail(ErrorCode::Control, e.to_string()))?;
@@ -184,8 +207,13 @@ impl Engine {
                 )
             })?;
             self.use_keys(keys);
-            tracing::info!(node = %response.node_id, hostname = %response.hostname, ip = %response.tunnel_ip, "enrolled");
-            self.state = Default::default();
+            tracing::info!(node = %response.node_id, hostname = %response.hostname, ip = %response.tunnel_ip, renewed = renew, "enrolled");
+            // A renewal is the same node: its replay mark and preferences
+            // stay. A new enrollment starts from a clean state. Either way
+            // the new keys and the enrollment are saved in one write below.
+            if !renew {
+                self.state = Default::default();
+            }
             self.state.enrollment = Some(Enrollment {
                 control_url: args.control_url.clone(),
                 ca_pem: args.ca_cert_pem.clone(),

@@ -36,6 +36,7 @@ fn reg(key: &str, host: &str, seed: u8) -> Registration {
         endpoints: vec!["192.0.2.1:41641".parse().unwrap()],
         advertise_exit_node: false,
         advertised_routes: vec![],
+        key_expires_at: None,
     }
 }
 
