@@ -37,6 +37,12 @@ pub fn check_view(net: NetworkView<'_>, view: &NodeView) -> Result<(), VerifyErr
     .check()?;
     for (peer, routes) in &view.peer_routes {
         check_allowed_ips(*peer, routes)?;
+        // The peer's own /32 comes first in its allowed prefixes.
+        rustynet_proto::netmap::bounded(
+            "peer allowed_ips",
+            routes.len() + 1,
+            rustynet_proto::netmap::MAX_ALLOWED_IPS,
+        )?;
     }
     Ok(())
 }

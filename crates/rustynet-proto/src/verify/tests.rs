@@ -396,3 +396,34 @@ fn a_rotated_key_is_followed_from_the_pin_and_only_from_it() {
         Err(VerifyError::Replayed { .. })
     ));
 }
+
+#[test]
+fn a_map_past_the_tunnel_engines_peer_bounds_is_refused() {
+    let (key, v) = setup();
+    let mut b = body(5, NOW, NOW + 600);
+    let peer = b.payload.peers[0].clone();
+    b.payload.peers = (0..=crate::netmap::MAX_PEERS as u64)
+        .map(|i| PeerInfo {
+            node_id: NodeId(100 + i),
+            ..peer.clone()
+        })
+        .collect();
+    assert!(matches!(
+        v.verify_wire(&wire(&key, &b), GenerationRule::After(0), NOW),
+        Err(VerifyError::Invalid(NetmapError::TooMany {
+            what: "peers",
+            ..
+        }))
+    ));
+    let mut b = body(5, NOW, NOW + 600);
+    b.payload.peers[0].allowed_ips = (0..=crate::netmap::MAX_ALLOWED_IPS as u32)
+        .map(|i| ipnet::IpNet::V4(std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8)).into()))
+        .collect();
+    assert!(matches!(
+        v.verify_wire(&wire(&key, &b), GenerationRule::After(0), NOW),
+        Err(VerifyError::Invalid(NetmapError::TooMany {
+            what: "peer allowed_ips",
+            ..
+        }))
+    ));
+}
