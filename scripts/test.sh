@@ -59,7 +59,7 @@ scripts/ci/phase9_gates.sh
 step "phase 10 gates (dataplane: namespace end-to-end suites, leaks, boundary, budgets)"
 scripts/ci/phase10_gates.sh
 
-step "fuzz smoke (Magic DNS query path, relay wire formats and core)"
+step "fuzz smoke (DNS queries, relay wire, control requests, IPC frames, signed maps, policy parser)"
 scripts/ci/fuzz_smoke.sh 30
 
 step "all checks passed"

@@ -17,6 +17,9 @@ run policy_validation_and_never_widened -- cargo test --locked -p rustynet-polic
 run control_store_and_names -- cargo test --locked -p rustynet-control --lib || status=1
 run control_api_over_tls13 -- cargo test --locked -p rustynet-control --test control_api || status=1
 run control_bad_input -- cargo test --locked -p rustynet-control --test bad_input || status=1
+run control_hostile_load -- cargo test --locked -p rustynet-control --test hostile_load --test fd_limit || status=1
+run control_per_node_limits -- cargo test --locked -p rustynet-control --test node_limits || status=1
+run control_key_lifecycle -- cargo test --locked -p rustynet-control --test key_rotation --test node_key_expiry --test admin_cli || status=1
 run control_client -- cargo test --locked -p rustynet-control-client || status=1
 
 boundary=pass

@@ -51,6 +51,10 @@ enum Cmd {
         /// LAN prefixes to offer, comma-separated.
         #[arg(long, value_delimiter = ',')]
         advertise_routes: Vec<IpNet>,
+        /// Renew this node's keys with the pre-auth key (after they expired,
+        /// or to replace them); it keeps its name and address.
+        #[arg(long)]
+        force_reauth: bool,
     },
     /// Disconnect and restore routes, firewall and DNS.
     Down,
@@ -149,6 +153,7 @@ fn command(cmd: Cmd) -> anyhow::Result<Command> {
             hostname,
             advertise_exit_node,
             advertise_routes,
+            force_reauth,
         } => {
             let ca_cert_pem = std::fs::read_to_string(&ca_cert)
                 .map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", ca_cert.display()))?;
@@ -170,6 +175,7 @@ fn command(cmd: Cmd) -> anyhow::Result<Command> {
                 hostname,
                 advertise_exit_node,
                 advertise_routes,
+                force_reauth,
             })
         }
         Cmd::Down => Command::Down,

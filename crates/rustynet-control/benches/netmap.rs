@@ -87,6 +87,7 @@ fn nodes(n: usize) -> BTreeMap<NodeId, NodeRecord> {
                 last_seen: None,
                 path_key: None,
                 home_relay: None,
+                key_expires_at: None,
             };
             (id, record)
         })
@@ -133,7 +134,7 @@ fn main() {
                     let map = fragments.netmap_json(*id, &view).expect("node is live");
                     let map_len = map.payload().len();
                     let sealed = seal_netmap_json(&key, map, *id, 7, 1_800_000_000, 1800);
-                    let frame: usize = map_frame_pieces(sealed.sealed)
+                    let frame: usize = map_frame_pieces(sealed.sealed, &[])
                         .iter()
                         .map(|p| p.len())
                         .sum();
@@ -171,7 +172,7 @@ fn main() {
                 let view = index.view(probe).expect("node is in the index");
                 let map = fragments.netmap_json(probe, &view).expect("node is live");
                 let sealed = seal_netmap_json(&key, map, probe, 8, 1_800_000_000, 1800);
-                std::hint::black_box(map_frame_pieces(sealed.sealed));
+                std::hint::black_box(map_frame_pieces(sealed.sealed, &[]));
                 t.elapsed()
             })
             .collect();

@@ -330,7 +330,16 @@ impl Lab {
             format!("x{}o{index}", self.id),
         );
         self.router.ip(&[
-            "link", "add", &rif, "type", "veth", "peer", "name", &out_if, "netns", nat.name(),
+            "link",
+            "add",
+            &rif,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &out_if,
+            "netns",
+            nat.name(),
         ])?;
         self.router.ip(&[
             "addr",
@@ -355,7 +364,16 @@ impl Lab {
             format!("n{}r{index}", self.id),
         );
         nat.ip(&[
-            "link", "add", &in_if, "type", "veth", "peer", "name", &nif, "netns", ns.name(),
+            "link",
+            "add",
+            &in_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &nif,
+            "netns",
+            ns.name(),
         ])?;
         nat.ip(&["addr", "add", &format!("10.{inner}.0.1/24"), "dev", &in_if])?;
         nat.ip(&["link", "set", &in_if, "up"])?;

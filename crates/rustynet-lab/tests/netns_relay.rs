@@ -12,8 +12,9 @@
 //!    that needed it fail closed, a direct peer is unaffected;
 //! 7. a relayed packet the peer's ACL denies is dropped by the peer;
 //! 8. only TCP to the web ports allowed: works through the TLS relay.
-//! (6, forged and replayed probes and relay logins, is proven on real
-//! sockets by the engine's and the relay crate's own suites.)
+//!
+//! Case 6 (forged and replayed probes and relay logins) is proven on real
+//! sockets by the engine's and the relay crate's own suites.
 //!
 //! Each case writes its record under the `paths` report; the phase 10 gate
 //! builds `direct_relay_failover_report.json` from them. Trials per timing
@@ -111,19 +112,34 @@ fn easy_nat_direct_fallback_and_failback() {
             let bob = tunnel_ip(&c, "bob")?;
             let started = Instant::now();
             ensure!(
-                eventually(Duration::from_secs(15), || flood(&lab.node("alice").ns, bob, 1)
-                    .received
+                eventually(Duration::from_secs(15), || flood(
+                    &lab.node("alice").ns,
+                    bob,
+                    1
+                )
+                .received
                     > 0),
                 "alice cannot reach bob at all"
             );
-            let t = wait_path(&c, "alice", "bob", PathKind::Direct, Duration::from_secs(20))?;
+            let t = wait_path(
+                &c,
+                "alice",
+                "bob",
+                PathKind::Direct,
+                Duration::from_secs(20),
+            )?;
             let p = peer(&c, "alice", "bob")?;
             let public = public_ip(&lab, "bob");
-            ev.set("direct_after_ms", (started.elapsed() - Duration::ZERO).as_millis() as u64);
+            ev.set(
+                "direct_after_ms",
+                (started.elapsed() - Duration::ZERO).as_millis() as u64,
+            );
             ev.set("via", &p.via);
             ev.set("wait_ms", t.as_millis() as u64);
             ensure!(
-                p.via.as_deref().is_some_and(|v| v.starts_with(&format!("{public}:"))),
+                p.via
+                    .as_deref()
+                    .is_some_and(|v| v.starts_with(&format!("{public}:"))),
                 "direct path should go to bob's NAT address {public}: {p:?}"
             );
             Ok(())
@@ -148,7 +164,10 @@ fn easy_nat_direct_fallback_and_failback() {
             );
             ensure!(carol.nat == "no_nat", "carol has no NAT: {carol:?}");
             ensure!(a.preferred_relay.is_some() && a.relay_latency_ms.is_some());
-            ensure!(took <= Duration::from_millis(2500), "netcheck took {took:?}");
+            ensure!(
+                took <= Duration::from_millis(2500),
+                "netcheck took {took:?}"
+            );
             Ok(())
         }),
         &c,
@@ -159,7 +178,10 @@ fn easy_nat_direct_fallback_and_failback() {
         case("ping_reports_the_path", |ev| {
             let out = c.rustynet("alice", &["ping", "bob"])?;
             ev.set("output", out.trim());
-            ensure!(out.contains("direct"), "ping should answer over the direct path: {out}");
+            ensure!(
+                out.contains("direct"),
+                "ping should answer over the direct path: {out}"
+            );
             Ok(())
         }),
         &c,
@@ -183,8 +205,14 @@ fn easy_nat_direct_fallback_and_failback() {
             ev.set("failback_ms", &backs);
             ev.set("failback_ms_p95", back95);
             ev.set("loss_after_failback", loss_after);
-            ensure!(gap95 <= 1500.0, "fallback gap p95 {gap95} ms > 1.5 s: {gaps:?}");
-            ensure!(back95 <= 3000.0, "failback p95 {back95} ms > 3 s: {backs:?}");
+            ensure!(
+                gap95 <= 1500.0,
+                "fallback gap p95 {gap95} ms > 1.5 s: {gaps:?}"
+            );
+            ensure!(
+                back95 <= 3000.0,
+                "failback p95 {back95} ms > 3 s: {backs:?}"
+            );
             ensure!(loss_after <= 0.001, "loss after failback {loss_after}");
             Ok(())
         }),
@@ -195,7 +223,13 @@ fn easy_nat_direct_fallback_and_failback() {
     must(
         case("fallback_blackhole_one_way_no_flapping", |ev| {
             let bob = tunnel_ip(&c, "bob")?;
-            wait_path(&c, "alice", "bob", PathKind::Direct, Duration::from_secs(20))?;
+            wait_path(
+                &c,
+                "alice",
+                "bob",
+                PathKind::Direct,
+                Duration::from_secs(20),
+            )?;
             let before = c.status("alice")?.counters.path_changes;
             let alice = &lab.node("alice").ns;
             let f = std::thread::scope(|s| {
@@ -213,8 +247,14 @@ fn easy_nat_direct_fallback_and_failback() {
             ev.set("path_changes_in_30s", changes);
             ev.set("path_at_end", format!("{:?}", now.path));
             ensure!(f.longest_gap_ms <= 1500, "gap {} ms", f.longest_gap_ms);
-            ensure!(changes <= 1, "{changes} path changes under one-way loss (flapping)");
-            ensure!(now.path == PathKind::Relay, "one-way loss should leave alice on the relay: {now:?}");
+            ensure!(
+                changes <= 1,
+                "{changes} path changes under one-way loss (flapping)"
+            );
+            ensure!(
+                now.path == PathKind::Relay,
+                "one-way loss should leave alice on the relay: {now:?}"
+            );
             Ok(())
         }),
         &c,
@@ -247,7 +287,11 @@ fn hard_nat_and_blocked_udp_go_through_the_relay() {
             ev.set("path", format!("{:?}", p.path));
             ev.set("via", &p.via);
             ev.set("netcheck", &n);
-            ensure!(f.received > 250, "alice -> bob through the relay: {}/300", f.received);
+            ensure!(
+                f.received > 250,
+                "alice -> bob through the relay: {}/300",
+                f.received
+            );
             ensure!(p.path == PathKind::Relay, "expected the relay: {p:?}");
             ensure!(n.nat == "destination_dependent", "netcheck: {n:?}");
             Ok(())
@@ -299,9 +343,15 @@ fn hard_nat_and_blocked_udp_go_through_the_relay() {
             ev.set("denied_probe_ok", denied.ok);
             ev.set("bob_drops_before", before);
             ev.set("bob_drops_after", after);
-            ensure!(p.path == PathKind::Relay, "the case needs the relay path: {p:?}");
+            ensure!(
+                p.path == PathKind::Relay,
+                "the case needs the relay path: {p:?}"
+            );
             ensure!(!denied.ok, "tcp/22 is not allowed but answered");
-            ensure!(after > before, "bob's filter did not drop the relayed packet");
+            ensure!(
+                after > before,
+                "bob's filter did not drop the relayed packet"
+            );
             Ok(())
         }),
         &c,
@@ -323,7 +373,13 @@ fn roaming_keeps_a_tcp_transfer() {
     must(
         case("roaming_address_change_keeps_tcp", |ev| {
             let bob_ip = tunnel_ip(&c, "bob")?;
-            wait_path(&c, "alice", "bob", PathKind::Direct, Duration::from_secs(20))?;
+            wait_path(
+                &c,
+                "alice",
+                "bob",
+                PathKind::Direct,
+                Duration::from_secs(20),
+            )?;
             let alice = lab.node("alice");
             let bob = lab.node("bob");
             // A receiver on bob counts bytes; alice sends 40 x 256 KiB,
@@ -387,8 +443,14 @@ fn roaming_keeps_a_tcp_transfer() {
             ev.set("longest_stall_ms", stall_ms);
             ev.set("sender_ok", sent_ok);
             ev.set("direct_again_after_ms", back_direct);
-            ensure!(sent_ok && bytes == 40 * 262_144, "transfer broke: {bytes} bytes, sender ok {sent_ok}");
-            ensure!(stall_ms <= 2000 + 250, "traffic stalled {stall_ms} ms after the address change");
+            ensure!(
+                sent_ok && bytes == 40 * 262_144,
+                "transfer broke: {bytes} bytes, sender ok {sent_ok}"
+            );
+            ensure!(
+                stall_ms <= 2000 + 250,
+                "traffic stalled {stall_ms} ms after the address change"
+            );
             ev.set("via_before", &via_before);
             ensure!(
                 back_direct.is_some_and(|ms| ms <= 5000),
@@ -424,7 +486,11 @@ fn relay_restart_loss_and_web_only_network() {
             let p = peer(&c, "dave", "alice")?;
             ev.set("received", f.received);
             ev.set("path", format!("{:?}", p.path));
-            ensure!(f.received > 250, "dave -> alice over TCP 443: {}/300", f.received);
+            ensure!(
+                f.received > 250,
+                "dave -> alice over TCP 443: {}/300",
+                f.received
+            );
             ensure!(p.path == PathKind::Relay, "{p:?}");
             Ok(())
         }),
@@ -442,7 +508,10 @@ fn relay_restart_loss_and_web_only_network() {
                 flood(&lab.node("alice").ns, bob, 1).received > 50
             });
             ev.set("recovered_after_ms", t0.elapsed().as_millis() as u64);
-            ensure!(back, "relayed traffic did not recover after the relay restarted");
+            ensure!(
+                back,
+                "relayed traffic did not recover after the relay restarted"
+            );
             Ok(())
         }),
         &c,
@@ -453,7 +522,13 @@ fn relay_restart_loss_and_web_only_network() {
         case("relay_gone_fails_closed_for_relayed_peers", |ev| {
             let (bob, carol) = (tunnel_ip(&c, "bob")?, tunnel_ip(&c, "carol")?);
             // alice reaches carol (public) directly; bob only through the relay.
-            wait_path(&c, "alice", "carol", PathKind::Direct, Duration::from_secs(20))?;
+            wait_path(
+                &c,
+                "alice",
+                "carol",
+                PathKind::Direct,
+                Duration::from_secs(20),
+            )?;
             c.stop_control();
             std::thread::sleep(Duration::from_secs(3));
             let to_bob = flood(&lab.node("alice").ns, bob, 3);
@@ -462,8 +537,16 @@ fn relay_restart_loss_and_web_only_network() {
             ev.set("to_bob_received", to_bob.received);
             ev.set("to_carol_received", to_carol.received);
             ev.set("bob_path", format!("{:?}", p.path));
-            ensure!(to_bob.received == 0, "relayed traffic flowed without a relay: {}", to_bob.received);
-            ensure!(to_carol.received > 250, "the direct peer was affected: {}/300", to_carol.received);
+            ensure!(
+                to_bob.received == 0,
+                "relayed traffic flowed without a relay: {}",
+                to_bob.received
+            );
+            ensure!(
+                to_carol.received > 250,
+                "the direct peer was affected: {}/300",
+                to_carol.received
+            );
             if p.path == PathKind::Direct {
                 bail!("bob cannot be direct behind two destination-dependent NATs: {p:?}");
             }

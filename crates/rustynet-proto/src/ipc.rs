@@ -53,6 +53,11 @@ pub struct UpArgs {
     pub advertise_exit_node: bool,
     /// LAN prefixes to offer.
     pub advertise_routes: Vec<IpNet>,
+    /// Renew the node's keys with `auth_key` even though it is enrolled
+    /// (after they expired, or to replace them): same node, name and
+    /// address, new keys. Omitted when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_reauth: bool,
 }
 
 /// A command. `is_mutating` decides which callers may send it.
@@ -557,6 +562,21 @@ mod tests {
             r#"{"v":1,"id":7,"cmd":{"op":"exit_node_select","name":"exit"}}"#
         );
         assert_eq!(serde_json::from_str::<IpcRequest>(&json).unwrap(), req);
+    }
+
+    #[test]
+    fn force_reauth_is_omitted_when_false_and_defaults_to_false() {
+        let old = r#"{"v":1,"id":2,"cmd":{"op":"up","control_url":"https://c:1","ca_cert_pem":"x","auth_key":null,"hostname":null,"advertise_exit_node":false,"advertise_routes":[]}}"#;
+        let req: IpcRequest = serde_json::from_str(old).unwrap();
+        let Command::Up(args) = &req.cmd else {
+            panic!("not up: {req:?}");
+        };
+        assert!(!args.force_reauth);
+        assert_eq!(serde_json::to_string(&req).unwrap(), old);
+        let mut renew = args.clone();
+        renew.force_reauth = true;
+        let json = serde_json::to_string(&Command::Up(renew)).unwrap();
+        assert!(json.contains(r#""force_reauth":true"#), "{json}");
     }
 
     #[test]

@@ -134,7 +134,11 @@ pub fn heal(lab: &Lab) -> anyhow::Result<()> {
 
 /// `node`'s NAT router forwards no UDP at all from it.
 pub fn block_all_udp(lab: &Lab, node: &str) -> anyhow::Result<()> {
-    let nat = lab.node(node).nat.as_ref().context("node has no NAT router")?;
+    let nat = lab
+        .node(node)
+        .nat
+        .as_ref()
+        .context("node has no NAT router")?;
     nft(
         &nat.ns,
         &format!(
@@ -147,7 +151,11 @@ pub fn block_all_udp(lab: &Lab, node: &str) -> anyhow::Result<()> {
 /// `node`'s NAT router forwards only TCP to `ports` from it (a network that
 /// allows the web and nothing else).
 pub fn only_tcp(lab: &Lab, node: &str, ports: &[u16]) -> anyhow::Result<()> {
-    let nat = lab.node(node).nat.as_ref().context("node has no NAT router")?;
+    let nat = lab
+        .node(node)
+        .nat
+        .as_ref()
+        .context("node has no NAT router")?;
     let list: Vec<String> = ports.iter().map(ToString::to_string).collect();
     nft(
         &nat.ns,
@@ -184,7 +192,16 @@ pub fn flood(ns: &Netns, to: Ipv4Addr, secs: u32) -> Flood {
     let count = secs * 100;
     let out = ns
         .command("ping")
-        .args(["-n", "-i", "0.01", "-W", "1", "-c", &count.to_string(), &to.to_string()])
+        .args([
+            "-n",
+            "-i",
+            "0.01",
+            "-W",
+            "1",
+            "-c",
+            &count.to_string(),
+            &to.to_string(),
+        ])
         .output();
     let text = out
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())

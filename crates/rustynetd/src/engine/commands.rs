@@ -3,6 +3,7 @@
 
 use ipnet::IpNet;
 use rustynet_control_client::ControlClient;
+use rustynet_proto::NodeSigningKey;
 use rustynet_proto::control_api::{API_VERSION, RegisterRequest};
 use rustynet_proto::ipc::{Command, ErrorCode, ExitNodeEntry, Reply, UpArgs};
 use rustynet_proto::netmap::TUNNEL_NET;
@@ -14,6 +15,15 @@ use crate::plan;
 use crate::state_store::{Enrollment, NodeKeys, Prefs};
 
 type CmdResult = Result<Reply, IpcFailure>;
+
+/// What `up` registers with: the client, the request, the fresh keys, and
+/// for a renewal the node's current signing key and id.
+type Enrollment1 = (
+    ControlClient,
+    RegisterRequest,
+    NodeKeys,
+    Option<(NodeSigningKey, rustynet_proto::NodeId)>,
+);
 
 fn done(message: impl Into<String>) -> CmdResult {
     Ok(Reply::Done {
@@ -111,12 +121,13 @@ impl Engine {
             Ok(None) => {
                 let _ = reply.send(self.finish_up(args));
             }
-            Ok(Some((client, request, keys))) => {
+            Ok(Some((client, request, keys, current))) => {
                 self.enrolling = true;
                 let registration = Registration {
                     client,
                     request,
                     keys,
+                    current,
                     args,
                     reply,
                     epoch: self.enroll_epoch,
@@ -128,10 +139,7 @@ impl Engine {
 
     /// Checks `up`'s arguments; returns what to register with when a new
     /// enrollment is needed.
-    fn prepare_up(
-        &mut self,
-        args: &UpArgs,
-    ) -> Result<Option<(ControlClient, RegisterRequest, NodeKeys)>, IpcFailure> {
+    fn prepare_up(&mut self, args: &UpArgs) -> Result<Option<Enrollment1>, IpcFailure> {
         if self.enrolling {
             return Err(Self::fail(
                 ErrorCode::Busy,
@@ -160,7 +168,14 @@ impl Engine {
             .enrollment
             .as_ref()
             .is_some_and(|e| e.control_url == args.control_url && e.ca_pem == args.ca_cert_pem);
-        let needs_enroll = !same_control || self.integrity_failed;
+        // --force-reauth renews the keys of the node enrolled with this
+        // control server (same node, name and address); anywhere else it is
+        // an ordinary enrollment.
+        let renew = args.force_reauth
+            && same_control
+            && !self.integrity_failed
+            && self.state.enrollment.is_some();
+        let needs_enroll = !same_control || self.integrity_failed || args.force_reauth;
         if !needs_enroll {
             self.load_keys()
                 .map_err(|e| Self::fail(ErrorCode::Internal, e))?;
@@ -169,9 +184,17 @@ impl Engine {
         let auth_key = args.auth_key.clone().ok_or_else(|| {
             Self::fail(
                 ErrorCode::InvalidArgument,
-                "not enrolled with this control server: --auth-key is required",
+                if args.force_reauth {
+                    "--force-reauth needs --auth-key (a pre-auth key of the node's user)"
+                } else {
+                    "not enrolled with this control server: --auth-key is required"
+                },
             )
         })?;
+        if renew {
+            self.load_keys()
+                .map_err(|e| Self::fail(ErrorCode::Internal, e))?;
+        }
         if self.integrity_failed {
             // The operator chose to start over: fresh state.
             self.state = Default::default();
@@ -181,7 +204,7 @@ impl Engine {
         // already knows — those of a node that lost its state (the
         // recovery after an integrity failure) or that is enrolled
         // elsewhere — so enroll with fresh keys, kept only once control
-        // accepted them.
+        // accepted them. A renewal also gets fresh keys, for the same node.
         let keys = NodeKeys::generate(rustynet_backend_wireguard::generate_private_key);
         let request = RegisterRequest {
             path_key: Some(super::paths::path_key(&keys)),
@@ -193,8 +216,22 @@ impl Engine {
             endpoints: self.local_endpoints(),
             advertise_exit_node: args.advertise_exit_node,
             advertise_routes: args.advertise_routes.clone(),
+            renew: None,
         };
-        Ok(Some((client.with_fwmark(self.cfg.fwmark), request, keys)))
+        // A renewal is also signed by the node's current key, as that node:
+        // proof that this is the node it renews.
+        let current = match (renew, &self.keys, &self.state.enrollment) {
+            (true, Some(old), Some(e)) => {
+                Some((NodeSigningKey::from_seed(&old.signing.seed()), e.node_id))
+            }
+            _ => None,
+        };
+        Ok(Some((
+            client.with_fwmark(self.cfg.fwmark),
+            request,
+            keys,
+            current,
+        )))
     }
 
     /// Control answered a registration started by `up`.
@@ -205,6 +242,7 @@ impl Engine {
             result,
             reply,
             epoch,
+            renew,
         } = done;
         self.enrolling = false;
         if epoch != self.enroll_epoch {
@@ -230,18 +268,27 @@ impl Engine {
         }
         self.use_keys(keys);
         self.forget_ticket();
-        tracing::info!(node = %response.node_id, hostname = %response.hostname, ip = %response.tunnel_ip, "enrolled");
-        self.state = Default::default();
+        tracing::info!(node = %response.node_id, hostname = %response.hostname, ip = %response.tunnel_ip, renewed = renew, "enrolled");
+        // A renewal is the same node: its replay mark, preferences and the
+        // control addresses stay. A new enrollment starts from a clean
+        // state. Either way the keys and the enrollment are saved together.
+        let control_addrs = match (renew, &self.state.enrollment) {
+            (true, Some(e)) => e.control_addrs.clone(),
+            _ => Vec::new(),
+        };
+        if !renew {
+            self.state = Default::default();
+            self.control_endpoints.clear();
+        }
         self.state.enrollment = Some(Enrollment {
             control_url: args.control_url.clone(),
             ca_pem: args.ca_cert_pem.clone(),
             node_id: response.node_id,
             control_signing_key: response.control_signing_key,
             hostname: response.hostname,
-            control_addrs: Vec::new(),
+            control_addrs,
         });
         self.current = None;
-        self.control_endpoints.clear();
         let _ = reply.send(self.finish_up(args));
     }
 

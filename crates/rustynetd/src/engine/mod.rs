@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 
 use std::sync::Arc;
 
+use rustynet_proto::handover::KeyHandover;
 use rustynet_proto::ipc::{DataplaneState, ErrorCode};
 use rustynet_proto::verify::GenerationRule;
 use rustynet_proto::{NetmapVerifier, SignedEnvelope, VerifiedNetmap, VerifyPolicy};
@@ -129,7 +130,7 @@ impl Engine {
         while let Some(msg) = rx.blocking_recv() {
             match msg {
                 EngineMsg::Ipc { cmd, caller, reply } => self.on_ipc(cmd, &caller, reply),
-                EngineMsg::Map(envelope) => self.on_map(envelope),
+                EngineMsg::Map(envelope, handovers) => self.on_map(envelope, handovers),
                 EngineMsg::Control(event) => self.on_control(event),
                 EngineMsg::Tick => self.on_tick(),
                 EngineMsg::Done(done) => self.on_done(done),
@@ -367,19 +368,31 @@ impl Engine {
         ))
     }
 
-    fn on_map(&mut self, envelope: SignedEnvelope) {
+    fn on_map(&mut self, envelope: SignedEnvelope, handovers: Vec<KeyHandover>) {
         let Some(verifier) = self.verifier() else {
             return;
         };
         if !self.state.prefs.want_up {
             return;
         }
-        match verifier.verify(
+        match verifier.verify_following(
             envelope,
+            &handovers,
             GenerationRule::After(self.state.high_water),
             now_unix(),
         ) {
-            Ok(map) => self.accept_map(map),
+            Ok((map, rotated)) => {
+                if let (Some(key), Some(enrollment)) = (rotated, self.state.enrollment.as_mut()) {
+                    // Control's key was rotated and the pinned key handed
+                    // over to this one: pin it. Maps signed by the old key
+                    // are refused from now on. The new pin is saved with the
+                    // map it verified (the last-known-safe one), in the same
+                    // atomic write, once that map is applied.
+                    tracing::info!(target: "rustynet::trust", from = %enrollment.control_signing_key, to = %key, "control signing key rotated; pinning its successor");
+                    enrollment.control_signing_key = key;
+                }
+                self.accept_map(map);
+            }
             Err(e) => {
                 // Nothing changes: a refused map is only logged and counted.
                 tracing::warn!(target: "rustynet::trust", reason = %e, "signed map rejected");
