@@ -12,7 +12,7 @@ need_root() {
 }
 
 apt_packages=(nftables iproute2 iperf3 tcpdump wireguard-go wireguard-tools iputils-ping
-              netcat-openbsd dnsutils procps psmisc python3 ca-certificates git
+              netcat-openbsd dnsutils procps psmisc python3 ca-certificates git iputils-arping
               systemd)
 
 install_apt() {
