@@ -35,6 +35,9 @@ step "systemd units, sysusers.d, tmpfiles.d (systemd-analyze verify)"
 cargo build --locked -p rustynetd -p rustynet-control --bins
 scripts/ci/units_verify.sh
 
+step "Debian package: install into a fresh Debian root, run as the units do, rustynet up"
+scripts/ci/package_test.sh --profile dev
+
 # cargo-deny reads `cargo metadata` for every platform (windows-sys, ...),
 # which needs those crates' manifests even though nothing here builds them:
 # fetch them first, or a fresh machine fails where a warm cache passed.

@@ -84,6 +84,8 @@ enum Cmd {
         /// Host name, Magic DNS name or tunnel IP.
         name: String,
     },
+    /// Print the client's version.
+    Version,
 }
 
 #[derive(Subcommand)]
@@ -182,11 +184,32 @@ fn command(cmd: Cmd) -> anyhow::Result<Command> {
         },
         Cmd::Netcheck => Command::Netcheck,
         Cmd::Ping { name } => Command::Ping { name },
+        Cmd::Version => anyhow::bail!("version is answered by the client itself"),
     })
 }
 
 fn main() -> ExitCode {
+    if let Some(done) =
+        rustynet_service::docs::generate_if_asked(<Cli as clap::CommandFactory>::command, "1")
+    {
+        return match done {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
+    if let Cmd::Version = cli.command {
+        let version = env!("CARGO_PKG_VERSION");
+        if cli.json {
+            println!("{}", serde_json::json!({ "client": version }));
+        } else {
+            println!("rustynet {version}");
+        }
+        return ExitCode::SUCCESS;
+    }
     let result = command(cli.command).and_then(|cmd| client::call(&cli.socket, cmd));
     match result {
         Ok(reply) => {
