@@ -323,11 +323,14 @@ impl<'a> Cluster<'a> {
     /// directories in that process's private mount namespace only, so the
     /// defaults (`/var/lib/rustynet`, `/run/rustynet/rustynetd.sock`) never
     /// touch the host's. The node's `resolv_conf` is the bind mount's source
-    /// file; its socket and state are reachable from the host.
+    /// file; its socket and state are reachable from the host. With
+    /// `read_only_etc`, `/etc` (and the resolv.conf mounted in it) is
+    /// read-only in that namespace, as on an immutable or sandboxed system.
     pub fn start_daemon_with_defaults(
         &mut self,
         name: &str,
         resolv_conf: &str,
+        read_only_etc: bool,
     ) -> anyhow::Result<()> {
         let ns = &self.lab.node(name).ns;
         let etc = PathBuf::from("/etc/netns").join(ns.name());
@@ -366,15 +369,14 @@ impl<'a> Cluster<'a> {
             var_lib.to_string_lossy().into_owned(),
             run.to_string_lossy().into_owned(),
         );
-        let argv = [
-            "sh",
-            "-c",
-            "mount --bind \"$1\" /var/lib && mount --bind \"$2\" /run && exec \"$3\"",
-            "sh",
-            &var_lib,
-            &run,
-            &daemon,
-        ];
+        let script = if read_only_etc {
+            "mount --bind \"$1\" /var/lib && mount --bind \"$2\" /run \
+             && mount --rbind /etc /etc && mount -o remount,bind,ro /etc \
+             && mount -o remount,bind,ro /etc/resolv.conf && exec \"$3\""
+        } else {
+            "mount --bind \"$1\" /var/lib && mount --bind \"$2\" /run && exec \"$3\""
+        };
+        let argv = ["sh", "-c", script, "sh", &var_lib, &run, &daemon];
         let child = ns.spawn(&argv, &node.log)?;
         let socket = node.socket.clone();
         let mut node = node;

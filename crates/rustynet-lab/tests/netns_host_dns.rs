@@ -10,6 +10,10 @@
 //!    and SIGTERM puts the original bytes back.
 //! 2. A symlinked resolv.conf (another manager's file) is replaced, not
 //!    written through, and the link comes back on SIGTERM.
+//! 3. A read-only `/etc`: the daemon (defaults, `ip netns exec`) still
+//!    reaches `dataplane_applied`, says the host configuration cannot be
+//!    changed and why, leaves the file alone, and Magic DNS answers when
+//!    asked directly.
 //!
 //! Run as root: `cargo test -p rustynet-lab --test netns_host_dns`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -36,7 +40,7 @@ fn defaults_inside_ip_netns_exec_reach_dataplane_applied() {
             "# written by the lab, bind-mounted by ip netns exec\nnameserver {DNS_IP}\nsearch corp.example\noptions edns0\n"
         );
         let key = c.preauth("alice", &[])?;
-        c.start_daemon_with_defaults("alice", &original)?;
+        c.start_daemon_with_defaults("alice", &original, false)?;
         c.up("alice", &key, &[])?;
         enroll_as(&mut c, "bob", "bob", &[], "bob", &[])?;
         let status = c.wait_status("alice", SETTLE, |s| {
@@ -122,6 +126,44 @@ fn symlinked_resolv_conf_is_replaced_and_the_link_comes_back() {
         ensure!(std::fs::read_to_string(&managed)? == theirs);
         ev.set("link_restored", true);
         std::thread::sleep(Duration::from_millis(10));
+        Ok(())
+    });
+}
+
+#[test]
+fn read_only_etc_is_left_alone_and_said_so() {
+    run_case(E2E, "host_dns_read_only_etc", |ev| {
+        let lab = lab(&["alice", "bob"])?;
+        let mut c = Cluster::start(&lab, MAP_TTL)?;
+        c.set_policy(POLICY)?;
+        let original = format!("nameserver {DNS_IP}\nsearch corp.example\n");
+        let key = c.preauth("alice", &[])?;
+        c.start_daemon_with_defaults("alice", &original, true)?;
+        c.up("alice", &key, &[])?;
+        enroll_as(&mut c, "bob", "bob", &[], "bob", &[])?;
+        let status = c.wait_status("alice", SETTLE, |s| {
+            s.state == DataplaneState::DataplaneApplied && s.peers.len() == 1
+        })?;
+        ensure!(
+            status.dns_mode.starts_with("unavailable:")
+                && status.dns_mode.contains("Read-only file system"),
+            "status must say the configuration cannot be changed and why: {:?}",
+            status.dns_mode
+        );
+        ev.set("dns_mode", &status.dns_mode);
+        let backing = c.node("alice").unwrap().resolv_conf.clone();
+        ensure!(
+            std::fs::read_to_string(&backing)? == original,
+            "read-only file changed"
+        );
+        let bob_ip = status.peers[0].tunnel_ip;
+        let a = dig(&lab.node("alice").ns, MAGIC, &fqdn("bob"), "A", &[]);
+        ensure!(
+            a.is_a(&[bob_ip]),
+            "Magic DNS must still answer when asked: {a:?}"
+        );
+        c.stop_daemon("alice");
+        ensure!(std::fs::read_to_string(&backing)? == original);
         Ok(())
     });
 }
