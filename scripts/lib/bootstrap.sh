@@ -13,7 +13,7 @@ need_root() {
 
 apt_packages=(nftables iproute2 iperf3 tcpdump wireguard-go wireguard-tools iputils-ping
               netcat-openbsd dnsutils procps psmisc python3 ca-certificates git iputils-arping
-              systemd mmdebstrap)
+              systemd mmdebstrap dbus-daemon)
 
 install_apt() {
   local missing=()
