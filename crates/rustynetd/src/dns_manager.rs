@@ -16,7 +16,7 @@ use rustynet_dns::{
     Access, ConfigError, DnsServer, NetTransport, ResolverConfig, ServerConfig, ServerError,
     SocketOptions, Upstream,
 };
-use rustynet_netos::ResolverError;
+use rustynet_netos::{DnsMode, ResolverError};
 use rustynet_proto::ipc::DnsInspectDoc;
 use rustynet_proto::netmap::MAGIC_DNS_IP;
 use tokio::runtime::Handle;
@@ -59,6 +59,10 @@ pub trait DnsOps: Send {
     fn is_protected(&self) -> bool {
         false
     }
+    /// Periodic check while Magic DNS is applied: takes the host's
+    /// configuration over again when another manager (NetworkManager, a
+    /// DHCP client) replaced our file.
+    fn maintain(&mut self) {}
 }
 
 fn upstream(u: &DnsUpstream) -> Upstream {
@@ -258,6 +262,43 @@ impl DnsOps for DnsManager {
 
     fn is_protected(&self) -> bool {
         self.protected
+    }
+
+    fn maintain(&mut self) {
+        let file_mode = matches!(self.os.detection.mode, DnsMode::File | DnsMode::InPlace);
+        if self.magic.is_none() || !file_mode {
+            return;
+        }
+        match self.os.configurator.is_taken_over() {
+            Ok(false) => {}
+            Ok(true) | Err(_) => return,
+        }
+        // Someone (NetworkManager on a network change, a DHCP client)
+        // replaced our file: their file is the new original to restore.
+        let suffix = self
+            .magic
+            .as_ref()
+            .map(|m| m.handle().resolver().dns().suffix.clone())
+            .unwrap_or_default();
+        match self
+            .os
+            .configurator
+            .take_over(&[IpAddr::V4(MAGIC_DNS_IP)], std::slice::from_ref(&suffix))
+        {
+            Ok(()) => {
+                tracing::info!(
+                    "the host's DNS configuration was replaced by another manager; taken over again"
+                );
+                self.system = self
+                    .os
+                    .configurator
+                    .original_nameservers()
+                    .unwrap_or_default();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the host's DNS configuration over again")
+            }
+        }
     }
 }
 

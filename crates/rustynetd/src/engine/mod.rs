@@ -547,6 +547,9 @@ impl Engine {
         if !self.state.prefs.want_up || self.integrity_failed {
             return;
         }
+        if self.applied.dns.is_some() {
+            self.fx.dns.maintain();
+        }
         let observed = Observations {
             now: now_unix(),
             map_expires_at: self.current.as_ref().map(|m| m.body.expires_at),
