@@ -64,7 +64,7 @@ for f in /usr/sbin/rustynetd /usr/bin/rustynet /usr/sbin/rustynet-control \
   [ -e "$f" ] || fail "$f not installed"
 done
 [ -e /etc/systemd/system/multi-user.target.wants/rustynetd.service ] || fail "rustynetd.service not enabled"
-v="$(rustynet version)"; echo "rustynet version: $v"
+v="$(rustynet version | head -1)"; echo "rustynet version: $v"
 [ "$v" = "rustynet $(dpkg-query -W -f='${Version}' rustynet | cut -d- -f1)" ] || fail "version: $v"
 rustynetd --check-config | tee /tmp/check.txt
 grep -q "configuration ok" /tmp/check.txt || fail "check-config"
@@ -103,6 +103,7 @@ done
 rustynet status
 [ "$state" = dataplane_applied ] || { tail -20 /tmp/rustynetd.log; fail "state $state"; }
 grep -q '"uid":'"$(id -u rustynet)" /tmp/rustynetd.log || fail "daemon did not run as rustynet"
+rustynet version | grep -qx "rustynetd $(dpkg-query -W -f='${Version}' rustynet | cut -d- -f1)" || fail "daemon version"
 echo "OK: installed, configured and up as the rustynet user (state $state)"
 INSIDE
 chmod +x "$root/tmp/inside.sh"

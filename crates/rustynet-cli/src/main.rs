@@ -84,7 +84,7 @@ enum Cmd {
         /// Host name, Magic DNS name or tunnel IP.
         name: String,
     },
-    /// Print the client's version.
+    /// Print the client's version and, when it answers, the daemon's.
     Version,
 }
 
@@ -202,11 +202,25 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     if let Cmd::Version = cli.command {
+        // The daemon's version when it answers; the client's always.
         let version = env!("CARGO_PKG_VERSION");
+        let daemon = match client::call(&cli.socket, Command::Status) {
+            Ok(rustynet_proto::ipc::Reply::Status(s)) if !s.daemon_version.is_empty() => {
+                Some(s.daemon_version)
+            }
+            _ => None,
+        };
         if cli.json {
-            println!("{}", serde_json::json!({ "client": version }));
+            println!(
+                "{}",
+                serde_json::json!({ "client": version, "daemon": daemon })
+            );
         } else {
             println!("rustynet {version}");
+            match daemon {
+                Some(d) => println!("rustynetd {d}"),
+                None => println!("rustynetd: not reachable at {}", cli.socket.display()),
+            }
         }
         return ExitCode::SUCCESS;
     }
