@@ -33,6 +33,9 @@ fn main() -> anyhow::Result<()> {
         fwmark: None,
     };
     let peer = PeerConfig {
+        candidates: Vec::new(),
+        home_relay: None,
+        path_key: None,
         public_key: peer_key.parse().context("PEER_PUBLIC_KEY")?,
         endpoint: Some(endpoint.parse().context("PEER_ENDPOINT")?),
         allowed_ips: allowed

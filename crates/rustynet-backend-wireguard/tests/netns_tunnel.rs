@@ -55,6 +55,9 @@ fn start_node(ns: &Netns, tunnel_addr: &str) -> Node {
 
 fn peer(key: TunnelPublicKey, endpoint: SocketAddr, allowed: &str) -> PeerConfig {
     PeerConfig {
+        candidates: Vec::new(),
+        home_relay: None,
+        path_key: None,
         public_key: key,
         endpoint: Some(endpoint),
         allowed_ips: vec![allowed.parse().unwrap()],
@@ -273,6 +276,62 @@ fn inner_source_outside_allowed_ips_is_dropped() {
     assert!(
         !seen.contains("100.64.0.99"),
         "a packet with a spoofed inner source reached A's TUN:\n{seen}"
+    );
+}
+
+/// Cryptokey routing is exclusive (the audit's item 1): a peer whose allowed
+/// IPs include a default route (a selected exit) still cannot use another
+/// peer's address, because a source must route back to its sender through
+/// the one table, longest match first.
+#[test]
+fn exit_peer_cannot_claim_another_peers_address() {
+    common::require_root_and_tools(TOOLS);
+    let link = Link::new(94);
+    let mut a = start_node(&link.a, "100.64.0.1");
+    let mut b = start_node(&link.b, "100.64.0.2");
+    // A uses B as its exit (0.0.0.0/0) and also knows C at 100.64.0.3, a
+    // peer that is offline; B knows A.
+    let c_key = public_key(&generate_private_key());
+    a.backend
+        .set_peers(&[
+            peer(b.key, endpoint(&link.b_addr, b.port), "0.0.0.0/0"),
+            peer(c_key, endpoint(&link.b_addr, 9), "100.64.0.3/32"),
+        ])
+        .unwrap();
+    b.backend
+        .set_peers(&[peer(a.key, endpoint(&link.a_addr, a.port), "100.64.0.1/32")])
+        .unwrap();
+    assert!(
+        link.b
+            .ping_until("100.64.0.1", &[], Duration::from_secs(20)),
+        "the exit cannot reach A with its own address"
+    );
+    let before = a.backend.stats().unwrap().rx_source_mismatch;
+    link.b
+        .ip(&["addr", "add", "100.64.0.3/32", "dev", &b.ifname]);
+    let dump = capture(&link.a, &["-i", &a.ifname]);
+    let spoofed = link
+        .b
+        .ping_until("100.64.0.1", &["-I", "100.64.0.3"], Duration::from_secs(3));
+    let out = dump.finish();
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(!spoofed, "a ping claiming C's address got an answer");
+    assert!(
+        !seen.contains("100.64.0.3"),
+        "a packet claiming C's address reached A's TUN:\n{seen}"
+    );
+    let dropped = a.backend.stats().unwrap().rx_source_mismatch - before;
+    assert!(
+        dropped >= 2,
+        "A counted {dropped} spoofed packets, expected the pings"
+    );
+    // A source that routes back to B (anything but C or A) still passes.
+    link.b
+        .ip(&["addr", "add", "100.64.0.9/32", "dev", &b.ifname]);
+    assert!(
+        link.b
+            .ping_until("100.64.0.1", &["-I", "100.64.0.9"], Duration::from_secs(10)),
+        "a source inside the exit's own default route was refused"
     );
 }
 

@@ -6,12 +6,13 @@
 //! envelopes as received; verifying them is the caller's job, before any use.
 #![warn(missing_docs)]
 
+mod lines;
 mod url;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf as _, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -30,6 +31,7 @@ use rustynet_proto::control_api::{
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+pub use lines::LineBuffer;
 pub use url::ControlUrl;
 
 /// Longest line accepted on the map stream.
@@ -88,6 +90,7 @@ pub struct ControlClient {
     connector: TlsConnector,
     timeout: Duration,
     fwmark: Option<u32>,
+    known_addrs: Vec<std::net::SocketAddr>,
 }
 
 fn now_ms() -> i64 {
@@ -125,6 +128,7 @@ impl ControlClient {
             connector: TlsConnector::from(Arc::new(config)),
             timeout: Duration::from_secs(15),
             fwmark: None,
+            known_addrs: Vec::new(),
         })
     }
 
@@ -135,28 +139,50 @@ impl ControlClient {
         self
     }
 
+    /// Addresses to try before resolving the host again: those it resolved
+    /// to when the node enrolled. A network whose DNS later lies about the
+    /// control host then cannot steer the connection (TLS with the pinned
+    /// CA would refuse an impostor anyway; this keeps the node connected).
+    pub fn with_known_addrs(mut self, addrs: Vec<std::net::SocketAddr>) -> Self {
+        self.known_addrs = addrs;
+        self
+    }
+
     async fn connect_tcp(&self) -> Result<TcpStream, ClientError> {
-        let addrs = tokio::net::lookup_host((self.url.host.as_str(), self.url.port)).await?;
         let mut last = None;
-        for addr in addrs {
-            let socket = match addr {
-                std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-                std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-            };
-            if let Some(mark) = self.fwmark {
-                socket2::SockRef::from(&socket).set_mark(mark)?;
+        for addr in &self.known_addrs {
+            match self.connect_addr(*addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
             }
-            match socket.connect(addr).await {
-                Ok(stream) => {
-                    stream.set_nodelay(true)?;
-                    return Ok(stream);
-                }
+        }
+        let addrs = tokio::net::lookup_host((self.url.host.as_str(), self.url.port)).await?;
+        for addr in addrs.filter(|a| !self.known_addrs.contains(a)) {
+            match self.connect_addr(addr).await {
+                Ok(stream) => return Ok(stream),
                 Err(e) => last = Some(e),
             }
         }
         Err(ClientError::Io(last.unwrap_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotFound, "control host has no address")
         })))
+    }
+
+    async fn connect_addr(&self, addr: std::net::SocketAddr) -> std::io::Result<TcpStream> {
+        let socket = match addr {
+            std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        if let Some(mark) = self.fwmark {
+            socket2::SockRef::from(&socket).set_mark(mark)?;
+        }
+        let stream = tokio::time::timeout(self.timeout, socket.connect(addr))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        stream.set_nodelay(true)?;
+        Ok(stream)
     }
 
     /// The control URL.
@@ -288,7 +314,7 @@ impl ControlClient {
         .map_err(|_| ClientError::Timeout(self.timeout))??;
         Ok(MapStream {
             body: response.into_body(),
-            buf: BytesMut::new(),
+            lines: LineBuffer::default(),
         })
     }
 
@@ -328,36 +354,26 @@ async fn read_limited(mut body: Incoming, limit: usize) -> Result<Bytes, ClientE
 /// The map stream: one [`StreamFrame`] per line.
 pub struct MapStream {
     body: Incoming,
-    buf: BytesMut,
+    lines: LineBuffer,
 }
 
 impl MapStream {
     /// The next frame; `Ok(None)` when control closed the stream.
     pub async fn next_frame(&mut self) -> Result<Option<StreamFrame>, ClientError> {
         loop {
-            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-                let line = self.buf.split_to(pos + 1);
-                let line = &line[..pos];
+            if let Some(line) = self.lines.next_line()? {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                return serde_json::from_slice(line)
+                return serde_json::from_slice(&line)
                     .map(Some)
                     .map_err(|e| ClientError::Protocol(format!("bad stream frame: {e}")));
-            }
-            if self.buf.len() > MAX_FRAME_BYTES {
-                return Err(ClientError::Protocol("stream frame too large".into()));
             }
             match self.body.frame().await {
                 None => return Ok(None),
                 Some(frame) => {
-                    if let Ok(mut data) = frame?.into_data() {
-                        while data.has_remaining() {
-                            let chunk = data.chunk();
-                            self.buf.extend_from_slice(chunk);
-                            let n = chunk.len();
-                            data.advance(n);
-                        }
+                    if let Ok(data) = frame?.into_data() {
+                        self.lines.push(&data);
                     }
                 }
             }

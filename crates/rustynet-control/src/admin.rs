@@ -12,6 +12,7 @@ use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
 use crate::datadir::{DataDir, DataDirError};
+use crate::map_check::{MapRefusal, check_network};
 use crate::now_unix;
 use crate::store::{NewPreauth, NodeRecord, PreauthRecord, Store as _, StoreError};
 
@@ -38,12 +39,17 @@ pub enum AdminError {
         /// Problem.
         reason: String,
     },
+    /// The policy would give a node a map its verifier refuses (nothing was
+    /// changed).
+    #[error("invalid policy: {0}")]
+    MapLimit(#[from] MapRefusal),
     /// An argument is invalid (nothing was changed).
     #[error("{0}")]
     Invalid(String),
 }
 
-/// `policy set FILE`: validates, then stores the canonical form.
+/// `policy set FILE`: validates, checks that every live node's map under it
+/// passes the node's verifier, then stores the canonical form.
 pub fn policy_set(data: &DataDir, file: &Path) -> Result<(), AdminError> {
     let file_err = |reason: String| AdminError::File {
         path: file.display().to_string(),
@@ -56,8 +62,17 @@ pub fn policy_set(data: &DataDir, file: &Path) -> Result<(), AdminError> {
     let text = std::fs::read_to_string(file).map_err(|e| file_err(e.to_string()))?;
     let policy = Policy::parse(&text)?;
     let store = data.open_store()?;
-    check_split_dns(&policy, &store.suffix()?)?;
-    store.set_policy(&policy.to_json_pretty(), now_unix())?;
+    let suffix = store.suffix()?;
+    check_split_dns(&policy, &suffix)?;
+    let now = now_unix();
+    let live = store
+        .nodes()?
+        .into_iter()
+        .filter(|n| !n.is_expired(now))
+        .map(|n| (n.id, n))
+        .collect();
+    check_network(&policy, &suffix, live)?;
+    store.set_policy(&policy.to_json_pretty(), now)?;
     Ok(())
 }
 

@@ -4,10 +4,17 @@
 //! registered signing key, its timestamp must be within the skew bound, and
 //! its (node, nonce) pair must be new. Nonces are recorded in the store, so a
 //! header lifted from a log cannot be replayed even across a restart.
+//!
+//! A request naming a node that does not exist is answered exactly like one
+//! whose signature does not verify (same status, code and message, after the
+//! same signature check against a stand-in key), so the API does not tell a
+//! stranger which node ids exist.
+
+use std::sync::OnceLock;
 
 use axum::http::{HeaderMap, StatusCode};
 use rustynet_proto::control_api::{AUTH_HEADER, MAX_REQUEST_SKEW_MS, RequestAuth};
-use rustynet_proto::{NodeId, SigningPublicKey};
+use rustynet_proto::{NodeId, NodeSigningKey, SigningPublicKey};
 
 use crate::api::ApiFailure;
 use crate::store::{NodeRecord, Store};
@@ -46,14 +53,36 @@ fn parse_header(headers: &HeaderMap) -> Result<RequestAuth, ApiFailure> {
         .map_err(|e| ApiFailure::new(StatusCode::UNAUTHORIZED, "malformed_auth", e.to_string()))
 }
 
-fn check(
-    store: &dyn Store,
+/// Whether a request stamped `timestamp_ms` is within the skew bound of
+/// `now_ms`. `abs_diff` cannot overflow, so no timestamp (not even
+/// `i64::MIN`) wraps into the window.
+pub fn within_skew(timestamp_ms: i64, now_ms: i64) -> bool {
+    timestamp_ms.abs_diff(now_ms) <= MAX_REQUEST_SKEW_MS.unsigned_abs()
+}
+
+/// A key nobody holds (its secret is drawn at random and dropped), checked
+/// against for requests naming an unknown node.
+fn stand_in_key() -> &'static SigningPublicKey {
+    static KEY: OnceLock<SigningPublicKey> = OnceLock::new();
+    KEY.get_or_init(|| NodeSigningKey::generate(&mut rand_core::OsRng).public())
+}
+
+fn bad_signature() -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::UNAUTHORIZED,
+        "bad_signature",
+        "request signature does not verify",
+    )
+}
+
+/// Checks skew and signature (no state is touched).
+fn check_signature(
     req: &SignedRequest<'_>,
     auth: &RequestAuth,
     key: &SigningPublicKey,
     now_ms: i64,
 ) -> Result<(), ApiFailure> {
-    if (auth.timestamp_ms - now_ms).abs() > MAX_REQUEST_SKEW_MS {
+    if !within_skew(auth.timestamp_ms, now_ms) {
         return Err(ApiFailure::new(
             StatusCode::UNAUTHORIZED,
             "stale_request",
@@ -61,37 +90,42 @@ fn check(
         ));
     }
     if !auth.verify(key, req.method, req.path, req.body) {
-        return Err(ApiFailure::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_signature",
-            "request signature does not verify",
-        ));
+        return Err(bad_signature());
     }
+    Ok(())
+}
+
+fn check(
+    store: &dyn Store,
+    req: &SignedRequest<'_>,
+    auth: &RequestAuth,
+    key: &SigningPublicKey,
+    now_ms: i64,
+) -> Result<(), ApiFailure> {
+    check_signature(req, auth, key, now_ms)?;
     let fresh = store
         .record_nonce(
             auth.node_id,
             &auth.nonce,
             auth.timestamp_ms,
-            now_ms - 2 * MAX_REQUEST_SKEW_MS,
+            now_ms.saturating_sub(2 * MAX_REQUEST_SKEW_MS),
         )
         .map_err(ApiFailure::from)?;
     if !fresh {
-        return Err(ApiFailure::new(
-            StatusCode::UNAUTHORIZED,
-            "replayed_request",
-            "request nonce was already used",
-        ));
+        return Err(replayed());
     }
     Ok(())
 }
 
-/// Verifies an enrollment request: signed (node 0) by the key it registers.
+/// Verifies an enrollment request's signature: made (as node 0) by the key
+/// it registers, within the skew bound. Touches no state: the caller checks
+/// the pre-auth key and records the nonce
+/// ([`crate::nonce_cache::NonceCache`]) before anything is written.
 pub fn verify_enrollment(
-    store: &dyn Store,
     req: &SignedRequest<'_>,
     signing_key: &SigningPublicKey,
     now_ms: i64,
-) -> Result<(), ApiFailure> {
+) -> Result<RequestAuth, ApiFailure> {
     let auth = parse_header(req.headers)?;
     if auth.node_id != NodeId(0) {
         return Err(ApiFailure::new(
@@ -100,7 +134,17 @@ pub fn verify_enrollment(
             "enrollment must be signed as node 0",
         ));
     }
-    check(store, req, &auth, signing_key, now_ms)
+    check_signature(req, &auth, signing_key, now_ms)?;
+    Ok(auth)
+}
+
+/// The refusal of a request whose nonce was seen before.
+pub fn replayed() -> ApiFailure {
+    ApiFailure::new(
+        StatusCode::UNAUTHORIZED,
+        "replayed_request",
+        "request nonce was already used",
+    )
 }
 
 /// Verifies a request from an enrolled node and returns that node.
@@ -110,10 +154,11 @@ pub fn verify_node(
     now_ms: i64,
 ) -> Result<NodeRecord, ApiFailure> {
     let auth = parse_header(req.headers)?;
-    let node = store
-        .node(auth.node_id)
-        .map_err(ApiFailure::from)?
-        .ok_or_else(|| ApiFailure::new(StatusCode::UNAUTHORIZED, "unknown_node", "no such node"))?;
+    let Some(node) = store.node(auth.node_id).map_err(ApiFailure::from)? else {
+        // The same work and the same answer as a bad signature.
+        check_signature(req, &auth, stand_in_key(), now_ms)?;
+        return Err(bad_signature());
+    };
     check(store, req, &auth, &node.signing_key, now_ms)?;
     if node.is_expired(now_ms / 1000) {
         return Err(ApiFailure::new(

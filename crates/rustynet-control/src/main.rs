@@ -52,6 +52,13 @@ enum Command {
         /// The secret the signing key was encrypted under at init.
         #[arg(long)]
         key_encryption_file: Option<PathBuf>,
+        /// Most connections open at once (also capped by the open-file limit).
+        #[arg(long, default_value_t = 16_384)]
+        max_connections: usize,
+        /// Most connections from one address (IPv6: one /64); every node
+        /// behind one NAT holds a map stream.
+        #[arg(long, default_value_t = 1024)]
+        max_connections_per_source: usize,
     },
     /// Set or show the ACL policy.
     Policy {
@@ -189,12 +196,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             map_ttl,
             key_encryption_file,
+            max_connections,
+            max_connections_per_source,
         } => {
             let data = data_dir_with(data_dir, key_encryption_file.as_deref())?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(async {
                 let mut opts = ServeOptions::new(listen);
                 opts.map_ttl = map_ttl;
+                opts.max_connections = max_connections;
+                opts.max_connections_per_source = max_connections_per_source;
                 let server = start(&data, opts).await?;
                 println!("listening on {}", server.addr);
                 if let Err(e) = rustynet_service::notify("READY=1") {

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use ipnet::{IpNet, Ipv4Net};
 use rustynet_policy::{NodeFacts, NodeView};
+use rustynet_proto::endpoint::check_endpoint;
 use rustynet_proto::{
     DnsRecord, ExitGrant, Netmap, NodeId, NodeSigningKey, PeerInfo, SelfInfo, SignedEnvelope,
 };
@@ -69,12 +70,20 @@ pub(crate) fn peer_info(
         allowed_ips.extend(routes.iter().copied());
     }
     PeerInfo {
+        path_key: None,
         node_id: peer.id,
         hostname: peer.hostname.clone(),
         dns_name: dns_name(peer, net.suffix),
         node_key: peer.node_key,
         tunnel_ip: peer.tunnel_ip,
-        endpoints: peer.endpoints.clone(),
+        // Reports are checked when they arrive; this drops any stored
+        // before a rule was added, so no map carries one a node refuses.
+        endpoints: peer
+            .endpoints
+            .iter()
+            .filter(|ep| check_endpoint(ep).is_ok())
+            .copied()
+            .collect(),
         home_relay: None,
         allowed_ips,
         online: net.online.contains(&peer.id),

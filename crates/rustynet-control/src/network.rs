@@ -6,14 +6,16 @@
 //! sends it only if it differs from what the node already has.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustynet_policy::{NodeFacts, NodeView, Policy};
-use rustynet_proto::NodeId;
-use tokio::sync::watch;
+use rustynet_proto::{NodeId, VerifyError};
+use tokio::sync::{Notify, watch};
 
+use crate::map_check::check_view;
 use crate::map_json::{MapJson, PeerFragments};
-use crate::netmap_builder::node_facts;
+use crate::netmap_builder::{NetworkView, node_facts};
 use crate::now_unix;
 use crate::store::{NodeRecord, Store, StoreError};
 
@@ -47,6 +49,20 @@ impl Snapshot {
             })
             .netmap_json(id, view)
     }
+
+    /// Checks `id`'s map against the node's verifier limits before it is
+    /// signed ([`crate::map_check::check_view`]).
+    pub fn check_map(&self, id: NodeId) -> Result<(), VerifyError> {
+        let Some(view) = self.views.get(&id) else {
+            return Ok(());
+        };
+        let net = NetworkView {
+            suffix: &self.suffix,
+            nodes: &self.nodes,
+            online: &self.online,
+        };
+        check_view(net, view)
+    }
 }
 
 /// The inputs and output of the last policy compilation: a change that
@@ -54,11 +70,16 @@ impl Snapshot {
 /// reuses the compiled views instead of recompiling the network.
 type Compiled = (String, Vec<NodeFacts>, Arc<BTreeMap<NodeId, NodeView>>);
 
+/// A node's open map stream: its number, and how to tell it to close.
+type OpenStream = (u64, Arc<Notify>);
+
 /// Shared network state.
 pub struct Network {
     store: Arc<dyn Store>,
     state: watch::Sender<Arc<Snapshot>>,
-    online: Mutex<HashMap<NodeId, usize>>,
+    /// One map stream per node; a node is online while it has one.
+    online: Mutex<HashMap<NodeId, OpenStream>>,
+    next_stream: AtomicU64,
     compiled: Mutex<Option<Compiled>>,
 }
 
@@ -74,6 +95,7 @@ impl Network {
             store,
             state,
             online: Mutex::new(HashMap::new()),
+            next_stream: AtomicU64::new(0),
             compiled: Mutex::new(None),
         });
         network.reload()?;
@@ -167,20 +189,23 @@ impl Network {
         self.state.subscribe()
     }
 
-    /// Marks `id` online until the returned guard is dropped.
+    /// Registers a map stream for `id`, which is online until the returned
+    /// guard is dropped. A node has one stream: an older one is told to
+    /// close ([`OnlineGuard::replaced`]), so a node (or a thief of its key)
+    /// cannot make control keep many streams for it.
     pub fn stream_opened(self: &Arc<Self>, id: NodeId) -> OnlineGuard {
-        let first = {
-            let mut online = lock(&self.online);
-            let count = online.entry(id).or_insert(0);
-            *count += 1;
-            *count == 1
-        };
-        if first {
-            self.publish_online();
+        let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let replaced = Arc::new(Notify::new());
+        let previous = lock(&self.online).insert(id, (stream, replaced.clone()));
+        match previous {
+            Some((_, older)) => older.notify_one(),
+            None => self.publish_online(),
         }
         OnlineGuard {
             network: self.clone(),
             id,
+            stream,
+            replaced,
         }
     }
 }
@@ -189,23 +214,27 @@ impl Network {
 pub struct OnlineGuard {
     network: Arc<Network>,
     id: NodeId,
+    stream: u64,
+    replaced: Arc<Notify>,
+}
+
+impl OnlineGuard {
+    /// Completes when a newer stream of the same node took over.
+    pub async fn replaced(&self) {
+        self.replaced.notified().await;
+    }
 }
 
 impl Drop for OnlineGuard {
     fn drop(&mut self) {
         let last = {
             let mut online = lock(&self.network.online);
-            match online.get_mut(&self.id) {
-                Some(count) if *count > 1 => {
-                    *count -= 1;
-                    false
-                }
-                Some(_) => {
-                    online.remove(&self.id);
-                    true
-                }
-                None => false,
+            // Only the current stream takes the node offline.
+            let current = online.get(&self.id).is_some_and(|(s, _)| *s == self.stream);
+            if current {
+                online.remove(&self.id);
             }
+            current
         };
         if last {
             self.network.publish_online();

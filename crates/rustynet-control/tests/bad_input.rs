@@ -157,18 +157,27 @@ async fn malformed_oversized_unsigned_and_forged_requests() {
     assert!(text.contains("replayed_request"));
     assert_eq!(node_count(&h), 1);
 
-    // Unknown node.
+    // An unknown node gets exactly the answer a known node with a bad
+    // signature gets: no oracle for which node ids exist.
     let body = br#"{"version":1,"since_generation":0}"#.to_vec();
     let ghost = NodeSigningKey::from_seed(&[7; 32]);
-    let (status, text) = raw_post(
+    let unknown = raw_post(
         &h,
         paths::MAP_STREAM,
         &[(AUTH_HEADER, sign(&body, 4242, paths::MAP_STREAM, &ghost, 7))],
+        body.clone(),
+    )
+    .await;
+    let forged = raw_post(
+        &h,
+        paths::MAP_STREAM,
+        &[(AUTH_HEADER, sign(&body, 1, paths::MAP_STREAM, &ghost, 8))],
         body,
     )
     .await;
-    assert_eq!(status, 401);
-    assert!(text.contains("unknown_node"));
+    assert_eq!(unknown.0, 401);
+    assert!(unknown.1.contains("bad_signature"), "{}", unknown.1);
+    assert_eq!(unknown, forged);
 
     // Unknown endpoint.
     let (status, text) = raw_post(&h, "/v1/nope", &[], vec![]).await;
@@ -234,4 +243,150 @@ async fn tls12_client_is_refused() {
         client.health().await,
         Err(rustynet_control_client::ClientError::Tls(_))
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_timestamps_are_refused_as_stale() {
+    let h = Harness::start(Duration::from_secs(600)).await;
+    let key = h.preauth("alice", true, None);
+    let signer = NodeSigningKey::from_seed(&[1; 32]);
+    let body = serde_json::to_vec(&h.register_request(&key, "a", 1)).unwrap();
+    let now = rustynet_control::now_unix_ms();
+    // i64::MIN + now used to wrap into the window in release builds (and
+    // panic the handler in debug ones).
+    for (nonce, ts) in [
+        (1u8, i64::MIN),
+        (2, i64::MAX),
+        (3, i64::MIN + now),
+        (4, now - 121_000),
+    ] {
+        let auth = RequestAuth::sign(
+            &signer,
+            NodeId(0),
+            "POST",
+            paths::REGISTER,
+            &body,
+            ts,
+            [nonce; 16],
+        );
+        let (status, text) = raw_post(
+            &h,
+            paths::REGISTER,
+            &[(AUTH_HEADER, auth.to_header())],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(status, 401, "ts {ts}: {text}");
+        assert!(text.contains("stale_request"), "ts {ts}: {text}");
+    }
+    assert_eq!(node_count(&h), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_pointing_a_peer_at_itself_are_refused() {
+    let h = Harness::start(Duration::from_secs(600)).await;
+    let key = h.preauth("alice", true, None);
+    let client = h.client();
+    let bad = [
+        "[::ffff:127.0.0.1]:41641",
+        "127.0.0.1:41641",
+        "100.100.100.100:53",
+        "100.64.0.7:41641",
+        "169.254.169.254:80",
+        "[fe80::1]:41641",
+        "0.0.0.0:41641",
+        "239.0.0.1:41641",
+        "[::]:41641",
+    ];
+    let signer = NodeSigningKey::from_seed(&[1; 32]);
+    for ep in bad {
+        let mut req = h.register_request(&key, "a", 1);
+        req.endpoints = vec![ep.parse().unwrap()];
+        let err = client.register(&signer, &req).await.unwrap_err();
+        assert_eq!(err.code(), Some("bad_request"), "{ep}");
+    }
+    assert_eq!(node_count(&h), 0);
+    let node = h.enroll(&key, "a", 1).await;
+    for ep in bad {
+        let update = rustynet_proto::control_api::UpdateRequest {
+            version: rustynet_proto::control_api::API_VERSION,
+            endpoints: Some(vec![ep.parse().unwrap()]),
+            ..Default::default()
+        };
+        let err = client
+            .update(&node.key, node.resp.node_id, &update)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Some("bad_request"), "{ep}");
+    }
+    let stored = h.data.open_store().unwrap().nodes().unwrap();
+    assert_eq!(
+        stored[0].endpoints,
+        vec!["192.0.2.1:41641".parse().unwrap()]
+    );
+}
+
+/// 1,000 rules, each 100 ports of TCP and UDP from every node: 200
+/// combinations a rule with two nodes (far within its bound), 400,000 set
+/// elements a map (past the cap). Valid as a policy; every map refused.
+fn too_wide_policy() -> String {
+    let acls: Vec<_> = (0..1000)
+        .map(|k| {
+            let mut ports: Vec<String> = (0..99).map(|j| (10 * j + 1).to_string()).collect();
+            ports.push((2000 + k).to_string());
+            serde_json::json!({"action": "accept", "src": ["*"],
+                "dst": [format!("*:{}", ports.join(","))], "proto": "any"})
+        })
+        .collect();
+    serde_json::json!({ "acls": acls }).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_past_the_limits_is_never_signed() {
+    let h = Harness::start(Duration::from_secs(600)).await;
+    h.set_policy(POLICY_ALL);
+    let key = h.preauth("alice", true, None);
+    let a = h.enroll(&key, "a", 1).await;
+    let _b = h.enroll(&key, "b", 2).await;
+    let mut hw = 0;
+    let mut stream = a.stream(&h).await;
+    common::next_map(&mut stream, &a, &mut hw).await;
+    // Stored behind admin's back (an older admin binary): the server
+    // compiles it, but signs no map from it.
+    h.data
+        .open_store()
+        .unwrap()
+        .set_policy(&too_wide_policy(), 1)
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    h.set_policy("{}");
+    // next_map verifies every map it reads: a refused one fails the test.
+    let next = common::next_map(&mut stream, &a, &mut hw).await;
+    assert!(next.netmap().peers.is_empty());
+    assert!(next.netmap().packet_filter.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_whose_maps_nodes_would_refuse_is_not_stored() {
+    let h = Harness::start(Duration::from_secs(600)).await;
+    h.set_policy(POLICY_ALL);
+    let key = h.preauth("alice", true, None);
+    let a = h.enroll(&key, "a", 1).await;
+    let _b = h.enroll(&key, "b", 2).await;
+    let mut hw = 0;
+    let mut stream = a.stream(&h).await;
+    common::next_map(&mut stream, &a, &mut hw).await;
+    let before = rustynet_control::admin::policy_get(&h.data).unwrap();
+    let path = h.dir.path().join("wide.json");
+    std::fs::write(&path, too_wide_policy()).unwrap();
+    let err = rustynet_control::admin::policy_set(&h.data, &path).unwrap_err();
+    assert!(err.to_string().contains("would be refused"), "{err}");
+    assert!(err.to_string().contains("set elements"), "{err}");
+    assert_eq!(
+        rustynet_control::admin::policy_get(&h.data).unwrap(),
+        before
+    );
+    // Nothing changed: the next (valid) change still reaches the stream.
+    h.set_policy("{}");
+    common::map_until(&mut stream, &a, &mut hw, |m| m.netmap().peers.is_empty()).await;
 }

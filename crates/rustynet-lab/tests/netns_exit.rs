@@ -358,6 +358,13 @@ fn lan_access_matrix() {
     );
 
     must(
+        case("netns_e2e", "exit_cannot_spoof_peer_source", |_| {
+            exit_cannot_spoof_a_peer(&lab, &c)
+        }),
+        || diagnose(&c, &["alice", "bob", "exit"]),
+    );
+
+    must(
         case(
             "netns_e2e",
             "lan_toggle_off_exit_refuses_forced_client",
@@ -428,6 +435,56 @@ fn lan_access_matrix() {
         ),
         || diagnose(&c, &["alice", "bob", "exit"]),
     );
+}
+
+/// Audit item 1: a live exit node holds 0.0.0.0/0 in its client's
+/// cryptokey table, yet it cannot inject packets claiming another peer's
+/// tunnel address: the client drops them (source routes to bob, not to the
+/// exit) and counts them.
+fn exit_cannot_spoof_a_peer(lab: &Lab, c: &Cluster<'_>) -> anyhow::Result<()> {
+    let alice_ip = tunnel_ip(c, "alice")?;
+    let bob_ip = tunnel_ip(c, "bob")?;
+    let exit_ns = &lab.node("exit").ns;
+    select_exit(c, "alice", "exit")?;
+    let before = c.status("alice")?.counters.rx_source_mismatch;
+    let cap = Capture::start(
+        &lab.node("alice").ns,
+        "rn0",
+        lab.path("alice-tun-spoof.pcap"),
+    )?;
+    exit_ns.ip(&["addr", "add", &format!("{bob_ip}/32"), "dev", "rn0"])?;
+    let sent = exit_ns.exec(&[
+        "ping",
+        "-c",
+        "5",
+        "-i",
+        "0.2",
+        "-W",
+        "1",
+        "-I",
+        &bob_ip.to_string(),
+        &alice_ip.to_string(),
+    ]);
+    exit_ns.ip(&["addr", "del", &format!("{bob_ip}/32"), "dev", "rn0"])?;
+    let pcap = cap.stop_raw();
+    let after = c.status("alice")?.counters.rx_source_mismatch;
+    c.rustynet("alice", &["exit-node", "off"])?;
+    let seen = count(&pcap, &format!("icmp and src host {bob_ip}"))?;
+    ensure!(
+        !sent.is_ok_and(|o| o.status.success()),
+        "a ping claiming bob's address was answered"
+    );
+    ensure!(
+        seen == 0,
+        "{seen} packets claiming bob's address reached alice's TUN:\n{}",
+        lines(&pcap, "", 10)
+    );
+    ensure!(
+        after >= before + 5,
+        "alice counted {} spoofed packets, expected 5",
+        after - before
+    );
+    Ok(())
 }
 
 /// Case 6: a client without an exit grant is refused by its own daemon with

@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::envelope::{SealedBody, SignedEnvelope};
-use crate::keys::{NodeSigningKey, Signature, SigningPublicKey, TunnelPublicKey};
+use crate::keys::{NodeSigningKey, PathPublicKey, Signature, SigningPublicKey, TunnelPublicKey};
 use crate::netmap::NodeId;
 
 /// Version of this API. Sent in every request body.
@@ -42,6 +42,8 @@ pub mod paths {
     pub const UPDATE: &str = "/v1/update";
     /// Liveness.
     pub const HEALTH: &str = "/v1/health";
+    /// A fresh relay ticket for the calling node.
+    pub const RELAY_TICKET: &str = "/v1/relay-ticket";
 }
 
 /// A secret string (pre-auth key): redacted in `Debug`, zeroized on drop.
@@ -87,6 +89,9 @@ pub struct RegisterRequest {
     pub advertise_exit_node: bool,
     /// LAN prefixes offered.
     pub advertise_routes: Vec<IpNet>,
+    /// The node's path key (authenticates its path probes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_key: Option<PathPublicKey>,
 }
 
 /// Enrollment result.
@@ -122,6 +127,32 @@ pub struct UpdateRequest {
     /// clients that have it on (enforced on both ends).
     #[serde(default)]
     pub lan_access: Option<bool>,
+    /// The node's path key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_key: Option<PathPublicKey>,
+    /// The relay the node keeps as its home (a name from its map); an empty
+    /// string clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_relay: Option<String>,
+}
+
+/// Request body of [`paths::RELAY_TICKET`] (signed like every node request).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayTicketRequest {
+    /// [`API_VERSION`].
+    pub version: u16,
+}
+
+/// A relay ticket: control's signed statement of this node's relay login
+/// key and the peers it may exchange relayed packets with (see
+/// [`crate::relay`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayTicketResponse {
+    /// [`API_VERSION`].
+    pub version: u16,
+    /// The signed ticket.
+    pub ticket: SignedEnvelope,
 }
 
 /// Request body of the map stream.
@@ -408,6 +439,7 @@ mod tests {
     #[test]
     fn secret_debug_is_redacted() {
         let req = RegisterRequest {
+            path_key: None,
             version: API_VERSION,
             auth_key: SecretString::new("rnk_supersecret".into()),
             hostname: "a".into(),

@@ -33,6 +33,8 @@ pub const SIGNATURE_DOMAIN: &[u8] = b"rustynet signed body v2 blake3\0";
 pub enum BodyKind {
     /// A [`crate::Netmap`].
     Netmap,
+    /// A [`crate::relay::RelayTicket`].
+    RelayTicket,
 }
 
 /// The signed content: header fields plus the payload.

@@ -1,8 +1,10 @@
 //! The daemon's local IPC: one JSON object per line over a Unix socket.
 //!
 //! Every frame carries a version and an id; the daemon answers each request
-//! with exactly one response carrying the same id. Frames over
+//! with exactly one response carrying the same id. Requests over
 //! [`MAX_FRAME_BYTES`] or that fail to parse close that connection only.
+//! Responses may be larger (a `status` of thousands of peers), up to
+//! [`MAX_REPLY_BYTES`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -15,8 +17,13 @@ use crate::netmap::NodeId;
 /// IPC protocol version.
 pub const IPC_VERSION: u16 = 1;
 
-/// Largest frame (one line) either side accepts.
+/// Largest request frame (one line) the daemon accepts.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// Largest response frame a client accepts: a `status --json` of 5,000
+/// peers is about 1.6 MB, so this leaves room for far larger networks
+/// while still bounding what a client buffers.
+pub const MAX_REPLY_BYTES: usize = 32 * 1024 * 1024;
 
 /// A request frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +200,8 @@ pub enum ErrorCode {
     Control,
     /// Applying to the OS failed (state was rolled back).
     Apply,
+    /// The daemon is busy (too many commands in flight); try again.
+    Busy,
     /// Anything else.
     Internal,
 }
@@ -292,6 +301,17 @@ pub struct StatusDoc {
     pub advertised_routes: Vec<IpNet>,
     /// Whether this node offers itself as an exit.
     pub advertise_exit_node: bool,
+    /// Dataplane counters since the tunnel started.
+    #[serde(default)]
+    pub counters: DataplaneCounters,
+}
+
+/// Dataplane counters shown by `status` (and exported as metrics).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataplaneCounters {
+    /// Authenticated packets dropped because their inner source address
+    /// belongs to a different peer than the one that sent them.
+    pub rx_source_mismatch: u64,
 }
 
 /// `status` self section.

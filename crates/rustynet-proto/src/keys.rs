@@ -107,6 +107,19 @@ b64_newtype!(
     Signature,
     64
 );
+b64_newtype!(
+    /// A node's path key (X25519 public half): authenticates the path probes
+    /// nodes exchange to find and test direct paths. Separate from the tunnel
+    /// key, so probing never involves the tunnel's static key.
+    PathPublicKey,
+    32
+);
+b64_newtype!(
+    /// SHA-256 of a relay's TLS certificate public key (SubjectPublicKeyInfo):
+    /// the only key a node accepts from that relay.
+    CertPin,
+    32
+);
 
 impl SigningPublicKey {
     /// Checks `sig` over exactly `message`. Uses strict verification so that

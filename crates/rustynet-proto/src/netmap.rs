@@ -6,21 +6,17 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use ipnet::{IpNet, Ipv4Net};
 use serde::{Deserialize, Serialize};
 
+use crate::endpoint::{EndpointError, MAX_ENDPOINTS, check_endpoint};
 use crate::keys::TunnelPublicKey;
 use crate::names;
 
 /// Version of the [`Netmap`] schema. A node refuses other versions.
 pub const NETMAP_VERSION: u16 = 1;
 
-/// Upper bound on peers in one map; anything larger is refused as hostile.
-pub const MAX_PEERS: usize = 65_536;
-/// Upper bound on filter rules, grants or DNS records of each kind in one map.
-pub const MAX_RULES: usize = 65_536;
-/// Most `src × dst × ports` combinations one filter rule may name. The
-/// daemon loads each combination as a set element, so this bounds what one
-/// signed rule can cost it; policy compiles a rule per destination node, far
-/// below this.
-pub const MAX_RULE_COMBINATIONS: usize = 65_536;
+pub use crate::limits::{
+    MAX_PEERS, MAX_RULE_COMBINATIONS, MAX_RULES, MAX_SET_ELEMENTS, MapShape, bounded,
+    check_allowed_ips,
+};
 
 /// The tunnel address space every node address comes from (CGNAT range, as
 /// Tailscale uses): 100.64.0.0/10.
@@ -202,8 +198,11 @@ pub struct PeerInfo {
     pub tunnel_ip: Ipv4Addr,
     /// UDP endpoints the peer reported, most preferred first.
     pub endpoints: Vec<SocketAddr>,
-    /// The relay the peer is reachable through, if any.
+    /// The relay the peer keeps as its home (name from the map's relays).
     pub home_relay: Option<String>,
+    /// The peer's path key: probes from it are authenticated with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_key: Option<crate::keys::PathPublicKey>,
     /// Inner source prefixes accepted from this peer: its tunnel /32 plus LAN
     /// routes granted to this node through it. Never a default route: the exit
     /// default route is added locally only when the user selects the exit.
@@ -297,6 +296,34 @@ pub struct Netmap {
     pub lan_grants: Vec<LanGrant>,
     /// Magic DNS configuration.
     pub dns: DnsConfig,
+    /// Relays this node keeps a connection to, for peers it cannot reach
+    /// directly. Omitted when control has none, so maps of networks without
+    /// a relay read the same to every daemon version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<RelayInfo>,
+}
+
+/// Most relays one map may name.
+pub const MAX_RELAYS: usize = 16;
+/// Most addresses (TLS or binding) per relay.
+pub const MAX_RELAY_ADDRS: usize = 8;
+
+/// A relay, as control announces it: where to connect, which key to expect,
+/// and where to send binding requests (endpoint discovery).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayInfo {
+    /// Short name shown by `status` and `ping` (`r1`), unique in the map.
+    pub name: String,
+    /// TLS endpoints (TCP), tried in turn.
+    pub addrs: Vec<SocketAddr>,
+    /// Name for SNI and the HTTP Host header.
+    pub server_name: String,
+    /// The relay's certificate key pin; nothing else is accepted.
+    pub cert_sha256: crate::keys::CertPin,
+    /// UDP binding addresses (two on different IPs let a node tell whether
+    /// its NAT mapping depends on the destination).
+    #[serde(default)]
+    pub stun: Vec<SocketAddr>,
 }
 
 /// Why a map that verified cryptographically is still unusable.
@@ -327,6 +354,22 @@ pub enum NetmapError {
     /// A peer appears twice, or a peer is this node.
     #[error("duplicate or self peer {0}")]
     DuplicatePeer(NodeId),
+    /// A peer endpoint no node may be told to send to.
+    #[error("peer {peer} has an unusable endpoint: {reason}")]
+    Endpoint {
+        /// The peer.
+        peer: NodeId,
+        /// Why.
+        reason: EndpointError,
+    },
+    /// A relay address no node may connect to.
+    #[error("relay {relay} has an unusable address: {reason}")]
+    RelayAddr {
+        /// The relay's name.
+        relay: String,
+        /// Why.
+        reason: EndpointError,
+    },
     /// A port range has `first > last`.
     #[error("inverted port range {first}-{last}")]
     PortRange {
@@ -350,20 +393,14 @@ pub enum NetmapError {
 
 impl Netmap {
     /// Semantic checks a node runs after the signature and freshness checks:
-    /// bounded sizes, addresses in range, sane names, no peer that could
-    /// swallow all traffic, no duplicate peers.
+    /// bounded sizes (the [`MapShape`] limits control also checks before it
+    /// signs), addresses in range, usable endpoints, sane names, no peer
+    /// that could swallow all traffic, no duplicate peers.
     pub fn validate(&self) -> Result<(), NetmapError> {
         if self.version != NETMAP_VERSION {
             return Err(NetmapError::Version(self.version));
         }
-        bounded("peers", self.peers.len(), MAX_PEERS)?;
-        bounded("packet_filter", self.packet_filter.len(), MAX_RULES)?;
-        bounded("forward_filter", self.forward_filter.len(), MAX_RULES)?;
-        bounded("exit_clients", self.exit_clients.len(), MAX_RULES)?;
-        bounded("exit_grants", self.exit_grants.len(), MAX_RULES)?;
-        bounded("lan_grants", self.lan_grants.len(), MAX_RULES)?;
-        bounded("dns.records", self.dns.records.len(), MAX_RULES)?;
-        bounded("dns.split", self.dns.split.len(), MAX_RULES)?;
+        MapShape::of(self).check()?;
         check_tunnel_ip(self.self_node.tunnel_ip)?;
         check_name(&self.self_node.dns_name)?;
         check_name(&self.dns.suffix)?;
@@ -374,8 +411,13 @@ impl Netmap {
             }
             check_tunnel_ip(peer.tunnel_ip)?;
             check_name(&peer.dns_name)?;
-            if peer.allowed_ips.iter().any(|n| n.prefix_len() == 0) {
-                return Err(NetmapError::DefaultRoute(peer.node_id));
+            check_allowed_ips(peer.node_id, &peer.allowed_ips)?;
+            bounded("peer endpoints", peer.endpoints.len(), MAX_ENDPOINTS)?;
+            for endpoint in &peer.endpoints {
+                check_endpoint(endpoint).map_err(|reason| NetmapError::Endpoint {
+                    peer: peer.node_id,
+                    reason,
+                })?;
             }
         }
         for record in &self.dns.records {
@@ -384,44 +426,40 @@ impl Netmap {
         for route in &self.dns.split {
             check_name(&route.domain)?;
         }
-        for (list, combos, rules) in [
-            (
-                "packet_filter",
-                "packet_filter rule src×dst×ports",
-                &self.packet_filter,
-            ),
-            (
-                "forward_filter",
-                "forward_filter rule src×dst×ports",
-                &self.forward_filter,
-            ),
-        ] {
-            for (index, rule) in rules.iter().enumerate() {
-                for (field, nets) in [("src", &rule.src), ("dst", &rule.dst)] {
-                    if nets.is_empty() {
-                        return Err(NetmapError::EmptyFilterField { list, index, field });
-                    }
-                }
-                let combinations = rule
-                    .src
-                    .len()
-                    .saturating_mul(rule.dst.len())
-                    .saturating_mul(rule.ports.len().max(1));
-                bounded(combos, combinations, MAX_RULE_COMBINATIONS)?;
+        self.validate_relays()
+    }
+
+    fn validate_relays(&self) -> Result<(), NetmapError> {
+        bounded("relays", self.relays.len(), MAX_RELAYS)?;
+        let mut names = std::collections::HashSet::with_capacity(self.relays.len());
+        for relay in &self.relays {
+            if names::validate_label(&relay.name, 32).is_err() || !names.insert(&relay.name) {
+                return Err(NetmapError::Name(relay.name.clone()));
+            }
+            if relay.server_name.parse::<IpAddr>().is_err() {
+                check_name(&relay.server_name)?;
+            }
+            if relay.addrs.is_empty() {
+                return Err(NetmapError::TooMany {
+                    what: "relay addrs (none)",
+                    count: 0,
+                    limit: MAX_RELAY_ADDRS,
+                });
+            }
+            bounded("relay addrs", relay.addrs.len(), MAX_RELAY_ADDRS)?;
+            bounded("relay stun", relay.stun.len(), MAX_RELAY_ADDRS)?;
+            for addr in relay.addrs.iter().chain(&relay.stun) {
+                check_endpoint(addr).map_err(|reason| NetmapError::RelayAddr {
+                    relay: relay.name.clone(),
+                    reason,
+                })?;
             }
         }
-        let ranges = self
-            .packet_filter
-            .iter()
-            .chain(&self.forward_filter)
-            .flat_map(|r| &r.ports)
-            .chain(self.lan_grants.iter().flat_map(|g| &g.ports));
-        for range in ranges {
-            if range.first > range.last {
-                return Err(NetmapError::PortRange {
-                    first: range.first,
-                    last: range.last,
-                });
+        for peer in &self.peers {
+            if let Some(home) = &peer.home_relay
+                && !names.contains(home)
+            {
+                return Err(NetmapError::Name(home.clone()));
             }
         }
         Ok(())
@@ -431,13 +469,6 @@ impl Netmap {
     pub fn peer(&self, id: NodeId) -> Option<&PeerInfo> {
         self.peers.iter().find(|p| p.node_id == id)
     }
-}
-
-fn bounded(what: &'static str, count: usize, limit: usize) -> Result<(), NetmapError> {
-    if count > limit {
-        return Err(NetmapError::TooMany { what, count, limit });
-    }
-    Ok(())
 }
 
 fn check_tunnel_ip(ip: Ipv4Addr) -> Result<(), NetmapError> {

@@ -2,7 +2,10 @@
 
 use rustynet_proto::TunnelPublicKey;
 
-use crate::{BackendInfo, InterfaceConfig, PeerConfig, TunnelError, TunnelStats};
+use crate::{
+    BackendInfo, InterfaceConfig, NetcheckDone, NetcheckReport, PathConfig, PeerConfig, PingDone,
+    PingReport, TunnelError, TunnelStats,
+};
 
 /// One tunnel interface and its peers.
 ///
@@ -41,6 +44,31 @@ pub trait TunnelBackend: Send {
 
     /// Whether the interface exists and the engine is serving it.
     fn is_running(&self) -> bool;
+
+    /// Relays, this node's path secret and relay login. An engine without
+    /// path discovery ignores it and keeps reaching peers only at their
+    /// configured endpoints (its `info()` says so).
+    fn set_paths(&mut self, config: &PathConfig) -> Result<(), TunnelError> {
+        let _ = config;
+        Ok(())
+    }
+
+    /// Checks UDP reachability, this node's mapped addresses and the relays'
+    /// round trips, then calls `done` (within about two seconds).
+    fn netcheck(&self, done: NetcheckDone) {
+        done(NetcheckReport::default());
+    }
+
+    /// Sends one path ping to `peer` on the path its packets take now and
+    /// calls `done` with the path the answer came back on.
+    fn ping(&self, peer: &TunnelPublicKey, done: PingDone) {
+        let _ = peer;
+        done(PingReport {
+            path: crate::PathKind::None,
+            via: None,
+            rtt: None,
+        });
+    }
 }
 
 impl<T: TunnelBackend + ?Sized> TunnelBackend for Box<T> {
@@ -70,5 +98,14 @@ impl<T: TunnelBackend + ?Sized> TunnelBackend for Box<T> {
     }
     fn is_running(&self) -> bool {
         (**self).is_running()
+    }
+    fn set_paths(&mut self, config: &PathConfig) -> Result<(), TunnelError> {
+        (**self).set_paths(config)
+    }
+    fn netcheck(&self, done: NetcheckDone) {
+        (**self).netcheck(done)
+    }
+    fn ping(&self, peer: &TunnelPublicKey, done: PingDone) {
+        (**self).ping(peer, done)
     }
 }

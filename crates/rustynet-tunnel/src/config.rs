@@ -80,6 +80,13 @@ pub struct PeerConfig {
     pub public_key: TunnelPublicKey,
     /// Where to send until the peer roams; `None` waits for the peer to call in.
     pub endpoint: Option<SocketAddr>,
+    /// Every direct address the peer may be reached at (its reported
+    /// endpoints); an engine with path discovery probes them all.
+    pub candidates: Vec<SocketAddr>,
+    /// The peer's path key (authenticates its probes), if it has one.
+    pub path_key: Option<rustynet_proto::PathPublicKey>,
+    /// The relay the peer keeps as home, by name.
+    pub home_relay: Option<String>,
     /// Inner prefixes routed to this peer and accepted from it.
     pub allowed_ips: Vec<IpNet>,
     /// Send a keepalive after this many idle seconds (NAT bindings); `None` = off.

@@ -54,6 +54,9 @@ fn net(s: &str) -> IpNet {
 
 fn peer(key: TunnelPublicKey, nets: &[&str]) -> PeerConfig {
     PeerConfig {
+        candidates: Vec::new(),
+        home_relay: None,
+        path_key: None,
         public_key: key,
         endpoint: None,
         allowed_ips: nets.iter().map(|s| net(s)).collect(),

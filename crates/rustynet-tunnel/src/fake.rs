@@ -211,11 +211,14 @@ impl TunnelBackend for FakeBackend {
         Self::running(&st)?;
         let port = st.config.as_ref().map_or(0, |c| c.listen_port);
         Ok(TunnelStats {
+            probes: Default::default(),
+            relays: Vec::new(),
             listen_port: if port == 0 { FAKE_EPHEMERAL_PORT } else { port },
             peers: st
                 .peers
                 .iter()
                 .map(|p| PeerStats {
+                    path: Default::default(),
                     public_key: p.public_key,
                     endpoint: p.endpoint,
                     last_handshake: None,
@@ -223,6 +226,7 @@ impl TunnelBackend for FakeBackend {
                     tx_bytes: 0,
                 })
                 .collect(),
+            rx_source_mismatch: 0,
         })
     }
 
@@ -256,6 +260,9 @@ mod tests {
     }
     fn peer(b: u8, net: &str) -> PeerConfig {
         PeerConfig {
+            candidates: Vec::new(),
+            home_relay: None,
+            path_key: None,
             public_key: TunnelPublicKey([b; 32]),
             endpoint: None,
             allowed_ips: vec![net.parse().unwrap()],

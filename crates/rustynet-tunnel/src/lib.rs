@@ -18,6 +18,7 @@ mod config;
 mod error;
 mod fake;
 mod key;
+mod paths;
 mod peerset;
 mod stats;
 
@@ -30,6 +31,10 @@ pub use config::{InterfaceConfig, MAX_IFNAME_LEN, MAX_MTU, MIN_MTU, PeerConfig, 
 pub use error::TunnelError;
 pub use fake::{FakeBackend, FakeCall, FakeHandle};
 pub use key::TunnelPrivateKey;
-pub use peerset::{MAX_ALLOWED_IPS_PER_PEER, MAX_PEERS, PeerDiff, PeerSet};
+pub use paths::{
+    MappedAddr, NetcheckDone, NetcheckReport, PathConfig, PathKind, PathSecret, PeerPath, PingDone,
+    PingReport, ProbeCounters, RelayLogin, RelayStatus,
+};
+pub use peerset::{MAX_ALLOWED_IPS_PER_PEER, MAX_CANDIDATES, MAX_PEERS, PeerDiff, PeerSet};
 pub use rustynet_proto::TunnelPublicKey;
 pub use stats::{BackendInfo, PeerStats, TunnelStats};

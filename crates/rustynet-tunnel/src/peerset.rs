@@ -16,6 +16,8 @@ use crate::{AllowedIps, PeerConfig, TunnelError};
 pub const MAX_PEERS: usize = 4096;
 /// Most allowed-IP prefixes one peer may carry.
 pub const MAX_ALLOWED_IPS_PER_PEER: usize = 1024;
+/// Most candidate addresses one peer may carry (as many as a node may report).
+pub const MAX_CANDIDATES: usize = rustynet_proto::endpoint::MAX_ENDPOINTS;
 
 /// A set of peers that passed validation: distinct keys, canonical prefixes,
 /// and no prefix claimed by two peers.
@@ -71,7 +73,17 @@ fn normalize(peer: &PeerConfig) -> Result<PeerConfig, TunnelError> {
             });
         }
     }
+    if peer.candidates.len() > MAX_CANDIDATES {
+        return Err(TunnelError::TooMany {
+            what: "candidate addresses of one peer",
+            got: peer.candidates.len(),
+            max: MAX_CANDIDATES,
+        });
+    }
     let mut out = peer.clone();
+    // Order is preference: keep the first of each address.
+    let mut seen = std::collections::HashSet::with_capacity(out.candidates.len());
+    out.candidates.retain(|c| seen.insert(*c));
     out.allowed_ips.sort();
     if let Some(w) = out.allowed_ips.windows(2).find(|w| w[0] == w[1]) {
         return Err(TunnelError::DuplicateAllowedIp {
@@ -234,6 +246,9 @@ mod tests {
     }
     fn peer(b: u8, nets: &[&str]) -> PeerConfig {
         PeerConfig {
+            candidates: Vec::new(),
+            home_relay: None,
+            path_key: None,
             public_key: key(b),
             endpoint: None,
             allowed_ips: nets.iter().map(|n| n.parse().unwrap()).collect(),

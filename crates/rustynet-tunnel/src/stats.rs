@@ -21,6 +21,14 @@ pub struct TunnelStats {
     pub listen_port: u16,
     /// One entry per configured peer, sorted by key.
     pub peers: Vec<PeerStats>,
+    /// Authenticated inbound packets dropped because their inner source
+    /// address routes to a different peer than the one that sent them
+    /// (cryptokey routing; a peer claiming another's address).
+    pub rx_source_mismatch: u64,
+    /// Relay connections.
+    pub relays: Vec<crate::RelayStatus>,
+    /// Path-probe counters.
+    pub probes: crate::ProbeCounters,
 }
 
 impl TunnelStats {
@@ -44,4 +52,6 @@ pub struct PeerStats {
     pub rx_bytes: u64,
     /// Plaintext bytes sent to this peer.
     pub tx_bytes: u64,
+    /// The path its packets take.
+    pub path: crate::PeerPath,
 }

@@ -97,6 +97,7 @@ fn netmap(n: u32) -> anyhow::Result<Netmap> {
             });
         }
         peers.push(PeerInfo {
+            path_key: None,
             node_id: NodeId(u64::from(i)),
             hostname: format!("peer-{i}"),
             dns_name: format!("peer-{i}.rustynet.internal"),
@@ -126,6 +127,7 @@ fn netmap(n: u32) -> anyhow::Result<Netmap> {
         ports: vec![],
     });
     Ok(Netmap {
+        relays: Vec::new(),
         version: NETMAP_VERSION,
         self_node: SelfInfo {
             node_id: NodeId(0),
@@ -163,11 +165,6 @@ fn ctx() -> LocalContext {
         dns_mark: rustynetd::config::DEFAULT_DNS_MARK,
         table: rustynet_netos::DEFAULT_TABLE,
         rule_priority: *rustynet_netos::DEFAULT_RULE_PRIORITIES.start(),
-        control_endpoints: vec![
-            "192.0.2.1:8443"
-                .parse()
-                .unwrap_or(SocketAddr::from(([192, 0, 2, 1], 8443))),
-        ],
         system_resolvers: vec![],
     }
 }

@@ -12,28 +12,14 @@ use rustynet_proto::{NodeId, NodeSigningKey};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
-use crate::engine::{EngineHandle, EngineMsg};
+use crate::messages::{ControlEvent, EngineHandle, EngineMsg};
 use crate::state_store::Enrollment;
 
 /// Control keeps idle streams alive every 15 s; three missed means dead.
 const STREAM_SILENCE: Duration = Duration::from_secs(45);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
-
-/// News for the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ControlEvent {
-    /// The map stream is open.
-    Connected,
-    /// The connection dropped (will retry).
-    Disconnected(String),
-    /// Control refused this node.
-    Refused {
-        /// Stable code (e.g. `node_expired`).
-        code: String,
-        /// Message.
-        message: String,
-    },
-}
+/// Control lets a node report 10 times at once, then once each 6 s.
+const UPDATE_RETRY: Duration = Duration::from_secs(10);
 
 /// The running control task.
 pub struct ControlTask {
@@ -54,8 +40,9 @@ impl ControlTask {
         engine: EngineHandle,
         first_update: UpdateRequest,
     ) -> Result<Self, ClientError> {
-        let client =
-            ControlClient::new(&enrollment.control_url, &enrollment.ca_pem)?.with_fwmark(fwmark);
+        let client = ControlClient::new(&enrollment.control_url, &enrollment.ca_pem)?
+            .with_fwmark(fwmark)
+            .with_known_addrs(enrollment.control_addrs.clone());
         let key = NodeSigningKey::from_seed(&signing.seed());
         let (stop, stop_rx) = watch::channel(false);
         let (updates, updates_rx) = mpsc::unbounded_channel();
@@ -139,20 +126,22 @@ async fn run(
         {
             tracing::warn!(error = %e, "cannot report to control");
             if let Some(event) = refused(&e) {
-                engine.send(EngineMsg::Control(event));
+                engine.send(EngineMsg::Control(event)).await;
             } else {
                 pending = Some(update);
             }
         }
         let event = match client.map_stream(&key, node, since).await {
             Ok(mut stream) => {
-                engine.send(EngineMsg::Control(ControlEvent::Connected));
+                engine
+                    .send(EngineMsg::Control(ControlEvent::Connected))
+                    .await;
                 backoff = Duration::from_secs(1);
                 loop {
                     tokio::select! {
                         frame = tokio::time::timeout(STREAM_SILENCE, stream.next_frame()) => match frame {
                             Ok(Ok(Some(StreamFrame::Map { envelope }))) => {
-                                if !engine.send(EngineMsg::Map(envelope)) { return; }
+                                if !engine.send(EngineMsg::Map(envelope)).await { return; }
                             }
                             Ok(Ok(Some(StreamFrame::Keepalive))) => {}
                             Ok(Ok(None)) => break ControlEvent::Disconnected("control closed the stream".into()),
@@ -160,7 +149,21 @@ async fn run(
                             Err(_) => break ControlEvent::Disconnected("no data from control for 45 s".into()),
                         },
                         Some(update) = updates.recv() => {
+                            // Every report carries the whole state: the
+                            // newest replaces any still pending.
+                            pending = None;
                             if let Err(e) = client.update(&key, node, &update).await {
+                                tracing::warn!(error = %e, "cannot report to control");
+                                pending = Some(update);
+                            }
+                        }
+                        // A report control refused for now (rate limited,
+                        // busy) is sent again later, unless a newer one
+                        // replaced it.
+                        _ = tokio::time::sleep(UPDATE_RETRY), if pending.is_some() => {
+                            if let Some(update) = pending.take()
+                                && let Err(e) = client.update(&key, node, &update).await
+                            {
                                 tracing::warn!(error = %e, "cannot report to control");
                                 pending = Some(update);
                             }
@@ -174,7 +177,7 @@ async fn run(
         if matches!(event, ControlEvent::Refused { .. }) {
             backoff = MAX_BACKOFF;
         }
-        if !engine.send(EngineMsg::Control(event)) {
+        if !engine.send(EngineMsg::Control(event)).await {
             return;
         }
         tokio::select! {

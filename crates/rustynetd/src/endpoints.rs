@@ -1,11 +1,12 @@
 //! The UDP endpoints a node reports to control: its tunnel port on every
-//! usable local IPv4 address (not loopback, not the tunnel, not link-local),
+//! usable local IPv4 address (not loopback, the tunnel range, link-local,
+//! multicast: [`check_endpoint`]),
 //! with the address the node's own routing prefers first (the one it would
 //! use to reach control), so peers try the likeliest path first.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
-use rustynet_proto::netmap::TUNNEL_NET;
+use rustynet_proto::endpoint::{MAX_ENDPOINTS, check_endpoint};
 
 /// The local address the kernel picks to reach `target` (no packet is sent:
 /// connecting a UDP socket only selects a route).
@@ -34,13 +35,9 @@ pub fn local_endpoints(
     let mut out: Vec<SocketAddr> = addrs
         .filter(|ifa| ifa.interface_name != tun)
         .filter_map(|ifa| ifa.address.and_then(|a| a.as_sockaddr_in().map(|s| s.ip())))
-        .filter(|ip| {
-            !ip.is_loopback()
-                && !ip.is_link_local()
-                && !ip.is_unspecified()
-                && !TUNNEL_NET.contains(ip)
-        })
         .map(|ip| SocketAddr::new(IpAddr::V4(ip), port))
+        // What control accepts and peers may be told (one rule for all).
+        .filter(|ep| check_endpoint(ep).is_ok())
         .collect();
     out.sort();
     out.dedup();
@@ -52,6 +49,6 @@ pub fn local_endpoints(
         let preferred = out.remove(pos);
         out.insert(0, preferred);
     }
-    out.truncate(16);
+    out.truncate(MAX_ENDPOINTS);
     out
 }

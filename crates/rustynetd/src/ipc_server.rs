@@ -21,27 +21,8 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 
-use crate::engine::{EngineHandle, EngineMsg};
-
-/// What a caller may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// Every command.
-    Admin,
-    /// Read-only commands.
-    ReadOnly,
-}
-
-/// An authenticated peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// Peer uid.
-    pub uid: u32,
-    /// Peer pid.
-    pub pid: i32,
-    /// Role.
-    pub role: Role,
-}
+pub use crate::messages::{Caller, Role};
+use crate::messages::{EngineHandle, EngineMsg, SendError};
 
 /// Group ids the roles map to.
 #[derive(Debug, Clone, Copy)]
@@ -290,14 +271,28 @@ async fn connection(
             role: role.unwrap_or(Role::ReadOnly),
         };
         let (tx, rx) = oneshot::channel();
-        if !engine.send(EngineMsg::Ipc {
+        let queued = engine.try_send(EngineMsg::Ipc {
             cmd: request.cmd,
             caller,
             reply: tx,
-        }) {
-            let resp = IpcResponse::err(request.id, ErrorCode::Internal, "daemon is shutting down");
-            write(&mut stream, &resp).await?;
-            return Ok(());
+        });
+        match queued {
+            Ok(()) => {}
+            Err(SendError::Busy) => {
+                let resp = IpcResponse::err(
+                    request.id,
+                    ErrorCode::Busy,
+                    "daemon is busy (its queue is full); try again",
+                );
+                write(&mut stream, &resp).await?;
+                continue;
+            }
+            Err(SendError::Gone) => {
+                let resp =
+                    IpcResponse::err(request.id, ErrorCode::Internal, "daemon is shutting down");
+                write(&mut stream, &resp).await?;
+                return Ok(());
+            }
         }
         let resp = match rx.await {
             Ok(Ok(reply)) => IpcResponse::ok(request.id, reply),
@@ -425,6 +420,28 @@ mod tests {
             responses[2].error.as_ref().unwrap().code,
             ErrorCode::BadRequest
         );
+    }
+
+    /// The audit's item 11: the engine's queue is bounded, and a caller
+    /// that finds it full is told so at once instead of queueing more.
+    #[tokio::test]
+    async fn a_full_engine_queue_answers_busy() {
+        let (engine, rx) = EngineHandle::channel();
+        let mut filled = 0;
+        while engine.try_send(EngineMsg::Tick).is_ok() {
+            filled += 1;
+        }
+        assert_eq!(filled, crate::messages::ENGINE_QUEUE);
+        let mut bytes =
+            frame(serde_json::json!({"v": IPC_VERSION, "id": 9, "cmd": {"op": "status"}}));
+        // Garbage after it closes the connection, so the exchange ends.
+        bytes.extend(b"not json\n");
+        let (responses, served) = exchange(bytes, engine).await;
+        served.await.unwrap().unwrap();
+        assert_eq!(responses.len(), 2);
+        assert_eq!(responses[0].id, 9);
+        assert_eq!(responses[0].error.as_ref().unwrap().code, ErrorCode::Busy);
+        drop(rx);
     }
 
     #[test]

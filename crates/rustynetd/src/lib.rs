@@ -5,7 +5,8 @@
 //! [`dataplane_state`]) feed a transaction ([`apply`]) that drives effects
 //! behind traits ([`route_manager`], [`sysctl_manager`], [`dns_manager`], the
 //! tunnel backend, the firewall), all owned by one actor ([`engine`]).
-//! [`control_client`] and [`ipc_server`] are async tasks that talk to it.
+//! [`control_client`] and [`ipc_server`] are async tasks that talk to it
+//! through [`messages`], a leaf module none of them owns.
 #![warn(missing_docs)]
 
 pub mod apply;
@@ -20,6 +21,7 @@ pub mod endpoints;
 pub mod engine;
 pub mod health_monitor;
 pub mod ipc_server;
+pub mod messages;
 pub mod metrics;
 pub mod path_manager;
 pub mod ping;

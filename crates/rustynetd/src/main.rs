@@ -12,8 +12,9 @@ use rustynetd::apply::Effects;
 use rustynetd::backend_manager::BackendManager;
 use rustynetd::config::DaemonConfig;
 use rustynetd::dns_manager::DnsManager;
-use rustynetd::engine::{Engine, EngineMsg};
+use rustynetd::engine::Engine;
 use rustynetd::ipc_server::{self, Groups};
+use rustynetd::messages::EngineMsg;
 use rustynetd::metrics::{self, Metrics};
 use rustynetd::plan::TABLE;
 use rustynetd::state_store::StateStore;
@@ -268,7 +269,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         let mut interval = tokio::time::interval(Duration::from_secs(2));
         loop {
             interval.tick().await;
-            if !ticker.send(EngineMsg::Tick) {
+            // A full queue means the engine is busy: skip this tick.
+            if ticker.try_send(EngineMsg::Tick) == Err(rustynetd::messages::SendError::Gone) {
                 return;
             }
         }
@@ -297,7 +299,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     })?;
     tracing::info!("stopping");
     let _ = rustynet_service::notify("STOPPING=1");
-    handle.send(EngineMsg::Shutdown);
+    handle.blocking_send(EngineMsg::Shutdown);
     let _ = engine_thread.join();
     let _ = std::fs::remove_file(&cfg.socket);
     Ok(())

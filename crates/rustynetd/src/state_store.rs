@@ -76,6 +76,11 @@ pub struct Enrollment {
     pub control_signing_key: SigningPublicKey,
     /// Assigned host label.
     pub hostname: String,
+    /// What the control host resolved to when the node connected (used
+    /// first, so a hostile network's DNS later cannot steer the control
+    /// connection; TLS with the pinned CA guards it either way).
+    #[serde(default)]
+    pub control_addrs: Vec<std::net::SocketAddr>,
 }
 
 /// What the user asked for; survives restarts.

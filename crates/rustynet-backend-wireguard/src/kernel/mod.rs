@@ -188,6 +188,7 @@ fn parse_device(replies: &[Reply]) -> TunnelStats {
 fn parse_peer(buf: &[u8], now: SystemTime) -> Option<PeerStats> {
     let mut key = None;
     let mut peer = PeerStats {
+        path: Default::default(),
         public_key: TunnelPublicKey([0; 32]),
         endpoint: None,
         last_handshake: None,

@@ -17,6 +17,9 @@ fn header(msg: &[u8]) -> (u32, u16, u16) {
 
 fn peer(b: u8, nets: &[&str], ep: Option<&str>) -> PeerConfig {
     PeerConfig {
+        candidates: Vec::new(),
+        home_relay: None,
+        path_key: None,
         public_key: TunnelPublicKey([b; 32]),
         endpoint: ep.map(|e| e.parse().unwrap()),
         allowed_ips: nets.iter().map(|n| n.parse().unwrap()).collect(),

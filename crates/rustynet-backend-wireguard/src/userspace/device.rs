@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use boringtun::noise::Tunn;
@@ -32,8 +32,6 @@ pub(crate) struct Peer {
     pub(crate) index: u32,
     pub(crate) tunn: Arc<Mutex<Tunn>>,
     pub(crate) endpoint: Arc<Mutex<Option<SocketAddr>>>,
-    /// Inner sources this peer may use (inbound cryptokey check).
-    pub(crate) allowed: AllowedIps<()>,
     pub(crate) config: PeerConfig,
 }
 
@@ -48,6 +46,8 @@ impl Peer {
 pub(crate) struct PeerTable {
     pub(crate) by_key: HashMap<TunnelPublicKey, Arc<Peer>>,
     pub(crate) by_index: HashMap<u32, Arc<Peer>>,
+    /// The one allowed-IPs table: outbound it picks the peer for a
+    /// destination, inbound a source must map back to its sender.
     pub(crate) routes: AllowedIps<Arc<Peer>>,
 }
 
@@ -75,6 +75,8 @@ pub(crate) struct Device {
     pub(crate) static_public: PublicKey,
     pub(crate) rate_limiter: Arc<RateLimiter>,
     table: RwLock<Arc<PeerTable>>,
+    /// Decrypted packets dropped because their source routes to another peer.
+    source_mismatch: AtomicU64,
     stopping: AtomicBool,
     gone: AtomicBool,
 }
@@ -98,6 +100,7 @@ impl Device {
             static_public,
             rate_limiter,
             table: RwLock::new(Arc::new(PeerTable::default())),
+            source_mismatch: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             gone: AtomicBool::new(false),
         }
@@ -110,6 +113,14 @@ impl Device {
 
     pub(crate) fn replace_table(&self, table: PeerTable) {
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+    }
+
+    pub(crate) fn count_source_mismatch(&self) {
+        self.source_mismatch.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn source_mismatches(&self) -> u64 {
+        self.source_mismatch.load(Ordering::Relaxed)
     }
 
     pub(crate) fn stop(&self) {

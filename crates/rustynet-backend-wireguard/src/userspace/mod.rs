@@ -23,8 +23,8 @@ use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use rand_core::RngCore as _;
 use rustynet_tunnel::{
-    AllowedIps, BackendInfo, InterfaceConfig, PeerConfig, PeerSet, PeerStats, TunnelBackend,
-    TunnelError, TunnelPublicKey, TunnelStats,
+    BackendInfo, InterfaceConfig, PeerConfig, PeerSet, PeerStats, TunnelBackend, TunnelError,
+    TunnelPublicKey, TunnelStats,
 };
 
 use crate::keys::{public_key, validate_public_key};
@@ -142,7 +142,6 @@ impl Running {
                         index: prev.index,
                         tunn: Arc::clone(&prev.tunn),
                         endpoint: Arc::clone(&prev.endpoint),
-                        allowed: allowed_of(cfg),
                         config: cfg.clone(),
                     }));
                 }
@@ -204,7 +203,6 @@ impl Running {
             index,
             tunn: Arc::new(Mutex::new(tunn)),
             endpoint: Arc::new(Mutex::new(cfg.endpoint)),
-            allowed: allowed_of(cfg),
             config: cfg.clone(),
         })
     }
@@ -229,14 +227,6 @@ impl Running {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-}
-
-fn allowed_of(cfg: &PeerConfig) -> AllowedIps<()> {
-    let mut t = AllowedIps::new();
-    for net in &cfg.allowed_ips {
-        t.insert(*net, ());
-    }
-    t
 }
 
 fn spawn(name: String, dev: &Arc<Device>, f: fn(&Device)) -> Result<JoinHandle<()>, TunnelError> {
@@ -345,6 +335,7 @@ impl TunnelBackend for UserspaceBackend {
             .map(|peer| {
                 let (last_handshake, tx, rx, _, _) = lock(&peer.tunn).stats();
                 PeerStats {
+                    path: Default::default(),
                     public_key: peer.key,
                     endpoint: peer.endpoint(),
                     last_handshake,
@@ -354,8 +345,11 @@ impl TunnelBackend for UserspaceBackend {
             })
             .collect();
         Ok(TunnelStats {
+            probes: Default::default(),
+            relays: Vec::new(),
             listen_port: run.device.udp.port(),
             peers,
+            rx_source_mismatch: run.device.source_mismatches(),
         })
     }
 

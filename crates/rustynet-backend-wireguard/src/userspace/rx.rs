@@ -173,11 +173,11 @@ fn handle_datagram(
         }
         TunnResult::WriteToTunnelV4(pkt, inner_src) => {
             let len = pkt.len();
-            deliver(peer, IpAddr::V4(inner_src), src, len, out);
+            deliver(dev, table, peer, IpAddr::V4(inner_src), src, len, out);
         }
         TunnResult::WriteToTunnelV6(pkt, inner_src) => {
             let len = pkt.len();
-            deliver(peer, IpAddr::V6(inner_src), src, len, out);
+            deliver(dev, table, peer, IpAddr::V6(inner_src), src, len, out);
         }
         TunnResult::Done => {
             // A decrypted keepalive is authenticated; a cookie reply is not.
@@ -191,11 +191,30 @@ fn handle_datagram(
     }
 }
 
-/// Cryptokey routing, inbound: the inner source must be one of the sender's
-/// allowed IPs, otherwise a peer could spoof another peer's addresses.
-fn deliver(peer: &Peer, inner_src: IpAddr, outer_src: SocketAddr, len: usize, out: &mut TunBatch) {
-    if peer.allowed.lookup(inner_src).is_none() {
-        tracing::debug!(peer = %peer.key, source = %inner_src, "dropped packet from outside allowed IPs");
+/// Cryptokey routing, inbound, as WireGuard defines it: the inner source must
+/// route back to the very peer it came from through the one allowed-IPs table
+/// (longest match). Checking only that the source lies somewhere inside the
+/// sender's own prefixes is not enough: a selected exit holds `0.0.0.0/0`, so
+/// it could claim any other peer's tunnel address (or a LAN behind another
+/// router) and its packets would pass the firewall as that peer's.
+fn deliver(
+    dev: &Device,
+    table: &PeerTable,
+    peer: &Arc<Peer>,
+    inner_src: IpAddr,
+    outer_src: SocketAddr,
+    len: usize,
+    out: &mut TunBatch,
+) {
+    let owner = table.routes.lookup(inner_src);
+    if !owner.is_some_and(|o| Arc::ptr_eq(o, peer)) {
+        dev.count_source_mismatch();
+        tracing::debug!(
+            peer = %peer.key,
+            source = %inner_src,
+            owner = ?owner.map(|o| o.key),
+            "dropped packet whose source does not route back to its sender"
+        );
         return;
     }
     roam(peer, outer_src);

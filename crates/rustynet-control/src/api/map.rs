@@ -9,17 +9,19 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use rustynet_proto::NodeId;
 use rustynet_proto::control_api::{API_VERSION, MapRequest, StreamFrame, map_frame_pieces, paths};
+use rustynet_proto::{NodeId, VerifyError};
 use tokio::sync::mpsc;
 
-use super::{ApiFailure, AppState, blocking, parse_json, read_body};
+use super::{ApiFailure, AppState, Connection, blocking, parse_json, read_body};
 use crate::auth::{SignedRequest, verify_node};
-use crate::map_json::seal_netmap_json;
+use crate::map_check::check_frame_len;
+use crate::map_json::{MapJson, seal_netmap_json};
 use crate::{now_unix, now_unix_ms};
 
 /// Changes often come in bursts (a policy edit touches many nodes); waiting a
@@ -28,10 +30,11 @@ const DEBOUNCE: Duration = Duration::from_millis(25);
 
 pub(super) async fn map_stream(
     State(app): State<Arc<AppState>>,
+    Extension(Connection(connection)): Extension<Connection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiFailure> {
-    let bytes = read_body(body).await?;
+    let bytes = read_body(body, app.body_timeout).await?;
     let req: MapRequest = parse_json(&bytes)?;
     if req.version != API_VERSION {
         return Err(ApiFailure::bad_request("unsupported API version"));
@@ -50,6 +53,8 @@ pub(super) async fn map_stream(
         Ok(node)
     })
     .await?;
+    // An authenticated node's stream: this connection is never evicted.
+    connection.mark_streaming();
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     tokio::spawn(stream_task(app, node.id, tx));
     let stream = futures::stream::unfold(rx, |mut rx| async move {
@@ -78,12 +83,63 @@ async fn send_all(tx: &mpsc::Sender<Bytes>, pieces: impl IntoIterator<Item = Byt
     true
 }
 
+/// Logs, once per network state, that `id`'s map breaks a verifier limit.
+/// Nothing is signed: the node keeps its last map until it expires, and
+/// every other node's stream goes on.
+fn refuse_once(logged: &mut Option<u64>, version: u64, id: NodeId, reason: &VerifyError) {
+    if *logged != Some(version) {
+        *logged = Some(version);
+        tracing::error!(node = %id, %reason, "map not signed: the node would refuse it");
+    }
+}
+
+/// Seals `netmap` with a fresh generation and sends it, unless the line
+/// would exceed the node's size limit; false once the stream must end.
+async fn seal_and_send(
+    app: &AppState,
+    tx: &mpsc::Sender<Bytes>,
+    id: NodeId,
+    netmap: MapJson,
+    last_sent: &mut Option<Bytes>,
+) -> bool {
+    let generation = match app.network.store().reserve_generations(1) {
+        Ok(range) => range.start,
+        Err(e) => {
+            tracing::error!(node = %id, error = %e, "cannot reserve a generation");
+            return false;
+        }
+    };
+    let sealed = seal_netmap_json(
+        &app.signer,
+        netmap,
+        id,
+        generation,
+        now_unix(),
+        app.map_ttl_secs,
+    );
+    // The pieces share the map's buffer; none is copied.
+    let pieces = map_frame_pieces(sealed.sealed);
+    if let Err(reason) = check_frame_len(pieces.iter().map(Bytes::len).sum()) {
+        tracing::error!(node = %id, %reason, "map not sent: the node would refuse it");
+        return true;
+    }
+    if !send_all(tx, pieces).await {
+        return false;
+    }
+    tracing::debug!(node = %id, generation, "map sent");
+    *last_sent = Some(sealed.payload);
+    true
+}
+
 async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
-    let _online = app.network.stream_opened(id);
+    let online = app.network.stream_opened(id);
     let mut changes = app.network.subscribe();
     let resign_every = Duration::from_secs((app.map_ttl_secs / 2).max(1) as u64);
     let mut last_sent: Option<Bytes> = None;
     let mut last_signed = tokio::time::Instant::now();
+    // When the last map went out: the next waits `min_map_interval`.
+    let mut last_map_at: Option<tokio::time::Instant> = None;
+    let mut refused_version = None;
     tracing::debug!(node = %id, "map stream opened");
     loop {
         let snapshot = changes.borrow_and_update().clone();
@@ -92,41 +148,45 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
             break;
         };
         let due = last_signed.elapsed() >= resign_every;
-        if last_sent.as_deref() != Some(netmap.payload()) || due {
-            let generation = match app.network.store().reserve_generations(1) {
-                Ok(range) => range.start,
-                Err(e) => {
-                    tracing::error!(node = %id, error = %e, "cannot reserve a generation");
-                    break;
+        let changed = last_sent.as_deref() != Some(netmap.payload());
+        if changed || due {
+            match snapshot.check_map(id) {
+                Err(reason) => refuse_once(&mut refused_version, snapshot.version, id, &reason),
+                Ok(()) => {
+                    if !seal_and_send(&app, &tx, id, netmap, &mut last_sent).await {
+                        break;
+                    }
+                    last_map_at = Some(tokio::time::Instant::now());
                 }
-            };
-            let sealed = seal_netmap_json(
-                &app.signer,
-                netmap,
-                id,
-                generation,
-                now_unix(),
-                app.map_ttl_secs,
-            );
-            // The pieces share the map's buffer; none is copied.
-            if !send_all(&tx, map_frame_pieces(sealed.sealed)).await {
-                break;
             }
-            tracing::debug!(node = %id, generation, "map sent");
-            last_sent = Some(sealed.payload);
+            // Also after a refusal: the next try waits for a change or the
+            // next re-signing time instead of spinning.
             last_signed = tokio::time::Instant::now();
         }
         let resign_at = last_signed + resign_every;
         tokio::select! {
             changed = changes.changed() => {
                 if changed.is_err() { break; }
-                tokio::time::sleep(DEBOUNCE).await;
+                // Coalesce: a burst of changes (a policy edit, a node that
+                // keeps updating) becomes one map, and one node gets at
+                // most one map per `min_map_interval`.
+                let soonest = last_map_at.map_or(tokio::time::Instant::now(), |at| at + app.min_map_interval);
+                let wait = soonest.max(tokio::time::Instant::now() + DEBOUNCE);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wait) => {}
+                    _ = tx.closed() => break,
+                    () = online.replaced() => break,
+                }
             }
             _ = tokio::time::sleep_until(resign_at) => {}
             _ = tokio::time::sleep(app.keepalive) => {
                 if tx.send(frame_line(&StreamFrame::Keepalive)).await.is_err() { break; }
             }
             _ = tx.closed() => break,
+            () = online.replaced() => {
+                tracing::info!(node = %id, "a newer map stream of this node took over; closing this one");
+                break;
+            }
         }
     }
     tracing::debug!(node = %id, "map stream closed");

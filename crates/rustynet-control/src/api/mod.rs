@@ -7,7 +7,8 @@ mod map;
 mod register;
 mod update;
 
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,10 +17,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::BodyExt as _;
-use rustynet_proto::NodeSigningKey;
 use rustynet_proto::control_api::{ApiError, MAX_REQUEST_BYTES, paths};
+use rustynet_proto::{NodeId, NodeSigningKey};
 
+use crate::conn_limits::ConnSlot;
 use crate::network::Network;
+use crate::nonce_cache::NonceCache;
+use crate::ratelimit::RateLimiter;
 use crate::store::StoreError;
 
 /// Shared state of the HTTP handlers.
@@ -32,6 +36,31 @@ pub struct AppState {
     pub map_ttl_secs: i64,
     /// Keepalive interval on idle map streams.
     pub keepalive: Duration,
+    /// Deadline of a request body.
+    pub body_timeout: Duration,
+    /// Least time between two maps sent to one node.
+    pub min_map_interval: Duration,
+    /// Updates (`/v1/update`) per node.
+    pub update_limit: Mutex<RateLimiter<NodeId>>,
+    /// Enrollment requests per source address.
+    pub register_limit: Mutex<RateLimiter<IpAddr>>,
+    /// Nonces of enrollment requests (never written to the store).
+    pub enroll_nonces: Mutex<NonceCache>,
+}
+
+/// The address a request came from (set by the server on every request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The connection a request came on (set by the server on every request):
+/// the map stream marks it, so it is never evicted to make room.
+#[derive(Debug, Clone)]
+pub struct Connection(pub Arc<ConnSlot>);
+
+/// Locks a mutex whose data stays consistent across a panic (every holder
+/// makes one self-contained change).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A failed request: status + stable code + one line.
@@ -91,12 +120,14 @@ impl IntoResponse for ApiFailure {
     }
 }
 
-/// Reads a request body, refusing more than [`MAX_REQUEST_BYTES`].
+/// Reads a request body, refusing more than [`MAX_REQUEST_BYTES`] or one
+/// that takes longer than `deadline` to arrive (a slow sender holds a
+/// connection and a task for no more than that).
 ///
 /// A body whose declared length is already too large is refused before a
 /// byte of it is read; one without a declared length (chunked) is cut off as
 /// soon as it crosses the limit.
-async fn read_body(body: Body) -> Result<Bytes, ApiFailure> {
+async fn read_body(body: Body, deadline: Duration) -> Result<Bytes, ApiFailure> {
     let too_large = || {
         ApiFailure::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -109,10 +140,15 @@ async fn read_body(body: Body) -> Result<Bytes, ApiFailure> {
         return Err(too_large());
     }
     let limited = http_body_util::Limited::new(body, MAX_REQUEST_BYTES);
-    match limited.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(_) => Err(ApiFailure::bad_request("could not read request body")),
+    match tokio::time::timeout(deadline, limited.collect()).await {
+        Err(_) => Err(ApiFailure::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("request body did not arrive within {deadline:?}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Ok(Err(_)) => Err(ApiFailure::bad_request("could not read request body")),
     }
 }
 
@@ -169,6 +205,20 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[tokio::test]
+    async fn a_body_slower_than_the_deadline_is_refused() {
+        let slow = futures::stream::once(async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Ok::<_, std::io::Error>(Bytes::from_static(b"{}"))
+        });
+        let err = read_body(Body::from_stream(slow), Duration::from_millis(50))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, StatusCode::REQUEST_TIMEOUT);
+    }
+
     fn chunked(total: usize) -> Body {
         let chunks = (0..total.div_ceil(4096)).map(move |i| {
             Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 4096.min(total - i * 4096)]))
@@ -179,7 +229,7 @@ mod tests {
     #[tokio::test]
     async fn declared_oversize_is_refused_before_reading() {
         let body = Body::from(vec![b' '; MAX_REQUEST_BYTES + 1]);
-        let err = read_body(body).await.unwrap_err();
+        let err = read_body(body, SECOND).await.unwrap_err();
         assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
     }
 
@@ -189,9 +239,11 @@ mod tests {
             axum::body::HttpBody::size_hint(&chunked(MAX_REQUEST_BYTES)).lower(),
             0
         );
-        let err = read_body(chunked(MAX_REQUEST_BYTES + 1)).await.unwrap_err();
+        let err = read_body(chunked(MAX_REQUEST_BYTES + 1), SECOND)
+            .await
+            .unwrap_err();
         assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
-        let ok = read_body(chunked(MAX_REQUEST_BYTES)).await.unwrap();
+        let ok = read_body(chunked(MAX_REQUEST_BYTES), SECOND).await.unwrap();
         assert_eq!(ok.len(), MAX_REQUEST_BYTES);
     }
 }

@@ -1,25 +1,43 @@
 //! `POST /v1/register`: enrollment with a pre-auth key.
+//!
+//! Nobody is authenticated yet, so the order is cheapest refusal first and
+//! nothing durable before the pre-auth key is known good: the per-source
+//! rate limit (before the body is read), the body's shape, the request
+//! signature, the pre-auth key (a read), the nonce (in memory), and only
+//! then the one write that enrolls the node.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
 use rustynet_proto::control_api::{API_VERSION, RegisterRequest, RegisterResponse, paths};
 use sha2::{Digest as _, Sha256};
 
-use super::{ApiFailure, AppState, blocking, parse_json, read_body};
-use crate::auth::{SignedRequest, verify_enrollment};
+use super::{ApiFailure, AppState, PeerAddr, blocking, lock, parse_json, read_body};
+use crate::auth::{SignedRequest, replayed, verify_enrollment};
+use crate::nonce_cache::NonceCheck;
+use crate::ratelimit::source_key;
 use crate::store::Registration;
 use crate::{now_unix, now_unix_ms};
 
 pub(super) async fn register(
     State(app): State<Arc<AppState>>,
+    Extension(PeerAddr(peer)): Extension<PeerAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<RegisterResponse>, ApiFailure> {
-    let bytes = read_body(body).await?;
+    let allowed = lock(&app.register_limit).allow(&source_key(peer.ip()), Instant::now());
+    if !allowed {
+        return Err(ApiFailure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many enrollment requests from this address; retry later",
+        ));
+    }
+    let bytes = read_body(body, app.body_timeout).await?;
     let req: RegisterRequest = parse_json(&bytes)?;
     if req.version != API_VERSION {
         return Err(ApiFailure::bad_request(format!(
@@ -48,9 +66,10 @@ pub(super) async fn register(
         advertise_exit_node: req.advertise_exit_node,
         advertised_routes: req.advertise_routes.clone(),
     };
-    let network = app.network.clone();
+    let state = app.clone();
     let signing_key = req.signing_key;
     let node = blocking(move || {
+        let network = &state.network;
         let store = network.store().as_ref();
         let signed = SignedRequest {
             method: "POST",
@@ -58,7 +77,20 @@ pub(super) async fn register(
             headers: &headers,
             body: &bytes,
         };
-        verify_enrollment(store, &signed, &signing_key, now_unix_ms())?;
+        let now_ms = now_unix_ms();
+        let auth = verify_enrollment(&signed, &signing_key, now_ms)?;
+        store.usable_preauth(&registration.key_hash, now_unix())?;
+        match lock(&state.enroll_nonces).insert(auth.nonce, now_ms) {
+            NonceCheck::Fresh => {}
+            NonceCheck::Replayed => return Err(replayed()),
+            NonceCheck::Full => {
+                return Err(ApiFailure::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "too many enrollments in progress; retry later",
+                ));
+            }
+        }
         let node = store.register(&registration, now_unix())?;
         network.reload().map_err(ApiFailure::from)?;
         Ok(node)

@@ -5,20 +5,20 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use ipnet::IpNet;
 use rustynet_proto::control_api::{API_VERSION, UpdateRequest, paths};
+use rustynet_proto::endpoint::{MAX_ENDPOINTS, check_endpoint};
 
-use super::{ApiFailure, AppState, blocking, parse_json, read_body};
+use super::{ApiFailure, AppState, blocking, lock, parse_json, read_body};
 use crate::auth::{SignedRequest, verify_node};
 use crate::now_unix_ms;
 use crate::store::NodeUpdate;
 
-/// Most endpoints a node may report.
-pub const MAX_ENDPOINTS: usize = 16;
 /// Most LAN prefixes a node may advertise.
 pub const MAX_ROUTES: usize = 64;
 
@@ -29,12 +29,11 @@ pub(super) fn validate_endpoints(endpoints: &[SocketAddr]) -> Result<(), ApiFail
         )));
     }
     for (i, ep) in endpoints.iter().enumerate() {
-        let ip = ep.ip();
-        if ep.port() == 0 || ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
-            return Err(ApiFailure::bad_request(format!(
-                "endpoints[{i}]: {ep} is not a usable endpoint"
-            )));
-        }
+        check_endpoint(ep).map_err(|why| {
+            ApiFailure::bad_request(format!(
+                "endpoints[{i}]: {ep} is not a usable endpoint ({why})"
+            ))
+        })?;
     }
     Ok(())
 }
@@ -61,7 +60,7 @@ pub(super) async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> Result<StatusCode, ApiFailure> {
-    let bytes = read_body(body).await?;
+    let bytes = read_body(body, app.body_timeout).await?;
     let req: UpdateRequest = parse_json(&bytes)?;
     if req.version != API_VERSION {
         return Err(ApiFailure::bad_request("unsupported API version"));
@@ -72,8 +71,9 @@ pub(super) async fn update(
     if let Some(routes) = &req.advertise_routes {
         validate_routes(routes)?;
     }
-    let network = app.network.clone();
+    let state = app.clone();
     blocking(move || {
+        let network = &state.network;
         let store = network.store().as_ref();
         let signed = SignedRequest {
             method: "POST",
@@ -82,6 +82,13 @@ pub(super) async fn update(
             body: &bytes,
         };
         let node = verify_node(store, &signed, now_unix_ms())?;
+        if !lock(&state.update_limit).allow(&node.id, Instant::now()) {
+            return Err(ApiFailure::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many updates from this node; retry later",
+            ));
+        }
         let update = NodeUpdate {
             endpoints: req.endpoints,
             advertise_exit_node: req.advertise_exit_node,

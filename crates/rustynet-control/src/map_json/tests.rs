@@ -27,6 +27,7 @@ fn build_netmap(net: NetworkView<'_>, id: NodeId, view: &NodeView) -> Option<Net
         })
         .collect();
     Some(Netmap {
+        relays: Vec::new(),
         version: NETMAP_VERSION,
         self_node: self_info(me, net, view),
         peers,

@@ -174,6 +174,9 @@ pub trait Store: Send + Sync {
     fn set_policy(&self, json: &str, now: i64) -> Result<(), StoreError>;
     /// Stores a new pre-auth key.
     fn create_preauth(&self, new: &NewPreauth, now: i64) -> Result<PreauthRecord, StoreError>;
+    /// The pre-auth key hashing to `key_hash` if it may enroll a node at
+    /// `now` (read only: enrollment checks it before anything is written).
+    fn usable_preauth(&self, key_hash: &[u8; 32], now: i64) -> Result<PreauthRecord, StoreError>;
     /// Spends a pre-auth key and creates the node, atomically. On any error
     /// nothing changes (the key stays unspent).
     fn register(&self, reg: &Registration, now: i64) -> Result<NodeRecord, StoreError>;

@@ -206,6 +206,47 @@ fn allocate_ip(conn: &Connection) -> Result<Ipv4Addr, StoreError> {
     Err(StoreError::AddressesExhausted)
 }
 
+/// The pre-auth key hashing to `key_hash`, if it may enroll a node at `now`.
+fn usable_preauth(
+    conn: &Connection,
+    key_hash: &[u8; 32],
+    now: i64,
+) -> Result<PreauthRecord, StoreError> {
+    let key: Option<(i64, String, String, bool, Option<i64>, i64)> = conn
+        .prepare_cached(
+            "SELECT id, user, tags, reusable, expires_at, used FROM preauth_keys
+             WHERE key_hash = ?1",
+        )?
+        .query_row(params![&key_hash[..]], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
+        .optional()?;
+    let Some((id, user, tags, reusable, expires_at, used)) = key else {
+        return Err(StoreError::AuthKeyInvalid);
+    };
+    if expires_at.is_some_and(|t| t <= now) {
+        return Err(StoreError::AuthKeyExpired);
+    }
+    if !reusable && used > 0 {
+        return Err(StoreError::AuthKeyUsed);
+    }
+    Ok(PreauthRecord {
+        id,
+        user,
+        tags: from_json(&tags, "tags")?,
+        reusable,
+        expires_at,
+        used,
+    })
+}
+
 impl Store for SqliteStore {
     fn suffix(&self) -> Result<String, StoreError> {
         meta_get(&lock(&self.conn), "suffix")?
@@ -251,35 +292,16 @@ impl Store for SqliteStore {
         })
     }
 
+    fn usable_preauth(&self, key_hash: &[u8; 32], now: i64) -> Result<PreauthRecord, StoreError> {
+        usable_preauth(&lock(&self.conn), key_hash, now)
+    }
+
     fn register(&self, reg: &Registration, now: i64) -> Result<NodeRecord, StoreError> {
         let mut conn = lock(&self.conn);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let key: Option<(i64, String, String, bool, Option<i64>, i64)> = tx
-            .query_row(
-                "SELECT id, user, tags, reusable, expires_at, used FROM preauth_keys
-                 WHERE key_hash = ?1",
-                params![&reg.key_hash[..]],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((key_id, user, tags, reusable, expires_at, used)) = key else {
-            return Err(StoreError::AuthKeyInvalid);
-        };
-        if expires_at.is_some_and(|t| t <= now) {
-            return Err(StoreError::AuthKeyExpired);
-        }
-        if !reusable && used > 0 {
-            return Err(StoreError::AuthKeyUsed);
-        }
+        let key = usable_preauth(&tx, &reg.key_hash, now)?;
+        let (key_id, user) = (key.id, key.user);
+        let tags = to_json(&key.tags);
         let duplicate = tx.query_row(
             "SELECT EXISTS(SELECT 1 FROM nodes WHERE node_key = ?1 OR signing_key = ?2)",
             params![reg.node_key.to_base64(), reg.signing_key.to_base64()],

@@ -32,6 +32,11 @@ pub const POLICY_ALL: &str = r#"{
 
 impl Harness {
     pub async fn start(map_ttl: Duration) -> Self {
+        Self::start_with(map_ttl, |_| {}).await
+    }
+
+    /// Starts with options changed by `tweak` after the test defaults.
+    pub async fn start_with(map_ttl: Duration, tweak: impl FnOnce(&mut ServeOptions)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data = DataDir::new(dir.path().join("control"));
         data.init(
@@ -43,6 +48,7 @@ impl Harness {
         opts.map_ttl = map_ttl;
         opts.keepalive = Duration::from_secs(1);
         opts.change_poll = Duration::from_millis(100);
+        tweak(&mut opts);
         let server = start(&data, opts).await.unwrap();
         let ca_pem = std::fs::read_to_string(data.ca_cert()).unwrap();
         let url = format!("https://127.0.0.1:{}", server.addr.port());
@@ -73,6 +79,7 @@ impl Harness {
 
     pub fn register_request(&self, auth_key: &str, hostname: &str, seed: u8) -> RegisterRequest {
         RegisterRequest {
+            path_key: None,
             version: API_VERSION,
             auth_key: SecretString::new(auth_key.to_owned()),
             hostname: hostname.to_owned(),
@@ -236,4 +243,105 @@ pub async fn post_head_only(h: &Harness, path: &str, content_length: usize) -> (
         assert!(n > 0, "server closed before a complete response");
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// A TLS 1.3 connection to the harness's server from the loopback address
+/// `src` (any 127.0.0.0/8 address works), so tests can play several sources.
+pub async fn tls_connect_from(
+    h: &Harness,
+    src: std::net::IpAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    try_tls_connect_from(h, src).await.unwrap()
+}
+
+/// [`tls_connect_from`], reporting a refused or closed connection.
+pub async fn try_tls_connect_from(
+    h: &Harness,
+    src: std::net::IpAddr,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(h.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(rustynet_control::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(src, 0))?;
+    let tcp = socket.connect(h.server.addr).await?;
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    connector.connect(name, tcp).await
+}
+
+/// Sends `per_conn` enrollments with a wrong pre-auth key (each properly
+/// signed, with its own nonce) on each of `conns` keep-alive connections from
+/// `src`; returns every status.
+pub async fn flood_bad_enrollments(
+    h: &Harness,
+    src: std::net::IpAddr,
+    conns: usize,
+    per_conn: usize,
+) -> Vec<u16> {
+    use http_body_util::{BodyExt as _, Full};
+    use rustynet_proto::control_api::{AUTH_HEADER, RequestAuth, paths};
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let tls = tls_connect_from(h, src).await;
+        let body = serde_json::to_vec(&h.register_request("rnk_wrong", "flood", 200)).unwrap();
+        tasks.push(tokio::spawn(async move {
+            let key = NodeSigningKey::from_seed(&[200; 32]);
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            let mut statuses = Vec::new();
+            for i in 0..per_conn {
+                let mut nonce = [0u8; 16];
+                nonce[..8].copy_from_slice(&(c as u32).to_le_bytes().repeat(2));
+                nonce[8..].copy_from_slice(&(i as u64).to_le_bytes());
+                let ts = rustynet_control::now_unix_ms();
+                let auth = RequestAuth::sign(
+                    &key,
+                    rustynet_proto::NodeId(0),
+                    "POST",
+                    paths::REGISTER,
+                    &body,
+                    ts,
+                    nonce,
+                );
+                let req = hyper::Request::post(paths::REGISTER)
+                    .header("host", "127.0.0.1")
+                    .header(AUTH_HEADER, auth.to_header())
+                    .body(Full::new(bytes::Bytes::from(body.clone())))
+                    .unwrap();
+                sender.ready().await.unwrap();
+                let resp = sender.send_request(req).await.unwrap();
+                statuses.push(resp.status().as_u16());
+                resp.into_body().collect().await.unwrap();
+            }
+            statuses
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+/// Size and modification time of the control database and its WAL: any
+/// durable write changes one of them.
+pub fn db_fingerprint(h: &Harness) -> Vec<(u64, std::time::SystemTime)> {
+    ["control.db", "control.db-wal"]
+        .iter()
+        .map(|name| {
+            let meta = std::fs::metadata(h.dir.path().join("control").join(name)).unwrap();
+            (meta.len(), meta.modified().unwrap())
+        })
+        .collect()
 }

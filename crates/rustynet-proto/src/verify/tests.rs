@@ -6,6 +6,7 @@ const NOW: i64 = 1_800_000_000;
 
 fn netmap(node: u64) -> Netmap {
     Netmap {
+        relays: Vec::new(),
         version: NETMAP_VERSION,
         self_node: SelfInfo {
             node_id: NodeId(node),
@@ -20,6 +21,7 @@ fn netmap(node: u64) -> Netmap {
             approved_routes: vec![],
         },
         peers: vec![PeerInfo {
+            path_key: None,
             node_id: NodeId(node + 1),
             hostname: "b".into(),
             dns_name: "b.rustynet.internal".into(),
@@ -273,6 +275,61 @@ fn rejects_validity_out_of_bounds_and_invalid_payload() {
             ..
         }))
     ));
+}
+
+#[test]
+fn rejects_a_peer_endpoint_that_points_back_at_the_node() {
+    let (key, v) = setup();
+    for bad in [
+        "[::ffff:127.0.0.1]:41641",
+        "100.100.100.100:53",
+        "100.64.0.9:41641",
+        "169.254.169.254:80",
+        "0.0.0.0:41641",
+        "239.1.2.3:41641",
+    ] {
+        let mut b = body(5, NOW, NOW + 600);
+        b.payload.peers[0].endpoints = vec![bad.parse().unwrap()];
+        assert!(
+            matches!(
+                v.verify_wire(&wire(&key, &b), GenerationRule::After(0), NOW),
+                Err(VerifyError::Invalid(NetmapError::Endpoint { .. }))
+            ),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn rejects_a_map_expanding_to_too_many_set_elements() {
+    let (key, v) = setup();
+    // 17 rules of 64 sources × 64 destinations × 4 ports: each within the
+    // per-rule bound, together past the map's set-element cap.
+    let nets = |base: u32| -> Vec<ipnet::IpNet> {
+        (0..64u32)
+            .map(|i| ipnet::IpNet::V4(std::net::Ipv4Addr::from(base + i).into()))
+            .collect()
+    };
+    let rule = crate::FilterRule {
+        src: nets(0x6440_0100),
+        dst: nets(0x6440_0200),
+        proto: crate::Proto::Tcp,
+        ports: (1..=4).map(crate::PortRange::single).collect(),
+    };
+    let mut b = body(5, NOW, NOW + 600);
+    b.payload.packet_filter = vec![rule; 17];
+    assert!(matches!(
+        v.verify_wire(&wire(&key, &b), GenerationRule::After(0), NOW),
+        Err(VerifyError::Invalid(NetmapError::TooMany {
+            what: "nftables set elements",
+            ..
+        }))
+    ));
+    b.payload.packet_filter.truncate(16);
+    assert!(
+        v.verify_wire(&wire(&key, &b), GenerationRule::After(0), NOW)
+            .is_ok()
+    );
 }
 
 #[test]

@@ -108,6 +108,9 @@ fn generation(n: u8, exit: bool) -> Desired {
     Desired {
         generation: u64::from(n),
         peers: vec![PeerConfig {
+            candidates: Vec::new(),
+            home_relay: None,
+            path_key: None,
             public_key: TunnelPublicKey([n; 32]),
             endpoint: Some(format!("192.0.2.{n}:41641").parse().unwrap()),
             allowed_ips: allowed,

@@ -4,22 +4,14 @@
 use ipnet::IpNet;
 use rustynet_control_client::ControlClient;
 use rustynet_proto::control_api::{API_VERSION, RegisterRequest};
-use rustynet_proto::ipc::{Command, ErrorCode, ExitNodeEntry, PathKind, PingDoc, Reply, UpArgs};
+use rustynet_proto::ipc::{Command, ErrorCode, ExitNodeEntry, PathKind, Reply, UpArgs};
 use rustynet_proto::netmap::TUNNEL_NET;
 
+use super::tasks::{self, PingTarget, Registration, Reply1};
 use super::{Engine, now_unix};
-use crate::ipc_server::Caller;
+use crate::messages::{Caller, Enrolled, IpcFailure};
 use crate::plan;
 use crate::state_store::{Enrollment, NodeKeys, Prefs};
-
-/// A refused or failed command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IpcFailure {
-    /// Category.
-    pub code: ErrorCode,
-    /// One line for the operator.
-    pub message: String,
-}
 
 type CmdResult = Result<Reply, IpcFailure>;
 
@@ -64,21 +56,27 @@ pub fn validate_route(net: &IpNet) -> Result<(), String> {
 }
 
 impl Engine {
-    pub(super) fn handle_command(&mut self, cmd: Command, caller: &Caller) -> CmdResult {
+    /// One IPC command. Most are handled here and answered at once; those
+    /// that wait on the network (`up` registering, `ping`, `netcheck`) hand
+    /// `reply` to a task and return, so the engine keeps serving.
+    pub(super) fn on_ipc(&mut self, cmd: Command, caller: &Caller, reply: Reply1) {
         tracing::info!(command = cmd.name(), uid = caller.uid, "ipc command");
         if self.integrity_failed && !matches!(cmd, Command::Status | Command::Down | Command::Up(_))
         {
-            return Err(Self::fail(
+            let _ = reply.send(Err(Self::fail(
                 ErrorCode::WrongState,
                 format!(
                     "daemon is fail-closed: {}; run `rustynet down` to reset or `rustynet up` to enroll again",
                     self.last_error.clone().unwrap_or_default()
                 ),
-            ));
+            )));
+            return;
         }
-        match cmd {
+        let result = match cmd {
+            Command::Up(args) => return self.cmd_up(args, reply),
+            Command::Ping { name } => return self.cmd_ping(&name, reply),
+            Command::Netcheck => return self.cmd_netcheck(reply),
             Command::Status => Ok(Reply::Status(self.status())),
-            Command::Up(args) => self.cmd_up(args),
             Command::Down => self.cmd_down(),
             Command::ExitNodeList => self.cmd_exit_list(),
             Command::ExitNodeSelect { name } => self.cmd_exit_select(&name),
@@ -98,12 +96,48 @@ impl Engine {
                         "Magic DNS is not running (not connected)",
                     )
                 }),
-            Command::Netcheck => Ok(Reply::Netcheck(self.netcheck())),
-            Command::Ping { name } => self.cmd_ping(&name),
+        };
+        let _ = reply.send(result);
+    }
+
+    /// `up`: validates everything, then either finishes at once (already
+    /// enrolled with this control server) or registers in a task whose
+    /// result [`Engine::on_enrolled`] completes.
+    fn cmd_up(&mut self, args: UpArgs, reply: Reply1) {
+        match self.prepare_up(&args) {
+            Err(f) => {
+                let _ = reply.send(Err(f));
+            }
+            Ok(None) => {
+                let _ = reply.send(self.finish_up(args));
+            }
+            Ok(Some((client, request, keys))) => {
+                self.enrolling = true;
+                let registration = Registration {
+                    client,
+                    request,
+                    keys,
+                    args,
+                    reply,
+                    epoch: self.enroll_epoch,
+                };
+                tasks::register(&self.rt, &self.handle, registration);
+            }
         }
     }
 
-    fn cmd_up(&mut self, args: UpArgs) -> CmdResult {
+    /// Checks `up`'s arguments; returns what to register with when a new
+    /// enrollment is needed.
+    fn prepare_up(
+        &mut self,
+        args: &UpArgs,
+    ) -> Result<Option<(ControlClient, RegisterRequest, NodeKeys)>, IpcFailure> {
+        if self.enrolling {
+            return Err(Self::fail(
+                ErrorCode::Busy,
+                "an enrollment is already in progress",
+            ));
+        }
         let client = ControlClient::new(&args.control_url, &args.ca_cert_pem)
             .map_err(|e| Self::fail(ErrorCode::InvalidArgument, e.to_string()))?;
         let hostname =
@@ -127,74 +161,91 @@ impl Engine {
             .as_ref()
             .is_some_and(|e| e.control_url == args.control_url && e.ca_pem == args.ca_cert_pem);
         let needs_enroll = !same_control || self.integrity_failed;
-        if needs_enroll && args.auth_key.is_none() {
-            return Err(Self::fail(
+        if !needs_enroll {
+            self.load_keys()
+                .map_err(|e| Self::fail(ErrorCode::Internal, e))?;
+            return Ok(None);
+        }
+        let auth_key = args.auth_key.clone().ok_or_else(|| {
+            Self::fail(
                 ErrorCode::InvalidArgument,
                 "not enrolled with this control server: --auth-key is required",
-            ));
-        }
+            )
+        })?;
         if self.integrity_failed {
             // The operator chose to start over: fresh state.
             self.state = Default::default();
             self.integrity_failed = false;
         }
-        if !needs_enroll {
-            self.load_keys()
-                .map_err(|e| Self::fail(ErrorCode::Internal, e))?;
+        // A new enrollment is a new identity. Control refuses keys it
+        // already knows — those of a node that lost its state (the
+        // recovery after an integrity failure) or that is enrolled
+        // elsewhere — so enroll with fresh keys, kept only once control
+        // accepted them.
+        let keys = NodeKeys::generate(rustynet_backend_wireguard::generate_private_key);
+        let request = RegisterRequest {
+            path_key: None,
+            version: API_VERSION,
+            auth_key,
+            hostname: hostname.unwrap_or_else(default_hostname),
+            node_key: rustynet_backend_wireguard::public_key(&keys.tunnel),
+            signing_key: keys.signing.public(),
+            endpoints: self.local_endpoints(),
+            advertise_exit_node: args.advertise_exit_node,
+            advertise_routes: args.advertise_routes.clone(),
+        };
+        Ok(Some((client.with_fwmark(self.cfg.fwmark), request, keys)))
+    }
+
+    /// Control answered a registration started by `up`.
+    pub(super) fn on_enrolled(&mut self, done: Enrolled) {
+        let Enrolled {
+            args,
+            keys,
+            result,
+            reply,
+            epoch,
+        } = done;
+        self.enrolling = false;
+        if epoch != self.enroll_epoch {
+            let _ = reply.send(Err(Self::fail(
+                ErrorCode::WrongState,
+                "enrollment cancelled by `down`",
+            )));
+            return;
         }
-        if needs_enroll {
-            let auth_key = args
-                .auth_key
-                .clone()
-                .ok_or_else(|| Self::fail(ErrorCode::InvalidArgument, "--auth-key is required"))?;
-            // A new enrollment is a new identity. Control refuses keys it
-            // already knows — those of a node that lost its state (the
-            // recovery after an integrity failure) or that is enrolled
-            // elsewhere — so enroll with fresh keys, kept only once control
-            // accepted them.
-            let keys = NodeKeys::generate(rustynet_backend_wireguard::generate_private_key);
-            let hostname = hostname.clone().unwrap_or_else(default_hostname);
-            let request = RegisterRequest {
-                version: API_VERSION,
-                auth_key,
-                hostname,
-                node_key: rustynet_backend_wireguard::public_key(&keys.tunnel),
-                signing_key: keys.signing.public(),
-                endpoints: self.local_endpoints(),
-                advertise_exit_node: args.advertise_exit_node,
-                advertise_routes: args.advertise_routes.clone(),
-            };
-            let client = client.with_fwmark(self.cfg.fwmark);
-            let signing = &keys.signing;
-            let response = self
-                .rt
-                .block_on(async {
-                    tokio::time::timeout(
-                        Self::control_timeout(),
-                        client.register(signing, &request),
-                    )
-                    .await
-                })
-                .map_err(|_| Self::fail(ErrorCode::Control, "control did not answer in time"))?
-                .map_err(|e| Self::fail(ErrorCode::Control, e.to_string()))?;
-            self.store.store_keys(&keys).map_err(|e| {
-                Self::fail(
-                    ErrorCode::Internal,
-                    format!("enrolled, but cannot store the node keys: {e}"),
-                )
-            })?;
-            self.use_keys(keys);
-            tracing::info!(node = %response.node_id, hostname = %response.hostname, ip = %response.tunnel_ip, "enrolled");
-            self.state = Default::default();
-            self.state.enrollment = Some(Enrollment {
-                control_url: args.control_url.clone(),
-                ca_pem: args.ca_cert_pem.clone(),
-                node_id: response.node_id,
-                control_signing_key: response.control_signing_key,
-                hostname: response.hostname,
-            });
-            self.current = None;
+        let response = match result {
+            Ok(r) => r,
+            Err(f) => {
+                let _ = reply.send(Err(f));
+                return;
+            }
+        };
+        if let Err(e) = self.store.store_keys(&keys) {
+            let _ = reply.send(Err(Self::fail(
+                ErrorCode::Internal,
+                format!("enrolled, but cannot store the node keys: {e}"),
+            )));
+            return;
         }
+        self.use_keys(keys);
+        tracing::info!(node = %response.node_id, hostname = %response.hostname, ip = %response.tunnel_ip, "enrolled");
+        self.state = Default::default();
+        self.state.enrollment = Some(Enrollment {
+            control_url: args.control_url.clone(),
+            ca_pem: args.ca_cert_pem.clone(),
+            node_id: response.node_id,
+            control_signing_key: response.control_signing_key,
+            hostname: response.hostname,
+            control_addrs: Vec::new(),
+        });
+        self.current = None;
+        self.control_endpoints.clear();
+        let _ = reply.send(self.finish_up(args));
+    }
+
+    /// The part of `up` after enrollment: preferences, tunnel, control.
+    fn finish_up(&mut self, args: UpArgs) -> CmdResult {
         self.state.prefs = Prefs {
             want_up: true,
             advertise_exit_node: args.advertise_exit_node,
@@ -229,6 +280,7 @@ impl Engine {
     }
 
     fn cmd_down(&mut self) -> CmdResult {
+        self.enroll_epoch += 1;
         if let Some(control) = self.control.take() {
             control.stop();
         }
@@ -426,19 +478,27 @@ impl Engine {
         ))
     }
 
-    fn cmd_ping(&mut self, name: &str) -> CmdResult {
+    fn cmd_ping(&mut self, name: &str, reply: Reply1) {
+        let target = self.ping_target(name);
+        match target.and_then(|t| Ok((t, tasks::permit(&self.task_permits)?))) {
+            Ok((target, permit)) => tasks::ping(&self.rt, target, reply, permit),
+            Err(f) => {
+                let _ = reply.send(Err(f));
+            }
+        }
+    }
+
+    fn ping_target(&self, name: &str) -> Result<PingTarget, IpcFailure> {
         let map = self
             .current
             .as_ref()
             .ok_or_else(|| Self::fail(ErrorCode::WrongState, "not connected"))?;
-        let peer = plan::find_peer(map.netmap(), name)
-            .ok_or_else(|| {
-                Self::fail(
-                    ErrorCode::InvalidArgument,
-                    format!("no visible peer named {name:?}"),
-                )
-            })?
-            .clone();
+        let peer = plan::find_peer(map.netmap(), name).ok_or_else(|| {
+            Self::fail(
+                ErrorCode::InvalidArgument,
+                format!("no visible peer named {name:?}"),
+            )
+        })?;
         let path = self
             .fx
             .backend
@@ -446,18 +506,28 @@ impl Engine {
             .ok()
             .and_then(|s| s.peer(&peer.node_key).and_then(|p| p.endpoint))
             .map_or(PathKind::None, |_| PathKind::Direct);
-        let rtt = crate::ping::icmp_echo(peer.tunnel_ip, std::time::Duration::from_secs(3));
-        let path = if rtt.is_some() {
-            PathKind::Direct
-        } else {
-            path
-        };
-        Ok(Reply::Ping(PingDoc {
-            name: peer.hostname,
+        Ok(PingTarget {
+            name: peer.hostname.clone(),
             tunnel_ip: peer.tunnel_ip,
             path,
-            rtt_us: rtt.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
-        }))
+        })
+    }
+
+    fn cmd_netcheck(&mut self, reply: Reply1) {
+        match tasks::permit(&self.task_permits) {
+            Ok(permit) => {
+                let doc = self.netcheck_local();
+                let client = self.state.enrollment.as_ref().and_then(|e| {
+                    ControlClient::new(&e.control_url, &e.ca_pem)
+                        .ok()
+                        .map(|c| c.with_fwmark(self.cfg.fwmark))
+                });
+                tasks::netcheck(&self.rt, client, doc, reply, permit);
+            }
+            Err(f) => {
+                let _ = reply.send(Err(f));
+            }
+        }
     }
 }
 

@@ -8,70 +8,28 @@
 
 mod commands;
 mod status;
+mod tasks;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use rustynet_proto::ipc::{DataplaneState, ErrorCode, Reply};
+use std::sync::Arc;
+
+use rustynet_proto::ipc::{DataplaneState, ErrorCode};
 use rustynet_proto::verify::GenerationRule;
 use rustynet_proto::{NetmapVerifier, SignedEnvelope, VerifiedNetmap, VerifyPolicy};
 use tokio::runtime::Handle;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::apply::{self, Applied, Effects, Faults};
 use crate::backend_manager::Started;
 use crate::config::DaemonConfig;
-use crate::control_client::{ControlEvent, ControlTask};
+use crate::control_client::ControlTask;
 use crate::dataplane_state::{StateMachine, Transition, Trigger};
 use crate::health_monitor::{self, Observations, Verdict};
-use crate::ipc_server::Caller;
+use crate::messages::{ControlEvent, EngineHandle, EngineMsg, IpcFailure, TaskDone};
 use crate::metrics::Metrics;
 use crate::plan::{self, Choices, Desired, LocalContext};
 use crate::state_store::{NodeKeys, PersistedState, StateStore};
-
-pub use commands::IpcFailure;
-
-/// Messages to the engine.
-pub enum EngineMsg {
-    /// An IPC command from an authenticated caller.
-    Ipc {
-        /// The command.
-        cmd: rustynet_proto::ipc::Command,
-        /// Who sent it.
-        caller: Caller,
-        /// Where the answer goes.
-        reply: oneshot::Sender<Result<Reply, IpcFailure>>,
-    },
-    /// A signed map as received from control (not yet verified).
-    Map(SignedEnvelope),
-    /// Control connection news.
-    Control(ControlEvent),
-    /// Periodic health check.
-    Tick,
-    /// Stop the engine (the daemon is exiting; the dataplane stays as is).
-    Shutdown,
-}
-
-/// A cloneable handle to the engine.
-#[derive(Clone)]
-pub struct EngineHandle {
-    tx: mpsc::UnboundedSender<EngineMsg>,
-}
-
-impl EngineHandle {
-    /// Sends a message; `false` if the engine is gone.
-    pub fn send(&self, msg: EngineMsg) -> bool {
-        self.tx.send(msg).is_ok()
-    }
-
-    /// A handle whose messages land in the returned receiver, for tests of
-    /// the engine's callers (IPC, control) without an engine.
-    #[cfg(test)]
-    pub(crate) fn channel() -> (Self, mpsc::UnboundedReceiver<EngineMsg>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Self { tx }, rx)
-    }
-}
 
 /// The engine's state.
 pub struct Engine {
@@ -95,6 +53,14 @@ pub struct Engine {
     metrics: Metrics,
     paths: crate::path_manager::PathManager,
     last_tick: std::time::Instant,
+    /// Permits for commands that run as tasks (ping, netcheck): a read-only
+    /// caller cannot pile up unbounded work.
+    task_permits: Arc<Semaphore>,
+    /// Bumped by `down`: a registration still in flight then finds it
+    /// changed and is discarded.
+    enroll_epoch: u64,
+    /// A registration with control is in flight.
+    enrolling: bool,
 }
 
 /// Unix time in seconds.
@@ -127,9 +93,8 @@ impl Engine {
         store: StateStore,
         fx: Effects,
         metrics: Metrics,
-    ) -> (Self, EngineHandle, mpsc::UnboundedReceiver<EngineMsg>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let handle = EngineHandle { tx };
+    ) -> (Self, EngineHandle, mpsc::Receiver<EngineMsg>) {
+        let (handle, rx) = EngineHandle::new();
         let engine = Self {
             cfg,
             rt,
@@ -151,22 +116,23 @@ impl Engine {
             metrics,
             paths: Default::default(),
             last_tick: std::time::Instant::now(),
+            task_permits: Arc::new(Semaphore::new(tasks::MAX_CONCURRENT)),
+            enroll_epoch: 0,
+            enrolling: false,
         };
         (engine, handle, rx)
     }
 
     /// Runs until [`EngineMsg::Shutdown`] or all handles are dropped.
-    pub fn run(mut self, mut rx: mpsc::UnboundedReceiver<EngineMsg>) {
+    pub fn run(mut self, mut rx: mpsc::Receiver<EngineMsg>) {
         self.startup();
         while let Some(msg) = rx.blocking_recv() {
             match msg {
-                EngineMsg::Ipc { cmd, caller, reply } => {
-                    let result = self.handle_command(cmd, &caller);
-                    let _ = reply.send(result);
-                }
+                EngineMsg::Ipc { cmd, caller, reply } => self.on_ipc(cmd, &caller, reply),
                 EngineMsg::Map(envelope) => self.on_map(envelope),
                 EngineMsg::Control(event) => self.on_control(event),
                 EngineMsg::Tick => self.on_tick(),
+                EngineMsg::Done(done) => self.on_done(done),
                 EngineMsg::Shutdown => break,
             }
             self.publish_metrics();
@@ -234,7 +200,6 @@ impl Engine {
             dns_mark: self.cfg.dns_mark,
             table: rustynet_netos::DEFAULT_TABLE,
             rule_priority: *rustynet_netos::DEFAULT_RULE_PRIORITIES.start(),
-            control_endpoints: self.control_endpoints.clone(),
             system_resolvers: self.system_resolvers(),
         }
     }
@@ -325,23 +290,38 @@ impl Engine {
         Ok(())
     }
 
+    /// Looks the control host up off the engine thread; the answer comes
+    /// back as [`TaskDone::ControlResolved`]. Until then (and if the lookup
+    /// fails) the addresses resolved when the node enrolled are used.
     fn resolve_control_endpoints(&mut self) {
         let Some(enrollment) = &self.state.enrollment else {
             return;
         };
-        let Ok(url) = rustynet_control_client::ControlUrl::parse(&enrollment.control_url) else {
-            return;
-        };
-        let target = (url.host.clone(), url.port);
-        let addrs: Vec<SocketAddr> = match std::net::ToSocketAddrs::to_socket_addrs(&target) {
-            Ok(it) => it.collect(),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot resolve the control host");
-                return;
+        if self.control_endpoints.is_empty() {
+            self.control_endpoints = enrollment.control_addrs.clone();
+        }
+        tasks::resolve_control(&self.rt, &self.handle, enrollment.control_url.clone());
+    }
+
+    fn on_done(&mut self, done: TaskDone) {
+        match done {
+            TaskDone::ControlResolved { control_url, addrs } => {
+                let Some(enrollment) = self.state.enrollment.as_mut() else {
+                    return;
+                };
+                if enrollment.control_url != control_url || addrs.is_empty() {
+                    return;
+                }
+                self.control_endpoints = addrs.clone();
+                // The first answer after `up` is the one kept: later the
+                // control connection tries these before asking DNS again.
+                if enrollment.control_addrs.is_empty() {
+                    enrollment.control_addrs = addrs;
+                    self.save();
+                    self.start_control();
+                }
             }
-        };
-        if !addrs.is_empty() {
-            self.control_endpoints = addrs;
+            TaskDone::Enrolled(enrolled) => self.on_enrolled(*enrolled),
         }
     }
 
@@ -636,7 +616,10 @@ impl Engine {
             }
             ControlEvent::Refused { code, message } => {
                 self.control_connected = false;
-                if code == "node_expired" || code == "unknown_node" {
+                // Control answers a request from a node it no longer knows
+                // (removed) as a bad signature: it reveals no node ids. Our
+                // own key never signs badly, so both mean "not a node here".
+                if code == "node_expired" || code == "bad_signature" {
                     let generation = self.current.as_ref().map_or(0, |m| m.generation());
                     let reason = format!("control refused this node: {message}");
                     self.last_error = Some(reason.clone());
@@ -671,6 +654,8 @@ impl Engine {
 
     fn update_request(&self) -> rustynet_proto::control_api::UpdateRequest {
         rustynet_proto::control_api::UpdateRequest {
+            home_relay: None,
+            path_key: None,
             version: rustynet_proto::control_api::API_VERSION,
             endpoints: Some(self.local_endpoints()),
             advertise_exit_node: Some(self.state.prefs.advertise_exit_node),
@@ -691,13 +676,6 @@ impl Engine {
     }
 
     fn fail(code: ErrorCode, message: impl Into<String>) -> IpcFailure {
-        IpcFailure {
-            code,
-            message: message.into(),
-        }
-    }
-
-    fn control_timeout() -> Duration {
-        Duration::from_secs(20)
+        IpcFailure::new(code, message)
     }
 }

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use rustynet_proto::ipc::{NetcheckDoc, PathKind, PeerStatus, SelfStatus, StatusDoc};
+use rustynet_proto::ipc::{
+    DataplaneCounters, NetcheckDoc, PathKind, PeerStatus, SelfStatus, StatusDoc,
+};
 
 use super::Engine;
 
@@ -74,10 +76,14 @@ impl Engine {
             error: self.last_error.clone(),
             advertised_routes: self.state.prefs.advertise_routes.clone(),
             advertise_exit_node: self.state.prefs.advertise_exit_node,
+            counters: DataplaneCounters {
+                rx_source_mismatch: stats.as_ref().map_or(0, |s| s.rx_source_mismatch),
+            },
         }
     }
 
-    pub(super) fn netcheck(&self) -> NetcheckDoc {
+    /// `netcheck`'s local part; control reachability is added by a task.
+    pub(super) fn netcheck_local(&self) -> NetcheckDoc {
         let stats = self.fx.backend.stats().ok();
         let direct = stats.as_ref().map_or(0, |s| {
             s.peers
@@ -85,21 +91,10 @@ impl Engine {
                 .filter(|p| p.last_handshake.is_some_and(|d| d < HANDSHAKE_FRESH))
                 .count()
         });
-        let control_reachable = self.state.enrollment.as_ref().is_some_and(|e| {
-            rustynet_control_client::ControlClient::new(&e.control_url, &e.ca_pem)
-                .map(|c| c.with_fwmark(self.cfg.fwmark))
-                .is_ok_and(|c| {
-                    self.rt
-                        .block_on(async {
-                            tokio::time::timeout(Duration::from_secs(5), c.health()).await
-                        })
-                        .is_ok_and(|r| r.is_ok())
-                })
-        });
         NetcheckDoc {
             udp: stats.is_some(),
             local_endpoints: self.local_endpoints(),
-            control_reachable,
+            control_reachable: false,
             relay_latency_ms: None,
             direct_peers: direct,
             relay_peers: 0,

@@ -6,7 +6,7 @@
 //! node selected) the output chain's policy is drop, so anything not
 //! explicitly allowed — including all IPv6 — cannot leave.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use rustynet_netos::{
@@ -240,6 +240,15 @@ fn forward_chain(i: &Inputs<'_>) -> Chain {
         vec![oif(tun, false)],
         "forwarding into the mesh not allowed",
     ));
+    // What is left is forwarding between physical interfaces (containers,
+    // VMs, other namespaces on this node). The kill switch covers it like
+    // the node's own traffic: with an exit selected nothing leaves outside
+    // the tunnel, and protected DNS holds for forwarded queries too.
+    if i.exit.is_some() {
+        rules.push(forward_kill_switch());
+    } else if i.dns_protected {
+        rules.extend(forwarded_dns_protection(tun));
+    }
     base_chain(
         "forward",
         ChainKind::Filter,
@@ -278,31 +287,13 @@ fn nat_chain(i: &Inputs<'_>) -> Option<Chain> {
     ))
 }
 
-fn control_accepts(endpoints: &[SocketAddr]) -> Vec<FirewallRule> {
-    endpoints
-        .iter()
-        .map(|ep| {
-            let net = match ep.ip() {
-                IpAddr::V4(a) => IpNet::V4(Ipv4Net::from(a)),
-                IpAddr::V6(a) => IpNet::V6(Ipv6Net::from(a)),
-            };
-            rule(
-                vec![
-                    daddr(vec![net], false),
-                    Match::Dport {
-                        proto: PortProto::Tcp,
-                        ports: vec![NftPorts::single(ep.port())],
-                        negate: false,
-                    },
-                ],
-                Verdict::Accept,
-            )
-            .with_comment("control server")
-        })
-        .collect()
-}
-
-/// Loopback, our marked sockets, control and DHCP; then drop.
+/// Loopback, our marked sockets and DHCP; then drop.
+///
+/// The control connection is one of the marked sockets. There is no
+/// exception by control address: that would let any process reach that
+/// address outside the tunnel, and a hostile network that controls DNS or
+/// DHCP could choose it (TunnelCrack's "ServerIP" leak). Setting the mark
+/// needs CAP_NET_ADMIN, which only the daemon holds.
 fn kill_switch(ctx: &LocalContext, via_tunnel: bool) -> Vec<FirewallRule> {
     let mut rules = vec![
         rule(
@@ -325,7 +316,6 @@ fn kill_switch(ctx: &LocalContext, via_tunnel: bool) -> Vec<FirewallRule> {
     if via_tunnel {
         rules.push(rule(vec![oif(&ctx.tun, false)], Verdict::Accept));
     }
-    rules.extend(control_accepts(&ctx.control_endpoints));
     rules.push(
         rule(
             vec![
@@ -388,6 +378,38 @@ fn dns_protection(ctx: &LocalContext) -> Vec<FirewallRule> {
     ]
 }
 
+fn forward_kill_switch() -> FirewallRule {
+    dropped(vec![], "kill switch: forwarded traffic outside the tunnel")
+}
+
+/// Forwarded DNS that does not come from the mesh (containers and VMs on
+/// this node asking resolvers outside): the forward-hook twin of
+/// [`dns_protection`].
+fn forwarded_dns_protection(tun: &str) -> Vec<FirewallRule> {
+    [
+        (PortProto::Udp, vec![NftPorts::single(53)]),
+        (
+            PortProto::Tcp,
+            vec![NftPorts::single(53), NftPorts::single(853)],
+        ),
+    ]
+    .into_iter()
+    .map(|(proto, ports)| {
+        dropped(
+            vec![
+                iif(tun, true),
+                Match::Dport {
+                    proto,
+                    ports,
+                    negate: false,
+                },
+            ],
+            "protected DNS: forwarded query outside Magic DNS",
+        )
+    })
+    .collect()
+}
+
 fn output_chain(i: &Inputs<'_>) -> Chain {
     let tun = i.ctx.tun.as_str();
     let mut lan = Allows::default();
@@ -440,10 +462,15 @@ pub(super) fn fail_closed(ctx: &LocalContext, protected: bool, dns_protected: bo
             "tunnel source address on a physical interface",
         ),
     ];
-    let forward = vec![
+    let mut forward = vec![
         dropped(vec![iif(tun, false)], "fail-closed: tunnel blocked"),
         dropped(vec![oif(tun, false)], "fail-closed: tunnel blocked"),
     ];
+    if protected {
+        forward.push(forward_kill_switch());
+    } else if dns_protected {
+        forward.extend(forwarded_dns_protection(tun));
+    }
     let (output, policy) = if protected {
         let mut rules = dns_protection(ctx);
         rules.extend(kill_switch(ctx, false));

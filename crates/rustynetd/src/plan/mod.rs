@@ -32,8 +32,6 @@ pub struct LocalContext {
     pub table: u32,
     /// First rule priority of Rustynet's band.
     pub rule_priority: u32,
-    /// Control server addresses (reachable directly under the kill switch).
-    pub control_endpoints: Vec<SocketAddr>,
     /// Resolvers the system used before Magic DNS took over.
     pub system_resolvers: Vec<IpAddr>,
 }
@@ -194,6 +192,9 @@ fn peer_configs(
             allowed.sort();
             allowed.dedup();
             PeerConfig {
+                candidates: Vec::new(),
+                home_relay: None,
+                path_key: None,
                 public_key: p.node_key,
                 endpoint: {
                     let idx = choices

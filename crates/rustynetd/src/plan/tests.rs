@@ -10,6 +10,7 @@ fn peer(id: u64, name: &str, ip: &str, exit: bool, routes: &[&str]) -> PeerInfo 
     let mut allowed_ips = vec![host(tunnel_ip)];
     allowed_ips.extend(routes.iter().map(|r| r.parse::<IpNet>().unwrap()));
     PeerInfo {
+        path_key: None,
         node_id: NodeId(id),
         hostname: name.into(),
         dns_name: format!("{name}.rustynet.internal"),
@@ -25,6 +26,7 @@ fn peer(id: u64, name: &str, ip: &str, exit: bool, routes: &[&str]) -> PeerInfo 
 
 fn client_map() -> Netmap {
     Netmap {
+        relays: Vec::new(),
         version: NETMAP_VERSION,
         self_node: SelfInfo {
             node_id: NodeId(1),
@@ -75,7 +77,6 @@ fn ctx() -> LocalContext {
         dns_mark: 0x5244,
         table: 5600,
         rule_priority: 5600,
-        control_endpoints: vec!["198.51.100.10:8443".parse().unwrap()],
         system_resolvers: vec!["198.51.100.53".parse().unwrap()],
     }
 }
@@ -406,5 +407,64 @@ fn plan_is_deterministic() {
     assert_eq!(
         plan(&client_map(), 5, &choices, &ctx()).unwrap(),
         plan(&client_map(), 5, &choices, &ctx()).unwrap()
+    );
+}
+
+/// The forward chain's last rule, if it drops everything left.
+fn forward_catch_all(d: &Desired) -> bool {
+    chain(d, "forward").rules.last().is_some_and(|r| {
+        r.verdict == Verdict::Drop
+            && r.matches.is_empty()
+            && r.comment.as_deref() == Some("kill switch: forwarded traffic outside the tunnel")
+    })
+}
+
+fn forwarded_dns_drops(d: &Desired) -> usize {
+    chain(d, "forward")
+        .rules
+        .iter()
+        .filter(|r| {
+            r.comment.as_deref() == Some("protected DNS: forwarded query outside Magic DNS")
+        })
+        .count()
+}
+
+/// Audit item 2: the kill switch covers forwarded traffic (containers, VMs,
+/// namespaces behind the node) in every protected generation and while
+/// failing closed in protected mode; protected DNS covers forwarded queries.
+#[test]
+fn kill_switch_covers_the_forward_hook() {
+    let exit = Choices {
+        exit_node: Some("exit".into()),
+        ..Choices::default()
+    };
+    let d = plan(&client_map(), 5, &exit, &ctx()).unwrap();
+    assert!(
+        forward_catch_all(&d),
+        "protected generation forwards freely"
+    );
+    // The exit's own role still forwards its clients: those rules come first.
+    let mut m = client_map();
+    m.exit_clients = vec!["100.64.0.9/32".parse().unwrap()];
+    let serving = plan(&m, 5, &Choices::default(), &ctx()).unwrap();
+    assert!(!forward_catch_all(&serving) && forwarded_dns_drops(&serving) == 0);
+    assert!(forward_catch_all(&fail_closed(
+        &ctx(),
+        true,
+        false,
+        "rustynet.internal"
+    )));
+    let open = fail_closed(&ctx(), false, false, "rustynet.internal");
+    assert!(!forward_catch_all(&open) && forwarded_dns_drops(&open) == 0);
+    let dns_only = Choices {
+        protect_dns: true,
+        ..Choices::default()
+    };
+    let d = plan(&client_map(), 5, &dns_only, &ctx()).unwrap();
+    assert!(!forward_catch_all(&d));
+    assert_eq!(forwarded_dns_drops(&d), 2, "UDP 53 and TCP 53/853");
+    assert_eq!(
+        forwarded_dns_drops(&fail_closed(&ctx(), false, true, "rustynet.internal")),
+        2
     );
 }

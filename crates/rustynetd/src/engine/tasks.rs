@@ -1,0 +1,163 @@
+//! Work the engine hands to the runtime instead of waiting for it: talking
+//! to control (registration, health), resolving its host, and `ping`.
+//!
+//! The engine thread applies generations; a command that waits on the
+//! network must never hold it. Each task either answers its IPC caller
+//! itself or posts an [`EngineMsg::Done`] back for the engine to finish.
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustynet_control_client::ControlClient;
+use rustynet_proto::control_api::RegisterRequest;
+use rustynet_proto::ipc::{ErrorCode, NetcheckDoc, PathKind, PingDoc, Reply, UpArgs};
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use crate::messages::{EngineHandle, EngineMsg, Enrolled, IpcFailure, TaskDone};
+use crate::state_store::NodeKeys;
+
+/// Ping and netcheck tasks allowed at once; more are refused as `busy`.
+pub(super) const MAX_CONCURRENT: usize = 4;
+/// How long registration may take before `up` gives up.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `netcheck` waits for control's health endpoint.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `ping` waits for the echo reply.
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub(super) type Reply1 = oneshot::Sender<Result<Reply, IpcFailure>>;
+
+/// A permit for one more task, or the `busy` refusal to send instead.
+pub(super) fn permit(permits: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit, IpcFailure> {
+    Arc::clone(permits).try_acquire_owned().map_err(|_| {
+        IpcFailure::new(
+            ErrorCode::Busy,
+            format!("{MAX_CONCURRENT} ping/netcheck commands already running; try again"),
+        )
+    })
+}
+
+/// Resolves `control_url`'s host and posts the addresses back.
+pub(super) fn resolve_control(rt: &Handle, engine: &EngineHandle, control_url: String) {
+    let engine = engine.clone();
+    rt.spawn(async move {
+        let addrs = match rustynet_control_client::ControlUrl::parse(&control_url) {
+            Ok(url) => match tokio::net::lookup_host((url.host.as_str(), url.port)).await {
+                Ok(it) => it.collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot resolve the control host");
+                    Vec::new()
+                }
+            },
+            Err(_) => Vec::new(),
+        };
+        let done = TaskDone::ControlResolved { control_url, addrs };
+        engine.send(EngineMsg::Done(done)).await;
+    });
+}
+
+/// What the registration task needs.
+pub(super) struct Registration {
+    pub client: ControlClient,
+    pub request: RegisterRequest,
+    pub keys: NodeKeys,
+    pub args: UpArgs,
+    pub reply: Reply1,
+    pub epoch: u64,
+}
+
+/// Registers with control and posts the outcome back to the engine.
+pub(super) fn register(rt: &Handle, engine: &EngineHandle, r: Registration) {
+    let engine = engine.clone();
+    rt.spawn(async move {
+        let result = match tokio::time::timeout(
+            REGISTER_TIMEOUT,
+            r.client.register(&r.keys.signing, &r.request),
+        )
+        .await
+        {
+            Err(_) => Err(IpcFailure::new(
+                ErrorCode::Control,
+                "control did not answer in time",
+            )),
+            Ok(Err(e)) => Err(IpcFailure::new(ErrorCode::Control, e.to_string())),
+            Ok(Ok(response)) => Ok(response),
+        };
+        let done = TaskDone::Enrolled(Box::new(Enrolled {
+            args: r.args,
+            keys: r.keys,
+            result,
+            reply: r.reply,
+            epoch: r.epoch,
+        }));
+        engine.send(EngineMsg::Done(done)).await;
+    });
+}
+
+/// Finishes `netcheck`: the local part is already in `doc`; this adds
+/// whether control answers, then replies.
+pub(super) fn netcheck(
+    rt: &Handle,
+    client: Option<ControlClient>,
+    mut doc: NetcheckDoc,
+    reply: Reply1,
+    permit: OwnedSemaphorePermit,
+) {
+    rt.spawn(async move {
+        if let Some(client) = client {
+            doc.control_reachable = tokio::time::timeout(HEALTH_TIMEOUT, client.health())
+                .await
+                .is_ok_and(|r| r.is_ok());
+        }
+        let _ = reply.send(Ok(Reply::Netcheck(doc)));
+        drop(permit);
+    });
+}
+
+/// What `ping` is about.
+pub(super) struct PingTarget {
+    pub name: String,
+    pub tunnel_ip: Ipv4Addr,
+    /// The path the tunnel uses for this peer; reported only when a reply
+    /// came back, never for a ping that went unanswered.
+    pub path: PathKind,
+}
+
+/// One ICMP echo through the tunnel on a blocking thread, then the reply.
+pub(super) fn ping(rt: &Handle, target: PingTarget, reply: Reply1, permit: OwnedSemaphorePermit) {
+    rt.spawn_blocking(move || {
+        let rtt = crate::ping::icmp_echo(target.tunnel_ip, PING_TIMEOUT);
+        let path = match rtt {
+            Some(_) => target.path,
+            None => PathKind::None,
+        };
+        let _ = reply.send(Ok(Reply::Ping(PingDoc {
+            name: target.name,
+            tunnel_ip: target.tunnel_ip,
+            path,
+            rtt_us: rtt.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+        })));
+        drop(permit);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_most_max_concurrent_tasks_then_busy() {
+        let permits = Arc::new(Semaphore::new(MAX_CONCURRENT));
+        let held: Vec<_> = (0..MAX_CONCURRENT)
+            .map(|_| permit(&permits).map_err(|f| f.message))
+            .collect::<Result<_, _>>()
+            .unwrap_or_default();
+        assert_eq!(held.len(), MAX_CONCURRENT);
+        let refused = permit(&permits).err().map(|f| f.code);
+        assert_eq!(refused, Some(ErrorCode::Busy));
+        drop(held);
+        assert!(permit(&permits).is_ok(), "a finished task frees its permit");
+    }
+}
