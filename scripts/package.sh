@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the `rustynet` Debian package with cargo-deb: rustynetd, rustynet,
-# rustynet-control, the systemd units, sysusers.d/tmpfiles.d, the commented
+# rustynet-control, rustynet-relay, the systemd units, sysusers.d/tmpfiles.d, the commented
 # default configs, man pages and shell completions generated from each
 # binary's own clap definition, and the docs.
 # Usage: scripts/package.sh [--profile release|dev]   (default release)
@@ -19,10 +19,10 @@ if ! command -v cargo-deb >/dev/null 2>&1; then
   cargo install --locked --quiet cargo-deb@3.8.0
 fi
 target="${CARGO_TARGET_DIR:-target}"
-cargo build --locked --profile "$profile" -p rustynetd -p rustynet-cli -p rustynet-control --bins
+cargo build --locked --profile "$profile" -p rustynetd -p rustynet-cli -p rustynet-control -p rustynet-relay --bins
 docs="$target/$dir/package-docs"
 rm -rf "$docs"
-for bin in rustynet rustynetd rustynet-control; do
+for bin in rustynet rustynetd rustynet-control rustynet-relay; do
   RUSTYNET_GENERATE_DOCS="$docs" "$target/$dir/$bin"
 done
 gzip -9n "$docs"/man/*

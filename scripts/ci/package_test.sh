@@ -52,19 +52,20 @@ dpkg -i /tmp/rustynet.deb >/tmp/dpkg.log 2>&1 || { cat /tmp/dpkg.log; fail "dpkg
 for g in rustynet rustynet-admin rustynet-control; do
   getent group "$g" >/dev/null || fail "group $g missing after install"
 done
-for f in /usr/sbin/rustynetd /usr/bin/rustynet /usr/sbin/rustynet-control \
+for f in /usr/sbin/rustynetd /usr/bin/rustynet /usr/sbin/rustynet-control /usr/sbin/rustynet-relay \
          /lib/systemd/system/rustynetd.service /lib/systemd/system/rustynet-protect.service \
          /lib/systemd/system/rustynet-control.service /lib/systemd/system/rustynet-relay.service \
          /usr/lib/sysusers.d/rustynet.conf /usr/lib/tmpfiles.d/rustynet.conf \
          /etc/rustynet/rustynetd.toml /etc/rustynet/control.toml \
          /usr/share/man/man1/rustynet.1.gz /usr/share/man/man8/rustynetd.8.gz \
-         /usr/share/man/man8/rustynet-control.8.gz \
+         /usr/share/man/man8/rustynet-control.8.gz /usr/share/man/man8/rustynet-relay.8.gz \
          /usr/share/bash-completion/completions/rustynet /usr/share/zsh/vendor-completions/_rustynet \
          /usr/share/fish/vendor_completions.d/rustynet.fish /usr/share/doc/rustynet/configuration.md; do
   [ -e "$f" ] || fail "$f not installed"
 done
 [ -e /etc/systemd/system/multi-user.target.wants/rustynetd.service ] || fail "rustynetd.service not enabled"
-v="$(rustynet version | head -1)"; echo "rustynet version: $v"
+rustynet version >/tmp/version.txt
+v="$(head -1 /tmp/version.txt)"; echo "rustynet version: $v"
 [ "$v" = "rustynet $(dpkg-query -W -f='${Version}' rustynet | cut -d- -f1)" ] || fail "version: $v"
 rustynetd --check-config | tee /tmp/check.txt
 grep -q "configuration ok" /tmp/check.txt || fail "check-config"
@@ -103,7 +104,8 @@ done
 rustynet status
 [ "$state" = dataplane_applied ] || { tail -20 /tmp/rustynetd.log; fail "state $state"; }
 grep -q '"uid":'"$(id -u rustynet)" /tmp/rustynetd.log || fail "daemon did not run as rustynet"
-rustynet version | grep -qx "rustynetd $(dpkg-query -W -f='${Version}' rustynet | cut -d- -f1)" || fail "daemon version"
+rustynet version >/tmp/version.txt
+grep -qx "rustynetd $(dpkg-query -W -f='${Version}' rustynet | cut -d- -f1)" /tmp/version.txt || fail "daemon version: $(cat /tmp/version.txt)"
 echo "OK: installed, configured and up as the rustynet user (state $state)"
 INSIDE
 chmod +x "$root/tmp/inside.sh"
