@@ -26,9 +26,20 @@ if [ ! -s "$base" ]; then
   command -v mmdebstrap >/dev/null || { echo "error: mmdebstrap missing (apt-get install mmdebstrap)" >&2; exit 1; }
   mkdir -p "$(dirname "$base")"
   echo "==> mmdebstrap bookworm minbase (cached in $base)"
-  mmdebstrap --quiet --format=tar --variant=minbase \
-    --include=nftables,ca-certificates,iproute2,util-linux \
-    bookworm "$base.partial" "$mirror"
+  # A mirror hiccup (apt-get update failing once) must not fail the suite:
+  # up to three tries, the log of the last one shown if all fail.
+  log="$(dirname "$base")/mmdebstrap.log"
+  ok=0
+  for try in 1 2 3; do
+    if mmdebstrap --format=tar --variant=minbase \
+         --include=nftables,ca-certificates,iproute2,util-linux \
+         bookworm "$base.partial" "$mirror" >"$log" 2>&1; then
+      ok=1; break
+    fi
+    echo "mmdebstrap try $try failed: $(grep -E '^E:' "$log" | head -2 | tr '\n' ' ')"
+    rm -f "$base.partial"; sleep 10
+  done
+  [ "$ok" = 1 ] || { tail -30 "$log"; echo "error: mmdebstrap failed" >&2; exit 1; }
   mv "$base.partial" "$base"
 fi
 
