@@ -32,8 +32,11 @@ cargo test --workspace --all-targets --all-features --locked --exclude rustynet-
 cargo test -p rustynet-lab --lib --bins --all-features --locked
 
 step "systemd units, sysusers.d, tmpfiles.d (systemd-analyze verify)"
-cargo build --locked -p rustynetd -p rustynet-control --bins
+cargo build --locked -p rustynetd -p rustynet-control -p rustynet-relay --bins
 scripts/ci/units_verify.sh
+
+step "Debian package: install into a fresh Debian root, run as the units do, rustynet up"
+scripts/ci/package_test.sh --profile dev
 
 # cargo-deny reads `cargo metadata` for every platform (windows-sys, ...),
 # which needs those crates' manifests even though nothing here builds them:

@@ -112,6 +112,7 @@ mod tests {
             advertise_exit_node: false,
             counters: Default::default(),
             dns_mode: String::new(),
+            daemon_version: String::new(),
         };
         let size = serde_json::to_vec(&doc).unwrap().len();
         assert!(

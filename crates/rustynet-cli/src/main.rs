@@ -96,6 +96,8 @@ enum Cmd {
         #[arg(long)]
         until_direct: bool,
     },
+    /// Print the client's version and, when it answers, the daemon's.
+    Version,
 }
 
 #[derive(Subcommand)]
@@ -201,6 +203,7 @@ fn command(cmd: Cmd) -> anyhow::Result<Command> {
             name,
             all_paths: until_direct,
         },
+        Cmd::Version => anyhow::bail!("version is answered by the client itself"),
     })
 }
 
@@ -255,7 +258,41 @@ fn ping(socket: &std::path::Path, json: bool, cmd: Cmd) -> anyhow::Result<bool> 
 }
 
 fn main() -> ExitCode {
+    if let Some(done) =
+        rustynet_service::docs::generate_if_asked(<Cli as clap::CommandFactory>::command, "1")
+    {
+        return match done {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
+    if let Cmd::Version = cli.command {
+        // The daemon's version when it answers; the client's always.
+        let version = env!("CARGO_PKG_VERSION");
+        let daemon = match client::call(&cli.socket, Command::Status) {
+            Ok(rustynet_proto::ipc::Reply::Status(s)) if !s.daemon_version.is_empty() => {
+                Some(s.daemon_version)
+            }
+            _ => None,
+        };
+        if cli.json {
+            println!(
+                "{}",
+                serde_json::json!({ "client": version, "daemon": daemon })
+            );
+        } else {
+            println!("rustynet {version}");
+            match daemon {
+                Some(d) => println!("rustynetd {d}"),
+                None => println!("rustynetd: not reachable at {}", cli.socket.display()),
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
     if matches!(cli.command, Cmd::Ping { .. }) {
         return match ping(&cli.socket, cli.json, cli.command) {
             Ok(true) => ExitCode::SUCCESS,

@@ -268,6 +268,17 @@ enum NodesAction {
 }
 
 fn main() -> ExitCode {
+    if let Some(done) =
+        rustynet_service::docs::generate_if_asked(<Cli as clap::CommandFactory>::command, "8")
+    {
+        return match done {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     rustynet_service::init_logging("rustynet-control");
     let args = match rustynet_control::config_file::expand(std::env::args_os().collect()) {
         Ok(args) => args,

@@ -15,6 +15,7 @@ pub mod dnsflood;
 pub mod fake_control;
 pub mod netns;
 pub mod report;
+pub mod resolved;
 pub mod services;
 pub mod topology;
 

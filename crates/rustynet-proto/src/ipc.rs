@@ -300,6 +300,10 @@ pub struct StatusDoc {
     /// `file`, `in-place` or `unavailable`, then the reason).
     #[serde(default)]
     pub dns_mode: String,
+    /// The daemon's version (`rustynet version` shows it beside the
+    /// client's).
+    #[serde(default)]
+    pub daemon_version: String,
     /// Why the node is failing closed or what last went wrong.
     pub error: Option<String>,
     /// Prefixes this node advertises.

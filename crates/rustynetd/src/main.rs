@@ -94,6 +94,17 @@ fn config(args: Args) -> anyhow::Result<DaemonConfig> {
 }
 
 fn main() -> ExitCode {
+    if let Some(done) =
+        rustynet_service::docs::generate_if_asked(<Args as clap::CommandFactory>::command, "8")
+    {
+        return match done {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     rustynet_service::init_logging("rustynetd");
     let args = Args::parse();
     let result = if args.check_config {

@@ -526,8 +526,8 @@ impl Engine {
         if self.fx.routing.apply(&desired.routing).is_ok() {
             self.applied.routing = Some(desired.routing.clone());
         }
-        if self.fx.sysctl.apply(&[]).is_ok() {
-            self.applied.sysctls = Some(vec![]);
+        if self.fx.sysctl.apply(&desired.sysctls).is_ok() {
+            self.applied.sysctls = Some(desired.sysctls.clone());
         }
         // Magic DNS stops answering tailnet names (only once it was running:
         // start-up does not take resolv.conf over before the first map).
@@ -540,6 +540,9 @@ impl Engine {
     fn on_tick(&mut self) {
         if !self.state.prefs.want_up || self.integrity_failed {
             return;
+        }
+        if self.applied.dns.is_some() {
+            self.fx.dns.maintain();
         }
         let observed = Observations {
             now: now_unix(),

@@ -134,6 +134,7 @@ impl Engine {
             kill_switch: desired.is_some_and(|d| d.protected),
             dns_protected: desired.is_some_and(|d| d.dns_protected),
             dns_mode: self.fx.dns.os_mode(),
+            daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
             error: self.last_error.clone(),
             advertised_routes: self.state.prefs.advertise_routes.clone(),
             advertise_exit_node: self.state.prefs.advertise_exit_node,
