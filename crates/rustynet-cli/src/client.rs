@@ -74,6 +74,7 @@ mod tests {
     fn status_of_five_thousand_peers_is_read_whole() {
         let peers: Vec<PeerStatus> = (0..5000u32)
             .map(|i| PeerStatus {
+                path_changes: 0,
                 relay_bytes: 0,
                 rtt_us: None,
                 via: None,

@@ -23,12 +23,10 @@
 //! Root only: `cargo test -p rustynet-lab --test netns_relay`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod paths_support;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure};
-use paths_support::*;
+use rustynet_lab::paths::*;
 use rustynet_lab::report::{Evidence, run_recorded};
 use rustynet_lab::topology::NatKind::{DestinationDependent, EndpointIndependent};
 use rustynet_lab::{Cluster, Lab, NodeSpec};
@@ -74,7 +72,7 @@ fn fallback_trial(
 ) -> anyhow::Result<(u32, Option<f64>, f64, u64)> {
     let bob = tunnel_ip(c, "bob")?;
     wait_path(c, "alice", "bob", PathKind::Direct, Duration::from_secs(20))?;
-    let changes_before = c.status("alice")?.counters.path_changes;
+    let changes_before = peer(c, "alice", "bob")?.path_changes;
     let alice = &lab.node("alice").ns;
     let (flood, failback) = std::thread::scope(|s| {
         let f = s.spawn(|| flood(alice, bob, 8));
@@ -88,7 +86,7 @@ fn fallback_trial(
         (f.join().unwrap(), cut.map(|()| back))
     });
     let failback = failback?;
-    let changes = c.status("alice")?.counters.path_changes - changes_before;
+    let changes = peer(c, "alice", "bob")?.path_changes - changes_before;
     // Pings 600..800 were sent between 1 s and 3 s after the heal.
     let after = flood.received_between(600, 800) as f64 / 200.0;
     Ok((flood.longest_gap_ms, failback, after, changes))
@@ -230,7 +228,7 @@ fn easy_nat_direct_fallback_and_failback() {
                 PathKind::Direct,
                 Duration::from_secs(20),
             )?;
-            let before = c.status("alice")?.counters.path_changes;
+            let before = peer(&c, "alice", "bob")?.path_changes;
             let alice = &lab.node("alice").ns;
             let f = std::thread::scope(|s| {
                 let f = s.spawn(|| flood(alice, bob, 30));
@@ -238,8 +236,8 @@ fn easy_nat_direct_fallback_and_failback() {
                 block_direct(&lab, "alice", "bob", false).ok();
                 f.join().unwrap()
             });
-            let changes = c.status("alice")?.counters.path_changes - before;
             let now = peer(&c, "alice", "bob")?;
+            let changes = now.path_changes - before;
             heal(&lab)?;
             ev.set("longest_gap_ms", f.longest_gap_ms);
             ev.set("received", f.received);

@@ -404,6 +404,9 @@ pub struct PeerStatus {
     /// Round trip of the last answered direct probe, in microseconds.
     #[serde(default)]
     pub rtt_us: Option<u64>,
+    /// How many times the path changed (direct, relay, none).
+    #[serde(default)]
+    pub path_changes: u64,
     /// Encrypted bytes sent plus received directly.
     #[serde(default)]
     pub direct_bytes: u64,

@@ -274,6 +274,11 @@ fn drain(
     st: &mut PathState,
     now: Instant,
 ) {
+    // Work an input made due at once (a pong asks for its confirming ping
+    // now, not at the next tick): failback takes round trips, not ticks.
+    if st.machine.poll_timeout().is_some_and(|t| t <= now) {
+        st.machine.handle_timeout(now);
+    }
     while let Some(t) = st.machine.poll_transmit() {
         let Some(probe) = st.probe.as_mut() else {
             continue;
@@ -532,6 +537,7 @@ pub(crate) fn stats_of(dev: &Device, peer: &Peer) -> (rustynet_tunnel::PeerPath,
             .map(|r| r.as_str().to_owned())
             .unwrap_or_default(),
         rtt: status.rtt,
+        changes: switches,
         direct_tx: cell.bytes(Bytes::DirectTx),
         direct_rx: cell.bytes(Bytes::DirectRx),
         relay_tx: cell.bytes(Bytes::RelayTx),

@@ -580,20 +580,28 @@ impl Engine {
         self.report_home_relay();
     }
 
+    /// This node's own interfaces' addresses with the tunnel's port, the
+    /// one that routes to control first.
+    fn interface_endpoints(&self) -> Vec<SocketAddr> {
+        let port = self
+            .fx
+            .backend
+            .stats()
+            .map_or(self.cfg.listen_port, |s| s.listen_port);
+        crate::endpoints::local_endpoints(
+            &self.cfg.tun,
+            port,
+            self.control_endpoints.first().copied(),
+            self.cfg.fwmark,
+        )
+    }
+
     /// The endpoints this node reports: its interfaces' addresses (the one
     /// that routes to control first), then the public addresses the engine
     /// discovered through relays' binding service.
     fn local_endpoints(&self) -> Vec<SocketAddr> {
         let stats = self.fx.backend.stats().ok();
-        let port = stats
-            .as_ref()
-            .map_or(self.cfg.listen_port, |s| s.listen_port);
-        let mut endpoints = crate::endpoints::local_endpoints(
-            &self.cfg.tun,
-            port,
-            self.control_endpoints.first().copied(),
-            self.cfg.fwmark,
-        );
+        let mut endpoints = self.interface_endpoints();
         for mapped in stats.into_iter().flat_map(|s| s.mapped) {
             if !endpoints.contains(&mapped)
                 && endpoints.len() < rustynet_proto::endpoint::MAX_ENDPOINTS

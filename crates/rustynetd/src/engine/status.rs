@@ -82,6 +82,7 @@ impl Engine {
                                 .map(|p| p.reason.clone())
                                 .filter(|r| !r.is_empty()),
                             rtt_us: s.and_then(|s| s.path.rtt).map(micros),
+                            path_changes: s.map_or(0, |s| s.path.changes),
                             direct_bytes: s.map_or(0, |s| s.path.direct_tx + s.path.direct_rx),
                             relay_bytes: s.map_or(0, |s| s.path.relay_tx + s.path.relay_rx),
                         }
@@ -157,7 +158,7 @@ impl Engine {
         };
         NetcheckDoc {
             udp: false,
-            local_endpoints: self.local_endpoints(),
+            local_endpoints: self.interface_endpoints(),
             control_reachable: false,
             relay_latency_ms: None,
             direct_peers: on(PathKind::Direct),

@@ -1,16 +1,17 @@
-//! Shared pieces of the path suites (issue 9): a lab with NAT routers and
-//! control's embedded relay, fault injection with nftables in the lab
-//! router and the NAT routers, 100 pkt/s ping floods and what they show
-//! (longest delivery gap, loss), and waiting for a peer's path.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Paths in the lab (issue 9): a cluster with control's embedded relay,
+//! fault injection with nftables in the lab router and the NAT routers,
+//! 100 pkt/s ping floods and what they show (longest delivery gap, loss),
+//! and waiting for a peer's path. Shared by the `netns_relay` suite and the
+//! paths benchmark (`rustynet-lab paths-bench`).
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use rustynet_lab::cluster::wait_for;
-use rustynet_lab::{Cluster, Lab, Netns};
 use rustynet_proto::ipc::{PathKind, PeerStatus, StatusDoc};
+
+use crate::cluster::wait_for;
+use crate::{Cluster, Lab, Netns};
 
 /// Everyone may reach everyone (ICMP and the echo service on tcp/7); bob
 /// keeps tcp/22 for himself (the relayed-ACL case).
@@ -111,7 +112,8 @@ pub fn block_direct(lab: &Lab, from: &str, to: &str, both: bool) -> anyhow::Resu
     let (a, b) = (public_ip(lab, from), public_ip(lab, to));
     nft(
         &lab.router,
-        "add table inet labpaths; add chain inet labpaths cut { type filter hook forward priority -10 ; }",
+        "add table inet labpaths; \
+         add chain inet labpaths cut { type filter hook forward priority -10 ; }",
     )?;
     nft(
         &lab.router,
@@ -171,7 +173,9 @@ pub fn only_tcp(lab: &Lab, node: &str, ports: &[u16]) -> anyhow::Result<()> {
 /// What a ping flood saw.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Flood {
+    /// Pings sent.
     pub sent: u32,
+    /// Pings answered.
     pub received: u32,
     /// Longest run of unanswered pings, in milliseconds (10 ms apart).
     pub longest_gap_ms: u32,
