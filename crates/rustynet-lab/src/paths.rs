@@ -179,6 +179,17 @@ pub struct Flood {
     pub received: u32,
     /// Longest run of unanswered pings, in milliseconds (10 ms apart).
     pub longest_gap_ms: u32,
+    /// When the first answered ping was sent, in milliseconds after the
+    /// first (`None`: nothing answered). The handshake and, on a fresh
+    /// path, the relay connection take this long.
+    pub first_reply_ms: Option<u32>,
+    /// Pings lost after the first answered one (loss on a working path).
+    pub lost_after_first: u32,
+    /// Where the longest run of unanswered pings began, in milliseconds
+    /// after the first ping.
+    pub longest_gap_at_ms: u32,
+    /// Wall-clock time of the first ping (to match daemon logs).
+    pub started_at: String,
     /// Sequence numbers answered.
     #[serde(skip)]
     pub seqs: Vec<u32>,
@@ -194,6 +205,7 @@ impl Flood {
 /// Pings `to` from `ns` at 100 packets per second for `secs` seconds.
 pub fn flood(ns: &Netns, to: Ipv4Addr, secs: u32) -> Flood {
     let count = secs * 100;
+    let started_at = humantime_now();
     let out = ns
         .command("ping")
         .args([
@@ -226,19 +238,30 @@ pub fn flood(ns: &Netns, to: Ipv4Addr, secs: u32) -> Flood {
             *x = true;
         }
     }
-    let (mut best, mut run) = (0u32, 0u32);
-    for &got in seen.iter().skip(1) {
+    let (mut best, mut run, mut best_at) = (0u32, 0u32, 0u32);
+    for (seq, &got) in (0u32..).zip(seen.iter()).skip(1) {
         if got {
             run = 0;
         } else {
             run += 1;
-            best = best.max(run);
+            if run > best {
+                best = run;
+                best_at = seq + 1 - run;
+            }
         }
     }
+    let received = u32::try_from(seqs.len()).unwrap_or(u32::MAX);
+    let first = seqs.first().copied();
     Flood {
         sent: count,
-        received: u32::try_from(seqs.len()).unwrap_or(u32::MAX),
+        received,
         longest_gap_ms: best * 10,
+        longest_gap_at_ms: best_at.saturating_sub(1) * 10,
+        started_at,
+        first_reply_ms: first.map(|s| s.saturating_sub(1) * 10),
+        lost_after_first: first.map_or(0, |f| {
+            (count + 1).saturating_sub(f).saturating_sub(received)
+        }),
         seqs,
     }
 }
@@ -257,4 +280,13 @@ pub fn p95(xs: &[f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let rank = ((0.95 * v.len() as f64).ceil() as usize).clamp(1, v.len());
     v[rank - 1]
+}
+
+/// The wall clock as RFC 3339 with microseconds (the daemons' log format).
+fn humantime_now() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%S.%6NZ"])
+        .output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
 }

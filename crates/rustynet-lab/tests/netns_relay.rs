@@ -281,14 +281,15 @@ fn hard_nat_and_blocked_udp_go_through_the_relay() {
             let f = flood(&lab.node("alice").ns, bob, 3);
             let p = peer(&c, "alice", "bob")?;
             let n = netcheck(&c, "alice")?;
-            ev.set("received", f.received);
+            ev.set("flood", &f);
             ev.set("path", format!("{:?}", p.path));
             ev.set("via", &p.via);
             ev.set("netcheck", &n);
+            // The first pings wait for the handshake (through the relay);
+            // after that the relay must not lose packets on a quiet link.
             ensure!(
-                f.received > 250,
-                "alice -> bob through the relay: {}/300",
-                f.received
+                f.first_reply_ms.is_some_and(|ms| ms <= 2000) && f.lost_after_first <= 3,
+                "alice -> bob through the relay: {f:?}"
             );
             ensure!(p.path == PathKind::Relay, "expected the relay: {p:?}");
             ensure!(n.nat == "destination_dependent", "netcheck: {n:?}");
@@ -304,10 +305,13 @@ fn hard_nat_and_blocked_udp_go_through_the_relay() {
             let f = flood(&lab.node("carol").ns, alice, 3);
             let p = peer(&c, "carol", "alice")?;
             let n = netcheck(&c, "carol")?;
-            ev.set("received", f.received);
+            ev.set("flood", &f);
             ev.set("path", format!("{:?}", p.path));
             ev.set("netcheck", &n);
-            ensure!(f.received > 250, "carol -> alice: {}/300", f.received);
+            ensure!(
+                f.first_reply_ms.is_some_and(|ms| ms <= 2000) && f.lost_after_first <= 3,
+                "carol -> alice: {f:?}"
+            );
             ensure!(p.path == PathKind::Relay, "{p:?}");
             ensure!(!n.udp && n.nat == "udp_blocked", "netcheck: {n:?}");
             Ok(())
@@ -371,6 +375,8 @@ fn roaming_keeps_a_tcp_transfer() {
     must(
         case("roaming_address_change_keeps_tcp", |ev| {
             let bob_ip = tunnel_ip(&c, "bob")?;
+            // Traffic makes the peer active: it punches, then goes direct.
+            let _ = flood(&lab.node("alice").ns, bob_ip, 1);
             wait_path(
                 &c,
                 "alice",
@@ -386,7 +392,7 @@ fn roaming_keeps_a_tcp_transfer() {
                 "-c",
                 &format!(
                     "import socket,time\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-                     s.bind(('{bob_ip}',5001));s.listen(1);c,_=s.accept();n=0;t0=time.time();stall=0;last=t0\n\
+                     s.settimeout(60);s.bind(('{bob_ip}',5001));s.listen(1);c,_=s.accept();c.settimeout(30);n=0;t0=time.time();stall=0;last=t0\n\
                      while True:\n  d=c.recv(65536)\n  now=time.time()\n  \
                      if not d: break\n  stall=max(stall,now-last);last=now;n+=len(d)\n\
                      print(n, round(stall*1000))"
@@ -400,7 +406,7 @@ fn roaming_keeps_a_tcp_transfer() {
             );
             let gw = format!("{}.{}.{}.1", inner[0], inner[1], inner[2]);
             let via_before = peer(&c, "bob", "alice")?.via;
-            let (sent_ok, back_direct) = std::thread::scope(|s| {
+            let (sent_ok, back_direct, moved) = std::thread::scope(|s| {
                 let sender = s.spawn(|| {
                     alice.ns.succeeds(&[
                         "python3",
@@ -413,9 +419,14 @@ fn roaming_keeps_a_tcp_transfer() {
                 });
                 std::thread::sleep(Duration::from_secs(3));
                 let at = Instant::now();
-                let _ = alice.ns.ip(&["addr", "add", &new, "dev", &alice.ifname]);
-                let _ = alice.ns.ip(&["addr", "del", &old, "dev", &alice.ifname]);
-                let _ = alice.ns.ip(&["route", "replace", "default", "via", &gw]);
+                // Old address out, new one in (deleting a primary address
+                // first would also take a secondary in the same subnet).
+                let moved = alice
+                    .ns
+                    .ip(&["addr", "del", &old, "dev", &alice.ifname])
+                    .and_then(|_| alice.ns.ip(&["addr", "add", &new, "dev", &alice.ifname]))
+                    .and_then(|_| alice.ns.ip(&["route", "replace", "default", "via", &gw]));
+                let moved = moved.map(|_| ()).map_err(|e| format!("{e:#}"));
                 // Bob is direct with alice again once he uses her new
                 // mapping (the NAT gives the new inside address a new port).
                 let mut back = None;
@@ -430,8 +441,11 @@ fn roaming_keeps_a_tcp_transfer() {
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                (sender.join().unwrap(), back)
+                (sender.join().unwrap_or(false), back, moved)
             });
+            if let Err(e) = moved {
+                anyhow::bail!("moving alice to {new}: {e}");
+            }
             let out = receiver.wait_with_output()?;
             let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
             let mut it = line.split_whitespace();
@@ -482,12 +496,11 @@ fn relay_restart_loss_and_web_only_network() {
             let alice = tunnel_ip(&c, "alice")?;
             let f = flood(&lab.node("dave").ns, alice, 3);
             let p = peer(&c, "dave", "alice")?;
-            ev.set("received", f.received);
+            ev.set("flood", &f);
             ev.set("path", format!("{:?}", p.path));
             ensure!(
-                f.received > 250,
-                "dave -> alice over TCP 443: {}/300",
-                f.received
+                f.first_reply_ms.is_some_and(|ms| ms <= 2000) && f.lost_after_first <= 3,
+                "dave -> alice over TCP 443: {f:?}"
             );
             ensure!(p.path == PathKind::Relay, "{p:?}");
             Ok(())

@@ -183,6 +183,7 @@ impl Running {
                 _ => None,
             };
             if let Some(pkt) = init {
+                peer.path.note_contacted(paths::now_ns(&self.device));
                 paths::send_on_route(&self.device, peer, route, &pkt);
             }
         }
