@@ -2,6 +2,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod demo;
+mod demo_paths;
 mod soak;
 
 use std::net::SocketAddr;

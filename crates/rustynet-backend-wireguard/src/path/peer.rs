@@ -433,6 +433,9 @@ impl PathPeer {
         let mut legs: Vec<Via> = self.cands.iter().map(|c| Via::Direct(c.addr)).collect();
         if self.relay_up {
             legs.push(Via::Relay);
+            // Behind NAT our pings open our side only: the peer must ping
+            // back for a punch, as when data starts flowing.
+            self.call_me_pending = true;
         }
         let ids = legs.into_iter().map(|v| self.send_ping(now, v)).collect();
         self.flush(now, Reason::Pong);

@@ -773,3 +773,17 @@ fn an_unconfirmed_guess_is_tried_but_not_reported_as_a_path() {
         "stale evidence is reported at its deadline, with no other input"
     );
 }
+
+#[test]
+fn ping_all_asks_an_idle_peer_to_call_back() {
+    let mut h = H::new(true, &[addr(1), addr(2)]);
+    assert!(h.drain().is_empty(), "idle: nothing sent");
+    h.p.ping_all(h.now);
+    let out = h.drain();
+    assert_eq!(pings_to(&out, addr(1)), 1);
+    assert_eq!(pings_to(&out, addr(2)), 1);
+    assert!(
+        has_call_me(&out),
+        "the peer behind NAT must ping back: {out:?}"
+    );
+}
