@@ -96,9 +96,8 @@ pub fn run() -> anyhow::Result<()> {
         let run = scope.spawn(|| flood(alice_ns, bob, 6));
         std::thread::sleep(Duration::from_secs(2));
         block_direct(&lab, "alice", "bob", true)?;
-        Ok(run
-            .join()
-            .map_err(|_| anyhow::anyhow!("flood thread panicked"))?)
+        run.join()
+            .map_err(|_| anyhow::anyhow!("flood thread panicked"))
     })?;
     let p = peer(&c, "alice", "bob")?;
     check(
