@@ -139,7 +139,7 @@ pub struct PeerPath {
 }
 
 /// One relay connection's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RelayStatus {
     /// The relay's name.
     pub name: String,

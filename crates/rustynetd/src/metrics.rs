@@ -1,7 +1,9 @@
 //! Prometheus metrics (Phase 10 section 11): state, peers, apply outcomes
 //! and durations, kill-switch and protected-DNS state, rejected maps by
-//! reason, fail-closed entries and exit activation failures. Served on
-//! `--metrics ADDR:PORT`; never carries keys or names of secrets.
+//! reason, fail-closed entries and exit activation failures; and the paths
+//! (issue 9): peers per path, bytes per path, path switches, probe
+//! outcomes, connected relays. Served on `--metrics ADDR:PORT`; never
+//! carries keys, peer names or addresses.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +28,69 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabel {
+    path: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BytesLabel {
+    path: &'static str,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// The path gauges (snapshots of the engine's own counters, which restart
+/// with the tunnel: gauges, not counters).
+#[derive(Default)]
+struct PathMetrics {
+    peers: Family<PathLabel, Gauge>,
+    bytes: Family<BytesLabel, Gauge>,
+    switches: Gauge,
+    probes: Family<ResultLabel, Gauge>,
+    relays: Gauge,
+    relays_connected: Gauge,
+}
+
+impl PathMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "peers_by_path",
+            "Peers whose traffic goes direct, through a relay, or nowhere",
+            self.peers.clone(),
+        );
+        registry.register(
+            "path_bytes",
+            "Tunnel bytes of the current peers by path and direction",
+            self.bytes.clone(),
+        );
+        registry.register(
+            "path_switches",
+            "Path changes (direct, relay, none) since the tunnel started",
+            self.switches.clone(),
+        );
+        registry.register(
+            "path_probes",
+            "Path probes received since the tunnel started, by outcome",
+            self.probes.clone(),
+        );
+        registry.register("relays", "Relays in the map", self.relays.clone());
+        registry.register(
+            "relays_connected",
+            "Relays with a live connection",
+            self.relays_connected.clone(),
+        );
+    }
+}
+
+fn gauge(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 struct Inner {
     registry: Registry,
     state: Family<StateLabel, Gauge>,
@@ -38,6 +103,7 @@ struct Inner {
     map_rejects: Family<ReasonLabel, Counter>,
     fail_closed: Counter,
     exit_failures: Family<ReasonLabel, Counter>,
+    paths: PathMetrics,
 }
 
 /// The daemon's metrics (cheap to clone).
@@ -107,6 +173,8 @@ impl Default for Metrics {
             "Exit node activations refused or failed",
             exit_failures.clone(),
         );
+        let paths = PathMetrics::default();
+        paths.register(&mut registry);
         Self(Arc::new(Inner {
             registry,
             state,
@@ -119,6 +187,7 @@ impl Default for Metrics {
             map_rejects,
             fail_closed,
             exit_failures,
+            paths,
         }))
     }
 }
@@ -189,6 +258,54 @@ impl Metrics {
             .exit_failures
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+
+    /// Updates the path gauges from the engine's statistics.
+    pub fn set_paths(&self, stats: &rustynet_tunnel::TunnelStats) {
+        use rustynet_tunnel::PathKind;
+        let p = &self.0.paths;
+        let mut per_path = [0u64; 3];
+        let (mut dtx, mut drx, mut rtx, mut rrx) = (0u64, 0u64, 0u64, 0u64);
+        for peer in &stats.peers {
+            let i = match peer.path.kind {
+                PathKind::Direct => 0,
+                PathKind::Relay => 1,
+                PathKind::None => 2,
+            };
+            per_path[i] += 1;
+            dtx = dtx.saturating_add(peer.path.direct_tx);
+            drx = drx.saturating_add(peer.path.direct_rx);
+            rtx = rtx.saturating_add(peer.path.relay_tx);
+            rrx = rrx.saturating_add(peer.path.relay_rx);
+        }
+        for (path, n) in ["direct", "relay", "none"].into_iter().zip(per_path) {
+            p.peers.get_or_create(&PathLabel { path }).set(gauge(n));
+        }
+        for (path, direction, n) in [
+            ("direct", "tx", dtx),
+            ("direct", "rx", drx),
+            ("relay", "tx", rtx),
+            ("relay", "rx", rrx),
+        ] {
+            p.bytes
+                .get_or_create(&BytesLabel { path, direction })
+                .set(gauge(n));
+        }
+        p.switches.set(gauge(stats.probes.path_changes));
+        for (result, n) in [
+            ("accepted", stats.probes.accepted),
+            ("unknown_sender", stats.probes.unknown_sender),
+            ("bad_auth", stats.probes.bad_auth),
+            ("replayed", stats.probes.replayed),
+            ("malformed", stats.probes.malformed),
+        ] {
+            p.probes
+                .get_or_create(&ResultLabel { result })
+                .set(gauge(n));
+        }
+        p.relays.set(gauge(stats.relays.len() as u64));
+        let up = stats.relays.iter().filter(|r| r.connected).count();
+        p.relays_connected.set(gauge(up as u64));
     }
 
     /// Text exposition format.
@@ -317,6 +434,62 @@ mod tests {
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
+    }
+
+    #[test]
+    fn path_gauges_count_peers_bytes_and_relays_without_naming_anyone() {
+        use rustynet_tunnel::{PathKind, PeerPath, PeerStats, RelayStatus, TunnelStats};
+        let peer = |kind, direct_tx, relay_tx| PeerStats {
+            public_key: rustynet_tunnel::TunnelPublicKey([7; 32]),
+            endpoint: None,
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            path: PeerPath {
+                kind,
+                direct_tx,
+                relay_tx,
+                ..Default::default()
+            },
+        };
+        let mut stats = TunnelStats {
+            peers: vec![
+                peer(PathKind::Direct, 100, 0),
+                peer(PathKind::Relay, 5, 40),
+                peer(PathKind::Relay, 0, 2),
+            ],
+            relays: vec![
+                RelayStatus {
+                    name: "r1".into(),
+                    connected: true,
+                    ..Default::default()
+                },
+                RelayStatus {
+                    name: "r2".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        stats.probes.bad_auth = 3;
+        stats.probes.path_changes = 4;
+        let m = Metrics::default();
+        m.set_paths(&stats);
+        let text = m.encode();
+        for line in [
+            "rustynet_peers_by_path{path=\"direct\"} 1",
+            "rustynet_peers_by_path{path=\"relay\"} 2",
+            "rustynet_peers_by_path{path=\"none\"} 0",
+            "rustynet_path_bytes{path=\"direct\",direction=\"tx\"} 105",
+            "rustynet_path_bytes{path=\"relay\",direction=\"tx\"} 42",
+            "rustynet_path_switches 4",
+            "rustynet_path_probes{result=\"bad_auth\"} 3",
+            "rustynet_relays 2",
+            "rustynet_relays_connected 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains("r1"), "relay names stay out of metrics");
     }
 
     #[tokio::test]

@@ -132,7 +132,10 @@ impl Engine {
                 EngineMsg::Ipc { cmd, caller, reply } => self.on_ipc(cmd, &caller, reply),
                 EngineMsg::Map(envelope, handovers) => self.on_map(envelope, handovers),
                 EngineMsg::Control(event) => self.on_control(event),
-                EngineMsg::Tick => self.on_tick(),
+                EngineMsg::Tick => {
+                    self.on_tick();
+                    self.publish_path_metrics();
+                }
                 EngineMsg::Done(done) => self.on_done(done),
                 EngineMsg::Shutdown => break,
             }
@@ -667,6 +670,13 @@ impl Engine {
             advertise_exit_node: Some(self.state.prefs.advertise_exit_node),
             advertise_routes: Some(self.state.prefs.advertise_routes.clone()),
             lan_access: Some(self.state.prefs.lan_access),
+        }
+    }
+
+    /// Path gauges: once per tick (they walk every peer).
+    fn publish_path_metrics(&self) {
+        if let Ok(stats) = self.fx.backend.stats() {
+            self.metrics.set_paths(&stats);
         }
     }
 
