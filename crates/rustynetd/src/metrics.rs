@@ -44,6 +44,11 @@ struct ResultLabel {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SwitchLabel {
+    reason: &'static str,
+}
+
 /// The path gauges (snapshots of the engine's own counters, which restart
 /// with the tunnel: gauges, not counters).
 #[derive(Default)]
@@ -51,6 +56,7 @@ struct PathMetrics {
     peers: Family<PathLabel, Gauge>,
     bytes: Family<BytesLabel, Gauge>,
     switches: Gauge,
+    switches_by_reason: Family<SwitchLabel, Gauge>,
     probes: Family<ResultLabel, Gauge>,
     relays: Gauge,
     relays_connected: Gauge,
@@ -72,6 +78,11 @@ impl PathMetrics {
             "path_switches",
             "Path changes (direct, relay, none) since the tunnel started",
             self.switches.clone(),
+        );
+        registry.register(
+            "path_switches_by_reason",
+            "Path changes of the current peers by the reason of the change",
+            self.switches_by_reason.clone(),
         );
         registry.register(
             "path_probes",
@@ -292,6 +303,11 @@ impl Metrics {
                 .set(gauge(n));
         }
         p.switches.set(gauge(stats.probes.path_changes));
+        for (reason, n) in &stats.path_switches {
+            p.switches_by_reason
+                .get_or_create(&SwitchLabel { reason })
+                .set(gauge(*n));
+        }
         for (result, n) in [
             ("accepted", stats.probes.accepted),
             ("unknown_sender", stats.probes.unknown_sender),
@@ -473,6 +489,7 @@ mod tests {
         };
         stats.probes.bad_auth = 3;
         stats.probes.path_changes = 4;
+        stats.path_switches = vec![("pong", 3), ("trust_expired", 1)];
         let m = Metrics::default();
         m.set_paths(&stats);
         let text = m.encode();
@@ -483,6 +500,7 @@ mod tests {
             "rustynet_path_bytes{path=\"direct\",direction=\"tx\"} 105",
             "rustynet_path_bytes{path=\"relay\",direction=\"tx\"} 42",
             "rustynet_path_switches 4",
+            "rustynet_path_switches_by_reason{reason=\"trust_expired\"} 1",
             "rustynet_path_probes{result=\"bad_auth\"} 3",
             "rustynet_relays 2",
             "rustynet_relays_connected 1",

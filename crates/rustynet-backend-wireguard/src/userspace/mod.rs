@@ -372,6 +372,7 @@ impl TunnelBackend for UserspaceBackend {
             probes,
             relays: run.device.paths.relays().status(),
             mapped: lock(&run.device.paths.discovery).mapped(std::time::Instant::now()),
+            path_switches: paths::switches_by_reason(&table),
         })
     }
 

@@ -528,6 +528,18 @@ pub(crate) fn ping(dev: &Device, peer: &Peer, all_paths: bool, done: PingDone) {
     );
 }
 
+/// Path changes of every peer in `table`, by reason (all reasons listed).
+pub(crate) fn switches_by_reason(table: &PeerTable) -> Vec<(&'static str, u64)> {
+    let mut out: Vec<(&'static str, u64)> = Reason::ALL.iter().map(|r| (r.as_str(), 0)).collect();
+    for peer in table.by_key.values() {
+        let st = lock(&peer.path.state);
+        for (slot, n) in out.iter_mut().zip(st.machine.stats().switches.iter()) {
+            slot.1 = slot.1.saturating_add(*n);
+        }
+    }
+    out
+}
+
 /// The peer's path for status.
 pub(crate) fn stats_of(dev: &Device, peer: &Peer) -> (rustynet_tunnel::PeerPath, u64) {
     let now = Instant::now();
