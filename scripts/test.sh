@@ -32,7 +32,8 @@ cargo test --workspace --all-targets --all-features --locked --exclude rustynet-
 cargo test -p rustynet-lab --lib --bins --all-features --locked
 
 step "systemd units, sysusers.d, tmpfiles.d (systemd-analyze verify)"
-cargo build --locked -p rustynetd -p rustynet-control -p rustynet-relay --bins
+# The same build as the package's (scripts/package.sh), so it is done once.
+cargo build --locked -p rustynetd -p rustynet-cli -p rustynet-control -p rustynet-relay --bins
 scripts/ci/units_verify.sh
 
 step "Debian package: install into a fresh Debian root, run as the units do, rustynet up"

@@ -60,14 +60,15 @@ backend_tests=()
 for f in crates/rustynet-backend-wireguard/tests/netns_*.rs; do
   backend_tests+=(--test "$(basename "$f" .rs)")
 done
-run tunnel_backend_netns -- cargo test --locked -p rustynet-backend-wireguard "${backend_tests[@]}" || status=1
+run tunnel_backend_netns -- python3 scripts/ci/ws_test.py -p rustynet-backend-wireguard "${backend_tests[@]}" || status=1
 # Routing, nftables, sysctl and resolver effects for real in namespaces.
-run netos_effects -- cargo test --locked -p rustynet-netos --tests || status=1
-# The daemon: planner, transaction and rollback, state machine, state store.
-run daemon_units -- cargo test --locked -p rustynetd --lib --features fault-injection || status=1
+run netos_effects -- python3 scripts/ci/ws_test.py -p rustynet-netos --tests || status=1
+# The daemon: planner, transaction and rollback, state machine, state store
+# (the workspace build has every feature, fault injection included).
+run daemon_units -- python3 scripts/ci/ws_test.py -p rustynetd --lib || status=1
 # Apply benchmark in smoke mode: the real effects land in a namespace.
 bench_smoke=pass
-cargo test --locked -p rustynetd --bench apply_latency || { bench_smoke=fail; status=1; }
+python3 scripts/ci/ws_test.py -p rustynetd --bench apply_latency || { bench_smoke=fail; status=1; }
 # The end-to-end suites, one test target at a time (tests run two at once,
 # except the path suite: it measures gaps and failover times in tens of
 # milliseconds, which two debug-build labs on two cores would blur).

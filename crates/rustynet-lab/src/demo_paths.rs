@@ -87,7 +87,7 @@ pub fn run() -> anyhow::Result<()> {
         format!("carol -> dave not relayed: {p:?}"),
     )?;
     s.ok(format!(
-        "through relay {} — the relay forwards sealed WireGuard packets only",
+        "through relay {} — the relay forwards sealed tunnel packets only",
         p.via.as_deref().unwrap_or("?")
     ));
 
