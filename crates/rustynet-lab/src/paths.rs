@@ -81,6 +81,31 @@ pub fn wait_path(
     bail!("{node} -> {other} never became {kind:?} within {within:?}; last {last:?}")
 }
 
+/// Waits until `node` reaches `other` directly, sending it a second of
+/// pings at a time meanwhile (an idle peer stays on the relay: traffic is
+/// what makes it punch). Returns how long it took.
+pub fn wait_direct(
+    lab: &Lab,
+    c: &Cluster<'_>,
+    node: &str,
+    other: &str,
+    within: Duration,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let to = tunnel_ip(c, other)?;
+    let mut last = None;
+    while start.elapsed() < within {
+        if let Ok(p) = peer(c, node, other) {
+            if p.path == PathKind::Direct {
+                return Ok(start.elapsed());
+            }
+            last = Some(p);
+        }
+        let _ = flood(&lab.node(node).ns, to, 1);
+    }
+    bail!("{node} -> {other} never became direct within {within:?} under traffic; last {last:?}")
+}
+
 /// The tunnel address of `node`.
 pub fn tunnel_ip(c: &Cluster<'_>, node: &str) -> anyhow::Result<Ipv4Addr> {
     status_ip(&c.status(node)?)

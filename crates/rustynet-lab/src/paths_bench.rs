@@ -22,7 +22,8 @@ use rustynet_proto::ipc::{NetcheckDoc, PathKind};
 use serde_json::{Value, json};
 
 use crate::paths::{
-    Flood, block_direct, flood, heal, p95, peer, public_ip, start, tunnel_ip, wait_path,
+    Flood, block_direct, flood, heal, p95, peer, public_ip, start, tunnel_ip, wait_direct,
+    wait_path,
 };
 use crate::topology::NatKind::{DestinationDependent, EndpointIndependent};
 use crate::{Cluster, Lab, NodeSpec};
@@ -141,13 +142,7 @@ fn easy_nat(doc: &mut Value, trials: usize) -> anyhow::Result<()> {
 
     let (mut gaps, mut backs, mut losses) = (vec![], vec![], vec![]);
     for _ in 0..trials {
-        wait_path(
-            &c,
-            "alice",
-            "bob",
-            PathKind::Direct,
-            Duration::from_secs(20),
-        )?;
+        wait_direct(&lab, &c, "alice", "bob", Duration::from_secs(20))?;
         let (f, back) = std::thread::scope(|s| {
             let f = s.spawn(|| flood(alice_ns, bob, 8));
             std::thread::sleep(Duration::from_secs(2));
@@ -176,13 +171,7 @@ fn easy_nat(doc: &mut Value, trials: usize) -> anyhow::Result<()> {
         "goal_loss": 0.001,
     });
 
-    wait_path(
-        &c,
-        "alice",
-        "bob",
-        PathKind::Direct,
-        Duration::from_secs(20),
-    )?;
+    wait_direct(&lab, &c, "alice", "bob", Duration::from_secs(20))?;
     let before = peer(&c, "alice", "bob")?.path_changes;
     let f = std::thread::scope(|s| {
         let f = s.spawn(|| flood(alice_ns, bob, 120));
@@ -253,13 +242,7 @@ fn roaming(doc: &mut Value, trials: usize) -> anyhow::Result<()> {
     let (mut stalls, mut directs) = (vec![], vec![]);
     let mut current = alice.addr.to_string();
     for i in 0..trials {
-        wait_path(
-            &c,
-            "alice",
-            "bob",
-            PathKind::Direct,
-            Duration::from_secs(20),
-        )?;
+        wait_direct(&lab, &c, "alice", "bob", Duration::from_secs(20))?;
         let via_before = peer(&c, "bob", "alice")?.via;
         let next = format!("{prefix}.{}", 10 + i);
         let (f, back) = std::thread::scope(|s| {

@@ -71,7 +71,7 @@ fn fallback_trial(
     both: bool,
 ) -> anyhow::Result<(u32, Option<f64>, f64, u64)> {
     let bob = tunnel_ip(c, "bob")?;
-    wait_path(c, "alice", "bob", PathKind::Direct, Duration::from_secs(20))?;
+    wait_direct(lab, c, "alice", "bob", Duration::from_secs(20))?;
     let changes_before = peer(c, "alice", "bob")?.path_changes;
     let alice = &lab.node("alice").ns;
     let (flood, failback) = std::thread::scope(|s| {
@@ -221,13 +221,7 @@ fn easy_nat_direct_fallback_and_failback() {
     must(
         case("fallback_blackhole_one_way_no_flapping", |ev| {
             let bob = tunnel_ip(&c, "bob")?;
-            wait_path(
-                &c,
-                "alice",
-                "bob",
-                PathKind::Direct,
-                Duration::from_secs(20),
-            )?;
+            wait_direct(&lab, &c, "alice", "bob", Duration::from_secs(20))?;
             let before = peer(&c, "alice", "bob")?.path_changes;
             let alice = &lab.node("alice").ns;
             let f = std::thread::scope(|s| {
@@ -533,13 +527,7 @@ fn relay_restart_loss_and_web_only_network() {
         case("relay_gone_fails_closed_for_relayed_peers", |ev| {
             let (bob, carol) = (tunnel_ip(&c, "bob")?, tunnel_ip(&c, "carol")?);
             // alice reaches carol (public) directly; bob only through the relay.
-            wait_path(
-                &c,
-                "alice",
-                "carol",
-                PathKind::Direct,
-                Duration::from_secs(20),
-            )?;
+            wait_direct(&lab, &c, "alice", "carol", Duration::from_secs(20))?;
             c.stop_control();
             std::thread::sleep(Duration::from_secs(3));
             let to_bob = flood(&lab.node("alice").ns, bob, 3);
