@@ -1,6 +1,7 @@
-//! Errors with a stable snake_case code: under `--json` an error is one
-//! JSON object, `{"error": {"code": "...", "message": "..."}}`, so scripts
-//! branch on the code instead of parsing prose.
+//! Errors with a stable snake_case code. An error is one line on stderr:
+//! `error: MESSAGE (code)`, or under `--json` one JSON object,
+//! `{"error": {"code": "...", "message": "..."}}`, so scripts branch on the
+//! code instead of parsing prose.
 
 use rustynet_proto::ipc::ErrorCode;
 

@@ -363,8 +363,9 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
+            // One line on stderr either way (stdout stays for results).
             if json {
-                println!("{}", error::json(&e));
+                eprintln!("{}", error::json(&e));
             } else {
                 eprintln!("{}", error::text(&e));
             }

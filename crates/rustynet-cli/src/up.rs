@@ -84,9 +84,8 @@ pub fn check_dropped(current: &Current, flags: &UpFlags) -> Result<(), CliError>
     Err(CliError::new(
         "flags_would_be_dropped",
         format!(
-            "`rustynet up` must name every setting it keeps; this one would drop {}.\n\
-             To keep them, run:\n\n    {}\n\n\
-             or add --reset to drop them.",
+            "`rustynet up` must name every setting it keeps; this one would drop {}. \
+             To keep them run `{}`, or add --reset to drop them",
             dropped.join(" and "),
             command_line(&keep)
         ),
@@ -298,11 +297,12 @@ mod tests {
         assert_eq!(err.code, "flags_would_be_dropped");
         assert!(
             err.message.contains(
-                "rustynet up --advertise-exit-node --advertise-routes 192.168.77.0/24,10.9.0.0/16"
+                "run `rustynet up --advertise-exit-node --advertise-routes 192.168.77.0/24,10.9.0.0/16`"
             ),
             "{}",
             err.message
         );
+        assert!(!err.message.contains('\n'), "one line: {}", err.message);
         assert!(err.message.contains("--reset"), "{}", err.message);
     }
 
@@ -360,7 +360,7 @@ mod tests {
         };
         let err = check_dropped(&current, &half).unwrap_err();
         assert!(
-            err.message.contains("would drop --advertise-routes."),
+            err.message.contains("would drop --advertise-routes. "),
             "{}",
             err.message
         );
