@@ -41,10 +41,16 @@ pub fn bytes(n: u64) -> String {
 }
 
 fn row(p: &PeerStatus) -> [String; 8] {
-    let path = match p.path {
+    let kind = match p.path {
         PathKind::Direct => "direct",
         PathKind::Relay => "relay",
         PathKind::None => "none",
+    };
+    // How long the path has held, beside it (`--json` also says why it
+    // last changed).
+    let path = match (p.path, p.path_secs) {
+        (PathKind::None, _) | (_, None) => kind.to_owned(),
+        (_, Some(secs)) => format!("{kind} {}", age(secs)),
     };
     let mut flags = Vec::new();
     if !p.online {
@@ -56,7 +62,7 @@ fn row(p: &PeerStatus) -> [String; 8] {
     [
         p.name.clone(),
         p.tunnel_ip.to_string(),
-        path.to_owned(),
+        path,
         p.via.clone().unwrap_or_else(|| "-".into()),
         p.last_handshake_secs
             .map_or("-".into(), |s| format!("{} ago", age(s))),
@@ -115,6 +121,7 @@ mod tests {
         long.path = PathKind::Direct;
         long.via = Some("[2001:db8::1234:5678]:41641".into());
         long.last_handshake_secs = Some(190);
+        long.path_secs = Some(3700);
         long.rx_bytes = 5 * 1024 * 1024 + 300 * 1024;
         long.tx_bytes = 42;
         let mut short = peer("db", [100, 64, 0, 3]);
@@ -137,6 +144,7 @@ mod tests {
         }
         assert!(lines[1].contains("[2001:db8::1234:5678]:41641"));
         assert!(lines[1].contains("3m10s ago"));
+        assert!(lines[1].contains("direct 1h1m"), "{text}");
         assert!(
             lines[1].contains("5.3 MiB") && lines[1].contains("42 B"),
             "{text}"
