@@ -369,7 +369,7 @@ fn unprivileged_ipc_is_denied_without_side_effects() {
             let out = t.cli(&c, "alice", Some(NOBODY), args)?;
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
             ensure!(
-                !out.status.success() && stderr.contains("PermissionDenied"),
+                !out.status.success() && stderr.contains("(permission_denied)"),
                 "{args:?} as nobody was not refused with permission_denied: {stderr}"
             );
             refused.push(json!({"command": args.join(" "), "stderr": stderr.trim()}));

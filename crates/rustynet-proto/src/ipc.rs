@@ -41,9 +41,12 @@ pub struct IpcRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpArgs {
-    /// Control URL, `https://HOST:PORT`.
+    /// Control URL, `https://HOST[:PORT]` (normalised by the daemon); empty
+    /// for the one the node is enrolled with (a bare `rustynet up`).
+    #[serde(default)]
     pub control_url: String,
-    /// PEM of the control CA to pin.
+    /// PEM of the control CA to pin; empty for the saved one.
+    #[serde(default)]
     pub ca_cert_pem: String,
     /// Pre-auth key; needed only when not yet enrolled.
     pub auth_key: Option<SecretString>,
@@ -70,6 +73,9 @@ pub enum Command {
     Up(UpArgs),
     /// Disconnect and restore the host's network configuration.
     Down,
+    /// `down`, then forget the enrollment and the node's keys: the next
+    /// `up` needs a pre-auth key.
+    Logout,
     /// Exit nodes this node may use.
     ExitNodeList,
     /// Route all internet traffic through `name`.
@@ -137,6 +143,7 @@ impl Command {
             Command::Status => "status",
             Command::Up(_) => "up",
             Command::Down => "down",
+            Command::Logout => "logout",
             Command::ExitNodeList => "exit_node_list",
             Command::ExitNodeSelect { .. } => "exit_node_select",
             Command::ExitNodeOff => "exit_node_off",
@@ -586,6 +593,22 @@ mod tests {
         assert!(json.contains(r#""force_reauth":true"#), "{json}");
     }
 
+    /// A bare `up` leaves the control URL and CA empty (the saved ones);
+    /// `logout` is a plain op. Both are additions: old frames still parse.
+    #[test]
+    fn bare_up_and_logout_wire_forms() {
+        let bare = r#"{"v":1,"id":3,"cmd":{"op":"up","auth_key":null,"hostname":null,"advertise_exit_node":false,"advertise_routes":[]}}"#;
+        let req: IpcRequest = serde_json::from_str(bare).unwrap();
+        let Command::Up(args) = &req.cmd else {
+            panic!("not up: {req:?}");
+        };
+        assert!(args.control_url.is_empty() && args.ca_cert_pem.is_empty());
+        let logout: IpcRequest =
+            serde_json::from_str(r#"{"v":1,"id":4,"cmd":{"op":"logout"}}"#).unwrap();
+        assert_eq!(logout.cmd, Command::Logout);
+        assert_eq!(logout.cmd.name(), "logout");
+    }
+
     #[test]
     fn unknown_fields_and_ops_are_refused() {
         assert!(
@@ -601,6 +624,7 @@ mod tests {
     fn mutating_classification() {
         assert!(!Command::Status.is_mutating());
         assert!(Command::Down.is_mutating());
+        assert!(Command::Logout.is_mutating());
         assert!(Command::LanAccess { on: true }.is_mutating());
         assert!(Command::DnsProtect { on: false }.is_mutating());
         assert!(

@@ -90,6 +90,16 @@ pub struct Enrollment {
     /// connection; TLS with the pinned CA guards it either way).
     #[serde(default)]
     pub control_addrs: Vec<std::net::SocketAddr>,
+    /// Fingerprint of the pre-auth key the node enrolled (or last renewed)
+    /// with, never the key: a later `up --auth-key` with another key
+    /// renews the node. Absent in state written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_key_fingerprint: Option<String>,
+    /// Control refused this node (expired or removed); cleared once control
+    /// accepts it again. Kept across restarts so `up --auth-key` enrolls
+    /// anew instead of reconnecting to a refusal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
 }
 
 /// What the user asked for; survives restarts.
@@ -538,6 +548,24 @@ mod tests {
         assert!(prefs.want_up && !prefs.protect_dns);
     }
 
+    /// State from before the key fingerprint and the refusal were kept
+    /// loads (neither known); a refused node's state keeps the refusal,
+    /// and a plain one writes neither field.
+    #[test]
+    fn enrollments_without_fingerprint_or_refusal_load_and_refusal_persists() {
+        let mut e = enrollment(7);
+        let mut plain = serde_json::to_value(&e).unwrap();
+        assert!(plain.get("refused").is_none() && plain.get("auth_key_fingerprint").is_none());
+        plain.as_object_mut().unwrap().remove("control_addrs");
+        let old: Enrollment = serde_json::from_value(plain).unwrap();
+        assert_eq!(old, e);
+        e.refused = true;
+        e.auth_key_fingerprint = Some("00ff".into());
+        let back: Enrollment = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert!(back.refused);
+        assert_eq!(back.auth_key_fingerprint.as_deref(), Some("00ff"));
+    }
+
     fn sample() -> PersistedState {
         PersistedState {
             version: STATE_VERSION,
@@ -644,6 +672,8 @@ mod tests {
             node_id: NodeId(node),
             control_signing_key: NodeSigningKey::from_seed(&[9; 32]).public(),
             hostname: "a".into(),
+            auth_key_fingerprint: None,
+            refused: false,
         }
     }
 

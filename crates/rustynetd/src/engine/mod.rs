@@ -10,6 +10,7 @@ mod commands;
 mod paths;
 mod status;
 mod tasks;
+mod up_plan;
 
 use std::net::SocketAddr;
 
@@ -618,7 +619,14 @@ impl Engine {
 
     fn on_control(&mut self, event: ControlEvent) {
         match event {
-            ControlEvent::Connected => self.control_connected = true,
+            ControlEvent::Connected => {
+                self.control_connected = true;
+                // Control serves this node again: a refusal is over.
+                if let Some(e) = self.state.enrollment.as_mut().filter(|e| e.refused) {
+                    e.refused = false;
+                    self.save();
+                }
+            }
             ControlEvent::Disconnected(reason) => {
                 self.control_connected = false;
                 tracing::info!(%reason, "control connection lost; keeping the current generation while it is valid");
@@ -632,6 +640,12 @@ impl Engine {
                     let generation = self.current.as_ref().map_or(0, |m| m.generation());
                     let reason = format!("control refused this node: {message}");
                     self.last_error = Some(reason.clone());
+                    // Remembered (and saved): `up --auth-key` then enrolls
+                    // anew, even after `down` or a restart.
+                    if let Some(e) = self.state.enrollment.as_mut() {
+                        e.refused = true;
+                    }
+                    self.save();
                     self.transition(Trigger::TrustLost(reason), generation);
                     self.current = None;
                     self.enter_fail_closed();
