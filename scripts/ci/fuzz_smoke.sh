@@ -15,11 +15,19 @@
 # Env:   FUZZ_TARGET_DIR  build directory, shared by every fuzz package so their
 #                         common dependencies build once (default target/fuzz)
 #        FUZZ_ONLY        run only the targets named here (space-separated)
+#        FUZZ_PROFILE     "dev" (default: unoptimised, builds in about half the
+#                         time; a smoke run needs coverage, not speed) or
+#                         "release" (for long fuzzing sessions)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root="$PWD"
 
 seconds="${1:-${FUZZ_SECONDS:-30}}"
+case "${FUZZ_PROFILE:-dev}" in
+  dev) profile=(--dev) ;;
+  release) profile=() ;;
+  *) echo "fuzz_smoke: FUZZ_PROFILE must be dev or release" >&2; exit 2 ;;
+esac
 case "$seconds" in
   ''|*[!0-9]*) echo "fuzz_smoke: SECONDS must be a positive integer, got '$seconds'" >&2; exit 2 ;;
 esac
@@ -68,7 +76,7 @@ for entry in "${targets[@]}"; do
     *" $fuzz_dir "*) ;;
     *)
       lock_before="$(sha256sum Cargo.lock 2>/dev/null || true)"
-      cargo +nightly fuzz build --target-dir "$target_dir"
+      cargo +nightly fuzz build "${profile[@]}" --target-dir "$target_dir"
       if [ "$(sha256sum Cargo.lock)" != "$lock_before" ]; then
         echo "fuzz_smoke: note: $fuzz_dir/Cargo.lock was out of date and has been updated; commit it" >&2
       fi
@@ -78,7 +86,7 @@ for entry in "${targets[@]}"; do
   # New inputs go to a temporary corpus; the committed seeds are read only.
   corpus="$corpus_root/$target"
   mkdir -p "$corpus"
-  cargo +nightly fuzz run "$target" --target-dir "$target_dir" "$corpus" "seeds/$target" -- \
+  cargo +nightly fuzz run "${profile[@]}" "$target" --target-dir "$target_dir" "$corpus" "seeds/$target" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
   echo "fuzz_smoke: $target ran ${seconds}s without findings"
 done

@@ -66,7 +66,8 @@ fn iperf(c: &Cluster<'_>, lab: &Lab, from: &str, to: &str) -> anyhow::Result<f64
         .node(to)
         .ns
         .command("iperf3")
-        .args(["-s", "-1", "-B", &ip])
+        // 5001: a port the lab policy opens (iperf3's 5201 is not).
+        .args(["-s", "-1", "-B", &ip, "-p", "5001"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
@@ -75,7 +76,7 @@ fn iperf(c: &Cluster<'_>, lab: &Lab, from: &str, to: &str) -> anyhow::Result<f64
         .node(from)
         .ns
         .command("iperf3")
-        .args(["-c", &ip, "-t", "8", "-J"])
+        .args(["-c", &ip, "-p", "5001", "-t", "8", "-J"])
         .output();
     let _ = server.kill();
     let _ = server.wait();
@@ -83,7 +84,7 @@ fn iperf(c: &Cluster<'_>, lab: &Lab, from: &str, to: &str) -> anyhow::Result<f64
     let v: Value = serde_json::from_slice(&out.stdout).context("iperf3 output")?;
     let bps = v["end"]["sum_received"]["bits_per_second"]
         .as_f64()
-        .context("iperf3 reported no throughput")?;
+        .with_context(|| format!("iperf3 reported no throughput: {}", v["error"]))?;
     Ok((bps / 1e6 * 10.0).round() / 10.0)
 }
 
