@@ -7,7 +7,8 @@
 #   netns_e2e_report.json, leak_test_report.json  (merged from the case
 #       records the suites wrote during THIS run, artifacts/phase10/cases/)
 #   perf_budget_report.json       (measured figures only; gaps say so)
-#   direct_relay_failover_report.json (relay is not implemented: says so)
+#   direct_relay_failover_report.json (the path suite's cases and figures;
+#       red when a required case is missing or failed)
 #   state_transition_audit.log    (the daemons' rustynet::transition lines)
 # and artifacts/soak/soak_<N>s.json from a short soak (PHASE10_SOAK_SECONDS,
 # default 120).
