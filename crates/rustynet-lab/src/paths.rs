@@ -106,6 +106,20 @@ pub fn wait_direct(
     bail!("{node} -> {other} never became direct within {within:?} under traffic; last {last:?}")
 }
 
+/// Moves `node` from its IPv4 address `from` to `to` in the same /24, as a
+/// DHCP renumbering would: the old address goes first (deleting a primary
+/// address also takes a secondary in its subnet, Linux's default), then the
+/// new one and the default route through `.1`.
+pub fn move_address(lab: &Lab, node: &str, from: Ipv4Addr, to: Ipv4Addr) -> anyhow::Result<()> {
+    let n = lab.node(node);
+    let o = to.octets();
+    let gw = format!("{}.{}.{}.1", o[0], o[1], o[2]);
+    n.ns.ip(&["addr", "del", &format!("{from}/24"), "dev", &n.ifname])?;
+    n.ns.ip(&["addr", "add", &format!("{to}/24"), "dev", &n.ifname])?;
+    n.ns.ip(&["route", "replace", "default", "via", &gw])?;
+    Ok(())
+}
+
 /// The tunnel address of `node`.
 pub fn tunnel_ip(c: &Cluster<'_>, node: &str) -> anyhow::Result<Ipv4Addr> {
     status_ip(&c.status(node)?)

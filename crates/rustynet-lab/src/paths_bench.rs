@@ -22,8 +22,8 @@ use rustynet_proto::ipc::{NetcheckDoc, PathKind};
 use serde_json::{Value, json};
 
 use crate::paths::{
-    Flood, block_direct, flood, heal, p95, peer, public_ip, start, tunnel_ip, wait_direct,
-    wait_path,
+    Flood, block_direct, flood, heal, move_address, p95, peer, public_ip, start, tunnel_ip,
+    wait_direct, wait_path,
 };
 use crate::topology::NatKind::{DestinationDependent, EndpointIndependent};
 use crate::{Cluster, Lab, NodeSpec};
@@ -239,30 +239,17 @@ fn roaming(doc: &mut Value, trials: usize) -> anyhow::Result<()> {
     let bob = tunnel_ip(&c, "bob")?;
     let alice = lab.node("alice");
     let inner = alice.addr.octets();
-    let prefix = format!("{}.{}.{}", inner[0], inner[1], inner[2]);
     let (mut stalls, mut directs) = (vec![], vec![]);
-    let mut current = alice.addr.to_string();
+    let mut current = alice.addr;
     for i in 0..trials {
         wait_direct(&lab, &c, "alice", "bob", Duration::from_secs(20))?;
         let via_before = peer(&c, "bob", "alice")?.via;
-        let next = format!("{prefix}.{}", 10 + i);
+        let next = std::net::Ipv4Addr::new(inner[0], inner[1], inner[2], 10 + i as u8);
         let (f, back) = std::thread::scope(|s| {
             let f = s.spawn(|| flood(&alice.ns, bob, 8));
             std::thread::sleep(Duration::from_secs(2));
             let at = Instant::now();
-            let _ = alice
-                .ns
-                .ip(&["addr", "add", &format!("{next}/24"), "dev", &alice.ifname]);
-            let _ = alice.ns.ip(&[
-                "addr",
-                "del",
-                &format!("{current}/24"),
-                "dev",
-                &alice.ifname,
-            ]);
-            let _ = alice
-                .ns
-                .ip(&["route", "replace", "default", "via", &format!("{prefix}.1")]);
+            let _ = move_address(&lab, "alice", current, next);
             let mut back = None;
             while at.elapsed() < Duration::from_secs(6) {
                 if let Ok(p) = peer(&c, "bob", "alice")

@@ -394,11 +394,7 @@ fn roaming_keeps_a_tcp_transfer() {
             ]).stdout(std::process::Stdio::piped()).spawn()?;
             std::thread::sleep(Duration::from_millis(500));
             let inner = alice.addr.octets();
-            let (old, new) = (
-                format!("{}/24", alice.addr),
-                format!("{}.{}.{}.3/24", inner[0], inner[1], inner[2]),
-            );
-            let gw = format!("{}.{}.{}.1", inner[0], inner[1], inner[2]);
+            let new = std::net::Ipv4Addr::new(inner[0], inner[1], inner[2], 3);
             let via_before = peer(&c, "bob", "alice")?.via;
             let (sent_ok, back_direct, moved) = std::thread::scope(|s| {
                 let sender = s.spawn(|| {
@@ -413,14 +409,8 @@ fn roaming_keeps_a_tcp_transfer() {
                 });
                 std::thread::sleep(Duration::from_secs(3));
                 let at = Instant::now();
-                // Old address out, new one in (deleting a primary address
-                // first would also take a secondary in the same subnet).
-                let moved = alice
-                    .ns
-                    .ip(&["addr", "del", &old, "dev", &alice.ifname])
-                    .and_then(|_| alice.ns.ip(&["addr", "add", &new, "dev", &alice.ifname]))
-                    .and_then(|_| alice.ns.ip(&["route", "replace", "default", "via", &gw]));
-                let moved = moved.map(|_| ()).map_err(|e| format!("{e:#}"));
+                let moved =
+                    move_address(&lab, "alice", alice.addr, new).map_err(|e| format!("{e:#}"));
                 // Bob is direct with alice again once he uses her new
                 // mapping (the NAT gives the new inside address a new port).
                 let mut back = None;
