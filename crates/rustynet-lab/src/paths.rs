@@ -244,7 +244,8 @@ impl Flood {
 /// Pings `to` from `ns` at 100 packets per second for `secs` seconds.
 pub fn flood(ns: &Netns, to: Ipv4Addr, secs: u32) -> Flood {
     let count = secs * 100;
-    let started_at = humantime_now();
+    // RFC 3339 with microseconds, as the daemons' logs.
+    let started_at = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
     let out = ns
         .command("ping")
         .args([
@@ -319,13 +320,4 @@ pub fn p95(xs: &[f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let rank = ((0.95 * v.len() as f64).ceil() as usize).clamp(1, v.len());
     v[rank - 1]
-}
-
-/// The wall clock as RFC 3339 with microseconds (the daemons' log format).
-fn humantime_now() -> String {
-    let out = std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%S.%6NZ"])
-        .output();
-    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
 }

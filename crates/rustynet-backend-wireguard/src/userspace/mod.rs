@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use boringtun::noise::{Tunn, TunnResult};
+use boringtun::noise::Tunn;
 use boringtun::x25519::{PublicKey, StaticSecret};
 use rand_core::RngCore as _;
 use rustynet_tunnel::{
@@ -177,14 +177,8 @@ impl Running {
             if route == crate::path::Route::None {
                 continue;
             }
-            let mut buf = [0u8; 256];
-            let init = match lock(&peer.tunn).format_handshake_initiation(&mut buf, false) {
-                TunnResult::WriteToNetwork(pkt) => Some(pkt.to_vec()),
-                _ => None,
-            };
-            if let Some(pkt) = init {
+            if paths::send_initiation(&self.device, peer, route, false) {
                 peer.path.note_contacted(paths::now_ns(&self.device));
-                paths::send_on_route(&self.device, peer, route, &pkt);
             }
         }
     }

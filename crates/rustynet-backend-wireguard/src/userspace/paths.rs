@@ -640,19 +640,22 @@ fn resend_pending_handshakes(dev: &Device) {
         if !matches!(route, Route::Relay | Route::Both(_)) {
             continue;
         }
-        let mut buf = [0u8; 256];
-        let init = {
-            let mut tunn = lock(&peer.tunn);
-            if tunn.stats().0.is_some() {
-                continue;
-            }
-            match tunn.format_handshake_initiation(&mut buf, true) {
-                TunnResult::WriteToNetwork(pkt) => Some(pkt.to_vec()),
-                _ => None,
-            }
-        };
-        if let Some(pkt) = init {
-            send_on_route(dev, peer, route, &pkt);
+        if lock(&peer.tunn).stats().0.is_some() {
+            continue;
         }
+        send_initiation(dev, peer, route, true);
     }
+}
+
+/// Sends the peer a handshake initiation along `route` (`resend`: the one in
+/// progress again, else only when none is). Returns whether one went out.
+pub(crate) fn send_initiation(dev: &Device, peer: &Peer, route: Route, resend: bool) -> bool {
+    let mut buf = [0u8; 256];
+    // Copied out so the session lock is not held while sending.
+    let pkt = match lock(&peer.tunn).format_handshake_initiation(&mut buf, resend) {
+        TunnResult::WriteToNetwork(pkt) => pkt.to_vec(),
+        _ => return false,
+    };
+    send_on_route(dev, peer, route, &pkt);
+    true
 }
