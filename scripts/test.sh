@@ -28,7 +28,10 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 step "cargo test: unit, property, integration, tunnel and OS-effect namespace tests"
 # The lab's end-to-end suites run once, in the phase 10 gate below, which
 # records every case for the evidence reports.
-cargo test --workspace --all-targets --all-features --locked --exclude rustynet-lab
+# The control store's conformance suite also runs against PostgreSQL: a
+# throwaway cluster on loopback lives for this one command.
+scripts/ci/with_postgres.sh \
+  cargo test --workspace --all-targets --all-features --locked --exclude rustynet-lab
 cargo test -p rustynet-lab --lib --bins --all-features --locked
 
 step "systemd units, sysusers.d, tmpfiles.d (systemd-analyze verify)"

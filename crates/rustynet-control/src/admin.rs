@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 use crate::datadir::{DataDir, DataDirError};
 use crate::map_check::{MapRefusal, check_network};
 use crate::now_unix;
-use crate::store::{NewPreauth, NodeRecord, PreauthRecord, Store as _, StoreError};
+use crate::store::{NewPreauth, NodeRecord, PreauthRecord, StoreError};
 
 /// Largest policy file accepted.
 pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;

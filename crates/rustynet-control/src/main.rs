@@ -12,11 +12,18 @@ use rustynet_control::datadir::DataDir;
 use rustynet_control::embedded_relay::{DEFAULT_RELAY_NAME, RelayOptions};
 use rustynet_control::relay_registry::{self, PinSource, RelaySpec};
 use rustynet_control::server::{ServeOptions, start};
+use rustynet_control::store::DatabaseUrl;
 use rustynet_control::{admin, now_unix};
 
 #[derive(Parser)]
 #[command(name = "rustynet-control", version, about = "Rustynet control server")]
 struct Cli {
+    /// PostgreSQL connection string (postgres://user@host/db or
+    /// key=value pairs) holding the store instead of the data directory's
+    /// SQLite file; `serve` replicas share one. A password belongs in the
+    /// `serve --config` file (`database = "…"`), not on a command line.
+    #[arg(long, global = true, value_name = "URL")]
+    database: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -100,6 +107,14 @@ enum Command {
     Relays {
         #[command(subcommand)]
         action: RelaysAction,
+    },
+    /// Copy the data directory's SQLite store into the empty PostgreSQL
+    /// database given by --database, then serve with --database
+    /// (docs/scaling.md). The SQLite file is left as it was.
+    MigrateStore {
+        /// Data directory holding the SQLite store.
+        #[arg(long)]
+        data_dir: PathBuf,
     },
     /// Rotate the control signing key.
     SigningKey {
@@ -297,6 +312,13 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Checked here rather than by clap, whose error would repeat the
+    // string (and a password in it).
+    let db = &cli
+        .database
+        .as_deref()
+        .map(DatabaseUrl::parse)
+        .transpose()?;
     match cli.command {
         Command::Init {
             data_dir,
@@ -307,8 +329,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if sans.is_empty() {
                 sans = vec!["localhost".into(), "127.0.0.1".into()];
             }
-            let report =
-                data_dir_with(data_dir, key_encryption_file.as_deref())?.init(&suffix, &sans)?;
+            let report = data_dir_with(data_dir, db, key_encryption_file.as_deref())?
+                .init(&suffix, &sans)?;
             println!("ca certificate: {}", report.ca_cert.display());
             println!("signing public key: {}", report.signing_public_key);
         }
@@ -325,7 +347,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             relay_name,
             node_key_expiry,
         } => {
-            let data = data_dir_with(data_dir, key_encryption_file.as_deref())?;
+            let data = data_dir_with(data_dir, db, key_encryption_file.as_deref())?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(async {
                 let mut opts = ServeOptions::new(listen);
@@ -360,15 +382,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Policy { action } => match action {
             PolicyAction::Set { file, data_dir } => {
-                admin::policy_set(&DataDir::new(data_dir), &file)?;
+                admin::policy_set(&dir(data_dir, db), &file)?;
                 println!("policy updated");
             }
             PolicyAction::Get { data_dir } => {
-                println!("{}", admin::policy_get(&DataDir::new(data_dir))?);
+                println!("{}", admin::policy_get(&dir(data_dir, db))?);
             }
         },
-        Command::Preauth { action } => preauth(action)?,
-        Command::Nodes { action } => nodes(action)?,
+        Command::Preauth { action } => preauth(action, db)?,
+        Command::Nodes { action } => nodes(action, db)?,
         Command::SigningKey {
             action:
                 SigningKeyAction::Rotate {
@@ -376,12 +398,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     key_encryption_file,
                 },
         } => {
-            let data = data_dir_with(data_dir, key_encryption_file.as_deref())?;
+            let data = data_dir_with(data_dir, db, key_encryption_file.as_deref())?;
             let handover = admin::signing_key_rotate(&data)?;
             println!("signing public key: {}", handover.to);
             println!("handed over from: {}", handover.from);
         }
-        Command::Relays { action } => relays(action)?,
+        Command::Relays { action } => relays(action, db)?,
+        Command::MigrateStore { data_dir } => {
+            let Some(url) = db else {
+                anyhow::bail!("migrate-store copies into the database given by --database");
+            };
+            let copied = DataDir::new(data_dir).migrate_store_to(url)?;
+            println!(
+                "copied {} nodes, {} pre-auth keys, {} relays and {} into {}",
+                copied.nodes,
+                copied.preauth_keys,
+                copied.relays,
+                if copied.policy {
+                    "the policy"
+                } else {
+                    "no policy"
+                },
+                url.describe()
+            );
+        }
     }
     Ok(())
 }
@@ -394,7 +434,7 @@ fn join(addrs: &[SocketAddr]) -> String {
         .join(",")
 }
 
-fn relays(action: RelaysAction) -> anyhow::Result<()> {
+fn relays(action: RelaysAction, db: &Option<DatabaseUrl>) -> anyhow::Result<()> {
     match action {
         RelaysAction::Add {
             name,
@@ -417,7 +457,7 @@ fn relays(action: RelaysAction) -> anyhow::Result<()> {
                 pin,
                 stun,
             };
-            let relay = relay_registry::relays_add(&DataDir::new(data_dir), &spec)?;
+            let relay = relay_registry::relays_add(&dir(data_dir, db), &spec)?;
             println!(
                 "added relay {} ({}, pin {})",
                 relay.name,
@@ -426,7 +466,7 @@ fn relays(action: RelaysAction) -> anyhow::Result<()> {
             );
         }
         RelaysAction::List { data_dir, json } => {
-            let relays = relay_registry::relays_list(&DataDir::new(data_dir))?;
+            let relays = relay_registry::relays_list(&dir(data_dir, db))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&relays)?);
                 return Ok(());
@@ -446,15 +486,24 @@ fn relays(action: RelaysAction) -> anyhow::Result<()> {
             }
         }
         RelaysAction::Remove { name, data_dir } => {
-            let relay = relay_registry::relays_remove(&DataDir::new(data_dir), &name)?;
+            let relay = relay_registry::relays_remove(&dir(data_dir, db), &name)?;
             println!("removed relay {}", relay.name);
         }
     }
     Ok(())
 }
 
-fn data_dir_with(root: PathBuf, kek_file: Option<&std::path::Path>) -> anyhow::Result<DataDir> {
-    let data = DataDir::new(root);
+/// The data directory at `root`, its store in `db` when one was given.
+fn dir(root: PathBuf, db: &Option<DatabaseUrl>) -> DataDir {
+    DataDir::new(root).with_database(db.clone())
+}
+
+fn data_dir_with(
+    root: PathBuf,
+    db: &Option<DatabaseUrl>,
+    kek_file: Option<&std::path::Path>,
+) -> anyhow::Result<DataDir> {
+    let data = dir(root, db);
     Ok(match kek_file {
         Some(path) => data.with_key_encryption(rustynet_proto::keyseal::kek_from_file(path)?),
         None => data,
@@ -470,7 +519,7 @@ fn unix_time(t: Option<i64>) -> String {
         .unwrap_or_else(|| "never".into())
 }
 
-fn preauth(action: PreauthAction) -> anyhow::Result<()> {
+fn preauth(action: PreauthAction, db: &Option<DatabaseUrl>) -> anyhow::Result<()> {
     match action {
         PreauthAction::Create {
             user,
@@ -480,11 +529,11 @@ fn preauth(action: PreauthAction) -> anyhow::Result<()> {
             data_dir,
         } => {
             let (key, _) =
-                admin::preauth_create(&DataDir::new(data_dir), &user, &tags, reusable, expires.0)?;
+                admin::preauth_create(&dir(data_dir, db), &user, &tags, reusable, expires.0)?;
             println!("{}", key.as_str());
         }
         PreauthAction::List { data_dir, json } => {
-            let keys = admin::preauth_list(&DataDir::new(data_dir))?;
+            let keys = admin::preauth_list(&dir(data_dir, db))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&keys)?);
                 return Ok(());
@@ -505,17 +554,17 @@ fn preauth(action: PreauthAction) -> anyhow::Result<()> {
             }
         }
         PreauthAction::Revoke { id, data_dir } => {
-            let k = admin::preauth_revoke(&DataDir::new(data_dir), id)?;
+            let k = admin::preauth_revoke(&dir(data_dir, db), id)?;
             println!("revoked pre-auth key {} (user {})", k.id, k.user);
         }
     }
     Ok(())
 }
 
-fn nodes(action: NodesAction) -> anyhow::Result<()> {
+fn nodes(action: NodesAction, db: &Option<DatabaseUrl>) -> anyhow::Result<()> {
     match action {
         NodesAction::List { data_dir, json } => {
-            let nodes = admin::nodes_list(&DataDir::new(data_dir))?;
+            let nodes = admin::nodes_list(&dir(data_dir, db))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&nodes)?);
                 return Ok(());
@@ -551,11 +600,11 @@ fn nodes(action: NodesAction) -> anyhow::Result<()> {
             }
         }
         NodesAction::Expire { name, data_dir } => {
-            let n = admin::nodes_expire(&DataDir::new(data_dir), &name)?;
+            let n = admin::nodes_expire(&dir(data_dir, db), &name)?;
             println!("expired {} ({})", n.hostname, n.tunnel_ip);
         }
         NodesAction::Remove { name, data_dir } => {
-            let n = admin::nodes_remove(&DataDir::new(data_dir), &name)?;
+            let n = admin::nodes_remove(&dir(data_dir, db), &name)?;
             println!("removed {} ({})", n.hostname, n.tunnel_ip);
         }
     }

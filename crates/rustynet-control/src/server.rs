@@ -198,7 +198,7 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
     data.finish_rotation()?;
     data.check_secrets()?;
     let signer = RwLock::new(Arc::new(load_signer(data)?));
-    let store: Arc<dyn Store> = Arc::new(data.open_store()?);
+    let store: Arc<dyn Store> = Arc::from(data.open_store()?);
     let tls = server_config_pem(
         &data.server_cert(),
         &data.server_key(),

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::{Harness, POLICY_ALL, map_until, next_map};
 use rustynet_control::ratelimit::Rate;
-use rustynet_control::store::Store as _;
 use rustynet_proto::control_api::{API_VERSION, UpdateRequest};
 
 fn endpoint_update(i: u16) -> UpdateRequest {

@@ -144,7 +144,13 @@ impl From<StoreError> for ApiFailure {
             StoreError::AddressesExhausted | StoreError::NamesExhausted(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "exhausted")
             }
-            StoreError::Db(_) | StoreError::SchemaTooNew { .. } | StoreError::Corrupt(_) => {
+            StoreError::Db(_)
+            | StoreError::Postgres(_)
+            | StoreError::BadDatabaseUrl(_)
+            | StoreError::WorkerStopped
+            | StoreError::AlreadyInitialized
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "store failure");
                 return Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
