@@ -61,7 +61,7 @@ else
 fi
 
 step "phase 9 gates (trust and control plane)"
-scripts/ci/phase9_gates.sh
+scripts/ci/with_postgres.sh scripts/ci/phase9_gates.sh
 
 step "phase 10 gates (dataplane: namespace end-to-end suites, leaks, boundary, budgets)"
 scripts/ci/phase10_gates.sh

@@ -5,7 +5,12 @@
 //! other with generations that never go backwards. Needs the throwaway
 //! cluster of `scripts/ci/with_postgres.sh` (`RUSTYNET_TEST_POSTGRES`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
 mod common;
 
