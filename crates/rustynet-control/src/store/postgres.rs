@@ -711,7 +711,7 @@ impl Store for PostgresStore {
     }
 
     fn relays(&self) -> Result<Vec<RelayInfo>, StoreError> {
-        self.run(|c| relays::all(c))
+        self.run(relays::all)
     }
 
     fn add_relay(&self, relay: &RelayInfo, now: i64) -> Result<(), StoreError> {
