@@ -22,6 +22,7 @@
 //!   after a grace period unless a newer ticket arrives.
 
 mod bucket;
+mod codel;
 mod queue;
 #[cfg(test)]
 mod tests;
@@ -96,7 +97,9 @@ pub struct Limits {
     pub probe_rate_bytes_per_sec: u64,
     /// Burst of the per-node probe bucket, bytes.
     pub probe_burst_bytes: u64,
-    /// Queued data bytes per destination before the oldest is dropped.
+    /// Queued data bytes per destination before the oldest is dropped: a
+    /// hard memory bound. CoDel keeps the queue far shorter in practice (see
+    /// `codel`), so this only has to cover bursts.
     pub data_queue_bytes: usize,
     /// Queued probes per destination before the oldest is dropped.
     pub probe_queue_len: usize,
@@ -117,7 +120,7 @@ impl Default for Limits {
             burst_bytes: 16 << 20,
             probe_rate_bytes_per_sec: 64 * 1024,
             probe_burst_bytes: 32 * 1024,
-            data_queue_bytes: 1 << 20,
+            data_queue_bytes: 4 << 20,
             probe_queue_len: 32,
             ticket: TicketPolicy::default(),
         }
@@ -385,9 +388,15 @@ impl RelayCore {
 
     /// Appends `id`'s pending frames to `out` up to about `max` bytes.
     /// Returns whether more remain (call again once `out` is written).
-    pub fn drain(&mut self, id: ConnId, out: &mut Vec<u8>, max: usize) -> bool {
+    pub fn drain(&mut self, id: ConnId, out: &mut Vec<u8>, max: usize, now: Now) -> bool {
         match self.conns.get_mut(&id) {
-            Some(conn) => conn.out.drain(out, max),
+            Some(conn) => {
+                let drained = conn.out.drain(out, max, now.instant);
+                for _ in 0..drained.dropped {
+                    self.metrics.drop_packet("queue_delay");
+                }
+                drained.more
+            }
             None => false,
         }
     }
@@ -546,7 +555,7 @@ impl RelayCore {
         } else {
             receiver
                 .out
-                .push_data(src, payload, self.limits.data_queue_bytes)
+                .push_data(src, payload, self.limits.data_queue_bytes, now.instant)
         };
         for _ in 0..pushed.dropped {
             self.metrics.drop_packet("queue_full");
