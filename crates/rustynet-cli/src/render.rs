@@ -71,7 +71,11 @@ pub fn text(reply: &Reply) -> String {
                     r.name,
                     if r.home { " (home)" } else { "" },
                     match (r.connected, r.rtt_us) {
-                        (true, Some(us)) => format!("connected, {:.1} ms", us as f64 / 1000.0),
+                        (true, Some(us)) => format!(
+                            "connected, {:.1} ms, {}",
+                            us as f64 / 1000.0,
+                            if r.udp { "udp" } else { "tls only" }
+                        ),
                         (true, None) => "connected".into(),
                         (false, _) =>
                             format!("down: {}", r.error.as_deref().unwrap_or("connecting")),

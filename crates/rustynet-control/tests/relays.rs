@@ -100,6 +100,7 @@ fn relay_client(
 ) -> (RelayClient, Arc<Recorder>) {
     let rec = Arc::new(Recorder::default());
     let cfg = ClientConfig {
+        udp: None,
         addrs: vec![bound],
         server_name: info.server_name.clone(),
         cert_sha256: *info.cert_sha256.as_bytes(),

@@ -433,6 +433,9 @@ pub struct RelayView {
     pub rtt_us: Option<u64>,
     /// This node's home relay.
     pub home: bool,
+    /// Relayed packets travel over UDP (UDP relay mode works); else TLS.
+    #[serde(default)]
+    pub udp: bool,
     /// Why it is down.
     pub error: Option<String>,
 }

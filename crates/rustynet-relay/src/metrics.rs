@@ -29,6 +29,9 @@ pub struct Metrics {
     forwarded_bytes: Counter,
     binding_answered: Counter,
     binding_dropped: Family<ReasonLabel, Counter>,
+    udp_forwarded_packets: Counter,
+    udp_forwarded_bytes: Counter,
+    udp_hellos: Counter,
 }
 
 impl Metrics {
@@ -76,6 +79,21 @@ impl Metrics {
             "Binding datagrams not answered, by reason",
             self.binding_dropped.clone(),
         );
+        r.register(
+            "udp_forwarded_packets",
+            "Packets forwarded in UDP relay mode",
+            self.udp_forwarded_packets.clone(),
+        );
+        r.register(
+            "udp_forwarded_bytes",
+            "Bytes forwarded in UDP relay mode",
+            self.udp_forwarded_bytes.clone(),
+        );
+        r.register(
+            "udp_hellos",
+            "UDP relay hellos answered (address registrations and refreshes)",
+            self.udp_hellos.clone(),
+        );
     }
 
     pub(crate) fn conn_gauge(&self, phase: &'static str, delta: i64) {
@@ -99,6 +117,13 @@ impl Metrics {
     pub(crate) fn forwarded(&self, bytes: usize) {
         self.forwarded_packets.inc();
         self.forwarded_bytes.inc_by(bytes as u64);
+    }
+    pub(crate) fn udp_forwarded(&self, bytes: usize) {
+        self.udp_forwarded_packets.inc();
+        self.udp_forwarded_bytes.inc_by(bytes as u64);
+    }
+    pub(crate) fn udp_hello(&self) {
+        self.udp_hellos.inc();
     }
     pub(crate) fn binding_answered(&self) {
         self.binding_answered.inc();
@@ -128,6 +153,14 @@ impl Metrics {
     /// Successful logins so far.
     pub fn logins(&self) -> u64 {
         self.logins.get()
+    }
+    /// Packets forwarded in UDP relay mode so far.
+    pub fn udp_forwarded_packets(&self) -> u64 {
+        self.udp_forwarded_packets.get()
+    }
+    /// UDP relay hellos answered so far.
+    pub fn udp_hellos(&self) -> u64 {
+        self.udp_hellos.get()
     }
     /// Packets forwarded so far.
     pub fn forwarded_packets(&self) -> u64 {

@@ -26,6 +26,9 @@ mod codel;
 mod queue;
 #[cfg(test)]
 mod tests;
+mod udp;
+
+pub use udp::UdpVerdict;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -169,6 +172,8 @@ struct Authed {
     data_bucket: TokenBucket,
     probe_bucket: TokenBucket,
     gone_sent: Vec<(TunnelPublicKey, Instant)>,
+    /// The UDP relay session, when offered.
+    udp: Option<udp::UdpSession>,
 }
 
 struct Conn {
@@ -215,6 +220,7 @@ pub struct RelayCore {
     unauth_total: usize,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     events: VecDeque<Event>,
+    udp: udp::UdpTable,
 }
 
 impl RelayCore {
@@ -230,6 +236,7 @@ impl RelayCore {
             unauth_total: 0,
             timers: BinaryHeap::new(),
             events: VecDeque::new(),
+            udp: udp::UdpTable::default(),
         }
     }
 
@@ -328,6 +335,7 @@ impl RelayCore {
             } if authed => self.forward(id, dst, payload, probe, now),
             Frame::Ping(data) if authed => self.push_control(id, Frame::Pong(data)),
             Frame::TicketUpdate { ticket } if authed => self.update_ticket(id, &ticket, now),
+            Frame::UdpLookup { key } if authed => self.udp_lookup(id, key, now),
             _ => self.close(id, "protocol", None),
         }
     }
@@ -454,6 +462,7 @@ impl RelayCore {
                 now.instant,
             ),
             gone_sent: Vec::new(),
+            udp: None,
         }));
         self.release_unauth(peer.ip());
         self.metrics.conn_gauge("handshake", -1);
@@ -461,6 +470,7 @@ impl RelayCore {
         self.metrics.login();
         self.arm(id);
         self.push_control(id, Frame::LoginOk { observed: peer });
+        self.offer_udp(id, &exporter);
     }
 
     fn update_ticket(&mut self, id: ConnId, ticket: &[u8], now: Now) {
@@ -639,8 +649,12 @@ impl RelayCore {
         };
         match conn.phase {
             Phase::Authed(a) => {
-                if self.by_key.get(&a.ticket.node_key) == Some(&id) {
-                    self.by_key.remove(&a.ticket.node_key);
+                let key = a.ticket.node_key;
+                if self.by_key.get(&key) == Some(&id) {
+                    self.by_key.remove(&key);
+                }
+                if let Some(session) = a.udp {
+                    self.end_udp(id, key, session);
                 }
                 self.metrics.conn_gauge("authenticated", -1);
             }

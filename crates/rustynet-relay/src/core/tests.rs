@@ -7,6 +7,9 @@ use rustynet_proto::{NodeId, NodeSigningKey, SealedBody};
 use super::*;
 use crate::login::sign_login;
 
+#[path = "udp_tests.rs"]
+mod udp_mode;
+
 const T0: i64 = 1_800_000_000;
 
 fn control() -> NodeSigningKey {

@@ -115,6 +115,7 @@ impl Engine {
                         connected: r.connected,
                         rtt_us: r.rtt.map(micros),
                         home: r.home,
+                        udp: r.udp,
                         error: r.error.clone(),
                     })
                     .collect()
