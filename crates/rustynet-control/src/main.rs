@@ -76,6 +76,10 @@ enum Command {
         /// The relay's name in maps.
         #[arg(long, default_value = DEFAULT_RELAY_NAME, requires = "relay_listen")]
         relay_name: String,
+        /// Relayed bytes per second per node (0: unlimited; the standalone
+        /// relay's `--rate`).
+        #[arg(long, default_value_t = rustynet_relay::core::Limits::default().rate_bytes_per_sec, requires = "relay_listen")]
+        relay_rate: u64,
         /// Lifetime of a node's keys from enrollment or renewal (`rustynet up
         /// --force-reauth`), e.g. 180d; `never` for keys that do not expire.
         #[arg(long, default_value = "180d", value_parser = parse_expiry)]
@@ -323,6 +327,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             relay_stun,
             relay_advertise,
             relay_name,
+            relay_rate,
             node_key_expiry,
         } => {
             let data = data_dir_with(data_dir, key_encryption_file.as_deref())?;
@@ -337,6 +342,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     stun: relay_stun,
                     advertise: relay_advertise,
                     name: relay_name,
+                    rate_bytes_per_sec: relay_rate,
                 });
                 opts.node_key_expiry = node_key_expiry.0;
                 let server = start(&data, opts).await?;

@@ -22,8 +22,8 @@ use rustynet_proto::ipc::{NetcheckDoc, PathKind};
 use serde_json::{Value, json};
 
 use crate::paths::{
-    Flood, block_direct, flood, heal, move_address, p95, peer, public_ip, start, tunnel_ip,
-    wait_direct, wait_path,
+    Flood, block_direct, block_udp_relay, flood, heal, move_address, p95, peer, public_ip, start,
+    tunnel_ip, wait_direct, wait_path,
 };
 use crate::topology::NatKind::{DestinationDependent, EndpointIndependent};
 use crate::{Cluster, Lab, NodeSpec};
@@ -116,17 +116,27 @@ fn iperf(c: &Cluster<'_>, lab: &Lab, from: &str, to: &str) -> anyhow::Result<Ipe
     })
 }
 
-/// One TCP stream direct, then through the TLS relay (direct path cut),
-/// `reps` times in alternation so both see the same machine load; the
-/// ratio is of the medians.
+/// One TCP stream direct, through the UDP relay mode and through the TLS
+/// relay (UDP to the relay dropped), `reps` times in alternation so all
+/// see the same machine load; the ratios are of the medians.
 fn throughput(doc: &mut Value, lab: &Lab, c: &Cluster<'_>, reps: usize) -> anyhow::Result<()> {
-    let (mut direct, mut relayed) = (Vec::new(), Vec::new());
+    let (mut direct, mut udp, mut tls) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut udp_mode, mut tls_mode) = (Vec::new(), Vec::new());
+    let relay_udp = |c: &Cluster<'_>| -> anyhow::Result<bool> {
+        Ok(c.status("alice")?.relays.iter().any(|r| r.udp))
+    };
     for _ in 0..reps {
         wait_direct(lab, c, "alice", "bob", Duration::from_secs(20))?;
         direct.push(iperf(c, lab, "alice", "bob")?);
         block_direct(lab, "alice", "bob", true)?;
         wait_path(c, "alice", "bob", PathKind::Relay, Duration::from_secs(10))?;
-        relayed.push(iperf(c, lab, "alice", "bob")?);
+        wait_for_relay_udp(c, true)?;
+        udp.push(iperf(c, lab, "alice", "bob")?);
+        udp_mode.push(relay_udp(c)?);
+        block_udp_relay(lab)?;
+        wait_for_relay_udp(c, false)?;
+        tls.push(iperf(c, lab, "alice", "bob")?);
+        tls_mode.push(!relay_udp(c)?);
         heal(lab)?;
     }
     let mbps = |runs: &[Iperf]| runs.iter().map(|r| r.mbps).collect::<Vec<_>>();
@@ -135,18 +145,44 @@ fn throughput(doc: &mut Value, lab: &Lab, c: &Cluster<'_>, reps: usize) -> anyho
             .map(|r| json!({"mbps": r.mbps, "retransmits": r.retransmits, "mean_rtt_us": r.mean_rtt_us}))
             .collect::<Vec<_>>()
     };
-    let (d, r) = (median(&mbps(&direct)), median(&mbps(&relayed)));
-    let ratio = (r / d * 1000.0).round() / 1000.0;
+    let (d, u, t) = (
+        median(&mbps(&direct)),
+        median(&mbps(&udp)),
+        median(&mbps(&tls)),
+    );
+    let ratio = |x: f64| (x / d * 1000.0).round() / 1000.0;
     doc["throughput_mbps"] = json!({
         "direct_runs": details(&direct),
-        "tls_relay_runs": details(&relayed),
+        "udp_relay_runs": details(&udp),
+        "tls_relay_runs": details(&tls),
+        "udp_mode_seen": udp_mode,
+        "tls_only_seen": tls_mode,
+        "relay_rate_bytes_per_sec": std::env::var("RUSTYNET_LAB_RELAY_RATE")
+            .unwrap_or_else(|_| "default".into()),
         "direct": d,
-        "tls_relay": r,
-        "tls_relay_vs_direct": ratio,
-        "goal_ratio": 0.5,
+        "udp_relay": u,
+        "tls_relay": t,
+        "udp_relay_vs_direct": ratio(u),
+        "tls_relay_vs_direct": ratio(t),
+        "goal_udp_ratio": 0.8,
+        "goal_tls_ratio": 0.5,
     });
-    doc["tls_relay_vs_direct"] = json!(ratio);
+    doc["udp_relay_vs_direct"] = json!(ratio(u));
+    doc["tls_relay_vs_direct"] = json!(ratio(t));
     Ok(())
+}
+
+/// Waits until Alice's relay reports UDP relay mode `on` (hellos echoed) or
+/// off (echoes stopped: up to the client's echo timeout).
+fn wait_for_relay_udp(c: &Cluster<'_>, on: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(40) {
+        if c.status("alice")?.relays.iter().any(|r| r.udp) == on {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    anyhow::bail!("relay UDP mode never became {on}")
 }
 
 /// Alice and Bob behind easy NAT, only the throughput goal.

@@ -131,6 +131,7 @@ impl Task<'_> {
     /// on in GSO runs.
     async fn handle(&mut self, storage: &mut [u8], meta: &[RecvMeta]) {
         let metrics = self.shared.metrics.clone();
+        let now = Now::system();
         self.out.clear();
         {
             let mut locked = None;
@@ -147,7 +148,7 @@ impl Task<'_> {
                         self.binding(datagram, from, &metrics);
                     } else {
                         let state = locked.get_or_insert_with(|| self.shared.lock());
-                        let to = match state.core.handle_udp(from, datagram, Now::system()) {
+                        let to = match state.core.handle_udp(from, datagram, now) {
                             UdpVerdict::Reply => Some(from),
                             UdpVerdict::Forward(to) => Some(to),
                             UdpVerdict::Drop => None,
@@ -171,12 +172,16 @@ impl Task<'_> {
             };
             // Waits while the socket buffer is full (backpressure: the
             // receive queue then fills and the kernel drops, as a UDP hop).
-            let _ = self
+            if let Err(e) = self
                 .socket
                 .async_io(Interest::WRITABLE, || {
                     self.state.send(UdpSockRef::from(self.socket), &transmit)
                 })
-                .await;
+                .await
+            {
+                tracing::debug!(error = %e, len = run.len, "UDP relay send failed");
+                self.shared.metrics.drop_packet("udp_send_error");
+            }
         }
     }
 
