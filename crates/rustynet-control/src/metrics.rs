@@ -298,7 +298,10 @@ mod tests {
     fn the_embedded_relay_shares_the_registry() {
         let relay = rustynet_relay::Metrics::default();
         let text = ControlMetrics::new(Some(&relay)).encode();
-        assert!(text.contains("# TYPE rustynet_relay_logins counter"), "{text}");
+        assert!(
+            text.contains("# TYPE rustynet_relay_logins counter"),
+            "{text}"
+        );
         assert!(text.contains("rustynet_relay_logins_total 0"), "{text}");
         let without = ControlMetrics::default().encode();
         assert!(!without.contains("rustynet_relay_"), "{without}");

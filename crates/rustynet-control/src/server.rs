@@ -253,9 +253,7 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
         }
         None => None,
     };
-    let metrics_addr = metrics_listener
-        .as_ref()
-        .and_then(|l| l.local_addr().ok());
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let state = Arc::new(AppState {
         network: network.clone(),
         signer,

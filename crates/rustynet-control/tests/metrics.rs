@@ -97,7 +97,10 @@ async fn serve_counts_streams_maps_enrollments_and_refusals() {
     let (key, _) = admin::preauth_create(&data, "alice", &[], true, None).unwrap();
     let (_server, api, metrics) = serve(&dir.path().join("control"));
     let before = scrape(metrics).await;
-    assert_eq!(value(&before, "rustynet_control_enrollments_total{kind=\"new\"}"), 0.0);
+    assert_eq!(
+        value(&before, "rustynet_control_enrollments_total{kind=\"new\"}"),
+        0.0
+    );
     assert!(before.contains("rustynet_relay_logins_total"), "{before}");
     assert!(before.contains("rustynet_control_build_info{"), "{before}");
 
@@ -109,10 +112,7 @@ async fn serve_counts_streams_maps_enrollments_and_refusals() {
         .register(&signing, &request(&key.to_string(), seed))
         .await
         .unwrap();
-    let node = common::Node {
-        key: signing,
-        resp,
-    };
+    let node = common::Node { key: signing, resp };
     let mut stream = client
         .map_stream(&node.key, node.resp.node_id, 0)
         .await
@@ -128,15 +128,27 @@ async fn serve_counts_streams_maps_enrollments_and_refusals() {
     assert!(refused.is_err());
 
     let text = wait_for(metrics, "rustynet_control_map_streams", 1.0).await;
-    assert_eq!(value(&text, "rustynet_control_enrollments_total{kind=\"new\"}"), 1.0);
-    assert!(value(&text, "rustynet_control_maps_sent_total") >= 1.0, "{text}");
-    assert!(value(&text, "rustynet_control_map_build_seconds_count") >= 1.0, "{text}");
+    assert_eq!(
+        value(&text, "rustynet_control_enrollments_total{kind=\"new\"}"),
+        1.0
+    );
+    assert!(
+        value(&text, "rustynet_control_maps_sent_total") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value(&text, "rustynet_control_map_build_seconds_count") >= 1.0,
+        "{text}"
+    );
     let refusals: f64 = text
         .lines()
         .filter(|l| l.starts_with("rustynet_control_rejected_requests_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    assert!(refusals >= 1.0, "the bad enrollment was not counted:\n{text}");
+    assert!(
+        refusals >= 1.0,
+        "the bad enrollment was not counted:\n{text}"
+    );
     assert!(!text.contains("reason=\"other\""), "{text}");
 
     drop(stream);
@@ -145,19 +157,19 @@ async fn serve_counts_streams_maps_enrollments_and_refusals() {
 
 /// An enrollment request for keys derived from `seed`.
 fn request(auth_key: &str, seed: u8) -> rustynet_proto::control_api::RegisterRequest {
-        use rustynet_proto::control_api::{API_VERSION, RegisterRequest, SecretString};
-        RegisterRequest {
-            path_key: None,
-            version: API_VERSION,
-            auth_key: SecretString::new(auth_key.to_owned()),
-            hostname: format!("node{seed}"),
-            node_key: rustynet_proto::TunnelPublicKey([seed; 32]),
-            signing_key: NodeSigningKey::from_seed(&[seed; 32]).public(),
-            endpoints: vec![format!("192.0.2.{seed}:41641").parse().unwrap()],
-            advertise_exit_node: false,
-            advertise_routes: vec![],
-            renew: None,
-        }
+    use rustynet_proto::control_api::{API_VERSION, RegisterRequest, SecretString};
+    RegisterRequest {
+        path_key: None,
+        version: API_VERSION,
+        auth_key: SecretString::new(auth_key.to_owned()),
+        hostname: format!("node{seed}"),
+        node_key: rustynet_proto::TunnelPublicKey([seed; 32]),
+        signing_key: NodeSigningKey::from_seed(&[seed; 32]).public(),
+        endpoints: vec![format!("192.0.2.{seed}:41641").parse().unwrap()],
+        advertise_exit_node: false,
+        advertise_routes: vec![],
+        renew: None,
+    }
 }
 
 /// Sample names an exposition can carry, from its `# TYPE` lines.
@@ -207,14 +219,24 @@ fn every_control_and_relay_metric_in_the_rules_and_dashboard_exists() {
     let relay = rustynet_relay::Metrics::default();
     let exposed = exposed_names(&ControlMetrics::new(Some(&relay)).encode());
     let mut checked = 0;
-    for file in ["prometheus/rules.yml", "prometheus/rules_test.yml", "grafana/rustynet.json"] {
+    for file in [
+        "prometheus/rules.yml",
+        "prometheus/rules_test.yml",
+        "grafana/rustynet.json",
+    ] {
         let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
         for name in used_names(&text) {
             if name.starts_with("rustynet_control_") || name.starts_with("rustynet_relay_") {
-                assert!(exposed.contains(&name), "{file}: {name} is not exported by control or its relay");
+                assert!(
+                    exposed.contains(&name),
+                    "{file}: {name} is not exported by control or its relay"
+                );
                 checked += 1;
             }
         }
     }
-    assert!(checked > 0, "the rules and dashboard use no control or relay metric");
+    assert!(
+        checked > 0,
+        "the rules and dashboard use no control or relay metric"
+    );
 }

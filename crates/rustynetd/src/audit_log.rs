@@ -403,10 +403,7 @@ pub fn verify(files: &[PathBuf]) -> Result<Verified, AuditError> {
             if entry.hash != entry.expected_hash() {
                 return Err(broken(
                     n,
-                    format!(
-                        "altered: seq {} does not match its own hash",
-                        entry.seq
-                    ),
+                    format!("altered: seq {} does not match its own hash", entry.seq),
                 ));
             }
             match &last {

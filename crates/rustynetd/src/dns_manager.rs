@@ -302,7 +302,10 @@ impl DnsOps for DnsManager {
         let live = |s: Option<&DnsServer>| s.map(|s| s.handle().metrics()).unwrap_or_default();
         DnsCounters {
             magic: add(&self.retired.magic, &live(self.magic.as_ref())),
-            exit: add(&self.retired.exit, &live(self.exit.as_ref().map(|(_, s)| s))),
+            exit: add(
+                &self.retired.exit,
+                &live(self.exit.as_ref().map(|(_, s)| s)),
+            ),
         }
     }
 

@@ -11,8 +11,8 @@ fn verify(args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
@@ -40,7 +40,10 @@ fn verify_accepts_an_intact_log_in_the_state_dir() {
         "verify",
     ]);
     assert!(ok, "{text}");
-    assert!(text.contains("audit log ok: 4 entries (seq 0..=3)"), "{text}");
+    assert!(
+        text.contains("audit log ok: 4 entries (seq 0..=3)"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The shipped alert rules and Grafana dashboard only use metrics the
 //! daemon really exports (control's and the relay's are checked by
 //! rustynet-control's tests), and the dashboard is valid JSON with queries.
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::panic)]
 
 use rustynetd::metrics::Metrics;
 

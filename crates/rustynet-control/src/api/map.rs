@@ -165,7 +165,15 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
             match snapshot.check_map(id) {
                 Err(reason) => refuse_once(&mut refused_version, snapshot.version, id, &reason),
                 Ok(()) => {
-                    let sent = seal_and_send(&app, &signer, &tx, id, netmap, &mut last_sent, build_started);
+                    let sent = seal_and_send(
+                        &app,
+                        &signer,
+                        &tx,
+                        id,
+                        netmap,
+                        &mut last_sent,
+                        build_started,
+                    );
                     if !sent.await {
                         break;
                     }

@@ -3,8 +3,14 @@ use super::*;
 
 fn write(log: &mut AuditLog, n: u64) {
     for g in 0..n {
-        log.append("control_trusted", "dataplane_applied", "applied", g, 1_000 + g as i64)
-            .unwrap();
+        log.append(
+            "control_trusted",
+            "dataplane_applied",
+            "applied",
+            g,
+            1_000 + g as i64,
+        )
+        .unwrap();
     }
 }
 
@@ -154,9 +160,15 @@ fn a_first_entry_not_from_genesis_and_garbage_are_named() {
 fn a_missing_or_empty_log_does_not_verify() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(FILE_NAME);
-    assert!(matches!(verify(&chain_files(&path)), Err(AuditError::Missing(_))));
+    assert!(matches!(
+        verify(&chain_files(&path)),
+        Err(AuditError::Missing(_))
+    ));
     std::fs::write(&path, "").unwrap();
-    assert!(matches!(verify(&chain_files(&path)), Err(AuditError::Missing(_))));
+    assert!(matches!(
+        verify(&chain_files(&path)),
+        Err(AuditError::Missing(_))
+    ));
 }
 
 #[test]
@@ -209,7 +221,19 @@ fn transitions_are_recorded_with_their_states_and_reason() {
     .unwrap();
     let e: Entry = serde_json::from_str(&lines(&path)[0]).unwrap();
     assert_eq!(
-        (e.from_state.as_str(), e.to_state.as_str(), e.reason.as_str(), e.generation, e.time),
-        ("dataplane_applied", "fail_closed", "signed map expired", 7, 42)
+        (
+            e.from_state.as_str(),
+            e.to_state.as_str(),
+            e.reason.as_str(),
+            e.generation,
+            e.time
+        ),
+        (
+            "dataplane_applied",
+            "fail_closed",
+            "signed map expired",
+            7,
+            42
+        )
     );
 }

@@ -73,7 +73,10 @@ struct DnsExport {
 }
 
 const DNS_FIELDS: [(&str, &str); 9] = [
-    ("dns_queries", "Magic DNS packets (UDP) and messages (TCP) received"),
+    (
+        "dns_queries",
+        "Magic DNS packets (UDP) and messages (TCP) received",
+    ),
     (
         "dns_answered_local",
         "Answered from the Magic DNS or reverse zone",
@@ -83,10 +86,7 @@ const DNS_FIELDS: [(&str, &str); 9] = [
         "dns_servfail",
         "SERVFAIL answers (fail closed, upstream failure, overload)",
     ),
-    (
-        "dns_refused",
-        "Queries refused by the source-address check",
-    ),
+    ("dns_refused", "Queries refused by the source-address check"),
     (
         "dns_malformed",
         "FORMERR/NOTIMP/BADVERS answers and packets dropped as garbage",
@@ -250,7 +250,10 @@ mod tests {
     #[test]
     fn peer_series_follow_the_map_and_go_when_a_peer_leaves() {
         let m = Metrics::default();
-        m.set_peers(&[sample("laptop", Some(12), 100, 200), sample("nas", None, 0, 0)]);
+        m.set_peers(&[
+            sample("laptop", Some(12), 100, 200),
+            sample("nas", None, 0, 0),
+        ]);
         let text = m.encode();
         for line in [
             "rustynet_peer_handshake_age_seconds{peer=\"laptop\"} 12",
@@ -269,7 +272,10 @@ mod tests {
         let text = m.encode();
         assert!(text.contains("rustynet_peer_handshake_age_seconds{peer=\"nas\"} 3"));
         assert!(text.contains("rustynet_peer_tx_bytes{peer=\"nas\"} 9"));
-        assert!(!text.contains("laptop"), "departed peer still exported:\n{text}");
+        assert!(
+            !text.contains("laptop"),
+            "departed peer still exported:\n{text}"
+        );
     }
 
     #[test]
