@@ -136,7 +136,7 @@ impl ControlMetrics {
         );
         let enrollments = Family::<KindLabel, Counter>::default();
         for kind in ["new", "renew"] {
-            enrollments.get_or_create(&KindLabel { kind });
+            enrollments.get_or_create(&KindLabel { kind }).inc_by(0);
         }
         r.register(
             "enrollments",
