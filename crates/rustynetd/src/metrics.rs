@@ -145,6 +145,15 @@ impl Default for Metrics {
         let dns_protected = Gauge::default();
         let apply_ok = Counter::default();
         let apply_failed = Family::<ReasonLabel, Counter>::default();
+        // Every step's series exists from the start (at 0), so the first
+        // failure is an increase an alert can see.
+        for step in crate::apply::Step::ALL {
+            apply_failed
+                .get_or_create(&ReasonLabel {
+                    reason: step.as_str(),
+                })
+                .inc_by(0);
+        }
         let apply_seconds = Histogram::new([0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0, 2.0]);
         let map_rejects = Family::<ReasonLabel, Counter>::default();
         let fail_closed = Counter::default();

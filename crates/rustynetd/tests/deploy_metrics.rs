@@ -1,6 +1,7 @@
 //! The shipped alert rules and Grafana dashboard only use metrics the
-//! daemon really exports (control's and the relay's are checked by
-//! rustynet-control's tests), and the dashboard is valid JSON with queries.
+//! daemon really exports (control's are checked by rustynet-control's
+//! tests, the relay's by rustynet-relay's), and the dashboard is valid JSON
+//! with queries.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use rustynetd::metrics::Metrics;
@@ -51,9 +52,57 @@ fn deploy(file: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// Metrics with a value in every family (an empty family is not encoded),
+/// as a daemon has them after a while.
+fn populated() -> Metrics {
+    use rustynet_tunnel::{PathKind, PeerPath, PeerStats, RelayStatus, TunnelStats};
+    let m = Metrics::default();
+    m.set_state(
+        rustynet_proto::ipc::DataplaneState::DataplaneApplied,
+        1,
+        true,
+        true,
+    );
+    m.apply_ok(std::time::Duration::from_millis(3));
+    m.apply_failed("dns");
+    m.map_rejected(&rustynet_proto::VerifyError::BadSignature);
+    m.fail_closed_entered();
+    m.exit_failure("plan");
+    let mut stats = TunnelStats {
+        peers: vec![PeerStats {
+            public_key: rustynet_tunnel::TunnelPublicKey([7; 32]),
+            endpoint: None,
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            path: PeerPath {
+                kind: PathKind::Relay,
+                ..Default::default()
+            },
+        }],
+        relays: vec![RelayStatus::default()],
+        ..Default::default()
+    };
+    stats.path_switches = vec![("pong", 1)];
+    m.set_paths(&stats);
+    m.set_peers(&[rustynetd::metrics::PeerSample {
+        name: "bob".into(),
+        handshake_age: Some(std::time::Duration::from_secs(5)),
+        rx_bytes: 1,
+        tx_bytes: 2,
+    }]);
+    m.set_dns(&rustynetd::dns_manager::DnsCounters::default());
+    m
+}
+
 #[test]
 fn every_daemon_metric_in_the_rules_and_dashboard_exists() {
-    let exposed = exposed_names(&Metrics::default().encode());
+    let fresh = Metrics::default().encode();
+    assert!(
+        fresh.contains("rustynet_apply_failure_total{reason=\"dns\"} 0"),
+        "apply failure series exist before the first failure:\n{fresh}"
+    );
+    let exposed = exposed_names(&populated().encode());
     assert!(exposed.contains(&"rustynet_fail_closed_entered_total".to_owned()));
     let mut checked = 0;
     for file in [
