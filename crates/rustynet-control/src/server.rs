@@ -291,10 +291,11 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
     tokio::spawn(watch_external_changes(network.clone(), opts.change_poll));
     let task = tokio::spawn(accept_loop(listener, table, cfg));
     tracing::info!(%addr, "control server listening (TLS 1.3 only)");
-    let metrics_task = metrics_listener.map(|l| {
-        tracing::info!(addr = ?metrics_addr, "metrics listening");
-        tokio::spawn(crate::metrics::serve(l, metrics.clone()))
-    });
+    if let Some(at) = metrics_addr {
+        tracing::info!(addr = %at, "metrics listening");
+    }
+    let metrics_task =
+        metrics_listener.map(|l| tokio::spawn(crate::metrics::serve(l, metrics.clone())));
     let relay = relay.map(run_relay);
     Ok(RunningServer {
         addr,

@@ -36,6 +36,7 @@ fn serve(data: &std::path::Path) -> (Server, SocketAddr, SocketAddr) {
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(["--metrics-listen", "127.0.0.1:0"])
         .args(["--relay-listen", "127.0.0.1:0"])
+        .args(["--relay-advertise", "192.0.2.1:443"])
         .arg("--data-dir")
         .arg(data)
         .env("RUSTYNET_LOG", "warn")
