@@ -111,7 +111,7 @@ async fn serve_counts_streams_maps_enrollments_and_refusals() {
     let seed = 7;
     let signing = NodeSigningKey::from_seed(&[seed; 32]);
     let resp = client
-        .register(&signing, &request(&key.to_string(), seed))
+        .register(&signing, &request(key.as_ref(), seed))
         .await
         .unwrap();
     let node = common::Node { key: signing, resp };
