@@ -19,6 +19,7 @@ pub mod embedded_relay;
 pub mod fdlimit;
 pub mod map_check;
 pub mod map_json;
+pub mod metrics;
 pub mod names;
 pub mod netmap_builder;
 pub mod network;

@@ -84,6 +84,10 @@ enum Command {
         /// --force-reauth`), e.g. 180d; `never` for keys that do not expire.
         #[arg(long, default_value = "180d", value_parser = parse_expiry)]
         node_key_expiry: Expiry,
+        /// Serve Prometheus metrics (plain HTTP `/metrics`) on ADDR:PORT,
+        /// e.g. 127.0.0.1:9103; off unless given.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Set or show the ACL policy.
     Policy {
@@ -329,6 +333,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             relay_name,
             relay_rate,
             node_key_expiry,
+            metrics_listen,
         } => {
             let data = data_dir_with(data_dir, key_encryption_file.as_deref())?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
@@ -345,8 +350,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     rate_bytes_per_sec: relay_rate,
                 });
                 opts.node_key_expiry = node_key_expiry.0;
+                opts.metrics_listen = metrics_listen;
                 let server = start(&data, opts).await?;
                 println!("listening on {}", server.addr);
+                if let Some(addr) = server.metrics_addr {
+                    println!("metrics on http://{addr}/metrics");
+                }
                 if let Some(relay) = &server.relay {
                     println!(
                         "relay {} on {} (announced {}, pin {})",

@@ -14,6 +14,7 @@ use crate::conn_limits::ConnTable;
 use crate::datadir::{DataDir, DataDirError};
 use crate::embedded_relay::{self, EmbeddedRelayError, RelayOptions};
 use crate::fdlimit::raise_nofile_limit;
+use crate::metrics::ControlMetrics;
 use crate::network::Network;
 use crate::nonce_cache::{MAX_NONCES, NonceCache};
 use crate::ratelimit::{Rate, RateLimiter};
@@ -66,6 +67,9 @@ pub struct ServeOptions {
     /// Most connections from one source (an IPv4 address or an IPv6 /64);
     /// every node behind one NAT holds a map stream, so not small.
     pub max_connections_per_source: usize,
+    /// Plain-HTTP Prometheus `/metrics` listener (`--metrics-listen`);
+    /// `None` (the default): no metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl ServeOptions {
@@ -99,6 +103,7 @@ impl ServeOptions {
             body_timeout: Duration::from_secs(10),
             max_connections: 16_384,
             max_connections_per_source: 1024,
+            metrics_listen: None,
         }
     }
 }
@@ -143,7 +148,12 @@ pub struct RunningServer {
     pub network: Arc<Network>,
     /// The embedded relay, as announced, and where it is bound.
     pub relay: Option<RelayRunning>,
+    /// The `/metrics` listener, as bound (`--metrics-listen`).
+    pub metrics_addr: Option<SocketAddr>,
+    /// The server's metrics (tests read them).
+    pub metrics: ControlMetrics,
     task: tokio::task::JoinHandle<()>,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The embedded relay of a running server.
@@ -163,6 +173,9 @@ impl RunningServer {
     /// relay (which closes its connections).
     pub fn shutdown(self) {
         self.task.abort();
+        if let Some(task) = self.metrics_task {
+            task.abort();
+        }
         drop(self.relay);
     }
 }
@@ -230,6 +243,17 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
         addr: opts.listen,
         source,
     })?;
+    let metrics = ControlMetrics::new(relay.as_ref().map(|r| r.server.metrics()).as_ref());
+    let metrics_listener = match opts.metrics_listen {
+        Some(at) => {
+            let l = crate::metrics::bind(at)
+                .await
+                .map_err(|source| ServeError::Bind { addr: at, source })?;
+            Some(l)
+        }
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let state = Arc::new(AppState {
         network: network.clone(),
         signer,
@@ -246,6 +270,7 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
         register_limit: Mutex::new(RateLimiter::new(opts.register_rate, MAX_TRACKED_SOURCES)),
         enroll_nonces: Mutex::new(NonceCache::new(MAX_NONCES)),
         relay_keys,
+        metrics: metrics.clone(),
     });
     let table = ConnTable::new(
         connection_cap(opts.max_connections),
@@ -256,6 +281,7 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
         app: router(state.clone()),
         handshake_timeout: opts.handshake_timeout,
         header_timeout: opts.header_timeout,
+        metrics: metrics.clone(),
     });
     tokio::spawn(watch_signing_key(
         data.clone(),
@@ -265,12 +291,20 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
     tokio::spawn(watch_external_changes(network.clone(), opts.change_poll));
     let task = tokio::spawn(accept_loop(listener, table, cfg));
     tracing::info!(%addr, "control server listening (TLS 1.3 only)");
+    if let Some(at) = metrics_addr {
+        tracing::info!(addr = %at, "metrics listening");
+    }
+    let metrics_task =
+        metrics_listener.map(|l| tokio::spawn(crate::metrics::serve(l, metrics.clone())));
     let relay = relay.map(run_relay);
     Ok(RunningServer {
         addr,
         network,
         relay,
+        metrics_addr,
+        metrics,
         task,
+        metrics_task,
     })
 }
 
@@ -319,6 +353,7 @@ async fn accept_loop(listener: TcpListener, table: Arc<ConnTable>, cfg: Arc<Conn
             }
             Err(reason) => {
                 tracing::debug!(%peer, %reason, "connection refused");
+                cfg.metrics.rejected("connection_limit");
                 drop(tcp);
             }
         }

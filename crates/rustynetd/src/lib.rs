@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod apply;
+pub mod audit_log;
 pub mod backend_manager;
 pub mod config;
 pub mod control_client;

@@ -68,6 +68,27 @@ struct Args {
     /// paths only).
     #[arg(long, value_parser = ["userspace", "kernel"])]
     engine: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// The transition audit log (`audit.log` in the state directory).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(clap::Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain (rotated files first) and name the first broken
+    /// entry; exits non-zero when the chain is broken or the log is missing.
+    Verify {
+        /// The log to check with its rotated files (default: audit.log in
+        /// the state directory).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 /// Read when `--config` is not given and the file exists (the package
@@ -112,8 +133,10 @@ fn main() -> ExitCode {
         };
     }
     rustynet_service::init_logging("rustynetd");
-    let args = Args::parse();
-    let result = if args.check_config {
+    let mut args = Args::parse();
+    let result = if let Some(Command::Audit(AuditCommand::Verify { file })) = args.command.take() {
+        audit_verify(args, file)
+    } else if args.check_config {
         check_config(args)
     } else if args.cleanup {
         cleanup(args)
@@ -150,6 +173,33 @@ fn check_config(args: Args) -> anyhow::Result<()> {
         dns.mode,
         dns.why
     );
+    Ok(())
+}
+
+/// `audit verify`: walks the transition log's hash chain.
+#[allow(clippy::print_stdout)]
+fn audit_verify(args: Args, file: Option<PathBuf>) -> anyhow::Result<()> {
+    use rustynetd::audit_log;
+    let path = match file {
+        Some(f) => f,
+        None => config(args)?.state_dir.join(audit_log::FILE_NAME),
+    };
+    let files = audit_log::chain_files(&path);
+    if files.is_empty() {
+        anyhow::bail!("no audit log at {}", path.display());
+    }
+    let ok = audit_log::verify(&files).context("audit log broken")?;
+    println!(
+        "audit log ok: {} entries (seq {}..={}) in {} file(s); last hash {}",
+        ok.entries,
+        ok.first_seq,
+        ok.last_seq,
+        ok.files.len(),
+        ok.last_hash
+    );
+    if ok.first_seq > 0 {
+        println!("entries before seq {} were rotated away", ok.first_seq);
+    }
     Ok(())
 }
 

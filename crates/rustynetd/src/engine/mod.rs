@@ -64,6 +64,8 @@ pub struct Engine {
     enrolling: bool,
     /// The relay ticket and home relay bookkeeping.
     ticket: paths::TicketState,
+    /// Every state transition, hash-chained (`rustynetd audit verify`).
+    audit: crate::audit_log::AuditLog,
 }
 
 /// Unix time in seconds.
@@ -98,6 +100,8 @@ impl Engine {
         metrics: Metrics,
     ) -> (Self, EngineHandle, mpsc::Receiver<EngineMsg>) {
         let (handle, rx) = EngineHandle::new();
+        let audit =
+            crate::audit_log::AuditLog::new(cfg.state_dir.join(crate::audit_log::FILE_NAME));
         let engine = Self {
             cfg,
             rt,
@@ -121,6 +125,7 @@ impl Engine {
             enroll_epoch: 0,
             enrolling: false,
             ticket: Default::default(),
+            audit,
         };
         (engine, handle, rx)
     }
@@ -168,6 +173,11 @@ impl Engine {
         match self.sm.handle(trigger, generation) {
             Ok(ts) => {
                 log_transitions(&ts);
+                // A failed write is logged, never fatal: the audit trail
+                // must not stop the node from failing closed.
+                if let Err(e) = self.audit.record(&ts, now_unix()) {
+                    tracing::error!(error = %e, "cannot append to the audit log");
+                }
                 if ts.iter().any(|t| t.to_state == DataplaneState::FailClosed) {
                     self.metrics.fail_closed_entered();
                 }
@@ -687,11 +697,31 @@ impl Engine {
         }
     }
 
-    /// Path gauges: once per tick (they walk every peer).
+    /// Path, peer, DNS and map-age gauges: once per tick (they walk every
+    /// peer). Peers are the map's: one that left loses its series.
     fn publish_path_metrics(&self) {
-        if let Ok(stats) = self.fx.backend.stats() {
-            self.metrics.set_paths(&stats);
+        let stats = self.fx.backend.stats().ok();
+        if let Some(stats) = &stats {
+            self.metrics.set_paths(stats);
         }
+        let peers: Vec<crate::metrics::PeerSample> = self
+            .current
+            .iter()
+            .flat_map(|m| &m.netmap().peers)
+            .map(|p| {
+                let s = stats.as_ref().and_then(|s| s.peer(&p.node_key));
+                crate::metrics::PeerSample {
+                    name: p.hostname.clone(),
+                    handshake_age: s.and_then(|s| s.last_handshake),
+                    rx_bytes: s.map_or(0, |s| s.rx_bytes),
+                    tx_bytes: s.map_or(0, |s| s.tx_bytes),
+                }
+            })
+            .collect();
+        self.metrics.set_peers(&peers);
+        self.metrics.set_dns(&self.fx.dns.counters());
+        self.metrics
+            .set_netmap(self.current.as_ref().map(|m| m.body.issued_at), now_unix());
     }
 
     fn publish_metrics(&self) {
