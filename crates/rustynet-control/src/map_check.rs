@@ -133,6 +133,7 @@ mod tests {
                     last_seen: None,
                     path_key: None,
                     home_relay: None,
+                    admin_routes: Default::default(),
                 };
                 (id, record)
             })
