@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The main job: a lab that brings up the control server and three nodes in
 # network namespaces and shows, as each lands, the mesh, an exit node, the LAN
-# toggle, the kill switch and Magic DNS working — with real processes, real
-# TUN devices, real nftables and packet captures.
+# toggle, the kill switch and Magic DNS working; then a second lab with nodes
+# behind NAT routers and control's relay: hole punching, the relay, and a
+# direct path cut and healed under traffic (fallback and failback measured) —
+# with real processes, real TUN devices, real nftables and packet captures.
 # Usage (as root on Debian 12): ./scripts/lab.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

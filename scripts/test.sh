@@ -32,8 +32,12 @@ cargo test --workspace --all-targets --all-features --locked --exclude rustynet-
 cargo test -p rustynet-lab --lib --bins --all-features --locked
 
 step "systemd units, sysusers.d, tmpfiles.d (systemd-analyze verify)"
-cargo build --locked -p rustynetd -p rustynet-control --bins
+# The same build as the package's (scripts/package.sh), so it is done once.
+cargo build --locked -p rustynetd -p rustynet-cli -p rustynet-control -p rustynet-relay --bins
 scripts/ci/units_verify.sh
+
+step "Debian package: install into a fresh Debian root, run as the units do, rustynet up"
+scripts/ci/package_test.sh --profile dev
 
 # cargo-deny reads `cargo metadata` for every platform (windows-sys, ...),
 # which needs those crates' manifests even though nothing here builds them:
@@ -59,7 +63,7 @@ scripts/ci/phase9_gates.sh
 step "phase 10 gates (dataplane: namespace end-to-end suites, leaks, boundary, budgets)"
 scripts/ci/phase10_gates.sh
 
-step "fuzz smoke (Magic DNS query path, relay wire formats and core)"
+step "fuzz smoke (DNS queries, relay wire, control requests, IPC frames, signed maps, policy parser)"
 scripts/ci/fuzz_smoke.sh 30
 
 step "all checks passed"

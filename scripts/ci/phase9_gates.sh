@@ -10,14 +10,21 @@ export GATE_RESULTS
 GATE_RESULTS=$(mktemp)
 trap 'rm -f "$GATE_RESULTS"' EXIT
 run() { python3 scripts/ci/run_tests_report.py "$@"; }
+# Tests run from the binaries test.sh's workspace-wide `cargo test` built
+# (`cargo test -p` would resolve other features and compile nearly
+# everything again): scripts/ci/ws_test.py.
+ws=scripts/ci/ws_test.py
 status=0
 
-run signed_envelope_and_verifier -- cargo test --locked -p rustynet-proto || status=1
-run policy_validation_and_never_widened -- cargo test --locked -p rustynet-policy || status=1
-run control_store_and_names -- cargo test --locked -p rustynet-control --lib || status=1
-run control_api_over_tls13 -- cargo test --locked -p rustynet-control --test control_api || status=1
-run control_bad_input -- cargo test --locked -p rustynet-control --test bad_input || status=1
-run control_client -- cargo test --locked -p rustynet-control-client || status=1
+run signed_envelope_and_verifier -- python3 $ws -p rustynet-proto || status=1
+run policy_validation_and_never_widened -- python3 $ws -p rustynet-policy || status=1
+run control_store_and_names -- python3 $ws -p rustynet-control --lib || status=1
+run control_api_over_tls13 -- python3 $ws -p rustynet-control --test control_api || status=1
+run control_bad_input -- python3 $ws -p rustynet-control --test bad_input || status=1
+run control_hostile_load -- python3 $ws -p rustynet-control --test hostile_load --test fd_limit || status=1
+run control_per_node_limits -- python3 $ws -p rustynet-control --test node_limits || status=1
+run control_key_lifecycle -- python3 $ws -p rustynet-control --test key_rotation --test node_key_expiry --test admin_cli || status=1
+run control_client -- python3 $ws -p rustynet-control-client || status=1
 
 boundary=pass
 scripts/ci/boundary_check.sh || { boundary=fail; status=1; }

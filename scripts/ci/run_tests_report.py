@@ -4,20 +4,39 @@
 Usage: run_tests_report.py NAME -- cargo test ARGS...
 Prints cargo's output through and appends {"name", "command", "passed",
 "failed", "ignored", "tests": [{"name", "result"}]} as one JSON line to the
-file named by $GATE_RESULTS. Exit status is cargo's. The counts come from the
+file named by $GATE_RESULTS. Exit status is cargo's (124 when the run took
+longer than $RUN_TESTS_TIMEOUT seconds, default 1500, and was killed: a hung
+suite fails its gate instead of stalling CI). The counts come from the
 libtest lines of this very run ("test foo ... ok"), never from constants.
 """
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import threading
 
 def main() -> int:
     name = sys.argv[1]
     sep = sys.argv.index("--")
     cmd = sys.argv[sep + 1:]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A hung suite must fail the gate, not stall CI until its deadline.
+    limit = int(os.environ.get("RUN_TESTS_TIMEOUT", "1500"))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        timed_out.set()
+        sys.stdout.write(f"\nerror: {name} still running after {limit} s: killed\n")
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    watchdog = threading.Timer(limit, kill)
+    watchdog.start()
     tests = []
     line_re = re.compile(r"^test (\S+) \.\.\. (ok|FAILED|ignored)")
     assert proc.stdout is not None
@@ -27,6 +46,9 @@ def main() -> int:
         if m:
             tests.append({"name": m.group(1), "result": m.group(2).lower()})
     code = proc.wait()
+    watchdog.cancel()
+    if timed_out.is_set():
+        code = 124
     record = {
         "name": name,
         "command": " ".join(cmd),

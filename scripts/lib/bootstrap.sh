@@ -12,8 +12,8 @@ need_root() {
 }
 
 apt_packages=(nftables iproute2 iperf3 tcpdump wireguard-go wireguard-tools iputils-ping
-              netcat-openbsd dnsutils procps psmisc python3 ca-certificates git
-              systemd)
+              netcat-openbsd dnsutils procps psmisc python3 ca-certificates git iputils-arping
+              systemd mmdebstrap dbus-daemon)
 
 install_apt() {
   local missing=()
@@ -29,7 +29,7 @@ install_apt() {
 
 # name version binary (boringtun-cli, a throughput baseline, is installed by
 # scripts/bench/tunnel_throughput.sh itself: the test suite does not need it)
-cargo_tools=("cargo-deny 0.20.2 cargo-deny" "cargo-audit 0.22.2 cargo-audit")
+cargo_tools=("cargo-deny 0.20.2 cargo-deny" "cargo-audit 0.22.2 cargo-audit" "cargo-deb 3.8.0 cargo-deb")
 
 install_cargo_tools() {
   for entry in "${cargo_tools[@]}"; do

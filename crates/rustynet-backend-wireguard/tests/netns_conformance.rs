@@ -8,7 +8,7 @@
 mod common;
 
 use rustynet_backend_wireguard::{
-    UserspaceBackend, generate_private_key, public_key, select_backend,
+    EngineChoice, UserspaceBackend, generate_private_key, public_key, select_backend,
 };
 use rustynet_tunnel::conformance::{self, Harness};
 use rustynet_tunnel::{InterfaceConfig, TunnelBackend, TunnelPublicKey};
@@ -89,13 +89,22 @@ fn stop_removes_the_interface_and_fixed_port_is_bound() {
 fn selection_picks_userspace_and_says_why() {
     common::require_root_and_tools(&["ip"]);
     in_private_netns(|| {
+        let default = select_backend(EngineChoice::default());
+        assert_eq!(default.info().engine, "userspace");
+        assert!(
+            default.info().detail.contains("relays and NAT traversal"),
+            "{:?}",
+            default.info()
+        );
+        // Asked for the kernel engine on a host without the module: the
+        // userspace engine runs and says why; the probe leaves nothing.
         let before = common::run("ip", &["-o", "link"]);
-        let backend = select_backend();
+        let backend = select_backend(EngineChoice::Kernel);
         let info = backend.info();
         assert_eq!(info.engine, "userspace", "{info:?}");
         assert!(
             info.detail
-                .starts_with("userspace: kernel module unavailable ("),
+                .starts_with("userspace: kernel engine asked for but unavailable ("),
             "{info:?}"
         );
         assert!(!info.detail.contains("os error"), "{info:?}");

@@ -6,14 +6,19 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
+
+use crate::error::CliError;
 use rustynet_proto::ipc::{Command, IPC_VERSION, IpcRequest, IpcResponse, MAX_REPLY_BYTES, Reply};
 
 /// Sends `cmd` and returns the daemon's reply (an error carries its message).
 pub fn call(socket: &Path, cmd: Command) -> anyhow::Result<Reply> {
-    let stream = UnixStream::connect(socket).with_context(|| {
-        format!(
-            "cannot reach rustynetd at {} (is it running? are you in the rustynet group?)",
-            socket.display()
+    let stream = UnixStream::connect(socket).map_err(|e| {
+        CliError::new(
+            "daemon_unreachable",
+            format!(
+                "cannot reach rustynetd at {} ({e}; is it running? are you in the rustynet group?)",
+                socket.display()
+            ),
         )
     })?;
     exchange(stream, cmd)
@@ -44,7 +49,7 @@ fn exchange(mut stream: UnixStream, cmd: Command) -> anyhow::Result<Reply> {
         serde_json::from_slice(&buf).context("rustynetd sent an unreadable response")?;
     match (response.ok, response.error) {
         (Some(reply), None) => Ok(reply),
-        (_, Some(e)) => Err(anyhow!("{} ({:?})", e.message, e.code)),
+        (_, Some(e)) => Err(CliError::daemon(e.code, e.message).into()),
         (None, None) => Err(anyhow!("rustynetd sent an empty response")),
     }
 }
@@ -74,6 +79,7 @@ mod tests {
     fn status_of_five_thousand_peers_is_read_whole() {
         let peers: Vec<PeerStatus> = (0..5000u32)
             .map(|i| PeerStatus {
+                path_changes: 0,
                 relay_bytes: 0,
                 rtt_us: None,
                 via: None,
@@ -112,6 +118,7 @@ mod tests {
             advertise_exit_node: false,
             counters: Default::default(),
             dns_mode: String::new(),
+            daemon_version: String::new(),
         };
         let size = serde_json::to_vec(&doc).unwrap().len();
         assert!(

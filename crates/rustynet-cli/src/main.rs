@@ -3,15 +3,18 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod client;
+mod error;
+mod lookup;
 mod render;
+mod table;
+mod up;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
-use rustynet_proto::control_api::SecretString;
-use rustynet_proto::ipc::{Command, UpArgs};
+use rustynet_proto::ipc::{Command, Reply};
 
 #[derive(Parser)]
 #[command(name = "rustynet", version, about = "Rustynet mesh VPN client")]
@@ -28,15 +31,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Enroll (if needed) and connect.
+    /// Enroll (if needed) and connect. Bare `rustynet up` reconnects with
+    /// the saved control server and CA.
     Up {
-        /// Control server, https://HOST:PORT.
+        /// Control server, https://HOST[:PORT] (port 443 by default); the
+        /// saved one when omitted.
         #[arg(long)]
-        control: String,
-        /// The control CA certificate to pin.
+        control: Option<String>,
+        /// The control CA certificate to pin; the saved one when omitted
+        /// (required with a new control server).
         #[arg(long)]
-        ca_cert: PathBuf,
-        /// Pre-auth key (needed only to enroll).
+        ca_cert: Option<PathBuf>,
+        /// Pre-auth key: enrolls a new node, or renews this one when it
+        /// differs from the key it enrolled with; enrolls anew after control
+        /// refused (expired or removed) the node.
         #[arg(long, conflicts_with = "auth_key_file")]
         auth_key: Option<String>,
         /// Read the pre-auth key from a file instead (keeps it out of the process list).
@@ -45,17 +53,47 @@ enum Cmd {
         /// Host name to ask for.
         #[arg(long)]
         hostname: Option<String>,
-        /// Offer this node as an exit node.
-        #[arg(long)]
-        advertise_exit_node: bool,
+        /// Offer this node as an exit node (`--advertise-exit-node=false` to stop).
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+        advertise_exit_node: Option<bool>,
         /// LAN prefixes to offer, comma-separated.
         #[arg(long, value_delimiter = ',')]
-        advertise_routes: Vec<IpNet>,
+        advertise_routes: Option<Vec<IpNet>>,
+        /// Renew this node's keys with the pre-auth key (after they expired,
+        /// or to replace them); it keeps its name and address.
+        #[arg(long)]
+        force_reauth: bool,
+        /// Drop settings of earlier `up`s that this one does not name
+        /// (otherwise such an `up` is refused with the command to use).
+        #[arg(long)]
+        reset: bool,
+        /// Return only once the dataplane is applied; fail if the node
+        /// fails closed or the timeout passes.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits (e.g. 30s, 2m).
+        #[arg(long, requires = "wait", default_value = "60s")]
+        timeout: humantime::Duration,
     },
     /// Disconnect and restore routes, firewall and DNS.
     Down,
+    /// Disconnect, then forget this node's enrollment and keys: the next
+    /// `up` needs a pre-auth key. Control is not told; an admin removes the
+    /// node there.
+    Logout,
     /// Show state, peers, exit node and LAN access.
     Status,
+    /// This node's tunnel address, or a peer's (by host name, Magic DNS
+    /// name or address).
+    Ip {
+        /// A peer; this node when omitted.
+        name: Option<String>,
+    },
+    /// Which node owns a tunnel address: its name and Magic DNS name.
+    Whois {
+        /// A tunnel address.
+        addr: std::net::IpAddr,
+    },
     /// Exit nodes.
     ExitNode {
         #[command(subcommand)]
@@ -92,6 +130,8 @@ enum Cmd {
         #[arg(long)]
         until_direct: bool,
     },
+    /// Print the client's version and, when it answers, the daemon's.
+    Version,
 }
 
 #[derive(Subcommand)]
@@ -141,38 +181,8 @@ enum DnsAction {
 
 fn command(cmd: Cmd) -> anyhow::Result<Command> {
     Ok(match cmd {
-        Cmd::Up {
-            control,
-            ca_cert,
-            auth_key,
-            auth_key_file,
-            hostname,
-            advertise_exit_node,
-            advertise_routes,
-        } => {
-            let ca_cert_pem = std::fs::read_to_string(&ca_cert)
-                .map_err(|e| anyhow::anyhow!("--ca-cert {}: {e}", ca_cert.display()))?;
-            let auth_key = match (auth_key, auth_key_file) {
-                (Some(k), _) => Some(SecretString::new(k)),
-                (None, Some(path)) => {
-                    let text =
-                        zeroize::Zeroizing::new(std::fs::read_to_string(&path).map_err(|e| {
-                            anyhow::anyhow!("--auth-key-file {}: {e}", path.display())
-                        })?);
-                    Some(SecretString::new(text.trim().to_owned()))
-                }
-                (None, None) => None,
-            };
-            Command::Up(UpArgs {
-                control_url: control,
-                ca_cert_pem,
-                auth_key,
-                hostname,
-                advertise_exit_node,
-                advertise_routes,
-            })
-        }
         Cmd::Down => Command::Down,
+        Cmd::Logout => Command::Logout,
         Cmd::Status => Command::Status,
         Cmd::ExitNode { action } => match action {
             ExitAction::List => Command::ExitNodeList,
@@ -195,6 +205,9 @@ fn command(cmd: Cmd) -> anyhow::Result<Command> {
             name,
             all_paths: until_direct,
         },
+        Cmd::Up { .. } | Cmd::Ip { .. } | Cmd::Whois { .. } | Cmd::Version => {
+            anyhow::bail!("answered by the client itself")
+        }
     })
 }
 
@@ -212,7 +225,10 @@ fn ping(socket: &std::path::Path, json: bool, cmd: Cmd) -> anyhow::Result<bool> 
     };
     let count = count.unwrap_or(if until_direct { 10 } else { 1 });
     if count == 0 {
-        anyhow::bail!("-c must be at least 1");
+        anyhow::bail!(error::CliError::new(
+            "invalid_argument",
+            "-c must be at least 1"
+        ));
     }
     let mut docs = Vec::new();
     for i in 0..count {
@@ -227,7 +243,10 @@ fn ping(socket: &std::path::Path, json: bool, cmd: Cmd) -> anyhow::Result<bool> 
             },
         )?;
         let rustynet_proto::ipc::Reply::Ping(doc) = reply else {
-            anyhow::bail!("rustynetd answered ping with something else");
+            anyhow::bail!(error::CliError::new(
+                "protocol",
+                "rustynetd answered ping with something else"
+            ));
         };
         if !json {
             print!("{}", render::ping_line(&doc));
@@ -249,30 +268,216 @@ fn ping(socket: &std::path::Path, json: bool, cmd: Cmd) -> anyhow::Result<bool> 
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if matches!(cli.command, Cmd::Ping { .. }) {
-        return match ping(&cli.socket, cli.json, cli.command) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
+    if let Some(done) =
+        rustynet_service::docs::generate_if_asked(<Cli as clap::CommandFactory>::command, "1")
+    {
+        return match done {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {e}");
                 ExitCode::FAILURE
             }
         };
     }
-    let result = command(cli.command).and_then(|cmd| client::call(&cli.socket, cmd));
-    match result {
-        Ok(reply) => {
-            if cli.json {
-                println!("{}", render::json(&reply));
-            } else {
-                print!("{}", render::text(&reply));
+    let cli = Cli::parse();
+    if let Cmd::Version = cli.command {
+        // The daemon's version when it answers; the client's always.
+        let version = env!("CARGO_PKG_VERSION");
+        let daemon = match client::call(&cli.socket, Command::Status) {
+            Ok(rustynet_proto::ipc::Reply::Status(s)) if !s.daemon_version.is_empty() => {
+                Some(s.daemon_version)
             }
-            ExitCode::SUCCESS
+            _ => None,
+        };
+        if cli.json {
+            println!(
+                "{}",
+                serde_json::json!({ "client": version, "daemon": daemon })
+            );
+        } else {
+            println!("rustynet {version}");
+            match daemon {
+                Some(d) => println!("rustynetd {d}"),
+                None => println!("rustynetd: not reachable at {}", cli.socket.display()),
+            }
         }
+        return ExitCode::SUCCESS;
+    }
+    let json = cli.json;
+    let result = match cli.command {
+        Cmd::Ping { .. } => ping(&cli.socket, json, cli.command),
+        Cmd::Up {
+            control,
+            ca_cert,
+            auth_key,
+            auth_key_file,
+            hostname,
+            advertise_exit_node,
+            advertise_routes,
+            force_reauth,
+            reset,
+            wait,
+            timeout,
+        } => {
+            let flags = up::UpFlags {
+                control,
+                ca_cert,
+                auth_key: auth_key.is_some(),
+                auth_key_file,
+                hostname,
+                advertise_exit_node,
+                advertise_routes,
+                force_reauth,
+                reset,
+                wait,
+                timeout: wait.then(|| timeout.to_string()),
+            };
+            up::run(&cli.socket, json, &flags, auth_key, timeout.into()).map(|()| true)
+        }
+        Cmd::Ip { name } => {
+            lookup_cmd(&cli.socket, json, |s| lookup::ip(s, name.as_deref())).map(|n| {
+                if !json {
+                    println!("{}", n.tunnel_ip);
+                }
+                true
+            })
+        }
+        Cmd::Whois { addr } => lookup_cmd(&cli.socket, json, |s| lookup::whois(s, addr)).map(|n| {
+            if !json {
+                print!("{}", lookup::whois_text(&n));
+            }
+            true
+        }),
+        other => command(other)
+            .and_then(|cmd| client::call(&cli.socket, cmd))
+            .map(|reply| {
+                if json {
+                    println!("{}", render::json(&reply));
+                } else {
+                    print!("{}", render::text(&reply));
+                }
+                true
+            }),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // One line on stderr either way (stdout stays for results).
+            if json {
+                eprintln!("{}", error::json(&e));
+            } else {
+                eprintln!("{}", error::text(&e));
+            }
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `ip` and `whois`: one `status`, then `find` in it; `--json` prints the
+/// node found.
+fn lookup_cmd(
+    socket: &std::path::Path,
+    json: bool,
+    find: impl FnOnce(&rustynet_proto::ipc::StatusDoc) -> Result<lookup::NodeView, error::CliError>,
+) -> anyhow::Result<lookup::NodeView> {
+    let Reply::Status(status) = client::call(socket, Command::Status)? else {
+        anyhow::bail!(error::CliError::new(
+            "protocol",
+            "rustynetd answered status with something else"
+        ));
+    };
+    let node = find(&status)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&node)?);
+    }
+    Ok(node)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("rustynet").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn bare_up_parses_and_flags_keep_whether_they_were_given() {
+        let Cmd::Up {
+            control,
+            ca_cert,
+            advertise_exit_node,
+            advertise_routes,
+            wait,
+            ..
+        } = parse(&["up"]).unwrap().command
+        else {
+            panic!("not up");
+        };
+        assert_eq!((control, ca_cert), (None, None));
+        assert_eq!((advertise_exit_node, advertise_routes), (None, None));
+        assert!(!wait);
+        let Cmd::Up {
+            advertise_exit_node,
+            advertise_routes,
+            timeout,
+            ..
+        } = parse(&[
+            "up",
+            "--advertise-exit-node",
+            "--advertise-routes",
+            "10.1.0.0/16,192.168.7.0/24",
+            "--wait",
+            "--timeout",
+            "90s",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not up");
+        };
+        assert_eq!(advertise_exit_node, Some(true));
+        assert_eq!(advertise_routes.unwrap().len(), 2);
+        assert_eq!(std::time::Duration::from(timeout).as_secs(), 90);
+        let Cmd::Up {
+            advertise_exit_node,
+            ..
+        } = parse(&["up", "--advertise-exit-node=false"])
+            .unwrap()
+            .command
+        else {
+            panic!("not up");
+        };
+        assert_eq!(advertise_exit_node, Some(false));
+        assert!(
+            parse(&["up", "--timeout", "5s"]).is_err(),
+            "--timeout needs --wait"
+        );
+    }
+
+    #[test]
+    fn ip_whois_logout_parse() {
+        assert!(matches!(
+            parse(&["ip"]).unwrap().command,
+            Cmd::Ip { name: None }
+        ));
+        assert!(matches!(
+            parse(&["ip", "server"]).unwrap().command,
+            Cmd::Ip { name: Some(n) } if n == "server"
+        ));
+        assert!(matches!(
+            parse(&["--json", "whois", "100.64.0.2"]).unwrap().command,
+            Cmd::Whois { .. }
+        ));
+        assert!(
+            parse(&["whois", "server"]).is_err(),
+            "whois takes an address"
+        );
+        assert_eq!(
+            command(parse(&["logout"]).unwrap().command).unwrap(),
+            Command::Logout
+        );
     }
 }

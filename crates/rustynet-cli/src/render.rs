@@ -79,30 +79,7 @@ pub fn text(reply: &Reply) -> String {
                 );
             }
             let _ = writeln!(out, "peers:");
-            for p in &s.peers {
-                let hs = p
-                    .last_handshake_secs
-                    .map_or("-".into(), |s| format!("{s}s ago"));
-                let on_path = match (p.path, &p.via, p.path_secs) {
-                    (PathKind::None, _, _) => "none".to_owned(),
-                    (kind, via, secs) => format!(
-                        "{} {}{}",
-                        path(kind),
-                        via.as_deref().unwrap_or(""),
-                        secs.map_or(String::new(), |s| format!(" for {s}s"))
-                    ),
-                };
-                let _ = writeln!(
-                    out,
-                    "  {:<20} {:<15} {:<36} handshake {:<10} {}{}",
-                    p.name,
-                    p.tunnel_ip,
-                    on_path,
-                    hs,
-                    if p.online { "online" } else { "offline" },
-                    if p.exit_node { " exit-node" } else { "" }
-                );
-            }
+            out.push_str(&crate::table::peers(&s.peers));
         }
         Reply::ExitNodes(list) => {
             if list.is_empty() {

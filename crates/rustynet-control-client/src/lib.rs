@@ -24,8 +24,9 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 use rustynet_proto::NodeId;
 use rustynet_proto::control_api::{
-    API_VERSION, AUTH_HEADER, ApiError, MapRequest, RegisterRequest, RegisterResponse,
-    RelayTicketRequest, RelayTicketResponse, RequestAuth, StreamFrame, UpdateRequest, paths,
+    API_VERSION, AUTH_HEADER, ApiError, MapRequest, RENEW_HEADER, RegisterRequest,
+    RegisterResponse, RelayTicketRequest, RelayTicketResponse, RequestAuth, StreamFrame,
+    UpdateRequest, paths,
 };
 use rustynet_proto::{NodeSigningKey, SignedEnvelope};
 use tokio::net::TcpStream;
@@ -195,6 +196,7 @@ impl ControlClient {
         path: &str,
         body: Vec<u8>,
         auth: Option<(&NodeSigningKey, NodeId)>,
+        extra: Option<(&str, String)>,
     ) -> Result<Response<Incoming>, ClientError> {
         let tcp = self.connect_tcp().await?;
         let server_name = ServerName::try_from(self.url.host.clone())
@@ -218,6 +220,9 @@ impl ControlClient {
             rand_core::OsRng.fill_bytes(&mut nonce);
             let header = RequestAuth::sign(key, node, "POST", path, &body, now_ms(), nonce);
             builder = builder.header(AUTH_HEADER, header.to_header());
+        }
+        if let Some((name, value)) = extra {
+            builder = builder.header(name, value);
         }
         let request = builder
             .body(Full::new(Bytes::from(body)))
@@ -259,9 +264,10 @@ impl ControlClient {
         path: &str,
         body: Vec<u8>,
         auth: Option<(&NodeSigningKey, NodeId)>,
+        extra: Option<(&str, String)>,
     ) -> Result<Bytes, ClientError> {
         let work = async {
-            let response = self.send(path, body, auth).await?;
+            let response = self.send(path, body, auth, extra).await?;
             read_limited(response.into_body(), 1024 * 1024).await
         };
         tokio::time::timeout(self.timeout, work)
@@ -277,7 +283,43 @@ impl ControlClient {
     ) -> Result<RegisterResponse, ClientError> {
         let body = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let bytes = self
-            .call(paths::REGISTER, body, Some((key, NodeId(0))))
+            .call(paths::REGISTER, body, Some((key, NodeId(0))), None)
+            .await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Renews enrolled node `node`'s keys (`req.renew` is set to it): the
+    /// request is signed (as node 0) with the new key it registers, and the
+    /// node's current key signs it too, as that node, proving it is the node
+    /// it renews. The answer names the same node with its address and name.
+    pub async fn renew(
+        &self,
+        new_key: &NodeSigningKey,
+        current_key: &NodeSigningKey,
+        node: NodeId,
+        req: &RegisterRequest,
+    ) -> Result<RegisterResponse, ClientError> {
+        let mut req = req.clone();
+        req.renew = Some(node);
+        let body = serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let mut nonce = [0u8; 16];
+        rand_core::OsRng.fill_bytes(&mut nonce);
+        let proof = RequestAuth::sign(
+            current_key,
+            node,
+            "POST",
+            paths::REGISTER,
+            &body,
+            now_ms(),
+            nonce,
+        );
+        let bytes = self
+            .call(
+                paths::REGISTER,
+                body,
+                Some((new_key, NodeId(0))),
+                Some((RENEW_HEADER, proof.to_header())),
+            )
             .await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))
     }
@@ -290,7 +332,8 @@ impl ControlClient {
         req: &UpdateRequest,
     ) -> Result<(), ClientError> {
         let body = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        self.call(paths::UPDATE, body, Some((key, node))).await?;
+        self.call(paths::UPDATE, body, Some((key, node)), None)
+            .await?;
         Ok(())
     }
 
@@ -307,7 +350,7 @@ impl ControlClient {
         };
         let body = serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let bytes = self
-            .call(paths::RELAY_TICKET, body, Some((key, node)))
+            .call(paths::RELAY_TICKET, body, Some((key, node)), None)
             .await?;
         let resp: RelayTicketResponse =
             serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -334,7 +377,7 @@ impl ControlClient {
         let body = serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let response = tokio::time::timeout(
             self.timeout,
-            self.send(paths::MAP_STREAM, body, Some((key, node))),
+            self.send(paths::MAP_STREAM, body, Some((key, node)), None),
         )
         .await
         .map_err(|_| ClientError::Timeout(self.timeout))??;

@@ -1,4 +1,4 @@
-//! `https://HOST:PORT` parsing (the only URL form control uses).
+//! Control URL parsing and normalisation (`https://HOST[:PORT][/]`).
 
 use std::fmt;
 
@@ -14,18 +14,30 @@ pub struct ControlUrl {
 }
 
 impl ControlUrl {
-    /// Parses `https://HOST:PORT` (IPv6 hosts in brackets), optional trailing `/`.
+    /// Parses an `https://` URL with the `url` crate: host names are
+    /// lower-cased, the port defaults to 443, a trailing `/` is ignored;
+    /// credentials, other paths, queries and fragments are refused. Two
+    /// spellings of the same server parse to the same value (and the same
+    /// [`fmt::Display`] form), which is what `up` compares.
     pub fn parse(text: &str) -> Result<Self, ClientError> {
         let bad = || ClientError::Url(text.to_owned());
-        let rest = text.strip_prefix("https://").ok_or_else(bad)?;
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        let (host, port) = if let Some(inner) = rest.strip_prefix('[') {
-            let (host, after) = inner.split_once(']').ok_or_else(bad)?;
-            (host, after.strip_prefix(':').ok_or_else(bad)?)
-        } else {
-            rest.rsplit_once(':').ok_or_else(bad)?
+        let url = url::Url::parse(text).map_err(|_| bad())?;
+        if url.scheme() != "https"
+            || !url.username().is_empty()
+            || url.password().is_some()
+            || url.query().is_some()
+            || url.fragment().is_some()
+            || !matches!(url.path(), "" | "/")
+        {
+            return Err(bad());
+        }
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => d.to_owned(),
+            Some(url::Host::Ipv4(a)) => a.to_string(),
+            Some(url::Host::Ipv6(a)) => a.to_string(),
+            None => return Err(bad()),
         };
-        let port: u16 = port.parse().map_err(|_| bad())?;
+        let port = url.port_or_known_default().ok_or_else(bad)?;
         let host_ok = !host.is_empty()
             && host.len() <= 253
             && host
@@ -34,10 +46,13 @@ impl ControlUrl {
         if !host_ok || port == 0 {
             return Err(bad());
         }
-        Ok(Self {
-            host: host.to_owned(),
-            port,
-        })
+        Ok(Self { host, port })
+    }
+
+    /// The canonical text of a control URL: `https://HOST:PORT`, port
+    /// always written, no trailing `/`.
+    pub fn normalize(text: &str) -> Result<String, ClientError> {
+        Ok(Self::parse(text)?.to_string())
     }
 
     /// `HOST:PORT` for the Host header.
@@ -78,7 +93,10 @@ mod tests {
         );
         for bad in [
             "http://a:1",
-            "https://a",
+            "https://user:pw@a:1",
+            "https://a:1/api",
+            "https://a:1/?x=1",
+            "https://a:1/#frag",
             "https://a:0",
             "https://:1",
             "https://a b:1",
@@ -86,5 +104,32 @@ mod tests {
         ] {
             assert!(ControlUrl::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Spellings of one server normalise to one string: the default port
+    /// made explicit, a trailing `/` dropped, the host lower-cased.
+    #[test]
+    fn spellings_of_one_server_normalise_alike() {
+        for same in [
+            "https://ctl.example",
+            "https://ctl.example/",
+            "https://ctl.example:443",
+            "https://ctl.example:443/",
+            "https://CTL.Example:443",
+        ] {
+            assert_eq!(
+                ControlUrl::normalize(same).unwrap(),
+                "https://ctl.example:443",
+                "{same}"
+            );
+        }
+        assert_eq!(
+            ControlUrl::normalize("https://[::1]:8443/").unwrap(),
+            "https://[::1]:8443"
+        );
+        assert_ne!(
+            ControlUrl::normalize("https://ctl.example:8443").unwrap(),
+            ControlUrl::normalize("https://ctl.example").unwrap()
+        );
     }
 }

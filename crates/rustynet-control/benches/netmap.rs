@@ -88,6 +88,7 @@ fn nodes(n: usize) -> BTreeMap<NodeId, NodeRecord> {
                 path_key: None,
                 home_relay: None,
                 admin_routes: Default::default(),
+                key_expires_at: None,
             };
             (id, record)
         })
@@ -134,7 +135,7 @@ fn main() {
                     let map = fragments.netmap_json(*id, &view).expect("node is live");
                     let map_len = map.payload().len();
                     let sealed = seal_netmap_json(&key, map, *id, 7, 1_800_000_000, 1800);
-                    let frame: usize = map_frame_pieces(sealed.sealed)
+                    let frame: usize = map_frame_pieces(sealed.sealed, &[])
                         .iter()
                         .map(|p| p.len())
                         .sum();
@@ -172,7 +173,7 @@ fn main() {
                 let view = index.view(probe).expect("node is in the index");
                 let map = fragments.netmap_json(probe, &view).expect("node is live");
                 let sealed = seal_netmap_json(&key, map, probe, 8, 1_800_000_000, 1800);
-                std::hint::black_box(map_frame_pieces(sealed.sealed));
+                std::hint::black_box(map_frame_pieces(sealed.sealed, &[]));
                 t.elapsed()
             })
             .collect();

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand_core::RngCore as _;
 use rustynet_policy::{Policy, PolicyError};
+use rustynet_proto::handover::KeyHandover;
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
@@ -159,6 +160,22 @@ pub fn preauth_create(
         now,
     )?;
     Ok((key, record))
+}
+
+/// `preauth list`: every pre-auth key (never the key itself).
+pub fn preauth_list(data: &DataDir) -> Result<Vec<PreauthRecord>, AdminError> {
+    Ok(data.open_store()?.preauth_keys()?)
+}
+
+/// `preauth revoke ID`: the key enrolls no more nodes.
+pub fn preauth_revoke(data: &DataDir, id: i64) -> Result<PreauthRecord, AdminError> {
+    Ok(data.open_store()?.revoke_preauth(id, now_unix())?)
+}
+
+/// `signing-key rotate`: a new map-signing key, handed over to by the
+/// current one; a running `serve` switches to it and nodes follow.
+pub fn signing_key_rotate(data: &DataDir) -> Result<KeyHandover, AdminError> {
+    Ok(data.rotate_signing_key(now_unix())?)
 }
 
 /// `nodes list`.

@@ -13,7 +13,7 @@
 use std::sync::OnceLock;
 
 use axum::http::{HeaderMap, StatusCode};
-use rustynet_proto::control_api::{AUTH_HEADER, MAX_REQUEST_SKEW_MS, RequestAuth};
+use rustynet_proto::control_api::{AUTH_HEADER, MAX_REQUEST_SKEW_MS, RENEW_HEADER, RequestAuth};
 use rustynet_proto::{NodeId, NodeSigningKey, SigningPublicKey};
 
 use crate::api::ApiFailure;
@@ -32,8 +32,12 @@ pub struct SignedRequest<'a> {
 }
 
 fn parse_header(headers: &HeaderMap) -> Result<RequestAuth, ApiFailure> {
+    parse_named_header(headers, AUTH_HEADER)
+}
+
+fn parse_named_header(headers: &HeaderMap, name: &str) -> Result<RequestAuth, ApiFailure> {
     let value = headers
-        .get(AUTH_HEADER)
+        .get(name)
         .ok_or_else(|| {
             ApiFailure::new(
                 StatusCode::UNAUTHORIZED,
@@ -160,11 +164,51 @@ pub fn verify_node(
         return Err(bad_signature());
     };
     check(store, req, &auth, &node.signing_key, now_ms)?;
-    if node.is_expired(now_ms / 1000) {
+    let now = now_ms / 1000;
+    if node.expired_by_admin(now) {
         return Err(ApiFailure::new(
             StatusCode::FORBIDDEN,
             "node_expired",
             "this node was expired by an administrator; enroll again",
+        ));
+    }
+    if node.key_expired(now) {
+        return Err(ApiFailure::new(
+            StatusCode::FORBIDDEN,
+            "node_expired",
+            "this node's keys expired; renew them with `rustynet up --force-reauth --auth-key KEY`",
+        ));
+    }
+    Ok(node)
+}
+
+/// Verifies the renewal proof of an enrollment that renews node `id`: the
+/// [`RENEW_HEADER`] must be signed by that node's current key (within the
+/// skew bound, nonce unused). A node whose keys expired may renew; one an
+/// administrator expired may not. An unknown node gets the bad-signature
+/// answer, as everywhere.
+pub fn verify_renewal(
+    store: &dyn Store,
+    req: &SignedRequest<'_>,
+    id: NodeId,
+    now_ms: i64,
+) -> Result<NodeRecord, ApiFailure> {
+    let auth = parse_named_header(req.headers, RENEW_HEADER)?;
+    let node = if auth.node_id == id {
+        store.node(id).map_err(ApiFailure::from)?
+    } else {
+        None
+    };
+    let Some(node) = node else {
+        check_signature(req, &auth, stand_in_key(), now_ms)?;
+        return Err(bad_signature());
+    };
+    check(store, req, &auth, &node.signing_key, now_ms)?;
+    if node.expired_by_admin(now_ms / 1000) {
+        return Err(ApiFailure::new(
+            StatusCode::FORBIDDEN,
+            "node_expired",
+            "this node was expired by an administrator and cannot renew; remove it and enroll anew",
         ));
     }
     Ok(node)

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use rustynet_proto::handover::KeyHandover;
 use rustynet_proto::keyseal::Kek;
 use rustynet_proto::{NodeSigningKey, SigningPublicKey};
 use zeroize::Zeroizing;
@@ -17,6 +18,8 @@ use crate::store::{SqliteStore, StoreError};
 
 const SIGNING_KEY_HEADER: &str = "rustynet control signing key v1";
 const SIGNING_KEY_LABEL: &str = "rustynet control signing key";
+const CA_KEY_LABEL: &str = "rustynet control CA key";
+const TLS_KEY_LABEL: &str = "rustynet control TLS key";
 
 /// Why the data directory could not be created or opened.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,14 @@ pub enum DataDirError {
     Store(#[from] StoreError),
 }
 
+/// A secret file's contents.
+enum Secret {
+    /// Was sealed; this is what it sealed.
+    Sealed(Zeroizing<Vec<u8>>),
+    /// Was stored in the clear.
+    Plain(Zeroizing<Vec<u8>>),
+}
+
 /// Paths inside a data directory.
 #[derive(Debug, Clone)]
 pub struct DataDir {
@@ -93,6 +104,20 @@ fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), DataDirError
         .map_err(io_err(path))?;
     file.write_all(contents).map_err(io_err(path))?;
     file.sync_all().map_err(io_err(path))
+}
+
+/// Replaces `path` with `contents` (0600) so that a crash leaves either
+/// the old file or the new one: a temporary file beside it, synced, renamed
+/// over it, and the directory synced.
+fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), DataDirError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp-rewrite");
+    let _ = fs::remove_file(&tmp);
+    write_new(&tmp, contents, 0o600)?;
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
 }
 
 fn check_owner_only(path: &Path) -> Result<(), DataDirError> {
@@ -150,8 +175,16 @@ impl DataDir {
     pub fn relay_key(&self) -> PathBuf {
         self.root.join("relay.key")
     }
-    fn signing_key_path(&self) -> PathBuf {
+    /// The map-signing key file (its modification time tells `serve` a
+    /// rotation happened).
+    pub fn signing_key_path(&self) -> PathBuf {
         self.root.join("signing.key")
+    }
+    fn next_signing_key_path(&self) -> PathBuf {
+        self.root.join("signing.key.next")
+    }
+    fn handovers_path(&self) -> PathBuf {
+        self.root.join("signing.handovers")
     }
     fn db_path(&self) -> PathBuf {
         self.root.join("control.db")
@@ -170,15 +203,17 @@ impl DataDir {
             .map_err(io_err(&self.root))?;
         let pki = pki::generate(sans)?;
         write_new(&self.ca_cert(), pki.ca_cert_pem.as_bytes(), 0o644)?;
-        write_new(&self.ca_key(), pki.ca_key_pem.as_bytes(), 0o600)?;
+        let ca_key = self.sealed_if_configured(CA_KEY_LABEL, pki.ca_key_pem.as_bytes());
+        write_new(&self.ca_key(), ca_key.as_bytes(), 0o600)?;
         write_new(&self.server_cert(), pki.server_cert_pem.as_bytes(), 0o644)?;
-        write_new(&self.server_key(), pki.server_key_pem.as_bytes(), 0o600)?;
+        let tls_key = self.sealed_if_configured(TLS_KEY_LABEL, pki.server_key_pem.as_bytes());
+        write_new(&self.server_key(), tls_key.as_bytes(), 0o600)?;
         let key = NodeSigningKey::generate(&mut rand_core::OsRng);
-        let text = Zeroizing::new(match &self.kek {
-            Some(kek) => format!("{}\n", kek.seal(SIGNING_KEY_LABEL, key.seed().as_ref())),
-            None => format!("{SIGNING_KEY_HEADER}\n{}\n", B64.encode(*key.seed())),
-        });
-        write_new(&self.signing_key_path(), text.as_bytes(), 0o600)?;
+        write_new(
+            &self.signing_key_path(),
+            self.signing_key_text(&key).as_bytes(),
+            0o600,
+        )?;
         SqliteStore::create(&self.db_path(), suffix)?;
         fs::set_permissions(self.db_path(), fs::Permissions::from_mode(0o600))
             .map_err(io_err(&self.db_path()))?;
@@ -204,39 +239,174 @@ impl DataDir {
         Ok(SqliteStore::open(&db)?)
     }
 
-    /// Loads the map-signing key (checking it is owner-only).
-    pub fn signing_key(&self) -> Result<NodeSigningKey, DataDirError> {
-        let path = self.signing_key_path();
-        check_owner_only(&path)?;
-        let text = Zeroizing::new(fs::read_to_string(&path).map_err(io_err(&path))?);
-        let seed = if rustynet_proto::keyseal::is_sealed(&text) {
-            let kek = self
-                .kek
-                .as_ref()
-                .ok_or_else(|| DataDirError::KeyEncrypted(path.clone()))?;
-            kek.open(SIGNING_KEY_LABEL, &text)
-                .map_err(|e| DataDirError::Seal(path.clone(), e))?
-        } else {
-            let mut lines = text.lines();
-            if lines.next() != Some(SIGNING_KEY_HEADER) {
-                return Err(DataDirError::BadKeyFile(path));
+    /// `plaintext` as it is written to a key file: sealed under the
+    /// key-encryption secret when one is configured.
+    fn sealed_if_configured(&self, label: &str, plaintext: &[u8]) -> Zeroizing<String> {
+        Zeroizing::new(match &self.kek {
+            Some(kek) => format!("{}\n", kek.seal(label, plaintext)),
+            None => String::from_utf8_lossy(plaintext).into_owned(),
+        })
+    }
+
+    /// Reads a secret file: owner-only or refused; sealed ones are opened
+    /// with the key-encryption secret (refused without one).
+    fn read_secret(&self, path: &Path, label: &str) -> Result<Secret, DataDirError> {
+        check_owner_only(path)?;
+        let text = Zeroizing::new(fs::read_to_string(path).map_err(io_err(path))?);
+        if !rustynet_proto::keyseal::is_sealed(&text) {
+            return Ok(Secret::Plain(Zeroizing::new(text.as_bytes().to_vec())));
+        }
+        let kek = self
+            .kek
+            .as_ref()
+            .ok_or_else(|| DataDirError::KeyEncrypted(path.to_owned()))?;
+        kek.open(label, &text)
+            .map(Secret::Sealed)
+            .map_err(|e| DataDirError::Seal(path.to_owned(), e))
+    }
+
+    /// A plain key file found while a key-encryption secret is configured is
+    /// not accepted as it is: it is replaced, atomically, by `plaintext`
+    /// sealed, and the log says so. Without a secret, nothing happens.
+    fn seal_in_place(
+        &self,
+        path: &Path,
+        label: &str,
+        plaintext: &[u8],
+    ) -> Result<(), DataDirError> {
+        if let Some(kek) = &self.kek {
+            let sealed = Zeroizing::new(format!("{}\n", kek.seal(label, plaintext)));
+            write_atomic(path, sealed.as_bytes())?;
+            tracing::warn!(file = %path.display(), "plaintext key file found while a key-encryption secret is configured: encrypted it in place");
+        }
+        Ok(())
+    }
+
+    /// A PEM key file's contents, encrypting it in place if it was plain
+    /// and a secret is configured.
+    fn pem_key(&self, path: &Path, label: &str) -> Result<Zeroizing<Vec<u8>>, DataDirError> {
+        match self.read_secret(path, label)? {
+            Secret::Sealed(pem) => Ok(pem),
+            Secret::Plain(pem) => {
+                self.seal_in_place(path, label, &pem)?;
+                Ok(pem)
             }
-            lines
-                .next()
-                .and_then(|l| B64.decode(l.trim()).ok())
-                .map(Zeroizing::new)
-                .ok_or_else(|| DataDirError::BadKeyFile(path.clone()))?
+        }
+    }
+
+    /// Loads the map-signing key (checking it is owner-only, and encrypting
+    /// it in place if it was plain and a secret is configured).
+    pub fn signing_key(&self) -> Result<NodeSigningKey, DataDirError> {
+        self.read_signing_key(&self.signing_key_path())
+    }
+
+    fn read_signing_key(&self, path: &Path) -> Result<NodeSigningKey, DataDirError> {
+        let path = path.to_owned();
+        let bad = || DataDirError::BadKeyFile(path.clone());
+        let (seed, plain) = match self.read_secret(&path, SIGNING_KEY_LABEL)? {
+            Secret::Sealed(seed) => (seed, false),
+            Secret::Plain(text) => {
+                let text = std::str::from_utf8(&text).map_err(|_| bad())?;
+                let mut lines = text.lines();
+                if lines.next() != Some(SIGNING_KEY_HEADER) {
+                    return Err(bad());
+                }
+                let seed = lines
+                    .next()
+                    .and_then(|l| B64.decode(l.trim()).ok())
+                    .map(Zeroizing::new)
+                    .ok_or_else(bad)?;
+                (seed, true)
+            }
         };
-        let seed: &[u8; 32] = seed
-            .as_slice()
-            .try_into()
-            .map_err(|_| DataDirError::BadKeyFile(path.clone()))?;
+        let seed: &[u8; 32] = seed.as_slice().try_into().map_err(|_| bad())?;
+        if plain {
+            self.seal_in_place(&path, SIGNING_KEY_LABEL, seed)?;
+        }
         Ok(NodeSigningKey::from_seed(seed))
     }
 
-    /// Checks the TLS private key is owner-only.
-    pub fn check_server_key(&self) -> Result<(), DataDirError> {
-        check_owner_only(&self.server_key())
+    /// The handovers of every rotation so far, oldest first (empty before
+    /// the first).
+    pub fn signing_handovers(&self) -> Result<Vec<KeyHandover>, DataDirError> {
+        let path = self.handovers_path();
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| DataDirError::BadKeyFile(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
+            Err(e) => Err(io_err(&path)(e)),
+        }
+    }
+
+    /// Rotates the map-signing key: a new key, and a handover from the
+    /// current key naming it, which `serve` sends with every map so nodes
+    /// move their pin to the new key. The old private key is gone after
+    /// this. Crash-safe: the new key is written beside the old one first,
+    /// then the handover, then it replaces the old key
+    /// ([`DataDir::finish_rotation`] completes an interrupted rotation).
+    pub fn rotate_signing_key(&self, now: i64) -> Result<KeyHandover, DataDirError> {
+        self.finish_rotation()?;
+        let current = self.signing_key()?;
+        let next = NodeSigningKey::generate(&mut rand_core::OsRng);
+        let next_path = self.next_signing_key_path();
+        write_atomic(&next_path, self.signing_key_text(&next).as_bytes())?;
+        let handover = KeyHandover::sign(&current, next.public(), now);
+        let mut chain = self.signing_handovers()?;
+        chain.push(handover.clone());
+        let json = serde_json::to_vec_pretty(&chain).unwrap_or_default();
+        write_atomic(&self.handovers_path(), &json)?;
+        self.finish_rotation()?;
+        Ok(handover)
+    }
+
+    /// Completes a rotation interrupted after its handover was written (the
+    /// new key then waits beside the old one), or drops a new key that no
+    /// handover names (interrupted before).
+    pub fn finish_rotation(&self) -> Result<(), DataDirError> {
+        let next_path = self.next_signing_key_path();
+        if !next_path.exists() {
+            return Ok(());
+        }
+        let next = self.read_signing_key(&next_path)?;
+        let named = self
+            .signing_handovers()?
+            .last()
+            .is_some_and(|h| h.to == next.public());
+        if named {
+            let path = self.signing_key_path();
+            fs::rename(&next_path, &path).map_err(io_err(&path))?;
+            fs::File::open(&self.root)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&self.root))?;
+            tracing::info!(key = %next.public(), "control signing key rotated");
+        } else {
+            fs::remove_file(&next_path).map_err(io_err(&next_path))?;
+        }
+        Ok(())
+    }
+
+    /// A signing key's file contents (sealed when a secret is configured).
+    fn signing_key_text(&self, key: &NodeSigningKey) -> Zeroizing<String> {
+        Zeroizing::new(match &self.kek {
+            Some(kek) => format!("{}\n", kek.seal(SIGNING_KEY_LABEL, key.seed().as_ref())),
+            None => format!("{SIGNING_KEY_HEADER}\n{}\n", B64.encode(*key.seed())),
+        })
+    }
+
+    /// The TLS private key's PEM, from `server.key` (owner-only; opened
+    /// or, when a secret is configured and it is plain, encrypted in place).
+    pub fn server_key_pem(&self) -> Result<Zeroizing<Vec<u8>>, DataDirError> {
+        self.pem_key(&self.server_key(), TLS_KEY_LABEL)
+    }
+
+    /// Checks every secret file at start: owner-only, and encrypted when a
+    /// key-encryption secret is configured (plain ones are encrypted in
+    /// place). `serve` does not use the CA key, but it is held to the same
+    /// rules.
+    pub fn check_secrets(&self) -> Result<(), DataDirError> {
+        self.pem_key(&self.ca_key(), CA_KEY_LABEL)?;
+        self.server_key_pem()?;
+        self.signing_key()?;
+        Ok(())
     }
 }
 
@@ -288,6 +458,88 @@ mod tests {
         ));
         let wrong = DataDir::new(&root).with_key_encryption(Kek::from_secret(&[4u8; 32]).unwrap());
         assert!(matches!(wrong.signing_key(), Err(DataDirError::Seal(..))));
+    }
+
+    #[test]
+    fn tls_and_ca_keys_are_sealed_under_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ctl");
+        let kek = || Kek::from_secret(&[3u8; 32]).unwrap();
+        let dd = DataDir::new(&root).with_key_encryption(kek());
+        dd.init("rustynet.internal", &[]).unwrap();
+        for name in ["ca.key", "server.key", "signing.key"] {
+            let text = fs::read_to_string(root.join(name)).unwrap();
+            assert!(rustynet_proto::keyseal::is_sealed(&text), "{name}");
+            assert!(!text.contains("PRIVATE KEY"), "{name}");
+        }
+        let pem = dd.server_key_pem().unwrap();
+        assert!(String::from_utf8_lossy(&pem).contains("PRIVATE KEY"));
+        dd.check_secrets().unwrap();
+        assert!(matches!(
+            DataDir::new(&root).server_key_pem(),
+            Err(DataDirError::KeyEncrypted(_))
+        ));
+    }
+
+    #[test]
+    fn plain_key_files_are_encrypted_in_place_once_a_secret_is_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ctl");
+        let plain = DataDir::new(&root);
+        let report = plain.init("rustynet.internal", &[]).unwrap();
+        let pem = plain.server_key_pem().unwrap();
+        let ca_pem = fs::read(root.join("ca.key")).unwrap();
+        let kek = || Kek::from_secret(&[5u8; 32]).unwrap();
+        let sealed = DataDir::new(&root).with_key_encryption(kek());
+        sealed.check_secrets().unwrap();
+        for name in ["ca.key", "server.key", "signing.key"] {
+            let path = root.join(name);
+            let text = fs::read_to_string(&path).unwrap();
+            assert!(
+                rustynet_proto::keyseal::is_sealed(&text),
+                "{name} left plain"
+            );
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name}");
+        }
+        // Same keys, now readable only with the secret.
+        assert_eq!(
+            sealed.signing_key().unwrap().public(),
+            report.signing_public_key
+        );
+        assert_eq!(*sealed.server_key_pem().unwrap(), *pem);
+        let ca = kek()
+            .open(
+                CA_KEY_LABEL,
+                &fs::read_to_string(root.join("ca.key")).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(*ca, ca_pem);
+        assert!(matches!(
+            DataDir::new(&root).signing_key(),
+            Err(DataDirError::KeyEncrypted(_))
+        ));
+        assert!(!root.join("server.tmp-rewrite").exists());
+    }
+
+    #[test]
+    fn every_secret_file_is_permission_checked_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ctl");
+        let dd = DataDir::new(&root);
+        dd.init("rustynet.internal", &[]).unwrap();
+        dd.check_secrets().unwrap();
+        for name in ["ca.key", "server.key", "signing.key"] {
+            let path = root.join(name);
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
+            let err = dd.check_secrets().unwrap_err();
+            assert!(
+                matches!(&err, DataDirError::Permissions { path: p, .. } if p == &path),
+                "{name}: {err}"
+            );
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        }
     }
 
     #[test]

@@ -78,13 +78,17 @@ enum Command {
         /// The relay's name in maps.
         #[arg(long, default_value = DEFAULT_RELAY_NAME, requires = "relay_listen")]
         relay_name: String,
+        /// Lifetime of a node's keys from enrollment or renewal (`rustynet up
+        /// --force-reauth`), e.g. 180d; `never` for keys that do not expire.
+        #[arg(long, default_value = "180d", value_parser = parse_expiry)]
+        node_key_expiry: Expiry,
     },
     /// Set or show the ACL policy.
     Policy {
         #[command(subcommand)]
         action: PolicyAction,
     },
-    /// Create pre-auth keys.
+    /// Create, list or revoke pre-auth keys.
     Preauth {
         #[command(subcommand)]
         action: PreauthAction,
@@ -108,6 +112,11 @@ enum Command {
     Acl {
         #[command(subcommand)]
         action: cli_routes::AclAction,
+    },
+    /// Rotate the control signing key.
+    SigningKey {
+        #[command(subcommand)]
+        action: SigningKeyAction,
     },
 }
 
@@ -156,6 +165,20 @@ enum RelaysAction {
 }
 
 #[derive(Subcommand)]
+enum SigningKeyAction {
+    /// Make a new map-signing key; the current one signs a handover naming
+    /// it, which nodes follow with their next map (no re-enrollment).
+    Rotate {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The secret the signing key is encrypted under.
+        #[arg(long)]
+        key_encryption_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum PolicyAction {
     /// Validate and store a policy file (nothing changes if it is invalid).
     Set {
@@ -186,13 +209,45 @@ enum PreauthAction {
         /// Allow more than one enrollment.
         #[arg(long)]
         reusable: bool,
-        /// Lifetime, e.g. 1h.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        expires: Option<Duration>,
+        /// Lifetime, e.g. 30m or 7d; `never` for a key that does not expire.
+        #[arg(long, default_value = "1h", value_parser = parse_expiry)]
+        expires: Expiry,
         /// Data directory.
         #[arg(long)]
         data_dir: PathBuf,
     },
+    /// List pre-auth keys (never the keys themselves).
+    List {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a pre-auth key: it enrolls no more nodes.
+    Revoke {
+        /// The key's ID (from `preauth list`).
+        id: i64,
+        /// Data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+/// A lifetime, or none.
+#[derive(Debug, Clone, Copy)]
+struct Expiry(Option<Duration>);
+
+fn parse_expiry(text: &str) -> Result<Expiry, String> {
+    if text == "never" {
+        return Ok(Expiry(None));
+    }
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d.is_zero() {
+        return Err("a lifetime of 0 would expire at once; use a duration or `never`".into());
+    }
+    Ok(Expiry(Some(d)))
 }
 
 #[derive(Subcommand)]
@@ -225,6 +280,17 @@ enum NodesAction {
 }
 
 fn main() -> ExitCode {
+    if let Some(done) =
+        rustynet_service::docs::generate_if_asked(<Cli as clap::CommandFactory>::command, "8")
+    {
+        return match done {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     rustynet_service::init_logging("rustynet-control");
     let args = match rustynet_control::config_file::expand(std::env::args_os().collect()) {
         Ok(args) => args,
@@ -269,6 +335,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             relay_stun,
             relay_advertise,
             relay_name,
+            node_key_expiry,
         } => {
             let data = data_dir_with(data_dir, key_encryption_file.as_deref())?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
@@ -283,6 +350,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     advertise: relay_advertise,
                     name: relay_name,
                 });
+                opts.node_key_expiry = node_key_expiry.0;
                 let server = start(&data, opts).await?;
                 println!("listening on {}", server.addr);
                 if let Some(relay) = &server.relay {
@@ -311,21 +379,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", admin::policy_get(&DataDir::new(data_dir))?);
             }
         },
-        Command::Preauth {
+        Command::Preauth { action } => preauth(action)?,
+        Command::Nodes { action } => nodes(action)?,
+        Command::SigningKey {
             action:
-                PreauthAction::Create {
-                    user,
-                    tags,
-                    reusable,
-                    expires,
+                SigningKeyAction::Rotate {
                     data_dir,
+                    key_encryption_file,
                 },
         } => {
-            let (key, _) =
-                admin::preauth_create(&DataDir::new(data_dir), &user, &tags, reusable, expires)?;
-            println!("{}", key.as_str());
+            let data = data_dir_with(data_dir, key_encryption_file.as_deref())?;
+            let handover = admin::signing_key_rotate(&data)?;
+            println!("signing public key: {}", handover.to);
+            println!("handed over from: {}", handover.from);
         }
-        Command::Nodes { action } => nodes(action)?,
         Command::Relays { action } => relays(action)?,
         Command::Routes { action } => cli_routes::run_routes(action)?,
         Command::Acl { action } => cli_routes::run_acl(action)?,
@@ -408,6 +475,57 @@ fn data_dir_with(root: PathBuf, kek_file: Option<&std::path::Path>) -> anyhow::R
     })
 }
 
+fn unix_time(t: Option<i64>) -> String {
+    t.and_then(|t| u64::try_from(t).ok())
+        .map(|t| {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(t))
+                .to_string()
+        })
+        .unwrap_or_else(|| "never".into())
+}
+
+fn preauth(action: PreauthAction) -> anyhow::Result<()> {
+    match action {
+        PreauthAction::Create {
+            user,
+            tags,
+            reusable,
+            expires,
+            data_dir,
+        } => {
+            let (key, _) =
+                admin::preauth_create(&DataDir::new(data_dir), &user, &tags, reusable, expires.0)?;
+            println!("{}", key.as_str());
+        }
+        PreauthAction::List { data_dir, json } => {
+            let keys = admin::preauth_list(&DataDir::new(data_dir))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+                return Ok(());
+            }
+            let now = now_unix();
+            println!("ID     USER         STATE    REUSABLE USED  EXPIRES               TAGS");
+            for k in keys {
+                println!(
+                    "{:<6} {:<12} {:<8} {:<8} {:<5} {:<21} {}",
+                    k.id,
+                    k.user,
+                    k.state(now),
+                    if k.reusable { "yes" } else { "no" },
+                    k.used,
+                    unix_time(k.expires_at),
+                    k.tags.join(",")
+                );
+            }
+        }
+        PreauthAction::Revoke { id, data_dir } => {
+            let k = admin::preauth_revoke(&DataDir::new(data_dir), id)?;
+            println!("revoked pre-auth key {} (user {})", k.id, k.user);
+        }
+    }
+    Ok(())
+}
+
 fn nodes(action: NodesAction) -> anyhow::Result<()> {
     match action {
         NodesAction::List { data_dir, json } => {
@@ -441,8 +559,10 @@ fn nodes(action: NodesAction) -> anyhow::Result<()> {
                 "ID     NAME                     TUNNEL IP        USER         STATE      TAGS/ADVERTISED"
             );
             for n in nodes {
-                let state = if n.is_expired(now) {
+                let state = if n.expired_by_admin(now) {
                     "expired"
+                } else if n.key_expired(now) {
+                    "key-expired"
                 } else {
                     "active"
                 };

@@ -37,6 +37,12 @@ pub fn check_view(net: NetworkView<'_>, view: &NodeView) -> Result<(), VerifyErr
     .check()?;
     for (peer, routes) in &view.peer_routes {
         check_allowed_ips(*peer, routes)?;
+        // The peer's own /32 comes first in its allowed prefixes.
+        rustynet_proto::netmap::bounded(
+            "peer allowed_ips",
+            routes.len() + 1,
+            rustynet_proto::netmap::MAX_ALLOWED_IPS,
+        )?;
     }
     Ok(())
 }
@@ -93,7 +99,7 @@ pub fn check_network(
             continue;
         };
         let sealed = seal_netmap_json(&key, json, *id, u64::MAX, i64::MAX / 2, 1);
-        let len = rustynet_proto::control_api::map_frame_pieces(sealed.sealed)
+        let len = rustynet_proto::control_api::map_frame_pieces(sealed.sealed, &[])
             .iter()
             .map(bytes::Bytes::len)
             .sum();
@@ -134,6 +140,7 @@ mod tests {
                     path_key: None,
                     home_relay: None,
                     admin_routes: Default::default(),
+                    key_expires_at: None,
                 };
                 (id, record)
             })

@@ -39,6 +39,10 @@ pub struct Snapshot {
     /// Why the stored policy could not be used (the network then runs with
     /// an empty, deny-all policy).
     pub policy_error: Option<String>,
+    /// The next time a live node expires (its keys' lifetime ends): the
+    /// network is reloaded then, so it leaves every map and its stream
+    /// closes without waiting for an unrelated change.
+    pub next_expiry: Option<i64>,
     /// Shared map entries, serialized by the first stream that needs them.
     fragments: OnceLock<PeerFragments>,
 }
@@ -183,6 +187,12 @@ impl Network {
             .filter(|id| nodes.contains_key(id))
             .copied()
             .collect();
+        let next_expiry = nodes
+            .values()
+            .flat_map(|n| [n.key_expires_at, n.expired_at])
+            .flatten()
+            .filter(|t| *t > now)
+            .min();
         self.publish(|prev| Snapshot {
             version: prev.version + 1,
             suffix,
@@ -191,6 +201,7 @@ impl Network {
             online: Arc::new(online),
             relays,
             policy_error,
+            next_expiry,
             fragments: OnceLock::new(),
         });
         Ok(())
@@ -212,6 +223,23 @@ impl Network {
             online: Arc::new(online),
             relays: prev.relays.clone(),
             policy_error: prev.policy_error.clone(),
+            next_expiry: prev.next_expiry,
+            fragments: OnceLock::new(),
+        });
+    }
+
+    /// Wakes every map stream without changing the network (they then see
+    /// what else changed, such as the signing key).
+    pub fn nudge(&self) {
+        self.publish(|prev| Snapshot {
+            version: prev.version + 1,
+            suffix: prev.suffix.clone(),
+            nodes: prev.nodes.clone(),
+            views: prev.views.clone(),
+            online: prev.online.clone(),
+            relays: prev.relays.clone(),
+            policy_error: prev.policy_error.clone(),
+            next_expiry: prev.next_expiry,
             fragments: OnceLock::new(),
         });
     }
@@ -313,6 +341,7 @@ mod tests {
                     advertise_exit_node: false,
                     advertised_routes: vec![],
                     path_key: None,
+                    key_expires_at: None,
                 },
                 2,
             )

@@ -136,6 +136,11 @@ impl TicketIssuer {
         Ok(envelope)
     }
 
+    /// Forgets every cached ticket (the signing key changed).
+    pub fn clear(&self) {
+        crate::api::lock(&self.cache).clear();
+    }
+
     /// How many tickets are remembered.
     pub fn cached(&self) -> usize {
         crate::api::lock(&self.cache).len()
@@ -179,6 +184,7 @@ mod tests {
             store
                 .register(
                     &Registration {
+                        key_expires_at: Default::default(),
                         key_hash: hash,
                         hostname: name.into(),
                         node_key: key(n),

@@ -2,13 +2,13 @@
 //! background task that notices admin changes made by other processes.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::{AppState, router};
+use crate::api::{AppState, Signer, router};
 use crate::conn::ConnConfig;
 use crate::conn_limits::ConnTable;
 use crate::datadir::{DataDir, DataDirError};
@@ -19,7 +19,7 @@ use crate::nonce_cache::{MAX_NONCES, NonceCache};
 use crate::ratelimit::{Rate, RateLimiter};
 use crate::relay_tickets::TicketIssuer;
 use crate::store::{Store, StoreError};
-use crate::tls::{TlsError, server_config};
+use crate::tls::{TlsError, server_config_pem};
 
 /// Most sources the enrollment rate limit tracks at once.
 const MAX_TRACKED_SOURCES: usize = 65_536;
@@ -51,6 +51,10 @@ pub struct ServeOptions {
     pub ticket_rate: Rate,
     /// The relay to run inside this process (`--relay-listen`), if any.
     pub relay: Option<RelayOptions>,
+    /// Lifetime of a node's keys from enrollment or renewal; a node whose
+    /// keys expired is refused like an expired node until it renews with
+    /// `rustynet up --force-reauth`. `None`: keys never expire.
+    pub node_key_expiry: Option<Duration>,
     /// Deadline of the TLS handshake.
     pub handshake_timeout: Duration,
     /// Deadline of a request head, and the idle limit between requests.
@@ -89,6 +93,7 @@ impl ServeOptions {
                 every: Duration::from_secs(6),
             },
             relay: None,
+            node_key_expiry: Some(Duration::from_secs(180 * 24 * 3600)),
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
@@ -190,19 +195,30 @@ fn connection_cap(wanted: usize) -> usize {
 
 /// Opens the data directory, binds and starts serving in the background.
 pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, ServeError> {
-    data.check_server_key()?;
-    let signer = Arc::new(data.signing_key()?);
+    data.finish_rotation()?;
+    data.check_secrets()?;
+    let signer = RwLock::new(Arc::new(load_signer(data)?));
     let store: Arc<dyn Store> = Arc::new(data.open_store()?);
-    let tls = server_config(&data.server_cert(), &data.server_key())?;
+    let tls = server_config_pem(
+        &data.server_cert(),
+        &data.server_key(),
+        &data.server_key_pem()?,
+    )?;
+    let control_key = signer
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .key
+        .public();
     let relay = match &opts.relay {
         Some(relay) => {
             if store.relays()?.iter().any(|r| r.name == relay.name) {
                 return Err(ServeError::RelayNameTaken(relay.name.clone()));
             }
-            Some(embedded_relay::bind(data, relay, signer.public()).await?)
+            Some(embedded_relay::bind(data, relay, control_key).await?)
         }
         None => None,
     };
+    let relay_keys = relay.as_ref().map(|r| r.server.control_keys());
     let network = Network::load_with_relay(store, relay.as_ref().map(|r| r.info.clone()))?;
     let listener = TcpListener::bind(opts.listen)
         .await
@@ -223,11 +239,13 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
         keepalive: opts.keepalive,
         body_timeout: opts.body_timeout,
         min_map_interval: opts.min_map_interval,
+        node_key_expiry: opts.node_key_expiry,
         update_limit: Mutex::new(RateLimiter::new(opts.update_rate, MAX_TRACKED_NODES)),
         ticket_limit: Mutex::new(RateLimiter::new(opts.ticket_rate, MAX_TRACKED_NODES)),
         tickets: TicketIssuer::new(i64::try_from(opts.map_ttl.as_secs()).unwrap_or(i64::MAX)),
         register_limit: Mutex::new(RateLimiter::new(opts.register_rate, MAX_TRACKED_SOURCES)),
         enroll_nonces: Mutex::new(NonceCache::new(MAX_NONCES)),
+        relay_keys,
     });
     let table = ConnTable::new(
         connection_cap(opts.max_connections),
@@ -235,10 +253,15 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
     );
     let cfg = Arc::new(ConnConfig {
         acceptor: TlsAcceptor::from(tls),
-        app: router(state),
+        app: router(state.clone()),
         handshake_timeout: opts.handshake_timeout,
         header_timeout: opts.header_timeout,
     });
+    tokio::spawn(watch_signing_key(
+        data.clone(),
+        state.clone(),
+        opts.change_poll,
+    ));
     tokio::spawn(watch_external_changes(network.clone(), opts.change_poll));
     let task = tokio::spawn(accept_loop(listener, table, cfg));
     tracing::info!(%addr, "control server listening (TLS 1.3 only)");
@@ -302,6 +325,61 @@ async fn accept_loop(listener: TcpListener, table: Arc<ConnTable>, cfg: Arc<Conn
     }
 }
 
+fn load_signer(data: &DataDir) -> Result<Signer, DataDirError> {
+    Ok(Signer {
+        key: data.signing_key()?,
+        handovers: data.signing_handovers()?,
+    })
+}
+
+/// `signing-key rotate` is a separate process: when the key file changes,
+/// the new key and its handover are loaded and every map stream sends a map
+/// signed by it at once (with the handover, so nodes move their pin).
+async fn watch_signing_key(data: DataDir, state: Arc<AppState>, every: Duration) {
+    let modified = |data: &DataDir| {
+        std::fs::metadata(data.signing_key_path())
+            .and_then(|m| m.modified())
+            .ok()
+    };
+    let mut seen = modified(&data);
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        let now = modified(&data);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let loaded = {
+            let data = data.clone();
+            tokio::task::spawn_blocking(move || {
+                data.finish_rotation()?;
+                load_signer(&data)
+            })
+            .await
+        };
+        match loaded {
+            Ok(Ok(signer)) if signer.key.public() != state.signer().key.public() => {
+                tracing::info!(key = %signer.key.public(), "signing with the rotated control key");
+                let (old, new) = (state.signer().key.public(), signer.key.public());
+                state.set_signer(signer);
+                // The embedded relay takes tickets signed by the new key, and
+                // by the old one until they expire.
+                if let Some(keys) = &state.relay_keys {
+                    keys.set(vec![new, old]);
+                }
+                state.tickets.clear();
+                state.network.nudge();
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot load the rotated signing key; still signing with the old one")
+            }
+            Err(e) => tracing::error!(error = %e, "signing key reload task failed"),
+        }
+    }
+}
+
 /// Admin subcommands (`policy set`, `nodes expire`, ...) are separate
 /// processes writing the same database; SQLite's data_version tells us when
 /// someone else committed, and we republish.
@@ -319,11 +397,17 @@ async fn watch_external_changes(network: Arc<Network>, every: Duration) {
         let Ok(Ok((marker, network))) = result else {
             continue;
         };
-        if Some(marker) != last {
+        let expiry_due = network
+            .current()
+            .next_expiry
+            .is_some_and(|t| t <= crate::now_unix());
+        if Some(marker) != last || expiry_due {
             last = Some(marker);
             let reloaded = tokio::task::spawn_blocking(move || network.reload()).await;
             match reloaded {
-                Ok(Ok(())) => tracing::info!("applied changes made by an admin command"),
+                Ok(Ok(())) => tracing::info!(
+                    "network reloaded (an admin command committed, or a node expired)"
+                ),
                 Ok(Err(e)) => tracing::error!(error = %e, "reload after external change failed"),
                 Err(e) => tracing::error!(error = %e, "reload task failed"),
             }

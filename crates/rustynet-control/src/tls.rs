@@ -38,11 +38,30 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A TLS 1.3-only server config from PEM files.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
+    config_with_key(cert, key_der)
+}
+
+/// A TLS 1.3-only server config from the certificate file and the private
+/// key's PEM (decrypted in memory when the key is sealed at rest); `key`
+/// names the key's file in errors.
+pub fn server_config_pem(
+    cert: &Path,
+    key: &Path,
+    key_pem: &[u8],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let key_der = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| pem_err(key, e))?;
+    config_with_key(cert, key_der)
+}
+
+fn config_with_key(
+    cert: &Path,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let certs = CertificateDer::pem_file_iter(cert)
         .map_err(|e| pem_err(cert, e))?
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| pem_err(cert, e))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()

@@ -390,3 +390,40 @@ async fn a_policy_whose_maps_nodes_would_refuse_is_not_stored() {
     h.set_policy("{}");
     common::map_until(&mut stream, &a, &mut hw, |m| m.netmap().peers.is_empty()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_keys_and_tags_no_longer_owned_are_refused_at_use() {
+    let h = Harness::start(Duration::from_secs(600)).await;
+    h.set_policy(POLICY_ALL);
+    let client = h.client();
+    let signer = NodeSigningKey::from_seed(&[1; 32]);
+    let key = h.preauth("alice", true, None);
+    let id = rustynet_control::admin::preauth_list(&h.data).unwrap()[0].id;
+    rustynet_control::admin::preauth_revoke(&h.data, id).unwrap();
+    let err = client
+        .register(&signer, &h.register_request(&key, "a", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("auth_key_revoked"));
+    // A tagged key made while alice owned tag:exit...
+    let (tagged, _) =
+        rustynet_control::admin::preauth_create(&h.data, "alice", &["tag:exit".into()], true, None)
+            .unwrap();
+    // ...is refused once the policy gives the tag to someone else.
+    h.set_policy(
+        r#"{"tag_owners": {"tag:exit": ["bob"]},
+            "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}"#,
+    );
+    let err = client
+        .register(&signer, &h.register_request(&tagged, "a", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("tag_not_owned"), "{err}");
+    assert_eq!(node_count(&h), 0);
+    h.set_policy(POLICY_ALL);
+    client
+        .register(&signer, &h.register_request(&tagged, "a", 1))
+        .await
+        .unwrap();
+    assert_eq!(node_count(&h), 1);
+}

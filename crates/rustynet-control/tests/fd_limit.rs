@@ -139,6 +139,7 @@ async fn idle_sockets_past_the_default_file_limit_do_not_stop_a_node() {
         endpoints: vec![],
         advertise_exit_node: false,
         advertise_routes: vec![],
+        renew: None,
     };
     let started = Instant::now();
     let enrolled = client.register(&signing, &request).await.unwrap();

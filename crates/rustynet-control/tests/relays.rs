@@ -624,3 +624,30 @@ fn relays_cli_refuses_bad_input_and_changes_nothing() {
     ]);
     assert!(!ok && err.contains("--relay-listen"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_names_are_not_told_to_unauthenticated_requests() {
+    let h = Harness::start(Duration::from_secs(600)).await;
+    relay_registry::relays_add(&h.data, &spec("r1", "198.51.100.10:443")).unwrap();
+    for name in ["r1", "nope"] {
+        let body = format!(r#"{{"version":{API_VERSION},"home_relay":"{name}"}}"#);
+        let (status, text) = common::raw_post(
+            &h,
+            rustynet_proto::control_api::paths::UPDATE,
+            &[("content-type", "application/json".into())],
+            body.into_bytes(),
+        )
+        .await;
+        assert_eq!(status, 401, "{name}: {text}");
+        assert!(!text.contains("home_relay"), "{text}");
+    }
+    let body = format!(r#"{{"version":{API_VERSION}}}"#);
+    let (status, _) = common::raw_post(
+        &h,
+        rustynet_proto::control_api::paths::RELAY_TICKET,
+        &[],
+        body.into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 401, "tickets only for signed requests");
+}

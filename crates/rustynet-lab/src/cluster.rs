@@ -52,6 +52,9 @@ pub struct Cluster<'a> {
     etc_dirs: Vec<PathBuf>,
     /// Control embeds the relay.
     relay: bool,
+    /// Scratch directories of private systemd-resolved instances; their
+    /// bus and resolved are killed on drop.
+    resolved_scratch: Vec<PathBuf>,
 }
 
 fn ok(out: &Output, what: &str) -> anyhow::Result<String> {
@@ -178,6 +181,7 @@ impl<'a> Cluster<'a> {
             nodes: BTreeMap::new(),
             etc_dirs: Vec::new(),
             relay,
+            resolved_scratch: Vec::new(),
         };
         let up = wait_for(Duration::from_secs(20), || {
             lab.router
@@ -304,10 +308,58 @@ impl<'a> Cluster<'a> {
         env: &[(&str, &str)],
         wrapper: &[&str],
     ) -> anyhow::Result<()> {
+        self.start_daemon_custom(name, env, wrapper, None)
+    }
+
+    /// Starts `rustynetd` on `name` beside a real systemd-resolved on a
+    /// private system bus in the daemon's mount namespace (see
+    /// [`crate::resolved`]); `/etc/resolv.conf` there names resolved's stub
+    /// (bind-mounted by `ip netns exec`), and the daemon gets no
+    /// `--resolv-conf`, so it detects the `resolved` mode by itself.
+    /// Returns the scratch directory holding resolved's log.
+    pub fn start_daemon_with_resolved(&mut self, name: &str) -> anyhow::Result<PathBuf> {
+        let resolved = crate::resolved::bins()?;
+        let ns = &self.lab.node(name).ns;
+        let etc = PathBuf::from("/etc/netns").join(ns.name());
+        std::fs::create_dir_all(&etc)?;
+        if !self.etc_dirs.contains(&etc) {
+            self.etc_dirs.push(etc.clone());
+        }
+        std::fs::write(
+            etc.join("resolv.conf"),
+            "# systemd-resolved stub\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch corp.example\n",
+        )?;
+        let scratch = self.lab.path(name).join("resolved");
+        std::fs::create_dir_all(&scratch)?;
+        std::fs::write(scratch.join("bus.conf"), crate::resolved::BUS_CONFIG)?;
+        self.resolved_scratch.push(scratch.clone());
+        let (s, d, b) = (
+            scratch.to_string_lossy().into_owned(),
+            resolved.daemon.to_string_lossy().into_owned(),
+            resolved.bin_dir.to_string_lossy().into_owned(),
+        );
+        let wrapper = ["sh", "-c", crate::resolved::PRELUDE, "sh", &s, &d, &b];
+        self.start_daemon_custom(name, &[], &wrapper, Some(etc.join("resolv.conf")))?;
+        Ok(scratch)
+    }
+
+    /// `system_resolv_conf`: `None` gives the daemon the lab's own file
+    /// with `--resolv-conf`; `Some(path)` passes no flag (the daemon uses
+    /// `/etc/resolv.conf`) and records `path`, its bind mount's source, as
+    /// the node's file.
+    fn start_daemon_custom(
+        &mut self,
+        name: &str,
+        env: &[(&str, &str)],
+        wrapper: &[&str],
+        system_resolv_conf: Option<PathBuf>,
+    ) -> anyhow::Result<()> {
         let dir = self.lab.path(name);
         std::fs::create_dir_all(&dir)?;
-        let resolv_conf = dir.join("resolv.conf");
-        if !resolv_conf.exists() {
+        let resolv_conf = system_resolv_conf
+            .clone()
+            .unwrap_or_else(|| dir.join("resolv.conf"));
+        if system_resolv_conf.is_none() && !resolv_conf.exists() {
             std::fs::write(
                 &resolv_conf,
                 format!("# lab node {name}\nnameserver {DNS_IP}\n"),
@@ -321,14 +373,12 @@ impl<'a> Cluster<'a> {
             log: dir.join(format!("rustynetd-{}.log", unix_ms())),
             child: None,
         };
-        let args = [
+        let mut args = vec![
             self.bins.daemon.to_string_lossy().into_owned(),
             "--state-dir".into(),
             node.state_dir.to_string_lossy().into_owned(),
             "--socket".into(),
             node.socket.to_string_lossy().into_owned(),
-            "--resolv-conf".into(),
-            node.resolv_conf.to_string_lossy().into_owned(),
             "--tun".into(),
             "rn0".into(),
             "--ipc-group".into(),
@@ -336,6 +386,10 @@ impl<'a> Cluster<'a> {
             "--admin-group".into(),
             "root".into(),
         ];
+        if system_resolv_conf.is_none() {
+            args.push("--resolv-conf".into());
+            args.push(node.resolv_conf.to_string_lossy().into_owned());
+        }
         let mut argv: Vec<&str> = wrapper.to_vec();
         argv.extend(args.iter().map(String::as_str));
         let ns = &self.lab.node(name).ns;
@@ -364,11 +418,14 @@ impl<'a> Cluster<'a> {
     /// directories in that process's private mount namespace only, so the
     /// defaults (`/var/lib/rustynet`, `/run/rustynet/rustynetd.sock`) never
     /// touch the host's. The node's `resolv_conf` is the bind mount's source
-    /// file; its socket and state are reachable from the host.
+    /// file; its socket and state are reachable from the host. With
+    /// `read_only_etc`, `/etc` (and the resolv.conf mounted in it) is
+    /// read-only in that namespace, as on an immutable or sandboxed system.
     pub fn start_daemon_with_defaults(
         &mut self,
         name: &str,
         resolv_conf: &str,
+        read_only_etc: bool,
     ) -> anyhow::Result<()> {
         let ns = &self.lab.node(name).ns;
         let etc = PathBuf::from("/etc/netns").join(ns.name());
@@ -407,15 +464,14 @@ impl<'a> Cluster<'a> {
             var_lib.to_string_lossy().into_owned(),
             run.to_string_lossy().into_owned(),
         );
-        let argv = [
-            "sh",
-            "-c",
-            "mount --bind \"$1\" /var/lib && mount --bind \"$2\" /run && exec \"$3\"",
-            "sh",
-            &var_lib,
-            &run,
-            &daemon,
-        ];
+        let script = if read_only_etc {
+            "mount --bind \"$1\" /var/lib && mount --bind \"$2\" /run \
+             && mount --rbind /etc /etc && mount -o remount,bind,ro /etc \
+             && mount -o remount,bind,ro /etc/resolv.conf && exec \"$3\""
+        } else {
+            "mount --bind \"$1\" /var/lib && mount --bind \"$2\" /run && exec \"$3\""
+        };
+        let argv = ["sh", "-c", script, "sh", &var_lib, &run, &daemon];
         let child = ns.spawn(&argv, &node.log)?;
         let socket = node.socket.clone();
         let mut node = node;
@@ -680,6 +736,9 @@ impl Drop for Cluster<'_> {
         }
         for dir in &self.etc_dirs {
             let _ = std::fs::remove_dir_all(dir);
+        }
+        for scratch in &self.resolved_scratch {
+            crate::resolved::stop(scratch);
         }
     }
 }

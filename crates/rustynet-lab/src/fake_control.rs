@@ -184,7 +184,7 @@ fn line(frame: &StreamFrame) -> Bytes {
 
 /// The generation a map frame claims (for the log; read without checks).
 fn claimed_generation(frame: &StreamFrame) -> Option<u64> {
-    let StreamFrame::Map { envelope } = frame else {
+    let StreamFrame::Map { envelope, .. } = frame else {
         return None;
     };
     serde_json::from_slice::<serde_json::Value>(envelope.body_bytes())

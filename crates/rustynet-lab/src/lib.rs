@@ -14,7 +14,10 @@ pub mod cluster;
 pub mod dnsflood;
 pub mod fake_control;
 pub mod netns;
+pub mod paths;
+pub mod paths_bench;
 pub mod report;
+pub mod resolved;
 pub mod services;
 pub mod topology;
 

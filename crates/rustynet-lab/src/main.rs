@@ -2,6 +2,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod demo;
+mod demo_paths;
 mod soak;
 
 use std::net::SocketAddr;
@@ -29,6 +30,16 @@ enum Cmd {
         seconds: u64,
         /// Where the verdict goes.
         #[arg(long, default_value = "artifacts/soak/soak.json")]
+        out: std::path::PathBuf,
+    },
+    /// Measure the path goals (fallback, failback, one-way loss, roaming,
+    /// hard NAT, relay throughput, netcheck) and write them as JSON.
+    PathsBench {
+        /// Fallback trials.
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        /// Where the figures go.
+        #[arg(long, default_value = "artifacts/bench/paths.json")]
         out: std::path::PathBuf,
     },
     /// (lab helper) TCP/UDP echo service that reports the client address.
@@ -95,6 +106,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Demo => demo::run(),
         Cmd::Soak { seconds, out } => soak::run(Duration::from_secs(seconds), &out),
+        Cmd::PathsBench { trials, out } => rustynet_lab::paths_bench::run(&out, trials),
         Cmd::ServeEcho { listen } => services::serve_echo(&listen),
         Cmd::ServeDns { listen, answer } => {
             services::serve_dns_answering(listen, answer.unwrap_or(services::INTERNET_DNS_ANSWER))

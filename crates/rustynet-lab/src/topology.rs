@@ -330,7 +330,16 @@ impl Lab {
             format!("x{}o{index}", self.id),
         );
         self.router.ip(&[
-            "link", "add", &rif, "type", "veth", "peer", "name", &out_if, "netns", nat.name(),
+            "link",
+            "add",
+            &rif,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &out_if,
+            "netns",
+            nat.name(),
         ])?;
         self.router.ip(&[
             "addr",
@@ -355,7 +364,16 @@ impl Lab {
             format!("n{}r{index}", self.id),
         );
         nat.ip(&[
-            "link", "add", &in_if, "type", "veth", "peer", "name", &nif, "netns", ns.name(),
+            "link",
+            "add",
+            &in_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &nif,
+            "netns",
+            ns.name(),
         ])?;
         nat.ip(&["addr", "add", &format!("10.{inner}.0.1/24"), "dev", &in_if])?;
         nat.ip(&["link", "set", &in_if, "up"])?;
@@ -364,6 +382,11 @@ impl Lab {
         ns.ip(&["link", "set", &nif, "up"])?;
         ns.ip(&["route", "add", "default", "via", &format!("10.{inner}.0.1")])?;
         nat.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        // Like a home router, the NAT box itself takes no new connections
+        // from outside: an unsolicited packet is dropped before conntrack
+        // confirms an entry for it. (Accepted, such an entry would claim
+        // the public port a punching node is about to use, and masquerade
+        // would then pick another one.)
         let masquerade = match kind {
             NatKind::EndpointIndependent => "masquerade",
             NatKind::DestinationDependent => "masquerade random",
@@ -375,7 +398,9 @@ impl Lab {
                  add chain ip labnat post {{ type nat hook postrouting priority 100 ; }}; \
                  add rule ip labnat post oifname {out_if} {masquerade}; \
                  add table inet labfw; \
-                 add chain inet labfw forwarded {{ type filter hook forward priority 0 ; }}"
+                 add chain inet labfw forwarded {{ type filter hook forward priority 0 ; }}; \
+                 add chain inet labfw local {{ type filter hook input priority 0 ; }}; \
+                 add rule inet labfw local iifname {out_if} ct state new drop"
             ),
         ])?;
         Ok(LabNode {

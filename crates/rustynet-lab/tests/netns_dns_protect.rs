@@ -147,6 +147,21 @@ fn exit_dns_service_serves_granted_clients_only() {
             granted,
             "alice (exit grant) not served by the exit: {alice:?}"
         );
+        // The exit's service forwards only (issue 10 item 6): bob is in the
+        // exit's map but hidden from alice, and sweeping the exit's
+        // resolver for his name or address finds nothing.
+        let bob_ip = own_ip(&c.status("bob")?)?;
+        let alice_ns = &lab.node("alice").ns;
+        let hidden_a = dig(alice_ns, &exit_ip, &fqdn("bob"), "A", &[]);
+        let hidden_ptr = dig(alice_ns, &exit_ip, &bob_ip.to_string(), "PTR", &[]);
+        ev.set("hidden_a_at_exit", &hidden_a);
+        ev.set("hidden_ptr_at_exit", &hidden_ptr);
+        for (what, d) in [("A", &hidden_a), ("PTR", &hidden_ptr)] {
+            ensure!(
+                d.rcode() == "NXDOMAIN" && d.answers.is_empty(),
+                "the exit's resolver leaked bob's {what} record to alice: {d:?}"
+            );
+        }
         for (what, d) in [("udp", &bob_udp), ("tcp", &bob_tcp)] {
             ensure!(
                 d.rcode() == "REFUSED" && d.answers.is_empty(),

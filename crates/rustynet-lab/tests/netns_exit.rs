@@ -113,8 +113,17 @@ fn exit_node_full_tunnel_and_off() {
                 );
             }
             let exit6 = lab.node("exit").addr6;
-            let tunnel =
-                format!("udp and (host {exit_addr} or host {exit6}) and port {TUNNEL_PORT}");
+            let alice_addr = alice.addr;
+            // The daemon's tunnel socket: tunnel packets with the exit and
+            // path probes to the exit's other candidate addresses (its LAN
+            // address here, which the lab's router answers with "net
+            // unreachable" about the probe; the quoted UDP header shows it
+            // came from the tunnel port).
+            let tunnel = format!(
+                "(udp and (host {exit_addr} or host {exit6}) and port {TUNNEL_PORT}) \
+                 or (udp and src host {alice_addr} and src port {TUNNEL_PORT} and dst port {TUNNEL_PORT}) \
+                 or (icmp and icmp[icmptype] == icmp-unreach and icmp[28:2] == {TUNNEL_PORT})"
+            );
             let control = format!("tcp and host {CONTROL_IP} and port 8443");
             let total = count(&pcap, "")?;
             let to_internet = count(&pcap, &internet_filter())?;

@@ -226,7 +226,8 @@ fn wire_carries_only_udp_and_no_cleartext() {
         std::thread::sleep(Duration::from_millis(500));
         let wire_pcap = wire.stop_raw();
         let tun_pcaps: Vec<_> = tuns.into_iter().map(Capture::stop_raw).collect();
-        let between = "src net 198.51.100.0/24 and dst net 198.51.100.0/24";
+        // IP only: ARP between a node and its router is not traffic between nodes.
+        let between = "ip and src net 198.51.100.0/24 and dst net 198.51.100.0/24";
         let node_to_node = read_pcap(&wire_pcap, between)?;
         let not_udp = read_pcap(&wire_pcap, &format!("{between} and not udp"))?;
         let tunnel_addrs = read_pcap(&wire_pcap, "net 100.64.0.0/10")?;

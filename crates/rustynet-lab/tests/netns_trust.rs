@@ -227,7 +227,10 @@ fn stale_and_forged_maps_change_nothing() {
             previous = Some(envelope.clone());
             let before = snapshot(&t, &c, "alice")?;
             let seen = rejections(&c.log("alice"), reason).len();
-            fake.set_script(&[StreamFrame::Map { envelope }])?;
+            fake.set_script(&[StreamFrame::Map {
+                envelope,
+                handovers: vec![],
+            }])?;
             let logged = wait_for(SETTLE, || {
                 let r = rejections(&c.log("alice"), reason);
                 (r.len() > seen).then(|| r[seen].clone())
@@ -253,6 +256,7 @@ fn stale_and_forged_maps_change_nothing() {
         // generation from the sealed state and refuses the replay again.
         fake.set_script(&[StreamFrame::Map {
             envelope: first.last_known_safe.clone(),
+            handovers: vec![],
         }])?;
         c.kill_daemon("alice");
         c.start_daemon("alice")?;
@@ -289,7 +293,10 @@ fn stale_and_forged_maps_change_nothing() {
             unix_now(),
             600,
         )?;
-        fake.set_script(&[StreamFrame::Map { envelope: good }])?;
+        fake.set_script(&[StreamFrame::Map {
+            envelope: good,
+            handovers: vec![],
+        }])?;
         let accepted: StatusDoc = t.wait_status(&c, "alice", SETTLE, |s| {
             s.generation == good_generation && s.state == DataplaneState::DataplaneApplied
         })?;
@@ -362,7 +369,7 @@ fn unprivileged_ipc_is_denied_without_side_effects() {
             let out = t.cli(&c, "alice", Some(NOBODY), args)?;
             let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
             ensure!(
-                !out.status.success() && stderr.contains("PermissionDenied"),
+                !out.status.success() && stderr.contains("(permission_denied)"),
                 "{args:?} as nobody was not refused with permission_denied: {stderr}"
             );
             refused.push(json!({"command": args.join(" "), "stderr": stderr.trim()}));

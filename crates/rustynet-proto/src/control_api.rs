@@ -17,6 +17,7 @@ use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::envelope::{SealedBody, SignedEnvelope};
+use crate::handover::KeyHandover;
 use crate::keys::{NodeSigningKey, PathPublicKey, Signature, SigningPublicKey, TunnelPublicKey};
 use crate::netmap::NodeId;
 
@@ -25,6 +26,10 @@ pub const API_VERSION: u16 = 1;
 
 /// Header that carries [`RequestAuth`].
 pub const AUTH_HEADER: &str = "x-rustynet-auth";
+
+/// Header of a renewal ([`RegisterRequest::renew`]): a [`RequestAuth`] over
+/// the same request made with the node's current signing key, as that node.
+pub const RENEW_HEADER: &str = "x-rustynet-renew";
 
 /// Largest request body control accepts.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -92,6 +97,12 @@ pub struct RegisterRequest {
     /// The node's path key (authenticates its path probes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_key: Option<PathPublicKey>,
+    /// Renew this node's keys instead of enrolling a new node
+    /// (`rustynet up --force-reauth`): same id, address and name, the keys
+    /// above, a new key expiry. The request then also carries
+    /// [`RENEW_HEADER`], proving the node holds its current key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renew: Option<NodeId>,
 }
 
 /// Enrollment result.
@@ -173,6 +184,12 @@ pub enum StreamFrame {
     Map {
         /// The envelope.
         envelope: SignedEnvelope,
+        /// The control signing key's handovers, oldest first (absent until
+        /// the key is first rotated): a node whose pinned key no longer
+        /// verifies the map follows them from its pin
+        /// ([`crate::NetmapVerifier::verify_following`]).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        handovers: Vec<KeyHandover>,
     },
     /// Nothing changed; the connection is alive.
     Keepalive,
@@ -188,6 +205,8 @@ struct WireFrame {
     kind: FrameKind,
     #[serde(default)]
     envelope: Option<SignedEnvelope>,
+    #[serde(default)]
+    handovers: Vec<KeyHandover>,
 }
 
 #[derive(Deserialize)]
@@ -202,20 +221,31 @@ impl TryFrom<WireFrame> for StreamFrame {
 
     fn try_from(frame: WireFrame) -> Result<Self, Self::Error> {
         match (frame.kind, frame.envelope) {
-            (FrameKind::Map, Some(envelope)) => Ok(Self::Map { envelope }),
-            (FrameKind::Keepalive, None) => Ok(Self::Keepalive),
+            (FrameKind::Map, Some(envelope)) => Ok(Self::Map {
+                envelope,
+                handovers: frame.handovers,
+            }),
+            (FrameKind::Keepalive, None) if frame.handovers.is_empty() => Ok(Self::Keepalive),
+            (FrameKind::Keepalive, None) => Err("keepalive frame with handovers"),
             (FrameKind::Map, None) => Err("map frame without an envelope"),
             (FrameKind::Keepalive, Some(_)) => Err("keepalive frame with an envelope"),
         }
     }
 }
 
-/// The map-stream line (with its newline) carrying `sealed`, in pieces to
-/// send one after the other, written without parsing the signed body back
-/// or copying it: joined, the same bytes as serializing
-/// [`StreamFrame::Map`], which a test checks.
-pub fn map_frame_pieces(sealed: SealedBody) -> [bytes::Bytes; 3] {
-    sealed.into_envelope_pieces(b"{\"type\":\"map\",\"envelope\":", b"}\n")
+/// The map-stream line (with its newline) carrying `sealed` and the key's
+/// `handovers`, in pieces to send one after the other, written without
+/// parsing the signed body back or copying it: joined, the same bytes as
+/// serializing [`StreamFrame::Map`], which a test checks.
+pub fn map_frame_pieces(sealed: SealedBody, handovers: &[KeyHandover]) -> [bytes::Bytes; 3] {
+    let mut after = Vec::new();
+    if !handovers.is_empty() {
+        after.extend_from_slice(b",\"handovers\":");
+        // Plain data into a Vec: serializing cannot fail.
+        let _ = serde_json::to_writer(&mut after, handovers);
+    }
+    after.extend_from_slice(b"}\n");
+    sealed.into_envelope_pieces(b"{\"type\":\"map\",\"envelope\":", &after)
 }
 
 /// Error body of every non-2xx response.
@@ -381,18 +411,31 @@ mod tests {
             payload: serde_json::json!({"peers": ["a\"b", 1]}),
         };
         let sealed = SealedBody::seal(&key, &body).unwrap();
-        let line = map_frame_pieces(sealed.clone()).concat();
+        let line = map_frame_pieces(sealed.clone(), &[]).concat();
         assert_eq!(line.last(), Some(&b'\n'));
         let frame: StreamFrame = serde_json::from_slice(&line).unwrap();
-        let StreamFrame::Map { envelope } = &frame else {
+        let StreamFrame::Map {
+            envelope,
+            handovers,
+        } = &frame
+        else {
             panic!("not a map frame: {frame:?}");
         };
+        assert!(handovers.is_empty());
         assert_eq!(envelope.body_bytes(), sealed.body());
         assert!(
             key.public()
                 .verify(&signed_message(envelope.body_bytes()), &envelope.sig)
         );
         // The hand-written line is exactly what serializing the frame gives.
+        let mut derived = serde_json::to_vec(&frame).unwrap();
+        derived.push(b'\n');
+        assert_eq!(line, derived);
+        // With handovers too.
+        let handover = KeyHandover::sign(&key, NodeSigningKey::from_seed(&[6; 32]).public(), 9);
+        let line = map_frame_pieces(sealed, std::slice::from_ref(&handover)).concat();
+        let frame: StreamFrame = serde_json::from_slice(&line).unwrap();
+        assert!(matches!(&frame, StreamFrame::Map { handovers, .. } if handovers == &[handover]));
         let mut derived = serde_json::to_vec(&frame).unwrap();
         derived.push(b'\n');
         assert_eq!(line, derived);
@@ -448,6 +491,7 @@ mod tests {
             endpoints: vec![],
             advertise_exit_node: false,
             advertise_routes: vec![],
+            renew: None,
         };
         assert!(!format!("{req:?}").contains("supersecret"));
     }

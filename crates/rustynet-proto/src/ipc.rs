@@ -41,9 +41,12 @@ pub struct IpcRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpArgs {
-    /// Control URL, `https://HOST:PORT`.
+    /// Control URL, `https://HOST[:PORT]` (normalised by the daemon); empty
+    /// for the one the node is enrolled with (a bare `rustynet up`).
+    #[serde(default)]
     pub control_url: String,
-    /// PEM of the control CA to pin.
+    /// PEM of the control CA to pin; empty for the saved one.
+    #[serde(default)]
     pub ca_cert_pem: String,
     /// Pre-auth key; needed only when not yet enrolled.
     pub auth_key: Option<SecretString>,
@@ -53,6 +56,11 @@ pub struct UpArgs {
     pub advertise_exit_node: bool,
     /// LAN prefixes to offer.
     pub advertise_routes: Vec<IpNet>,
+    /// Renew the node's keys with `auth_key` even though it is enrolled
+    /// (after they expired, or to replace them): same node, name and
+    /// address, new keys. Omitted when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub force_reauth: bool,
 }
 
 /// A command. `is_mutating` decides which callers may send it.
@@ -65,6 +73,9 @@ pub enum Command {
     Up(UpArgs),
     /// Disconnect and restore the host's network configuration.
     Down,
+    /// `down`, then forget the enrollment and the node's keys: the next
+    /// `up` needs a pre-auth key.
+    Logout,
     /// Exit nodes this node may use.
     ExitNodeList,
     /// Route all internet traffic through `name`.
@@ -132,6 +143,7 @@ impl Command {
             Command::Status => "status",
             Command::Up(_) => "up",
             Command::Down => "down",
+            Command::Logout => "logout",
             Command::ExitNodeList => "exit_node_list",
             Command::ExitNodeSelect { .. } => "exit_node_select",
             Command::ExitNodeOff => "exit_node_off",
@@ -295,6 +307,10 @@ pub struct StatusDoc {
     /// `file`, `in-place` or `unavailable`, then the reason).
     #[serde(default)]
     pub dns_mode: String,
+    /// The daemon's version (`rustynet version` shows it beside the
+    /// client's).
+    #[serde(default)]
+    pub daemon_version: String,
     /// Why the node is failing closed or what last went wrong.
     pub error: Option<String>,
     /// Prefixes this node advertises.
@@ -395,6 +411,9 @@ pub struct PeerStatus {
     /// Round trip of the last answered direct probe, in microseconds.
     #[serde(default)]
     pub rtt_us: Option<u64>,
+    /// How many times the path changed (direct, relay, none).
+    #[serde(default)]
+    pub path_changes: u64,
     /// Encrypted bytes sent plus received directly.
     #[serde(default)]
     pub direct_bytes: u64,
@@ -560,6 +579,37 @@ mod tests {
     }
 
     #[test]
+    fn force_reauth_is_omitted_when_false_and_defaults_to_false() {
+        let old = r#"{"v":1,"id":2,"cmd":{"op":"up","control_url":"https://c:1","ca_cert_pem":"x","auth_key":null,"hostname":null,"advertise_exit_node":false,"advertise_routes":[]}}"#;
+        let req: IpcRequest = serde_json::from_str(old).unwrap();
+        let Command::Up(args) = &req.cmd else {
+            panic!("not up: {req:?}");
+        };
+        assert!(!args.force_reauth);
+        assert_eq!(serde_json::to_string(&req).unwrap(), old);
+        let mut renew = args.clone();
+        renew.force_reauth = true;
+        let json = serde_json::to_string(&Command::Up(renew)).unwrap();
+        assert!(json.contains(r#""force_reauth":true"#), "{json}");
+    }
+
+    /// A bare `up` leaves the control URL and CA empty (the saved ones);
+    /// `logout` is a plain op. Both are additions: old frames still parse.
+    #[test]
+    fn bare_up_and_logout_wire_forms() {
+        let bare = r#"{"v":1,"id":3,"cmd":{"op":"up","auth_key":null,"hostname":null,"advertise_exit_node":false,"advertise_routes":[]}}"#;
+        let req: IpcRequest = serde_json::from_str(bare).unwrap();
+        let Command::Up(args) = &req.cmd else {
+            panic!("not up: {req:?}");
+        };
+        assert!(args.control_url.is_empty() && args.ca_cert_pem.is_empty());
+        let logout: IpcRequest =
+            serde_json::from_str(r#"{"v":1,"id":4,"cmd":{"op":"logout"}}"#).unwrap();
+        assert_eq!(logout.cmd, Command::Logout);
+        assert_eq!(logout.cmd.name(), "logout");
+    }
+
+    #[test]
     fn unknown_fields_and_ops_are_refused() {
         assert!(
             serde_json::from_str::<IpcRequest>(r#"{"v":1,"id":1,"cmd":{"op":"rm_rf"}}"#).is_err()
@@ -574,6 +624,7 @@ mod tests {
     fn mutating_classification() {
         assert!(!Command::Status.is_mutating());
         assert!(Command::Down.is_mutating());
+        assert!(Command::Logout.is_mutating());
         assert!(Command::LanAccess { on: true }.is_mutating());
         assert!(Command::DnsProtect { on: false }.is_mutating());
         assert!(

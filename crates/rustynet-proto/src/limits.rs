@@ -11,8 +11,14 @@ use ipnet::IpNet;
 
 use crate::netmap::{FilterRule, LanGrant, Netmap, NetmapError, NodeId, Proto};
 
-/// Upper bound on peers in one map; anything larger is refused as hostile.
-pub const MAX_PEERS: usize = 65_536;
+/// Upper bound on peers in one map: what the daemon's tunnel engine holds
+/// (`rustynet_tunnel::MAX_PEERS`; the daemon checks at compile time that it
+/// holds at least this many). A map with more would verify and then fail
+/// to apply on every node, so control refuses it before signing.
+pub const MAX_PEERS: usize = 4096;
+/// Most allowed prefixes one peer may carry (its address and the LAN routes
+/// granted through it), the tunnel engine's bound per peer.
+pub const MAX_ALLOWED_IPS: usize = 1024;
 /// Upper bound on filter rules, grants or DNS records of each kind in one map.
 pub const MAX_RULES: usize = 65_536;
 /// Most `src × dst × ports` combinations one filter rule may name. The
@@ -55,12 +61,13 @@ pub fn bounded(what: &'static str, count: usize, limit: usize) -> Result<(), Net
     Ok(())
 }
 
-/// Refuses allowed prefixes for `peer` that could capture all traffic.
+/// Refuses allowed prefixes for `peer` that could capture all traffic, or
+/// more of them than the tunnel engine holds for one peer.
 pub fn check_allowed_ips(peer: NodeId, nets: &[IpNet]) -> Result<(), NetmapError> {
     if nets.iter().any(|n| n.prefix_len() == 0) {
         return Err(NetmapError::DefaultRoute(peer));
     }
-    Ok(())
+    bounded("peer allowed_ips", nets.len(), MAX_ALLOWED_IPS)
 }
 
 /// Set elements one allow expands to in the daemon's ruleset: one per

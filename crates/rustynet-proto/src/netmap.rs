@@ -14,8 +14,8 @@ use crate::names;
 pub const NETMAP_VERSION: u16 = 1;
 
 pub use crate::limits::{
-    MAX_PEERS, MAX_RULE_COMBINATIONS, MAX_RULES, MAX_SET_ELEMENTS, MapShape, bounded,
-    check_allowed_ips,
+    MAX_ALLOWED_IPS, MAX_PEERS, MAX_RULE_COMBINATIONS, MAX_RULES, MAX_SET_ELEMENTS, MapShape,
+    bounded, check_allowed_ips,
 };
 
 /// The tunnel address space every node address comes from (CGNAT range, as

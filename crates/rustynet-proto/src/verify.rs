@@ -6,6 +6,7 @@
 //! acted on or echoed in an error.
 
 use crate::envelope::{BodyKind, ENVELOPE_VERSION, SignedBody, SignedEnvelope, signed_message};
+use crate::handover::{KeyHandover, successors};
 use crate::keys::SigningPublicKey;
 use crate::netmap::{Netmap, NetmapError, NodeId};
 
@@ -171,17 +172,62 @@ impl NetmapVerifier {
         generation: GenerationRule,
         now: i64,
     ) -> Result<VerifiedNetmap, VerifyError> {
-        let bytes = envelope.body_bytes();
-        self.check_size(bytes.len())?;
-        if envelope.v != ENVELOPE_VERSION {
-            return Err(VerifyError::Version(envelope.v));
-        }
+        self.check_envelope(&envelope)?;
         if !self
             .control_key
-            .verify(&signed_message(bytes), &envelope.sig)
+            .verify(&signed_message(envelope.body_bytes()), &envelope.sig)
         {
             return Err(VerifyError::BadSignature);
         }
+        self.verify_signed(envelope, generation, now)
+    }
+
+    /// [`NetmapVerifier::verify`], following a key rotation: when the pinned
+    /// key does not verify the map, the keys it handed over to through
+    /// `chain` are tried, nearest first ([`successors`]). A map one of them
+    /// verifies passes every other check as usual and comes back with that
+    /// key, which the caller pins from then on (the old key's maps are then
+    /// refused). Without a usable handover the answer is `BadSignature`.
+    pub fn verify_following(
+        &self,
+        envelope: SignedEnvelope,
+        chain: &[KeyHandover],
+        generation: GenerationRule,
+        now: i64,
+    ) -> Result<(VerifiedNetmap, Option<SigningPublicKey>), VerifyError> {
+        self.check_envelope(&envelope)?;
+        let message = signed_message(envelope.body_bytes());
+        if self.control_key.verify(&message, &envelope.sig) {
+            return self
+                .verify_signed(envelope, generation, now)
+                .map(|map| (map, None));
+        }
+        let key = successors(&self.control_key, chain)
+            .into_iter()
+            .find(|key| key.verify(&message, &envelope.sig))
+            .ok_or(VerifyError::BadSignature)?;
+        let map = self.verify_signed(envelope, generation, now)?;
+        Ok((map, Some(key)))
+    }
+
+    /// Size and version, before any signature work.
+    fn check_envelope(&self, envelope: &SignedEnvelope) -> Result<(), VerifyError> {
+        self.check_size(envelope.body_bytes().len())?;
+        if envelope.v != ENVELOPE_VERSION {
+            return Err(VerifyError::Version(envelope.v));
+        }
+        Ok(())
+    }
+
+    /// Everything after the signature: the body's shape, addressee,
+    /// generation, freshness and content.
+    fn verify_signed(
+        &self,
+        envelope: SignedEnvelope,
+        generation: GenerationRule,
+        now: i64,
+    ) -> Result<VerifiedNetmap, VerifyError> {
+        let bytes = envelope.body_bytes();
         let body: SignedBody<Netmap> = serde_json::from_slice(bytes)
             .map_err(|_| VerifyError::Malformed("signed body does not parse as a netmap"))?;
         if body.kind != BodyKind::Netmap {

@@ -27,4 +27,4 @@ pub mod upgrade;
 pub use client::{ClientConfig, ClientSink, ClientTimeouts, ConnState, RelayClient};
 pub use error::RelayError;
 pub use metrics::Metrics;
-pub use server::{RelayServer, ServerConfig, serve};
+pub use server::{ControlKeys, RelayServer, ServerConfig, serve};

@@ -90,6 +90,7 @@ impl Metrics {
         self.closed.get_or_create(&ReasonLabel { reason }).inc();
     }
     pub(crate) fn drop_packet(&self, reason: &'static str) {
+        tracing::debug!(reason, "relay dropped a packet");
         self.dropped.get_or_create(&ReasonLabel { reason }).inc();
     }
     pub(crate) fn login(&self) {

@@ -8,8 +8,11 @@
 //!   otherwise JSON lines on stderr. Both carry the same fields: `message`,
 //!   `level`, `target` and the event's own fields, flattened.
 //! - [`notify`]: `sd_notify` readiness for `Type=notify` units.
+//! - [`docs`]: man pages and shell completions from each binary's own
+//!   command-line definition (the package ships them).
 #![warn(missing_docs)]
 
+pub mod docs;
 pub mod log;
 pub mod notify;
 

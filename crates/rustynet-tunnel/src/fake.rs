@@ -212,6 +212,7 @@ impl TunnelBackend for FakeBackend {
         Self::running(&st)?;
         let port = st.config.as_ref().map_or(0, |c| c.listen_port);
         Ok(TunnelStats {
+            path_switches: Vec::new(),
             mapped: Vec::new(),
             probes: Default::default(),
             relays: Vec::new(),

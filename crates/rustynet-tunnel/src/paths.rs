@@ -126,6 +126,8 @@ pub struct PeerPath {
     pub reason: String,
     /// Round trip of the last answered probe on the direct address.
     pub rtt: Option<Duration>,
+    /// How many times the path kind changed since the peer was configured.
+    pub changes: u64,
     /// Bytes sent and received directly (encrypted, on the wire).
     pub direct_tx: u64,
     /// See `direct_tx`.
@@ -137,7 +139,7 @@ pub struct PeerPath {
 }
 
 /// One relay connection's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RelayStatus {
     /// The relay's name.
     pub name: String,

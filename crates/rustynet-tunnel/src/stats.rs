@@ -35,6 +35,10 @@ pub struct TunnelStats {
     /// This node's public (mapped) addresses, as relays' binding service
     /// saw them: worth reporting as endpoints.
     pub mapped: Vec<std::net::SocketAddr>,
+    /// Path changes (direct, relay, none) of the current peers by the
+    /// reason of the change (`pong`, `trust_expired`, `relay_down`, ...),
+    /// every reason listed (zeros included).
+    pub path_switches: Vec<(&'static str, u64)>,
 }
 
 impl TunnelStats {

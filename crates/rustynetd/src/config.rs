@@ -67,6 +67,8 @@ pub struct FileConfig {
     pub admin_group: Option<String>,
     /// Secret under which the node keys are encrypted at rest.
     pub key_encryption_file: Option<PathBuf>,
+    /// Tunnel engine: `userspace` (default) or `kernel`.
+    pub engine: Option<String>,
 }
 
 /// The effective configuration.
@@ -96,6 +98,8 @@ pub struct DaemonConfig {
     pub admin_group: String,
     /// Secret under which the node keys are encrypted at rest.
     pub key_encryption_file: Option<PathBuf>,
+    /// Which tunnel engine to run.
+    pub engine: rustynet_backend_wireguard::EngineChoice,
 }
 
 impl Default for DaemonConfig {
@@ -113,6 +117,7 @@ impl Default for DaemonConfig {
             ipc_group: "rustynet".into(),
             admin_group: "rustynet-admin".into(),
             key_encryption_file: None,
+            engine: rustynet_backend_wireguard::EngineChoice::default(),
         }
     }
 }
@@ -128,12 +133,13 @@ impl DaemonConfig {
             path: path.to_owned(),
             message: e.message().to_owned(),
         })?;
-        self.merge(file);
+        self.merge(file)?;
         Ok(self)
     }
 
-    /// Applies set fields of `file`.
-    pub fn merge(&mut self, file: FileConfig) {
+    /// Applies set fields of `file`; refuses an unknown engine name (and
+    /// then changes nothing).
+    pub fn merge(&mut self, file: FileConfig) -> Result<(), ConfigError> {
         let FileConfig {
             state_dir,
             socket,
@@ -145,7 +151,9 @@ impl DaemonConfig {
             ipc_group,
             admin_group,
             key_encryption_file,
+            engine,
         } = file;
+        let engine = engine.map(|name| parse_engine(&name)).transpose()?;
         if let Some(v) = state_dir {
             self.state_dir = v;
         }
@@ -176,6 +184,10 @@ impl DaemonConfig {
         if key_encryption_file.is_some() {
             self.key_encryption_file = key_encryption_file;
         }
+        if let Some(v) = engine {
+            self.engine = v;
+        }
+        Ok(())
     }
 
     /// Checks values that could otherwise fail late.
@@ -210,6 +222,18 @@ impl DaemonConfig {
     }
 }
 
+/// `userspace` or `kernel`.
+fn parse_engine(name: &str) -> Result<rustynet_backend_wireguard::EngineChoice, ConfigError> {
+    match name {
+        "userspace" => Ok(rustynet_backend_wireguard::EngineChoice::Userspace),
+        "kernel" => Ok(rustynet_backend_wireguard::EngineChoice::Kernel),
+        other => Err(ConfigError::Invalid {
+            key: "engine",
+            reason: format!("{other:?} is not an engine (userspace or kernel)"),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +253,27 @@ mod tests {
         std::fs::write(&path, "mtu = 10\n").unwrap();
         let cfg = DaemonConfig::default().with_file(&path).unwrap();
         assert!(cfg.validate().is_err());
+    }
+
+    #[test]
+    fn engine_defaults_to_userspace_and_refuses_unknown_names_changing_nothing() {
+        use rustynet_backend_wireguard::EngineChoice;
+        assert_eq!(DaemonConfig::default().engine, EngineChoice::Userspace);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "engine = \"kernel\"\n").unwrap();
+        let cfg = DaemonConfig::default().with_file(&path).unwrap();
+        assert_eq!(cfg.engine, EngineChoice::Kernel);
+        let mut cfg = DaemonConfig::default();
+        let err = cfg
+            .merge(FileConfig {
+                tun: Some("rn9".into()),
+                engine: Some("wg".into()),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("engine"), "{err}");
+        assert_eq!(cfg.tun, "rustynet0", "a refused file changes nothing");
+        assert_eq!(cfg.engine, EngineChoice::Userspace);
     }
 }

@@ -140,8 +140,8 @@ async fn run(
                 loop {
                     tokio::select! {
                         frame = tokio::time::timeout(STREAM_SILENCE, stream.next_frame()) => match frame {
-                            Ok(Ok(Some(StreamFrame::Map { envelope }))) => {
-                                if !engine.send(EngineMsg::Map(envelope)).await { return; }
+                            Ok(Ok(Some(StreamFrame::Map { envelope, handovers }))) => {
+                                if !engine.send(EngineMsg::Map(envelope, handovers)).await { return; }
                             }
                             Ok(Ok(Some(StreamFrame::Keepalive))) => {}
                             Ok(Ok(None)) => break ControlEvent::Disconnected("control closed the stream".into()),

@@ -16,7 +16,7 @@ use rustynet_dns::{
     Access, ConfigError, DnsServer, NetTransport, ResolverConfig, ServerConfig, ServerError,
     SocketOptions, Upstream,
 };
-use rustynet_netos::ResolverError;
+use rustynet_netos::{DnsMode, ResolverError};
 use rustynet_proto::ipc::DnsInspectDoc;
 use rustynet_proto::netmap::MAGIC_DNS_IP;
 use tokio::runtime::Handle;
@@ -59,6 +59,10 @@ pub trait DnsOps: Send {
     fn is_protected(&self) -> bool {
         false
     }
+    /// Periodic check while Magic DNS is applied: takes the host's
+    /// configuration over again when another manager (NetworkManager, a
+    /// DHCP client) replaced our file.
+    fn maintain(&mut self) {}
 }
 
 fn upstream(u: &DnsUpstream) -> Upstream {
@@ -73,6 +77,30 @@ fn upstream(u: &DnsUpstream) -> Upstream {
         }
         DnsUpstream::None => Upstream::None,
     }
+}
+
+/// What the exit's DNS service answers with: it forwards only (issue 10
+/// item 6). It holds none of the exit's own records or split routes — names
+/// a client may resolve come from that client's own signed map, answered
+/// by its own Magic DNS — so a client cannot sweep A and PTR records of
+/// nodes the policy hides from it. Names under the tailnet suffix and the
+/// tunnel's reverse zone are NXDOMAIN here, never forwarded.
+pub fn exit_service_config(
+    dns: &rustynet_proto::DnsConfig,
+    system: &[IpAddr],
+) -> Result<ResolverConfig, ConfigError> {
+    let forward_only = rustynet_proto::DnsConfig {
+        suffix: dns.suffix.clone(),
+        records: Vec::new(),
+        split: Vec::new(),
+    };
+    let upstream = Upstream::System(
+        system
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, rustynet_dns::DNS_PORT))
+            .collect(),
+    );
+    ResolverConfig::new(forward_only, upstream)
 }
 
 /// The real Magic DNS manager.
@@ -131,15 +159,7 @@ impl DnsManager {
                 clients,
             )
         });
-        let config = || {
-            let upstream = Upstream::System(
-                DnsOps::system_resolvers(self)
-                    .into_iter()
-                    .map(|ip| SocketAddr::new(ip, rustynet_dns::DNS_PORT))
-                    .collect(),
-            );
-            ResolverConfig::new(plan.config.clone(), upstream)
-        };
+        let config = || exit_service_config(&plan.config, &DnsOps::system_resolvers(self));
         match (want, &self.exit) {
             (Some((addr, clients)), Some((current, server))) if *current == addr => {
                 // Same address: new clients and the new map's records and
@@ -242,5 +262,83 @@ impl DnsOps for DnsManager {
 
     fn is_protected(&self) -> bool {
         self.protected
+    }
+
+    fn maintain(&mut self) {
+        let file_mode = matches!(self.os.detection.mode, DnsMode::File | DnsMode::InPlace);
+        if self.magic.is_none() || !file_mode {
+            return;
+        }
+        match self.os.configurator.is_taken_over() {
+            Ok(false) => {}
+            Ok(true) | Err(_) => return,
+        }
+        // Someone (NetworkManager on a network change, a DHCP client)
+        // replaced our file: their file is the new original to restore.
+        let suffix = self
+            .magic
+            .as_ref()
+            .map(|m| m.handle().resolver().dns().suffix.clone())
+            .unwrap_or_default();
+        match self
+            .os
+            .configurator
+            .take_over(&[IpAddr::V4(MAGIC_DNS_IP)], std::slice::from_ref(&suffix))
+        {
+            Ok(()) => {
+                tracing::info!(
+                    "the host's DNS configuration was replaced by another manager; taken over again"
+                );
+                self.system = self
+                    .os
+                    .configurator
+                    .original_nameservers()
+                    .unwrap_or_default();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the host's DNS configuration over again")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use rustynet_proto::{DnsRecord, SplitDnsRoute};
+
+    #[test]
+    fn the_exit_service_forwards_only() {
+        let bob: std::net::Ipv4Addr = "100.64.0.2".parse().unwrap();
+        let map = rustynet_proto::DnsConfig {
+            suffix: "rustynet.internal".into(),
+            records: vec![DnsRecord {
+                name: "bob.rustynet.internal".into(),
+                ip: bob.into(),
+                node_id: rustynet_proto::NodeId(2),
+                requested_hostname: "bob".into(),
+                assigned_at: 0,
+            }],
+            split: vec![SplitDnsRoute {
+                domain: "corp.example".into(),
+                resolvers: vec!["192.0.2.53".parse().unwrap()],
+            }],
+        };
+        let exit = exit_service_config(&map, &["198.51.100.53".parse().unwrap()]).unwrap();
+        assert!(exit.dns().records.is_empty() && exit.dns().split.is_empty());
+        let name = exit.explain("bob.rustynet.internal");
+        assert!(name.records.is_empty(), "{:?}", name.records);
+        assert!(name.text.contains("NXDOMAIN"), "{}", name.text);
+        let ptr = exit.explain("100.64.0.2");
+        assert!(
+            ptr.records.is_empty() && ptr.text.contains("NXDOMAIN"),
+            "{}",
+            ptr.text
+        );
+        let outside = exit.explain("example.com");
+        assert!(outside.text.contains("198.51.100.53"), "{}", outside.text);
+        let split = exit.explain("host.corp.example");
+        assert!(!split.text.contains("192.0.2.53"), "{}", split.text);
     }
 }

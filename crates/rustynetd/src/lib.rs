@@ -29,3 +29,10 @@ pub mod privileges;
 pub mod route_manager;
 pub mod state_store;
 pub mod sysctl_manager;
+
+// A map the verifier accepts must fit the tunnel engine: control checks maps
+// against the verifier's limits before signing, so these bounds must not be
+// looser than the engine's (or a signed map would fail to apply everywhere).
+const _: () = assert!(rustynet_proto::netmap::MAX_PEERS <= rustynet_tunnel::MAX_PEERS);
+const _: () =
+    assert!(rustynet_proto::netmap::MAX_ALLOWED_IPS <= rustynet_tunnel::MAX_ALLOWED_IPS_PER_PEER);

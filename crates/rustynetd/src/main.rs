@@ -63,6 +63,11 @@ struct Args {
     /// systemd credential: $CREDENTIALS_DIRECTORY/rustynet-kek).
     #[arg(long)]
     key_encryption_file: Option<PathBuf>,
+    /// Tunnel engine: `userspace` (default: direct paths, relays and NAT
+    /// traversal) or `kernel` (the kernel module when present: direct
+    /// paths only).
+    #[arg(long, value_parser = ["userspace", "kernel"])]
+    engine: Option<String>,
 }
 
 /// Read when `--config` is not given and the file exists (the package
@@ -88,12 +93,24 @@ fn config(args: Args) -> anyhow::Result<DaemonConfig> {
         ipc_group: args.ipc_group,
         admin_group: args.admin_group,
         key_encryption_file: args.key_encryption_file,
-    });
+        engine: args.engine,
+    })?;
     cfg.validate()?;
     Ok(cfg)
 }
 
 fn main() -> ExitCode {
+    if let Some(done) =
+        rustynet_service::docs::generate_if_asked(<Args as clap::CommandFactory>::command, "8")
+    {
+        return match done {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     rustynet_service::init_logging("rustynetd");
     let args = Args::parse();
     let result = if args.check_config {
@@ -227,10 +244,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     let rt = runtime.handle().clone();
     let scope = RoutingScope::new(cfg.tun.clone())?;
+    let engine = cfg.engine;
     let fx = Effects {
         backend: BackendManager::new(
-            rustynet_backend_wireguard::select_backend(),
-            Box::new(rustynet_backend_wireguard::select_backend),
+            rustynet_backend_wireguard::select_backend(cfg.engine),
+            Box::new(move || rustynet_backend_wireguard::select_backend(engine)),
         ),
         routing: Box::new(NetlinkRouting::new(scope)?),
         firewall: Box::new(NftFirewall::new(TABLE)?),

@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 
 use rustynet_proto::SignedEnvelope;
 use rustynet_proto::control_api::RegisterResponse;
+use rustynet_proto::handover::KeyHandover;
 use rustynet_proto::ipc::{Command, ErrorCode, Reply, UpArgs};
 use tokio::sync::{mpsc, oneshot};
 
@@ -33,8 +34,9 @@ pub enum EngineMsg {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<Reply, IpcFailure>>,
     },
-    /// A signed map as received from control (not yet verified).
-    Map(SignedEnvelope),
+    /// A signed map as received from control (not yet verified), with the
+    /// control signing key's handovers sent beside it.
+    Map(SignedEnvelope, Vec<KeyHandover>),
     /// Control connection news.
     Control(ControlEvent),
     /// Periodic health check.
@@ -75,6 +77,8 @@ pub struct Enrolled {
     /// The engine's enrollment epoch when it started (a `down` meanwhile
     /// cancels it).
     pub epoch: u64,
+    /// It renewed the keys of the enrolled node (`up --force-reauth`).
+    pub renew: bool,
 }
 
 /// A refused or failed command.

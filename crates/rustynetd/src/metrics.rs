@@ -1,7 +1,9 @@
 //! Prometheus metrics (Phase 10 section 11): state, peers, apply outcomes
 //! and durations, kill-switch and protected-DNS state, rejected maps by
-//! reason, fail-closed entries and exit activation failures. Served on
-//! `--metrics ADDR:PORT`; never carries keys or names of secrets.
+//! reason, fail-closed entries and exit activation failures; and the paths
+//! (issue 9): peers per path, bytes per path, path switches, probe
+//! outcomes, connected relays. Served on `--metrics ADDR:PORT`; never
+//! carries keys, peer names or addresses.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +28,80 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabel {
+    path: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BytesLabel {
+    path: &'static str,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SwitchLabel {
+    reason: &'static str,
+}
+
+/// The path gauges (snapshots of the engine's own counters, which restart
+/// with the tunnel: gauges, not counters).
+#[derive(Default)]
+struct PathMetrics {
+    peers: Family<PathLabel, Gauge>,
+    bytes: Family<BytesLabel, Gauge>,
+    switches: Gauge,
+    switches_by_reason: Family<SwitchLabel, Gauge>,
+    probes: Family<ResultLabel, Gauge>,
+    relays: Gauge,
+    relays_connected: Gauge,
+}
+
+impl PathMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "peers_by_path",
+            "Peers whose traffic goes direct, through a relay, or nowhere",
+            self.peers.clone(),
+        );
+        registry.register(
+            "path_bytes",
+            "Tunnel bytes of the current peers by path and direction",
+            self.bytes.clone(),
+        );
+        registry.register(
+            "path_switches",
+            "Path changes (direct, relay, none) since the tunnel started",
+            self.switches.clone(),
+        );
+        registry.register(
+            "path_switches_by_reason",
+            "Path changes of the current peers by the reason of the change",
+            self.switches_by_reason.clone(),
+        );
+        registry.register(
+            "path_probes",
+            "Path probes received since the tunnel started, by outcome",
+            self.probes.clone(),
+        );
+        registry.register("relays", "Relays in the map", self.relays.clone());
+        registry.register(
+            "relays_connected",
+            "Relays with a live connection",
+            self.relays_connected.clone(),
+        );
+    }
+}
+
+fn gauge(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
 struct Inner {
     registry: Registry,
     state: Family<StateLabel, Gauge>,
@@ -38,6 +114,7 @@ struct Inner {
     map_rejects: Family<ReasonLabel, Counter>,
     fail_closed: Counter,
     exit_failures: Family<ReasonLabel, Counter>,
+    paths: PathMetrics,
 }
 
 /// The daemon's metrics (cheap to clone).
@@ -107,6 +184,8 @@ impl Default for Metrics {
             "Exit node activations refused or failed",
             exit_failures.clone(),
         );
+        let paths = PathMetrics::default();
+        paths.register(&mut registry);
         Self(Arc::new(Inner {
             registry,
             state,
@@ -119,6 +198,7 @@ impl Default for Metrics {
             map_rejects,
             fail_closed,
             exit_failures,
+            paths,
         }))
     }
 }
@@ -191,6 +271,59 @@ impl Metrics {
             .inc();
     }
 
+    /// Updates the path gauges from the engine's statistics.
+    pub fn set_paths(&self, stats: &rustynet_tunnel::TunnelStats) {
+        use rustynet_tunnel::PathKind;
+        let p = &self.0.paths;
+        let mut per_path = [0u64; 3];
+        let (mut dtx, mut drx, mut rtx, mut rrx) = (0u64, 0u64, 0u64, 0u64);
+        for peer in &stats.peers {
+            let i = match peer.path.kind {
+                PathKind::Direct => 0,
+                PathKind::Relay => 1,
+                PathKind::None => 2,
+            };
+            per_path[i] += 1;
+            dtx = dtx.saturating_add(peer.path.direct_tx);
+            drx = drx.saturating_add(peer.path.direct_rx);
+            rtx = rtx.saturating_add(peer.path.relay_tx);
+            rrx = rrx.saturating_add(peer.path.relay_rx);
+        }
+        for (path, n) in ["direct", "relay", "none"].into_iter().zip(per_path) {
+            p.peers.get_or_create(&PathLabel { path }).set(gauge(n));
+        }
+        for (path, direction, n) in [
+            ("direct", "tx", dtx),
+            ("direct", "rx", drx),
+            ("relay", "tx", rtx),
+            ("relay", "rx", rrx),
+        ] {
+            p.bytes
+                .get_or_create(&BytesLabel { path, direction })
+                .set(gauge(n));
+        }
+        p.switches.set(gauge(stats.probes.path_changes));
+        for (reason, n) in &stats.path_switches {
+            p.switches_by_reason
+                .get_or_create(&SwitchLabel { reason })
+                .set(gauge(*n));
+        }
+        for (result, n) in [
+            ("accepted", stats.probes.accepted),
+            ("unknown_sender", stats.probes.unknown_sender),
+            ("bad_auth", stats.probes.bad_auth),
+            ("replayed", stats.probes.replayed),
+            ("malformed", stats.probes.malformed),
+        ] {
+            p.probes
+                .get_or_create(&ResultLabel { result })
+                .set(gauge(n));
+        }
+        p.relays.set(gauge(stats.relays.len() as u64));
+        let up = stats.relays.iter().filter(|r| r.connected).count();
+        p.relays_connected.set(gauge(up as u64));
+    }
+
     /// Text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -199,35 +332,228 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `addr`.
+/// Most scrapes served at once; more connections wait for a slot (a
+/// Prometheus server needs one, so this only bounds abuse).
+pub const MAX_CONNECTIONS: usize = 16;
+/// A connection that has not sent its request head by then is closed.
+pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// A whole connection is closed after this long, whatever it does.
+pub const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A source of connections (the TCP listener; tests script failures).
+pub trait Accept: Send {
+    /// The connection type.
+    type Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static;
+    /// The next connection.
+    fn accept(&mut self) -> impl std::future::Future<Output = std::io::Result<Self::Conn>> + Send;
+}
+
+impl Accept for tokio::net::TcpListener {
+    type Conn = tokio::net::TcpStream;
+    async fn accept(&mut self) -> std::io::Result<Self::Conn> {
+        tokio::net::TcpListener::accept(self).await.map(|(s, _)| s)
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until the process ends.
 pub async fn serve(addr: SocketAddr, metrics: Metrics) -> std::io::Result<()> {
-    use http_body_util::Full;
-    use hyper::body::Bytes;
-    use hyper_util::rt::TokioIo;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     tracing::info!(%addr, "metrics listening");
+    serve_on(listener, metrics, MAX_CONNECTIONS).await;
+    Ok(())
+}
+
+/// Serves on `listener` with at most `limit` connections at once. An
+/// accept error (out of file descriptors, a connection reset before it was
+/// accepted) is logged and retried after a pause: it never ends the
+/// endpoint (issue 10 item 15).
+pub async fn serve_on<L: Accept>(mut listener: L, metrics: Metrics, limit: usize) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
     loop {
-        let (tcp, _) = listener.accept().await?;
+        // Wait for a free slot before accepting: excess connections queue in
+        // the kernel's backlog instead of costing a task and a descriptor.
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let conn = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics accept failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let metrics = metrics.clone();
-                    async move {
-                        let (status, body) = if req.uri().path() == "/metrics" {
-                            (200, metrics.encode())
-                        } else {
-                            (404, "not found\n".to_owned())
-                        };
-                        hyper::Response::builder()
-                            .status(status)
-                            .header("content-type", "text/plain; version=0.0.4")
-                            .body(Full::new(Bytes::from(body)))
-                    }
-                });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+            let _permit = permit;
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection(conn, metrics)).await;
         });
+    }
+}
+
+async fn connection<C>(conn: C, metrics: Metrics)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let metrics = metrics.clone();
+        async move {
+            let (status, body) = if req.uri().path() == "/metrics" {
+                (200, metrics.encode())
+            } else {
+                (404, "not found\n".to_owned())
+            };
+            hyper::Response::builder()
+                .status(status)
+                .header("content-type", "text/plain; version=0.0.4")
+                .body(Full::new(Bytes::from(body)))
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(conn), service)
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Fails its first `fail` accepts, then hands out real connections.
+    struct Flaky {
+        fail: usize,
+        inner: tokio::net::TcpListener,
+    }
+
+    impl Accept for Flaky {
+        type Conn = tokio::net::TcpStream;
+        async fn accept(&mut self) -> std::io::Result<Self::Conn> {
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+            }
+            self.inner.accept().await.map(|(s, _)| s)
+        }
+    }
+
+    async fn scrape(addr: SocketAddr) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[test]
+    fn path_gauges_count_peers_bytes_and_relays_without_naming_anyone() {
+        use rustynet_tunnel::{PathKind, PeerPath, PeerStats, RelayStatus, TunnelStats};
+        let peer = |kind, direct_tx, relay_tx| PeerStats {
+            public_key: rustynet_tunnel::TunnelPublicKey([7; 32]),
+            endpoint: None,
+            last_handshake: None,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            path: PeerPath {
+                kind,
+                direct_tx,
+                relay_tx,
+                ..Default::default()
+            },
+        };
+        let mut stats = TunnelStats {
+            peers: vec![
+                peer(PathKind::Direct, 100, 0),
+                peer(PathKind::Relay, 5, 40),
+                peer(PathKind::Relay, 0, 2),
+            ],
+            relays: vec![
+                RelayStatus {
+                    name: "r1".into(),
+                    connected: true,
+                    ..Default::default()
+                },
+                RelayStatus {
+                    name: "r2".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        stats.probes.bad_auth = 3;
+        stats.probes.path_changes = 4;
+        stats.path_switches = vec![("pong", 3), ("trust_expired", 1)];
+        let m = Metrics::default();
+        m.set_paths(&stats);
+        let text = m.encode();
+        for line in [
+            "rustynet_peers_by_path{path=\"direct\"} 1",
+            "rustynet_peers_by_path{path=\"relay\"} 2",
+            "rustynet_peers_by_path{path=\"none\"} 0",
+            "rustynet_path_bytes{path=\"direct\",direction=\"tx\"} 105",
+            "rustynet_path_bytes{path=\"relay\",direction=\"tx\"} 42",
+            "rustynet_path_switches 4",
+            "rustynet_path_switches_by_reason{reason=\"trust_expired\"} 1",
+            "rustynet_path_probes{result=\"bad_auth\"} 3",
+            "rustynet_relays 2",
+            "rustynet_relays_connected 1",
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains("r1"), "relay names stay out of metrics");
+    }
+
+    #[tokio::test]
+    async fn accept_errors_do_not_end_the_endpoint() {
+        let inner = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = inner.local_addr().unwrap();
+        let server = tokio::spawn(serve_on(Flaky { fail: 3, inner }, Metrics::default(), 4));
+        let body = tokio::time::timeout(Duration::from_secs(10), scrape(addr))
+            .await
+            .unwrap();
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        assert!(body.contains("rustynet_peers"), "{body}");
+        assert!(!server.is_finished());
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_wait_and_idle_ones_are_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(serve_on(listener, Metrics::default(), 2));
+        // Two idle connections take both slots.
+        let idle1 = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let idle2 = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A third is not served while they hold the slots...
+        let blocked = tokio::time::timeout(Duration::from_millis(1500), scrape(addr)).await;
+        assert!(blocked.is_err(), "served beyond the connection limit");
+        // ...and is once the header timeout closes the idle ones.
+        let mut idle1 = idle1;
+        let mut buf = [0u8; 1];
+        let closed = tokio::time::timeout(
+            HEADER_TIMEOUT + Duration::from_secs(3),
+            idle1.read(&mut buf),
+        )
+        .await
+        .unwrap();
+        assert!(
+            matches!(closed, Ok(0) | Err(_)),
+            "idle connection not closed: {closed:?}"
+        );
+        drop(idle2);
+        let body = tokio::time::timeout(Duration::from_secs(10), scrape(addr))
+            .await
+            .unwrap();
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        server.abort();
     }
 }

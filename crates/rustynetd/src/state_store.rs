@@ -2,7 +2,16 @@
 //! last-known-safe generation with the generation high-water mark.
 //!
 //! The state file is written atomically (temp file, fsync, rename, fsync the
-//! directory) and sealed with an HMAC whose key lives beside it (owner-only).
+//! directory) and sealed with an HMAC. The node's private keys travel in the
+//! same file (sealed with the key-encryption secret when one is configured),
+//! so keys and the enrollment they belong to are replaced in one atomic
+//! write: a crash can never leave new keys beside the old enrollment.
+//!
+//! The HMAC key lives beside the state (owner-only). Without a
+//! key-encryption secret the MAC detects corruption, not tampering by
+//! someone who can write the directory (they can read the MAC key too).
+//! With a secret, the MAC key is bound to it (derived from the file key and
+//! the secret), so the state cannot be rewritten without the secret either.
 //! A missing key, a bad MAC, a truncated or unparseable file is an
 //! [`StateError::Integrity`] failure: the daemon then starts restricted and
 //! fail-closed and says why, instead of guessing.
@@ -81,6 +90,16 @@ pub struct Enrollment {
     /// connection; TLS with the pinned CA guards it either way).
     #[serde(default)]
     pub control_addrs: Vec<std::net::SocketAddr>,
+    /// Fingerprint of the pre-auth key the node enrolled (or last renewed)
+    /// with, never the key: a later `up --auth-key` with another key
+    /// renews the node. Absent in state written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_key_fingerprint: Option<String>,
+    /// Control refused this node (expired or removed); cleared once control
+    /// accepts it again. Kept across restarts so `up --auth-key` enrolls
+    /// anew instead of reconnecting to a refusal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
 }
 
 /// What the user asked for; survives restarts.
@@ -161,6 +180,10 @@ struct SealedFile {
     v: u16,
     mac: String,
     body: String,
+    /// The node keys as stored (sealed when a secret is configured);
+    /// covered by the MAC. Absent in files written before keys moved here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    keys: Option<String>,
 }
 
 /// The state directory.
@@ -168,7 +191,13 @@ struct SealedFile {
 pub struct StateStore {
     dir: PathBuf,
     kek: Option<std::sync::Arc<Kek>>,
+    /// The node keys as the next [`StateStore::save`] writes them: read by
+    /// [`StateStore::load`], replaced by [`StateStore::store_keys`].
+    keys: std::sync::Arc<std::sync::Mutex<Option<Zeroizing<String>>>>,
 }
+
+/// Label of the integrity key derived from the key-encryption secret.
+const MAC_BINDING_LABEL: &str = "rustynet state mac v1";
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     move |source| StateError::Io {
@@ -202,7 +231,11 @@ impl StateStore {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&dir))?;
-        Ok(Self { dir, kek: None })
+        Ok(Self {
+            dir,
+            kek: None,
+            keys: Default::default(),
+        })
     }
 
     /// Keeps the node keys encrypted under `kek` (an operator secret such as
@@ -239,16 +272,43 @@ impl StateStore {
         Ok(key)
     }
 
-    fn mac(&self, key: &[u8], body: &[u8]) -> Result<Hmac<Sha256>, StateError> {
-        let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(key).map_err(|_| {
-            StateError::Integrity {
-                path: self.path(MAC_KEY_FILE),
-                reason: "unusable MAC key".into(),
+    fn mac(
+        &self,
+        key: &[u8],
+        bound: bool,
+        body: &[u8],
+        keys: Option<&str>,
+    ) -> Result<Hmac<Sha256>, StateError> {
+        let unusable = || StateError::Integrity {
+            path: self.path(MAC_KEY_FILE),
+            reason: "unusable MAC key".into(),
+        };
+        // Bound to the secret: the key is HMAC(secret-derived, file key).
+        let bound_key = match (&self.kek, bound) {
+            (Some(kek), true) => {
+                let mut binder = <Hmac<Sha256> as hmac::Mac>::new_from_slice(
+                    kek.derive(MAC_BINDING_LABEL).as_ref(),
+                )
+                .map_err(|_| unusable())?;
+                binder.update(key);
+                Some(Zeroizing::new(binder.finalize().into_bytes().to_vec()))
             }
-        })?;
+            _ => None,
+        };
+        let key = bound_key.as_deref().map_or(key, |k| k.as_slice());
+        let mut mac = <Hmac<Sha256> as hmac::Mac>::new_from_slice(key).map_err(|_| unusable())?;
         mac.update(b"rustynet state v1\0");
         mac.update(body);
+        if let Some(keys) = keys {
+            mac.update(b"\0keys\0");
+            mac.update(keys.as_bytes());
+        }
         Ok(mac)
+    }
+
+    fn cached_keys(&self) -> std::sync::MutexGuard<'_, Option<Zeroizing<String>>> {
+        // Replacing an Option cannot panic halfway: a poisoned lock is fine.
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Loads the state. `Ok(None)` when the node never saved any (fresh).
@@ -273,6 +333,7 @@ impl StateStore {
             Err(StateError::Io { .. }) => return Err(integrity("MAC key is missing")),
             Err(e) => return Err(e),
         };
+        check_owner_only(&path)?;
         let text = fs::read(&path).map_err(io_err(&path))?;
         let sealed: SealedFile = serde_json::from_slice(&text)
             .map_err(|_| integrity("state file is truncated or not JSON"))?;
@@ -285,38 +346,70 @@ impl StateStore {
         let tag = B64
             .decode(sealed.mac.as_bytes())
             .map_err(|_| integrity("state MAC is not base64"))?;
-        self.mac(&key, &body)?
+        let keys = sealed.keys.as_deref();
+        if self
+            .mac(&key, true, &body, keys)?
             .verify_slice(&tag)
-            .map_err(|_| integrity("MAC does not match (corrupted or modified)"))?;
+            .is_err()
+        {
+            let unbound = self.kek.is_some()
+                && self
+                    .mac(&key, false, &body, keys)?
+                    .verify_slice(&tag)
+                    .is_ok();
+            return Err(integrity(if unbound {
+                "state was sealed without the key-encryption secret (written before it was \
+                 configured, or by an older version); it is not trusted"
+            } else {
+                "MAC does not match (corrupted or modified)"
+            }));
+        }
         let state: PersistedState =
             serde_json::from_slice(&body).map_err(|_| integrity("sealed state does not parse"))?;
         if state.version != STATE_VERSION {
             return Err(integrity("unknown state version"));
         }
+        *self.cached_keys() = sealed.keys.map(Zeroizing::new);
         Ok(Some(state))
     }
 
-    /// Saves the state atomically and durably.
+    /// Saves the state, with the node keys, atomically and durably.
     pub fn save(&self, state: &PersistedState) -> Result<(), StateError> {
         let key = self.mac_key(true)?;
         let body = serde_json::to_vec(state).map_err(|e| StateError::Integrity {
             path: self.path(STATE_FILE),
             reason: format!("cannot serialize state: {e}"),
         })?;
-        let tag = self.mac(&key, &body)?.finalize().into_bytes();
+        let keys = self.cached_keys().clone();
+        let tag = self
+            .mac(&key, true, &body, keys.as_deref().map(String::as_str))?
+            .finalize()
+            .into_bytes();
         let sealed = SealedFile {
             v: STATE_VERSION,
             mac: B64.encode(tag),
             body: B64.encode(&body),
+            keys: keys.as_deref().cloned(),
         };
-        let bytes = serde_json::to_vec(&sealed).unwrap_or_default();
+        let bytes = Zeroizing::new(serde_json::to_vec(&sealed).unwrap_or_default());
+        drop(sealed);
         let path = self.path(STATE_FILE);
-        rustynet_netos::write_atomic(&path, &bytes, 0o600).map_err(io_err(&path))
+        rustynet_netos::write_atomic(&path, &bytes, 0o600).map_err(io_err(&path))?;
+        // Keys written by versions that kept them in their own file now
+        // live in the state: the old file goes once the state holds them.
+        let legacy = self.path(KEYS_FILE);
+        if keys.is_some() && legacy.exists() {
+            fs::remove_file(&legacy).map_err(io_err(&legacy))?;
+            tracing::info!(file = %legacy.display(), "node keys moved into the sealed state file");
+        }
+        Ok(())
     }
 
-    /// Deletes the state file (keeps keys): used by `down` after a failure
-    /// the operator chose to clear.
+    /// Deletes the state file, and with it the enrollment and the keys that
+    /// belong to it: used by `down` after a failure the operator chose to
+    /// clear (the next `up` enrolls with fresh keys).
     pub fn clear(&self) -> Result<(), StateError> {
+        *self.cached_keys() = None;
         let path = self.path(STATE_FILE);
         match fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -325,51 +418,101 @@ impl StateStore {
         }
     }
 
-    /// Stores `keys` as the node's keys, replacing any before (atomically,
-    /// owner-only, sealed when a key-encryption secret is configured). A new
-    /// enrollment brings new keys: control refuses keys it already knows.
+    /// Makes `keys` the node's keys, replacing any before. They are written
+    /// by the next [`StateStore::save`], in the same atomic write as the
+    /// enrollment they belong to (sealed when a key-encryption secret is
+    /// configured): there is no moment on disk with new keys and the old
+    /// enrollment. A new enrollment brings new keys: control refuses keys it
+    /// already knows.
     pub fn store_keys(&self, keys: &NodeKeys) -> Result<(), StateError> {
         let text = Zeroizing::new(format!(
             "{KEYS_HEADER}\ntunnel {}\nsigning {}\n",
             keys.tunnel.to_base64().as_str(),
             B64.encode(*keys.signing.seed())
         ));
-        let stored = match &self.kek {
-            Some(kek) => Zeroizing::new(format!("{}\n", kek.seal(KEYS_LABEL, text.as_bytes()))),
-            None => text,
-        };
-        write_secret(&self.path(KEYS_FILE), stored.as_bytes())
+        *self.cached_keys() = Some(self.sealed_if_configured(text));
+        Ok(())
     }
 
-    /// Loads the node keys, creating them on first use with `generate`.
+    fn sealed_if_configured(&self, text: Zeroizing<String>) -> Zeroizing<String> {
+        match &self.kek {
+            Some(kek) => Zeroizing::new(kek.seal(KEYS_LABEL, text.as_bytes())),
+            None => text,
+        }
+    }
+
+    /// The node keys: those of the loaded state; else those of a key file an
+    /// older version wrote (encrypted in place first if it is plain while a
+    /// secret is configured); else new ones made with `generate`. Whatever
+    /// was found is written into the state by the next save.
     pub fn keys_or_create(
         &self,
         generate: impl FnOnce() -> TunnelPrivateKey,
     ) -> Result<NodeKeys, StateError> {
-        let path = self.path(KEYS_FILE);
-        if !path.exists() {
-            self.store_keys(&NodeKeys::generate(generate))?;
+        let cached = self.cached_keys().clone();
+        let (path, raw) = match cached {
+            Some(raw) => (self.path(STATE_FILE), raw),
+            None => {
+                let path = self.path(KEYS_FILE);
+                if !path.exists() {
+                    let keys = NodeKeys::generate(generate);
+                    self.store_keys(&keys)?;
+                    return Ok(keys);
+                }
+                check_owner_only(&path)?;
+                let raw = Zeroizing::new(fs::read_to_string(&path).map_err(io_err(&path))?);
+                let raw = self.migrate_legacy(&path, raw)?;
+                *self.cached_keys() = Some(raw.clone());
+                (path, raw)
+            }
+        };
+        self.parse_keys(&path, &raw)
+    }
+
+    /// A plain legacy key file found while a secret is configured is sealed
+    /// in place (atomically, with a log line), never used as it is.
+    fn migrate_legacy(
+        &self,
+        path: &Path,
+        raw: Zeroizing<String>,
+    ) -> Result<Zeroizing<String>, StateError> {
+        if self.kek.is_none() || keyseal::is_sealed(&raw) {
+            return Ok(raw);
         }
-        check_owner_only(&path)?;
-        let raw = Zeroizing::new(fs::read_to_string(&path).map_err(io_err(&path))?);
+        let sealed = self.sealed_if_configured(raw);
+        write_secret(path, format!("{}\n", sealed.as_str()).as_bytes())?;
+        tracing::warn!(file = %path.display(), "plaintext node key file found while a key-encryption secret is configured: encrypted it in place");
+        Ok(sealed)
+    }
+
+    fn parse_keys(&self, path: &Path, raw: &str) -> Result<NodeKeys, StateError> {
+        let path = path.to_owned();
         let bad = || StateError::Integrity {
             path: path.clone(),
-            reason: "key file is malformed".into(),
+            reason: "node keys are malformed".into(),
         };
-        let text = if keyseal::is_sealed(&raw) {
+        let text = if keyseal::is_sealed(raw) {
             let kek = self.kek.as_ref().ok_or_else(|| StateError::Integrity {
                 path: path.clone(),
                 reason: "key file is encrypted; pass --key-encryption-file".into(),
             })?;
             let plain = kek
-                .open(KEYS_LABEL, &raw)
+                .open(KEYS_LABEL, raw)
                 .map_err(|e| StateError::Integrity {
                     path: path.clone(),
                     reason: e.to_string(),
                 })?;
             Zeroizing::new(String::from_utf8(plain.to_vec()).map_err(|_| bad())?)
+        } else if self.kek.is_some() {
+            // Only a state written without the secret could hold plain keys,
+            // and such a state fails its MAC; refuse rather than use them.
+            return Err(StateError::Integrity {
+                path: path.clone(),
+                reason: "node keys are not encrypted though a key-encryption secret is configured"
+                    .into(),
+            });
         } else {
-            raw
+            Zeroizing::new(raw.to_owned())
         };
         let mut lines = text.lines();
         if lines.next() != Some(KEYS_HEADER) {
@@ -403,6 +546,24 @@ mod tests {
         let old = r#"{"want_up":true,"exit_node":null,"lan_access":false,"advertise_exit_node":false,"advertise_routes":[]}"#;
         let prefs: Prefs = serde_json::from_str(old).unwrap();
         assert!(prefs.want_up && !prefs.protect_dns);
+    }
+
+    /// State from before the key fingerprint and the refusal were kept
+    /// loads (neither known); a refused node's state keeps the refusal,
+    /// and a plain one writes neither field.
+    #[test]
+    fn enrollments_without_fingerprint_or_refusal_load_and_refusal_persists() {
+        let mut e = enrollment(7);
+        let mut plain = serde_json::to_value(&e).unwrap();
+        assert!(plain.get("refused").is_none() && plain.get("auth_key_fingerprint").is_none());
+        plain.as_object_mut().unwrap().remove("control_addrs");
+        let old: Enrollment = serde_json::from_value(plain).unwrap();
+        assert_eq!(old, e);
+        e.refused = true;
+        e.auth_key_fingerprint = Some("00ff".into());
+        let back: Enrollment = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert!(back.refused);
+        assert_eq!(back.auth_key_fingerprint.as_deref(), Some("00ff"));
     }
 
     fn sample() -> PersistedState {
@@ -503,71 +664,172 @@ mod tests {
         assert!(matches!(store.load(), Err(StateError::Integrity { .. })));
     }
 
-    #[test]
-    fn stored_keys_replace_the_old_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::open(dir.path().join("s")).unwrap();
-        let old = store
-            .keys_or_create(|| TunnelPrivateKey::from_bytes([5; 32]))
-            .unwrap();
-        let fresh = NodeKeys::generate(|| TunnelPrivateKey::from_bytes([7; 32]));
-        assert_ne!(fresh.signing.public(), old.signing.public());
-        store.store_keys(&fresh).unwrap();
-        let loaded = store
-            .keys_or_create(|| TunnelPrivateKey::from_bytes([9; 32]))
-            .unwrap();
-        assert_eq!(loaded.tunnel.as_bytes(), &[7; 32]);
-        assert_eq!(loaded.signing.public(), fresh.signing.public());
-        let mode = fs::metadata(dir.path().join("s/node.key"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
+    fn enrollment(node: u64) -> Enrollment {
+        Enrollment {
+            control_addrs: Vec::new(),
+            control_url: "https://127.0.0.1:8443".into(),
+            ca_pem: "ca".into(),
+            node_id: NodeId(node),
+            control_signing_key: NodeSigningKey::from_seed(&[9; 32]).public(),
+            hostname: "a".into(),
+            auth_key_fingerprint: None,
+            refused: false,
+        }
+    }
+
+    fn tunnel(b: u8) -> impl FnOnce() -> TunnelPrivateKey {
+        move || TunnelPrivateKey::from_bytes([b; 32])
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
     #[test]
-    fn keys_encrypted_under_a_secret() {
+    fn keys_and_enrollment_change_in_one_atomic_write() {
         let dir = tempfile::tempdir().unwrap();
-        let kek = || Kek::from_secret(&[1u8; 40]).unwrap();
+        let store = StateStore::open(dir.path().join("s")).unwrap();
+        let old = store.keys_or_create(tunnel(5)).unwrap();
+        let mut state = PersistedState {
+            enrollment: Some(enrollment(1)),
+            ..sample()
+        };
+        store.save(&state).unwrap();
+        // Re-enrollment: new keys, then the new enrollment. A crash after the
+        // keys were handed over but before the state was saved...
+        let fresh = NodeKeys::generate(tunnel(7));
+        store.store_keys(&fresh).unwrap();
+        drop(store);
+        let reopened = StateStore::open(dir.path().join("s")).unwrap();
+        let loaded = reopened.load().unwrap().unwrap();
+        let keys = reopened.keys_or_create(tunnel(9)).unwrap();
+        // ...leaves the old keys with the old enrollment, never a mix.
+        assert_eq!(loaded.enrollment, Some(enrollment(1)));
+        assert_eq!(keys.signing.public(), old.signing.public());
+        // Saved together, both change together.
+        reopened.store_keys(&fresh).unwrap();
+        state.enrollment = Some(enrollment(2));
+        reopened.save(&state).unwrap();
+        let again = StateStore::open(dir.path().join("s")).unwrap();
+        assert_eq!(
+            again.load().unwrap().unwrap().enrollment,
+            Some(enrollment(2))
+        );
+        let keys = again.keys_or_create(tunnel(9)).unwrap();
+        assert_eq!(keys.signing.public(), fresh.signing.public());
+        assert_eq!(keys.tunnel.as_bytes(), &[7; 32]);
+        assert!(!dir.path().join("s/node.key").exists());
+        assert_eq!(mode(&dir.path().join("s/state.json")), 0o600);
+    }
+
+    #[test]
+    fn a_key_file_of_an_older_version_moves_into_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join("s/node.key");
+        let store = StateStore::open(dir.path().join("s")).unwrap();
+        let keys = NodeKeys::generate(tunnel(5));
+        let text = format!(
+            "{KEYS_HEADER}\ntunnel {}\nsigning {}\n",
+            keys.tunnel.to_base64().as_str(),
+            B64.encode(*keys.signing.seed())
+        );
+        write_secret(&legacy, text.as_bytes()).unwrap();
+        let loaded = store.keys_or_create(tunnel(6)).unwrap();
+        assert_eq!(loaded.signing.public(), keys.signing.public());
+        store.save(&sample()).unwrap();
+        assert!(!legacy.exists(), "the old key file stays beside the state");
+        let again = StateStore::open(dir.path().join("s")).unwrap();
+        again.load().unwrap();
+        assert_eq!(
+            again.keys_or_create(tunnel(6)).unwrap().signing.public(),
+            keys.signing.public()
+        );
+    }
+
+    #[test]
+    fn a_plain_key_file_is_encrypted_in_place_when_a_secret_is_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join("s/node.key");
+        let keys = NodeKeys::generate(tunnel(5));
+        let text = format!(
+            "{KEYS_HEADER}\ntunnel {}\nsigning {}\n",
+            keys.tunnel.to_base64().as_str(),
+            B64.encode(*keys.signing.seed())
+        );
         let store = StateStore::open(dir.path().join("s"))
             .unwrap()
-            .with_key_encryption(kek());
-        let a = store
-            .keys_or_create(|| TunnelPrivateKey::from_bytes([5; 32]))
-            .unwrap();
-        let raw = fs::read_to_string(dir.path().join("s/node.key")).unwrap();
-        assert!(keyseal::is_sealed(&raw) && !raw.contains(a.tunnel.to_base64().as_str()));
-        let again = StateStore::open(dir.path().join("s"))
-            .unwrap()
-            .with_key_encryption(kek());
-        let b = again
-            .keys_or_create(|| TunnelPrivateKey::from_bytes([6; 32]))
-            .unwrap();
-        assert_eq!(a.signing.public(), b.signing.public());
-        let plain = StateStore::open(dir.path().join("s")).unwrap();
-        assert!(matches!(
-            plain.keys_or_create(|| TunnelPrivateKey::from_bytes([6; 32])),
-            Err(StateError::Integrity { .. })
-        ));
+            .with_key_encryption(Kek::from_secret(&[1u8; 40]).unwrap());
+        write_secret(&legacy, text.as_bytes()).unwrap();
+        let loaded = store.keys_or_create(tunnel(6)).unwrap();
+        assert_eq!(loaded.signing.public(), keys.signing.public());
+        let on_disk = fs::read_to_string(&legacy).unwrap();
+        assert!(keyseal::is_sealed(&on_disk), "left in the clear");
+        assert!(!on_disk.contains(keys.tunnel.to_base64().as_str()));
+        assert_eq!(mode(&legacy), 0o600);
     }
 
     #[test]
-    fn keys_created_once_owner_only_and_checked() {
+    fn keys_are_sealed_under_a_secret_and_the_mac_is_bound_to_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let kek = || Kek::from_secret(&[1u8; 40]).unwrap();
+        let open = |kek: Option<Kek>| {
+            let s = StateStore::open(dir.path().join("s")).unwrap();
+            match kek {
+                Some(k) => s.with_key_encryption(k),
+                None => s,
+            }
+        };
+        let store = open(Some(kek()));
+        let a = store.keys_or_create(tunnel(5)).unwrap();
+        store.save(&sample()).unwrap();
+        let path = dir.path().join("s/state.json");
+        let raw = fs::read_to_string(&path).unwrap();
+        assert!(!raw.contains(a.tunnel.to_base64().as_str()));
+        let again = open(Some(kek()));
+        assert_eq!(again.load().unwrap().unwrap(), sample());
+        assert_eq!(
+            again.keys_or_create(tunnel(6)).unwrap().signing.public(),
+            a.signing.public()
+        );
+        // Without the secret, or with another, the state is not trusted.
+        assert!(matches!(
+            open(None).load(),
+            Err(StateError::Integrity { .. })
+        ));
+        let other = open(Some(Kek::from_secret(&[2u8; 40]).unwrap()));
+        assert!(matches!(other.load(), Err(StateError::Integrity { .. })));
+        // Someone who can write the directory but lacks the secret re-seals
+        // a changed state with the MAC key beside it: refused.
+        let mut sealed: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        let mut forged = sample();
+        forged.high_water = 0;
+        let body = serde_json::to_vec(&forged).unwrap();
+        let file_key = fs::read(dir.path().join("s/state.mac-key")).unwrap();
+        let keys_field = sealed["keys"].as_str().map(str::to_owned);
+        let tag = open(None)
+            .mac(&file_key, false, &body, keys_field.as_deref())
+            .unwrap()
+            .finalize()
+            .into_bytes();
+        sealed["body"] = B64.encode(&body).into();
+        sealed["mac"] = B64.encode(tag).into();
+        fs::write(&path, serde_json::to_vec(&sealed).unwrap()).unwrap();
+        let err = open(Some(kek())).load().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("without the key-encryption secret"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_state_readable_by_others_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path().join("s")).unwrap();
-        let a = store
-            .keys_or_create(|| TunnelPrivateKey::from_bytes([5; 32]))
-            .unwrap();
-        let b = store
-            .keys_or_create(|| TunnelPrivateKey::from_bytes([6; 32]))
-            .unwrap();
-        assert_eq!(a.tunnel.as_bytes(), b.tunnel.as_bytes());
-        assert_eq!(a.signing.public(), b.signing.public());
-        let path = dir.path().join("s/node.key");
+        store.keys_or_create(tunnel(5)).unwrap();
+        store.save(&sample()).unwrap();
+        let path = dir.path().join("s/state.json");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(
-            store.keys_or_create(|| TunnelPrivateKey::from_bytes([5; 32])),
-            Err(StateError::Permissions { .. })
-        ));
+        assert!(matches!(store.load(), Err(StateError::Permissions { .. })));
     }
 }

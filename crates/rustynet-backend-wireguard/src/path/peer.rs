@@ -218,7 +218,21 @@ impl PathPeer {
         if let Some(d) = self.call_me_due() {
             at(d);
         }
+        if let Some(d) = self.guess_expiry() {
+            at(d);
+        }
         next
+    }
+
+    /// When the evidence behind a relay-less guess reported as direct goes
+    /// stale (status must then stop calling it a path).
+    fn guess_expiry(&self) -> Option<Instant> {
+        if self.kind != PathKind::Direct || self.relay_up || matches!(self.mode, Mode::Direct(_)) {
+            return None;
+        }
+        self.guess()
+            .and_then(|(_, seen)| seen)
+            .map(|t| t + self.t.trust)
     }
 
     /// Counters for metrics.
@@ -419,6 +433,9 @@ impl PathPeer {
         let mut legs: Vec<Via> = self.cands.iter().map(|c| Via::Direct(c.addr)).collect();
         if self.relay_up {
             legs.push(Via::Relay);
+            // Behind NAT our pings open our side only: the peer must ping
+            // back for a punch, as when data starts flowing.
+            self.call_me_pending = true;
         }
         let ids = legs.into_iter().map(|v| self.send_ping(now, v)).collect();
         self.flush(now, Reason::Pong);
@@ -776,7 +793,9 @@ impl PathPeer {
     /// The address to use when nothing is trusted and there is no relay:
     /// the freshest evidence (a pong or an authenticated tunnel packet:
     /// WireGuard's roaming), else the netmap endpoint.
-    fn guess(&self) -> Option<SocketAddr> {
+    /// Returns the address and when its evidence was seen (`None` for the
+    /// bare netmap endpoint).
+    fn guess(&self) -> Option<(SocketAddr, Option<Instant>)> {
         let pongs = self
             .cands
             .iter()
@@ -785,8 +804,8 @@ impl PathPeer {
         pongs
             .chain(rx)
             .max_by_key(|(t, _)| *t)
-            .map(|(_, a)| a)
-            .or_else(|| self.cands.first_config())
+            .map(|(t, a)| (a, Some(t)))
+            .or_else(|| self.cands.first_config().map(|a| (a, None)))
     }
 
     fn compute_route(&self, now: Instant) -> (Route, PathKind) {
@@ -800,8 +819,15 @@ impl PathPeer {
             }
             Mode::Degraded { addr, .. } if self.relay_up => (Route::Both(addr), PathKind::Relay),
             _ if self.relay_up => (Route::Relay, PathKind::Relay),
+            // No relay: send to the best guess, but report it as a direct
+            // path only while fresh evidence (a pong or an authenticated
+            // tunnel packet within the trust window) backs it; an
+            // unconfirmed netmap address is a try, not a path.
             _ => match self.guess() {
-                Some(a) => (Route::Direct(a), PathKind::Direct),
+                Some((a, Some(seen))) if now < seen + self.t.trust => {
+                    (Route::Direct(a), PathKind::Direct)
+                }
+                Some((a, _)) => (Route::Direct(a), PathKind::None),
                 None => (Route::None, PathKind::None),
             },
         }
@@ -809,7 +835,7 @@ impl PathPeer {
 
     fn update_route(&mut self, now: Instant, reason: Reason) {
         let (route, kind) = self.compute_route(now);
-        if route == self.route {
+        if route == self.route && kind == self.kind {
             return;
         }
         self.push_event(Event::Route {

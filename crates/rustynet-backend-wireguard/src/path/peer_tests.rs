@@ -744,3 +744,46 @@ fn call_me_maybe_floods_are_ignored() {
     assert_eq!(h.p.stats().call_me_ignored, 9);
     assert_eq!(pings_to(&h.drain(), addr(0)), 1);
 }
+
+#[test]
+fn an_unconfirmed_guess_is_tried_but_not_reported_as_a_path() {
+    let mut h = H::new(false, &[addr(1)]);
+    assert_eq!(
+        h.p.route(),
+        Route::Direct(addr(1)),
+        "the netmap address is tried"
+    );
+    assert_eq!(
+        h.p.status(h.now).kind,
+        PathKind::None,
+        "but it is no path yet"
+    );
+    h.p.note_rx(h.now, Some(addr(1)));
+    assert_eq!(
+        h.p.status(h.now).kind,
+        PathKind::Direct,
+        "evidence makes it one"
+    );
+    let trust = Timing::default().trust;
+    h.advance(trust + ms(1));
+    assert_eq!(h.p.route(), Route::Direct(addr(1)), "still tried");
+    assert_eq!(
+        h.p.status(h.now).kind,
+        PathKind::None,
+        "stale evidence is reported at its deadline, with no other input"
+    );
+}
+
+#[test]
+fn ping_all_asks_an_idle_peer_to_call_back() {
+    let mut h = H::new(true, &[addr(1), addr(2)]);
+    assert!(h.drain().is_empty(), "idle: nothing sent");
+    h.p.ping_all(h.now);
+    let out = h.drain();
+    assert_eq!(pings_to(&out, addr(1)), 1);
+    assert_eq!(pings_to(&out, addr(2)), 1);
+    assert!(
+        has_call_me(&out),
+        "the peer behind NAT must ping back: {out:?}"
+    );
+}

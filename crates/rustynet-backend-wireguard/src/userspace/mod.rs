@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use boringtun::noise::{Tunn, TunnResult};
+use boringtun::noise::Tunn;
 use boringtun::x25519::{PublicKey, StaticSecret};
 use rand_core::RngCore as _;
 use rustynet_tunnel::{
@@ -177,13 +177,8 @@ impl Running {
             if route == crate::path::Route::None {
                 continue;
             }
-            let mut buf = [0u8; 256];
-            let init = match lock(&peer.tunn).format_handshake_initiation(&mut buf, false) {
-                TunnResult::WriteToNetwork(pkt) => Some(pkt.to_vec()),
-                _ => None,
-            };
-            if let Some(pkt) = init {
-                paths::send_on_route(&self.device, peer, route, &pkt);
+            if paths::send_initiation(&self.device, peer, route, false) {
+                peer.path.note_contacted(paths::now_ns(&self.device));
             }
         }
     }
@@ -371,6 +366,7 @@ impl TunnelBackend for UserspaceBackend {
             probes,
             relays: run.device.paths.relays().status(),
             mapped: lock(&run.device.paths.discovery).mapped(std::time::Instant::now()),
+            path_switches: paths::switches_by_reason(&table),
         })
     }
 

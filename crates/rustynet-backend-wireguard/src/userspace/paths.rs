@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use boringtun::noise::TunnResult;
 use rand_core::{OsRng, RngCore as _};
 use rustynet_tunnel::{PathConfig, PeerConfig, PingDone, PingReport, TunnelPublicKey};
 
@@ -104,6 +105,9 @@ pub(crate) struct PathCell {
     /// Nanoseconds after [`Paths::epoch`] of the last data packet sent
     /// (0: none yet).
     last_tx_ns: AtomicU64,
+    /// Nanoseconds after [`Paths::epoch`] of the first handshake sent to a
+    /// new peer without data waiting (0: none).
+    contacted_ns: AtomicU64,
     bytes: [AtomicU64; 4],
 }
 
@@ -152,30 +156,52 @@ impl PathCell {
         OsRng.fill_bytes(&mut seed);
         let local = lock(&dev.paths.discovery).candidates();
         let path_key = cfg.path_key.map(|k| PathPublicKey(k.0));
+        let probe = probe_key(dev.paths.secret().as_deref(), path_key);
+        // Born knowing the relay (as the timer pass would decide): the
+        // first handshake of a new peer must not go to a guessed address.
+        let relay_up =
+            probe.is_some() && dev.paths.relays().pick(cfg.home_relay.as_deref()).is_some();
         let machine = PathPeer::new(
             now,
             Timing::default(),
             seed,
             &candidates_of(cfg),
             Arc::clone(&local),
-            false,
+            relay_up,
         );
         let route = machine.route();
         Self {
             route: Mutex::new(route),
             state: Mutex::new(PathState {
                 machine,
-                probe: probe_key(dev.paths.secret().as_deref(), path_key),
+                probe,
                 path_key,
-                relay_up: false,
+                relay_up,
                 local,
                 pings: Vec::new(),
                 seal: Vec::with_capacity(512),
                 reason: None,
             }),
             last_tx_ns: AtomicU64::new(0),
+            contacted_ns: AtomicU64::new(0),
             bytes: Default::default(),
         }
+    }
+
+    /// Stamps a handshake initiation sent without data waiting (a new
+    /// peer contacted at once).
+    pub(crate) fn note_contacted(&self, now_ns: u64) {
+        self.contacted_ns.store(now_ns.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether we sent the peer data or a first handshake within `window`.
+    fn wanted_within(&self, now_ns: u64, window: Duration) -> bool {
+        let last = self
+            .last_tx_ns
+            .load(Ordering::Relaxed)
+            .max(self.contacted_ns.load(Ordering::Relaxed));
+        let window = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+        last > 0 && now_ns.saturating_sub(last) <= window
     }
 
     /// A peer's config changed (kept session): new candidates or path key.
@@ -274,6 +300,11 @@ fn drain(
     st: &mut PathState,
     now: Instant,
 ) {
+    // Work an input made due at once (a pong asks for its confirming ping
+    // now, not at the next tick): failback takes round trips, not ticks.
+    if st.machine.poll_timeout().is_some_and(|t| t <= now) {
+        st.machine.handle_timeout(now);
+    }
     while let Some(t) = st.machine.poll_transmit() {
         let Some(probe) = st.probe.as_mut() else {
             continue;
@@ -300,7 +331,7 @@ fn drain(
                 previous,
                 ..
             } => {
-                tracing::debug!(peer = %key, ?previous, ?route, kind = kind.as_str(), reason = reason.as_str(), "path changed");
+                tracing::info!(peer = %key, ?previous, ?route, kind = kind.as_str(), reason = reason.as_str(), "path changed");
                 st.reason = Some(reason);
                 if reason == Reason::TrustExpired {
                     lock(&dev.paths.discovery).trigger(now);
@@ -497,6 +528,18 @@ pub(crate) fn ping(dev: &Device, peer: &Peer, all_paths: bool, done: PingDone) {
     );
 }
 
+/// Path changes of every peer in `table`, by reason (all reasons listed).
+pub(crate) fn switches_by_reason(table: &PeerTable) -> Vec<(&'static str, u64)> {
+    let mut out: Vec<(&'static str, u64)> = Reason::ALL.iter().map(|r| (r.as_str(), 0)).collect();
+    for peer in table.by_key.values() {
+        let st = lock(&peer.path.state);
+        for (slot, n) in out.iter_mut().zip(st.machine.stats().switches.iter()) {
+            slot.1 = slot.1.saturating_add(*n);
+        }
+    }
+    out
+}
+
 /// The peer's path for status.
 pub(crate) fn stats_of(dev: &Device, peer: &Peer) -> (rustynet_tunnel::PeerPath, u64) {
     let now = Instant::now();
@@ -532,6 +575,7 @@ pub(crate) fn stats_of(dev: &Device, peer: &Peer) -> (rustynet_tunnel::PeerPath,
             .map(|r| r.as_str().to_owned())
             .unwrap_or_default(),
         rtt: status.rtt,
+        changes: switches,
         direct_tx: cell.bytes(Bytes::DirectTx),
         direct_rx: cell.bytes(Bytes::DirectRx),
         relay_tx: cell.bytes(Bytes::RelayTx),
@@ -546,6 +590,7 @@ pub(crate) fn set_paths(dev: &Arc<Device>, config: &PathConfig) {
     if applied.as_ref() == Some(config) {
         return;
     }
+    let login_changed = applied.as_ref().map(|a| &a.login) != Some(&config.login);
     let secret = Arc::new(PathSecret::from_bytes(*config.secret.as_bytes()));
     let secret_changed = dev.paths.secret().map(|s| s.public()) != Some(secret.public());
     *dev.paths.secret.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&secret));
@@ -568,4 +613,49 @@ pub(crate) fn set_paths(dev: &Arc<Device>, config: &PathConfig) {
     dev.paths.relays_changed();
     lock(&dev.paths.discovery).trigger(Instant::now());
     *applied = Some(config.clone());
+    drop(applied);
+    if login_changed {
+        resend_pending_handshakes(dev);
+    }
+}
+
+/// How recently a peer must have been wanted for a new ticket to re-send
+/// its pending handshake.
+const RESEND_WINDOW: Duration = Duration::from_secs(10);
+
+/// The relay forwards only between nodes whose tickets name each other, and
+/// a ticket naming a new peer arrives after the map that added it: the
+/// first handshake to that peer (sent at once, or with the first data) was
+/// dropped at the relay, and WireGuard would retry only after 5 s. With the
+/// new ticket in place, handshakes still pending for peers we recently
+/// wanted are sent again now. Peers with a session, or not wanted lately,
+/// are left alone (no rekeys, no work for idle peers).
+fn resend_pending_handshakes(dev: &Device) {
+    let now_ns = now_ns(dev);
+    for peer in dev.table().by_key.values() {
+        if !peer.path.wanted_within(now_ns, RESEND_WINDOW) {
+            continue;
+        }
+        let route = peer.path.route();
+        if !matches!(route, Route::Relay | Route::Both(_)) {
+            continue;
+        }
+        if lock(&peer.tunn).stats().0.is_some() {
+            continue;
+        }
+        send_initiation(dev, peer, route, true);
+    }
+}
+
+/// Sends the peer a handshake initiation along `route` (`resend`: the one in
+/// progress again, else only when none is). Returns whether one went out.
+pub(crate) fn send_initiation(dev: &Device, peer: &Peer, route: Route, resend: bool) -> bool {
+    let mut buf = [0u8; 256];
+    // Copied out so the session lock is not held while sending.
+    let pkt = match lock(&peer.tunn).format_handshake_initiation(&mut buf, resend) {
+        TunnResult::WriteToNetwork(pkt) => pkt.to_vec(),
+        _ => return false,
+    };
+    send_on_route(dev, peer, route, &pkt);
+    true
 }

@@ -227,7 +227,7 @@ impl ClientSink for Sink {
     }
 
     fn state(&self, state: ConnState) {
-        tracing::debug!(relay = %self.relay, ?state, "relay connection");
+        tracing::info!(relay = %self.relay, ?state, "relay connection");
         if let Some(dev) = self.dev.upgrade() {
             dev.paths.relays_changed();
         }

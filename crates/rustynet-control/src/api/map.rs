@@ -18,7 +18,7 @@ use rustynet_proto::control_api::{API_VERSION, MapRequest, StreamFrame, map_fram
 use rustynet_proto::{NodeId, VerifyError};
 use tokio::sync::mpsc;
 
-use super::{ApiFailure, AppState, Connection, blocking, parse_json, read_body};
+use super::{ApiFailure, AppState, Connection, Signer, blocking, parse_json, read_body};
 use crate::auth::{SignedRequest, verify_node};
 use crate::map_check::check_frame_len;
 use crate::map_json::{MapJson, seal_netmap_json};
@@ -97,6 +97,7 @@ fn refuse_once(logged: &mut Option<u64>, version: u64, id: NodeId, reason: &Veri
 /// would exceed the node's size limit; false once the stream must end.
 async fn seal_and_send(
     app: &AppState,
+    signer: &Signer,
     tx: &mpsc::Sender<Bytes>,
     id: NodeId,
     netmap: MapJson,
@@ -110,7 +111,7 @@ async fn seal_and_send(
         }
     };
     let sealed = seal_netmap_json(
-        &app.signer,
+        &signer.key,
         netmap,
         id,
         generation,
@@ -118,7 +119,7 @@ async fn seal_and_send(
         app.map_ttl_secs,
     );
     // The pieces share the map's buffer; none is copied.
-    let pieces = map_frame_pieces(sealed.sealed);
+    let pieces = map_frame_pieces(sealed.sealed, &signer.handovers);
     if let Err(reason) = check_frame_len(pieces.iter().map(Bytes::len).sum()) {
         tracing::error!(node = %id, %reason, "map not sent: the node would refuse it");
         return true;
@@ -140,6 +141,9 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
     // When the last map went out: the next waits `min_map_interval`.
     let mut last_map_at: Option<tokio::time::Instant> = None;
     let mut refused_version = None;
+    // The key the last map was signed with: after a rotation the next map
+    // goes out at once, with the handover, even if nothing else changed.
+    let mut signed_by = None;
     tracing::debug!(node = %id, "map stream opened");
     loop {
         let snapshot = changes.borrow_and_update().clone();
@@ -147,16 +151,19 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
             tracing::info!(node = %id, "node removed or expired; closing its map stream");
             break;
         };
-        let due = last_signed.elapsed() >= resign_every;
+        let signer = app.signer();
+        let key = signer.key.public();
+        let due = last_signed.elapsed() >= resign_every || signed_by != Some(key);
         let changed = last_sent.as_deref() != Some(netmap.payload());
         if changed || due {
             match snapshot.check_map(id) {
                 Err(reason) => refuse_once(&mut refused_version, snapshot.version, id, &reason),
                 Ok(()) => {
-                    if !seal_and_send(&app, &tx, id, netmap, &mut last_sent).await {
+                    if !seal_and_send(&app, &signer, &tx, id, netmap, &mut last_sent).await {
                         break;
                     }
                     last_map_at = Some(tokio::time::Instant::now());
+                    signed_by = Some(key);
                 }
             }
             // Also after a refusal: the next try waits for a change or the

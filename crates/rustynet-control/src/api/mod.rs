@@ -9,7 +9,7 @@ mod relay_ticket;
 mod update;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http_body_util::BodyExt as _;
 use rustynet_proto::control_api::{ApiError, MAX_REQUEST_BYTES, paths};
+use rustynet_proto::handover::KeyHandover;
 use rustynet_proto::{NodeId, NodeSigningKey};
 
 use crate::conn_limits::ConnSlot;
@@ -32,8 +33,8 @@ use crate::store::StoreError;
 pub struct AppState {
     /// Live network.
     pub network: Arc<Network>,
-    /// Map-signing key.
-    pub signer: Arc<NodeSigningKey>,
+    /// Map-signing key and its handovers (replaced when it is rotated).
+    pub signer: RwLock<Arc<Signer>>,
     /// Validity of each signed map, seconds (re-signed at half).
     pub map_ttl_secs: i64,
     /// Keepalive interval on idle map streams.
@@ -42,16 +43,46 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// Least time between two maps sent to one node.
     pub min_map_interval: Duration,
+    /// Lifetime of a node's keys from enrollment or renewal (`None`: no
+    /// expiry).
+    pub node_key_expiry: Option<Duration>,
     /// Updates (`/v1/update`) per node.
     pub update_limit: Mutex<RateLimiter<NodeId>>,
     /// Relay-ticket requests per node.
     pub ticket_limit: Mutex<RateLimiter<NodeId>>,
     /// Relay tickets, cached per node.
     pub tickets: TicketIssuer,
+    /// The embedded relay's accepted control keys (updated on rotation).
+    pub relay_keys: Option<rustynet_relay::ControlKeys>,
     /// Enrollment requests per source address.
     pub register_limit: Mutex<RateLimiter<IpAddr>>,
     /// Nonces of enrollment requests (never written to the store).
     pub enroll_nonces: Mutex<NonceCache>,
+}
+
+/// The map-signing key and the handovers of every rotation up to it:
+/// replaced as a whole, so a map is never sent with a key and a chain that
+/// do not belong together.
+pub struct Signer {
+    /// The current key.
+    pub key: NodeSigningKey,
+    /// Handovers, oldest first; the last names `key`.
+    pub handovers: Vec<KeyHandover>,
+}
+
+impl AppState {
+    /// The current signer.
+    pub fn signer(&self) -> Arc<Signer> {
+        self.signer
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the signer (after a rotation).
+    pub fn set_signer(&self, signer: Signer) {
+        *self.signer.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(signer);
+    }
 }
 
 /// The address a request came from (set by the server on every request).
@@ -102,6 +133,9 @@ impl From<StoreError> for ApiFailure {
             StoreError::AuthKeyInvalid => (StatusCode::UNAUTHORIZED, "auth_key_invalid"),
             StoreError::AuthKeyExpired => (StatusCode::UNAUTHORIZED, "auth_key_expired"),
             StoreError::AuthKeyUsed => (StatusCode::UNAUTHORIZED, "auth_key_used"),
+            StoreError::AuthKeyRevoked => (StatusCode::UNAUTHORIZED, "auth_key_revoked"),
+            StoreError::UnknownPreauth(_) => (StatusCode::NOT_FOUND, "unknown_preauth"),
+            StoreError::RenewUserMismatch { .. } => (StatusCode::FORBIDDEN, "renew_user_mismatch"),
             StoreError::DuplicateKey => (StatusCode::CONFLICT, "duplicate_key"),
             StoreError::UnknownNode(_) => (StatusCode::NOT_FOUND, "unknown_node"),
             StoreError::DuplicateRelay(_)

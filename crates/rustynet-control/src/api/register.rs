@@ -5,6 +5,10 @@
 //! rate limit (before the body is read), the body's shape, the request
 //! signature, the pre-auth key (a read), the nonce (in memory), and only
 //! then the one write that enrolls the node.
+//!
+//! With `renew`, the same request renews an existing node's keys instead
+//! (`rustynet up --force-reauth`): the node also proves it holds its current
+//! key ([`verify_renewal`]), and keeps its id, address and name.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,14 +17,15 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
+use rustynet_policy::Policy;
 use rustynet_proto::control_api::{API_VERSION, RegisterRequest, RegisterResponse, paths};
 use sha2::{Digest as _, Sha256};
 
 use super::{ApiFailure, AppState, PeerAddr, blocking, lock, parse_json, read_body};
-use crate::auth::{SignedRequest, replayed, verify_enrollment};
+use crate::auth::{SignedRequest, replayed, verify_enrollment, verify_renewal};
 use crate::nonce_cache::NonceCheck;
 use crate::ratelimit::source_key;
-use crate::store::Registration;
+use crate::store::{PreauthRecord, Registration, Renewal, Store};
 use crate::{now_unix, now_unix_ms};
 
 pub(super) async fn register(
@@ -67,7 +72,11 @@ pub(super) async fn register(
         advertise_exit_node: req.advertise_exit_node,
         advertised_routes: req.advertise_routes.clone(),
         path_key: req.path_key,
+        key_expires_at: app
+            .node_key_expiry
+            .map(|d| now_unix().saturating_add(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))),
     };
+    let renew = req.renew;
     let state = app.clone();
     let signing_key = req.signing_key;
     let node = blocking(move || {
@@ -81,7 +90,10 @@ pub(super) async fn register(
         };
         let now_ms = now_unix_ms();
         let auth = verify_enrollment(&signed, &signing_key, now_ms)?;
-        store.usable_preauth(&registration.key_hash, now_unix())?;
+        let key = store.usable_preauth(&registration.key_hash, now_unix())?;
+        if renew.is_none() {
+            check_tags_still_owned(store, &key)?;
+        }
         match lock(&state.enroll_nonces).insert(auth.nonce, now_ms) {
             NonceCheck::Fresh => {}
             NonceCheck::Replayed => return Err(replayed()),
@@ -93,12 +105,29 @@ pub(super) async fn register(
                 ));
             }
         }
-        let node = store.register(&registration, now_unix())?;
+        let node = match renew {
+            None => store.register(&registration, now_unix())?,
+            Some(id) => {
+                verify_renewal(store, &signed, id, now_ms)?;
+                let renewal = Renewal {
+                    node: id,
+                    registration,
+                };
+                store.renew(&renewal, now_unix())?
+            }
+        };
         network.reload().map_err(ApiFailure::from)?;
         Ok(node)
     })
     .await?;
-    tracing::info!(node = %node.id, hostname = %node.hostname, ip = %node.tunnel_ip, "node enrolled");
+    match renew {
+        None => {
+            tracing::info!(node = %node.id, hostname = %node.hostname, ip = %node.tunnel_ip, "node enrolled")
+        }
+        Some(_) => {
+            tracing::info!(node = %node.id, hostname = %node.hostname, "node renewed its keys")
+        }
+    }
     let suffix = app.network.current().suffix.clone();
     Ok(Json(RegisterResponse {
         version: API_VERSION,
@@ -106,6 +135,30 @@ pub(super) async fn register(
         dns_name: format!("{}.{suffix}", node.hostname),
         hostname: node.hostname,
         tunnel_ip: node.tunnel_ip,
-        control_signing_key: app.signer.public(),
+        control_signing_key: app.signer().key.public(),
     }))
+}
+
+/// Tag ownership is checked when a key is used, not only when it was made:
+/// a policy change since may have taken a tag from the key's user.
+fn check_tags_still_owned(store: &dyn Store, key: &PreauthRecord) -> Result<(), ApiFailure> {
+    if key.tags.is_empty() {
+        return Ok(());
+    }
+    let policy = match store.policy()? {
+        // A stored policy that does not parse owns no tags: refuse.
+        Some(json) => Policy::parse(&json).unwrap_or_default(),
+        None => Policy::default(),
+    };
+    match key.tags.iter().find(|t| !policy.tag_owned_by(t, &key.user)) {
+        Some(tag) => Err(ApiFailure::new(
+            StatusCode::FORBIDDEN,
+            "tag_not_owned",
+            format!(
+                "the pre-auth key's tag {tag} is not owned by {:?} in the current policy",
+                key.user
+            ),
+        )),
+        None => Ok(()),
+    }
 }

@@ -50,7 +50,13 @@ pub(super) async fn relay_ticket(
         let generation = || store.reserve_generations(1).map(|range| range.start);
         state
             .tickets
-            .issue(&snapshot, node.id, &state.signer, now_unix(), generation)
+            .issue(
+                &snapshot,
+                node.id,
+                &state.signer().key,
+                now_unix(),
+                generation,
+            )
             .map_err(|e| match e {
                 TicketRefusal::NotLive => ApiFailure::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -98,7 +98,6 @@ pub(super) async fn update(
         validate_routes(routes)?;
     }
     validate_path_key(req.path_key.as_ref())?;
-    let home_relay = home_relay(&app, req.home_relay)?;
     let state = app.clone();
     blocking(move || {
         let network = &state.network;
@@ -117,6 +116,8 @@ pub(super) async fn update(
                 "too many updates from this node; retry later",
             ));
         }
+        // Checked once authenticated: relay names are told to nodes only.
+        let home_relay = home_relay(&state, req.home_relay)?;
         let update = NodeUpdate {
             endpoints: req.endpoints,
             advertise_exit_node: req.advertise_exit_node,

@@ -67,6 +67,7 @@ fn node(id: u64, name: &str, user: &str, tags: &[&str]) -> NodeRecord {
             .then_some(PathPublicKey([id as u8 + 50; 32])),
         home_relay: None,
         admin_routes: Default::default(),
+        key_expires_at: None,
     }
 }
 

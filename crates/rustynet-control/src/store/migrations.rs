@@ -53,7 +53,17 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE nodes ADD COLUMN lan_access INTEGER NOT NULL DEFAULT 0;
     "#,
-    // 3: paths and relays: each node's path key (authenticates its path
+    // 3: pre-auth keys can be revoked.
+    r#"
+    ALTER TABLE preauth_keys ADD COLUMN revoked_at INTEGER;
+    "#,
+    // 4: node keys expire. Nodes enrolled before get the default lifetime
+    // (180 days) from the upgrade on, not an instant expiry.
+    r#"
+    ALTER TABLE nodes ADD COLUMN key_expires_at INTEGER;
+    UPDATE nodes SET key_expires_at = CAST(strftime('%s', 'now') AS INTEGER) + 15552000;
+    "#,
+    // 5: paths and relays: each node's path key (authenticates its path
     // probes) and home relay, and the standalone relays an admin registered
     // (announced in every map with the embedded one).
     r#"
@@ -68,7 +78,7 @@ pub const MIGRATIONS: &[&str] = &[
         created_at  INTEGER NOT NULL
     );
     "#,
-    // 4: an admin's route decisions per node (`routes approve|reject`),
+    // 6: an admin's route decisions per node (`routes approve|reject`),
     // beside the policy's own approvals.
     r#"
     ALTER TABLE nodes ADD COLUMN admin_routes TEXT NOT NULL DEFAULT '{"approved":[],"rejected":[]}';

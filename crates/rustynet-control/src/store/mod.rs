@@ -43,6 +43,20 @@ pub enum StoreError {
     /// A single-use pre-auth key was already spent.
     #[error("pre-auth key was already used")]
     AuthKeyUsed,
+    /// An administrator revoked the pre-auth key.
+    #[error("pre-auth key was revoked")]
+    AuthKeyRevoked,
+    /// No pre-auth key with that id.
+    #[error("no pre-auth key with id {0}")]
+    UnknownPreauth(i64),
+    /// A renewal's pre-auth key belongs to another user than the node.
+    #[error("the pre-auth key belongs to {key_user:?}, the node to {node_user:?}")]
+    RenewUserMismatch {
+        /// The key's user.
+        key_user: String,
+        /// The node's user.
+        node_user: String,
+    },
     /// A node with this tunnel or signing key already exists.
     #[error("a node with this key is already enrolled")]
     DuplicateKey,
@@ -104,6 +118,19 @@ pub struct Registration {
     pub advertised_routes: Vec<IpNet>,
     /// Path key (authenticates the node's path probes).
     pub path_key: Option<PathPublicKey>,
+    /// When the node's keys stop being accepted (unix seconds); `None`:
+    /// never.
+    pub key_expires_at: Option<i64>,
+}
+
+/// A node renewing its keys (`rustynet up --force-reauth`): same id,
+/// address and name; new keys and a new key expiry.
+#[derive(Debug, Clone)]
+pub struct Renewal {
+    /// The node.
+    pub node: NodeId,
+    /// The registration the renewal carries (its pre-auth key is spent).
+    pub registration: Registration,
 }
 
 /// Most relays an admin may register: a map carries at most
@@ -150,12 +177,27 @@ pub struct NodeRecord {
     pub home_relay: Option<String>,
     /// An admin's route decisions (`rustynet-control routes approve|reject`).
     pub admin_routes: AdminRoutes,
+    /// When the node's keys stop being accepted; renewed by
+    /// `rustynet up --force-reauth`.
+    pub key_expires_at: Option<i64>,
 }
 
 impl NodeRecord {
-    /// Whether the node is expired at `now`.
+    /// Whether the node is expired at `now`: by an administrator, or its
+    /// keys' lifetime ended. Either way it gets no maps and is in no map.
     pub fn is_expired(&self, now: i64) -> bool {
+        self.expired_by_admin(now) || self.key_expired(now)
+    }
+
+    /// Whether an administrator expired it (`nodes expire`); such a node
+    /// cannot renew its keys.
+    pub fn expired_by_admin(&self, now: i64) -> bool {
         self.expired_at.is_some_and(|t| t <= now)
+    }
+
+    /// Whether its keys' lifetime ended.
+    pub fn key_expired(&self, now: i64) -> bool {
+        self.key_expires_at.is_some_and(|t| t <= now)
     }
 }
 
@@ -191,6 +233,25 @@ pub struct PreauthRecord {
     pub expires_at: Option<i64>,
     /// Times used.
     pub used: i64,
+    /// Creation time (unix seconds).
+    pub created_at: i64,
+    /// When an administrator revoked it.
+    pub revoked_at: Option<i64>,
+}
+
+impl PreauthRecord {
+    /// `active`, `used` (single-use, spent), `expired` or `revoked` at `now`.
+    pub fn state(&self, now: i64) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at.is_some_and(|t| t <= now) {
+            "expired"
+        } else if !self.reusable && self.used > 0 {
+            "used"
+        } else {
+            "active"
+        }
+    }
 }
 
 /// The control server's storage.
@@ -206,9 +267,19 @@ pub trait Store: Send + Sync {
     /// The pre-auth key hashing to `key_hash` if it may enroll a node at
     /// `now` (read only: enrollment checks it before anything is written).
     fn usable_preauth(&self, key_hash: &[u8; 32], now: i64) -> Result<PreauthRecord, StoreError>;
+    /// Every pre-auth key (never the key itself), oldest first.
+    fn preauth_keys(&self) -> Result<Vec<PreauthRecord>, StoreError>;
+    /// Revokes a pre-auth key: it enrolls no more nodes (those it enrolled
+    /// stay). Revoking twice keeps the first time.
+    fn revoke_preauth(&self, id: i64, now: i64) -> Result<PreauthRecord, StoreError>;
     /// Spends a pre-auth key and creates the node, atomically. On any error
     /// nothing changes (the key stays unspent).
     fn register(&self, reg: &Registration, now: i64) -> Result<NodeRecord, StoreError>;
+    /// Spends a pre-auth key and gives an existing node new keys, reported
+    /// state and key expiry, atomically; its id, address, name, user and
+    /// tags stay (the key's user must be the node's). On any error nothing
+    /// changes.
+    fn renew(&self, renewal: &Renewal, now: i64) -> Result<NodeRecord, StoreError>;
     /// All nodes, by id.
     fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
     /// One node.

@@ -16,7 +16,9 @@ use rustynet_proto::netmap::RelayInfo;
 use super::migrations::MIGRATIONS;
 use rustynet_policy::AdminRoutes;
 
-use super::{NewPreauth, NodeRecord, NodeUpdate, PreauthRecord, Registration, Store, StoreError};
+use super::{
+    NewPreauth, NodeRecord, NodeUpdate, PreauthRecord, Registration, Renewal, Store, StoreError,
+};
 use crate::names::assign_label;
 
 mod relays;
@@ -52,7 +54,7 @@ fn parse<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, StoreError> 
 
 const NODE_COLUMNS: &str = "id, hostname, requested_hostname, user, tags, tunnel_ip, node_key, \
     signing_key, endpoints, advertise_exit, advertised_routes, created_at, expired_at, last_seen, \
-    lan_access, path_key, home_relay, admin_routes";
+    lan_access, key_expires_at, path_key, home_relay, admin_routes";
 
 fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRecord, StoreError>> {
     let id: i64 = row.get(0)?;
@@ -70,9 +72,10 @@ fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRecord,
     let expired_at: Option<i64> = row.get(12)?;
     let last_seen: Option<i64> = row.get(13)?;
     let lan_access: bool = row.get(14)?;
-    let path_key: Option<String> = row.get(15)?;
-    let home_relay: Option<String> = row.get(16)?;
-    let admin_routes: String = row.get(17)?;
+    let key_expires_at: Option<i64> = row.get(15)?;
+    let path_key: Option<String> = row.get(16)?;
+    let home_relay: Option<String> = row.get(17)?;
+    let admin_routes: String = row.get(18)?;
     Ok((|| {
         Ok(NodeRecord {
             id: NodeId(u64::try_from(id).map_err(|_| StoreError::Corrupt("node id".into()))?),
@@ -90,6 +93,7 @@ fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRecord,
             created_at,
             expired_at,
             last_seen,
+            key_expires_at,
             path_key: path_key.map(|k| parse(&k, "path_key")).transpose()?,
             home_relay,
             admin_routes: from_json(&admin_routes, "admin_routes")?,
@@ -218,45 +222,56 @@ fn allocate_ip(conn: &Connection) -> Result<Ipv4Addr, StoreError> {
     Err(StoreError::AddressesExhausted)
 }
 
+const PREAUTH_COLUMNS: &str = "id, user, tags, reusable, expires_at, used, created_at, revoked_at";
+
+fn preauth_from_row(
+    row: &rusqlite::Row<'_>,
+) -> rusqlite::Result<Result<PreauthRecord, StoreError>> {
+    let tags: String = row.get(2)?;
+    let record = (
+        row.get(0)?,
+        row.get(1)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+    );
+    let (id, user, reusable, expires_at, used, created_at, revoked_at) = record;
+    Ok(from_json(&tags, "tags").map(|tags| PreauthRecord {
+        id,
+        user,
+        tags,
+        reusable,
+        expires_at,
+        used,
+        created_at,
+        revoked_at,
+    }))
+}
+
 /// The pre-auth key hashing to `key_hash`, if it may enroll a node at `now`.
 fn usable_preauth(
     conn: &Connection,
     key_hash: &[u8; 32],
     now: i64,
 ) -> Result<PreauthRecord, StoreError> {
-    let key: Option<(i64, String, String, bool, Option<i64>, i64)> = conn
-        .prepare_cached(
-            "SELECT id, user, tags, reusable, expires_at, used FROM preauth_keys
-             WHERE key_hash = ?1",
-        )?
-        .query_row(params![&key_hash[..]], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        })
-        .optional()?;
-    let Some((id, user, tags, reusable, expires_at, used)) = key else {
+    let key = conn
+        .prepare_cached(&format!(
+            "SELECT {PREAUTH_COLUMNS} FROM preauth_keys WHERE key_hash = ?1"
+        ))?
+        .query_row(params![&key_hash[..]], preauth_from_row)
+        .optional()?
+        .transpose()?;
+    let Some(key) = key else {
         return Err(StoreError::AuthKeyInvalid);
     };
-    if expires_at.is_some_and(|t| t <= now) {
-        return Err(StoreError::AuthKeyExpired);
+    match key.state(now) {
+        "revoked" => Err(StoreError::AuthKeyRevoked),
+        "expired" => Err(StoreError::AuthKeyExpired),
+        "used" => Err(StoreError::AuthKeyUsed),
+        _ => Ok(key),
     }
-    if !reusable && used > 0 {
-        return Err(StoreError::AuthKeyUsed);
-    }
-    Ok(PreauthRecord {
-        id,
-        user,
-        tags: from_json(&tags, "tags")?,
-        reusable,
-        expires_at,
-        used,
-    })
 }
 
 impl Store for SqliteStore {
@@ -301,7 +316,37 @@ impl Store for SqliteStore {
             reusable: new.reusable,
             expires_at: new.expires_at,
             used: 0,
+            created_at: now,
+            revoked_at: None,
         })
+    }
+
+    fn preauth_keys(&self) -> Result<Vec<PreauthRecord>, StoreError> {
+        let conn = lock(&self.conn);
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {PREAUTH_COLUMNS} FROM preauth_keys ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([], preauth_from_row)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row??);
+        }
+        Ok(out)
+    }
+
+    fn revoke_preauth(&self, id: i64, now: i64) -> Result<PreauthRecord, StoreError> {
+        let conn = lock(&self.conn);
+        conn.execute(
+            "UPDATE preauth_keys SET revoked_at = COALESCE(revoked_at, ?1) WHERE id = ?2",
+            params![now, id],
+        )?;
+        conn.prepare_cached(&format!(
+            "SELECT {PREAUTH_COLUMNS} FROM preauth_keys WHERE id = ?1"
+        ))?
+        .query_row(params![id], preauth_from_row)
+        .optional()?
+        .transpose()?
+        .ok_or(StoreError::UnknownPreauth(id))
     }
 
     fn usable_preauth(&self, key_hash: &[u8; 32], now: i64) -> Result<PreauthRecord, StoreError> {
@@ -335,8 +380,8 @@ impl Store for SqliteStore {
         tx.execute(
             "INSERT INTO nodes(hostname, requested_hostname, user, tags, tunnel_ip, node_key,
                 signing_key, endpoints, advertise_exit, advertised_routes, created_at, last_seen,
-                preauth_id, path_key)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13)",
+                preauth_id, key_expires_at, path_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11, ?12, ?13, ?14)",
             params![
                 hostname,
                 reg.hostname,
@@ -350,6 +395,7 @@ impl Store for SqliteStore {
                 to_json(&reg.advertised_routes),
                 now,
                 key_id,
+                reg.key_expires_at,
                 reg.path_key.map(|k| k.to_base64()),
             ],
         )?;
@@ -357,6 +403,57 @@ impl Store for SqliteStore {
         let node = query_nodes(&tx, "WHERE id = ?1", params![id])?
             .pop()
             .ok_or_else(|| StoreError::Corrupt("inserted node vanished".into()))?;
+        tx.commit()?;
+        Ok(node)
+    }
+
+    fn renew(&self, renewal: &Renewal, now: i64) -> Result<NodeRecord, StoreError> {
+        let reg = &renewal.registration;
+        let id = renewal.node.0 as i64;
+        let mut conn = lock(&self.conn);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let key = usable_preauth(&tx, &reg.key_hash, now)?;
+        let node = query_nodes(&tx, "WHERE id = ?1", params![id])?
+            .pop()
+            .ok_or_else(|| StoreError::UnknownNode(renewal.node.to_string()))?;
+        if key.user != node.user {
+            return Err(StoreError::RenewUserMismatch {
+                key_user: key.user,
+                node_user: node.user,
+            });
+        }
+        let duplicate = tx.query_row(
+            "SELECT EXISTS(SELECT 1 FROM nodes WHERE id != ?3 AND (node_key = ?1 OR signing_key = ?2))",
+            params![reg.node_key.to_base64(), reg.signing_key.to_base64(), id],
+            |r| r.get::<_, bool>(0),
+        )?;
+        if duplicate || reg.signing_key == node.signing_key || reg.node_key == node.node_key {
+            return Err(StoreError::DuplicateKey);
+        }
+        tx.execute(
+            "UPDATE preauth_keys SET used = used + 1 WHERE id = ?1",
+            params![key.id],
+        )?;
+        tx.execute(
+            "UPDATE nodes SET node_key = ?1, signing_key = ?2, endpoints = ?3, advertise_exit = ?4,
+                advertised_routes = ?5, key_expires_at = ?6, last_seen = ?7
+             WHERE id = ?8",
+            params![
+                reg.node_key.to_base64(),
+                reg.signing_key.to_base64(),
+                to_json(&reg.endpoints),
+                reg.advertise_exit_node,
+                to_json(&reg.advertised_routes),
+                reg.key_expires_at,
+                now,
+                id
+            ],
+        )?;
+        // Nonces recorded for the old key mean nothing to the new one.
+        tx.execute("DELETE FROM seen_nonces WHERE node_id = ?1", params![id])?;
+        let node = query_nodes(&tx, "WHERE id = ?1", params![id])?
+            .pop()
+            .ok_or_else(|| StoreError::Corrupt("renewed node vanished".into()))?;
         tx.commit()?;
         Ok(node)
     }

@@ -88,6 +88,7 @@ impl Harness {
             endpoints: vec![format!("192.0.2.{seed}:41641").parse().unwrap()],
             advertise_exit_node: false,
             advertise_routes: vec![],
+            renew: None,
         }
     }
 
@@ -134,7 +135,7 @@ pub async fn next_map(stream: &mut MapStream, node: &Node, high_water: &mut u64)
             .expect("no frame within 20 s")
             .unwrap()
             .expect("stream closed");
-        if let StreamFrame::Map { envelope } = frame {
+        if let StreamFrame::Map { envelope, .. } = frame {
             let now = rustynet_control::now_unix();
             let verified = verifier
                 .verify(envelope, GenerationRule::After(*high_water), now)

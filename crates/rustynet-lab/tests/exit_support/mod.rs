@@ -531,13 +531,19 @@ fn tunnel_node() -> anyhow::Result<PathBuf> {
         .map_err(|e| anyhow!(e))
 }
 
-/// The tunnel private key (base64) from a node's key file.
+/// The tunnel private key (base64) from a node's sealed state (its `keys`
+/// field, plain in the lab: no key-encryption secret).
 fn node_private_key(c: &Cluster<'_>, node: &str) -> anyhow::Result<String> {
     let dir = c
         .node(node)
         .map(|n| n.state_dir.clone())
         .ok_or_else(|| anyhow!("no daemon on {node}"))?;
-    let text = std::fs::read_to_string(dir.join("node.key"))?;
+    let sealed: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("state.json"))?)?;
+    let text = sealed
+        .get("keys")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| anyhow!("{node}: no node keys in state.json"))?;
     text.lines()
         .find_map(|l| l.strip_prefix("tunnel "))
         .map(str::to_owned)

@@ -579,20 +579,32 @@ impl Secret {
     }
 }
 
-/// The private keys in `node`'s `state/node.key` (tunnel and signing).
+/// The node keys' text as the daemon stores it: the `keys` field of its
+/// sealed `state.json` (plain in the lab: no key-encryption secret).
+fn stored_keys_text(state_dir: &Path) -> anyhow::Result<String> {
+    let path = state_dir.join("state.json");
+    let sealed: Value = serde_json::from_slice(&std::fs::read(&path)?)?;
+    sealed
+        .get("keys")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("{} holds no node keys", path.display()))
+}
+
+/// The private keys in `node`'s sealed state (tunnel and signing).
 pub fn node_key_secrets(c: &Cluster<'_>, node: &str) -> anyhow::Result<Vec<Secret>> {
     let dir = c
         .node(node)
         .ok_or_else(|| anyhow!("no daemon on {node}"))?
         .state_dir
         .clone();
-    let text = std::fs::read_to_string(dir.join("node.key"))?;
+    let text = stored_keys_text(&dir)?;
     let mut out = Vec::new();
     for (prefix, what) in [("tunnel ", "tunnel"), ("signing ", "signing")] {
         let b64 = text
             .lines()
             .find_map(|l| l.strip_prefix(prefix))
-            .ok_or_else(|| anyhow!("{node}: no {what} key in node.key"))?;
+            .ok_or_else(|| anyhow!("{node}: no {what} key in the stored keys"))?;
         let bytes = STANDARD.decode(b64.trim())?;
         ensure!(bytes.len() == 32, "{node}: {what} key is not 32 bytes");
         out.push(Secret::key(format!("{node} {what} private key"), &bytes));
@@ -638,8 +650,8 @@ pub struct LeakScan {
 
 /// Searches every log of the lab and everything in `t` for the private keys
 /// of `nodes` and for `extra` secrets (pre-auth keys). Also checks the key
-/// file itself is found by the same search, so a miss means absence, not a
-/// wrong encoding.
+/// state file that holds them is found by the same search, so a miss means
+/// absence, not a wrong encoding.
 pub fn leak_scan(
     c: &Cluster<'_>,
     t: &Transcript,
@@ -651,7 +663,7 @@ pub fn leak_scan(
         let keys = node_key_secrets(c, node)?;
         let file = std::fs::read_to_string(
             c.node(node)
-                .map(|n| n.state_dir.join("node.key"))
+                .map(|n| n.state_dir.join("state.json"))
                 .unwrap_or_default(),
         )?;
         for k in &keys {

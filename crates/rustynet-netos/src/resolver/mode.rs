@@ -171,8 +171,8 @@ impl Facts {
             );
         }
         let who = if self.network_manager {
-            " NetworkManager wrote it (it may rewrite it on a network change; the next \
-             generation takes it over again)."
+            " NetworkManager wrote it (when it rewrites it on a network change, rustynetd \
+             takes it over again and a stop restores NetworkManager's latest file)."
         } else {
             ""
         };

@@ -350,3 +350,82 @@ proptest::proptest! {
         proptest::prop_assert!(v.verify_wire(&data, GenerationRule::After(0), NOW).is_err());
     }
 }
+
+#[test]
+fn a_rotated_key_is_followed_from_the_pin_and_only_from_it() {
+    use crate::handover::KeyHandover;
+    let (old, v) = setup();
+    let new = NodeSigningKey::from_seed(&[4; 32]);
+    let handover = KeyHandover::sign(&old, new.public(), NOW);
+    let by_new = || SignedEnvelope::seal(&new, &body(5, NOW, NOW + 600)).unwrap();
+    // The pin still verifies: no switch, handovers or not.
+    let by_old = SignedEnvelope::seal(&old, &body(5, NOW, NOW + 600)).unwrap();
+    let (_, rotated) = v
+        .verify_following(
+            by_old,
+            std::slice::from_ref(&handover),
+            GenerationRule::After(0),
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(rotated, None);
+    // Signed by the successor: followed, and the successor returned.
+    let (map, rotated) = v
+        .verify_following(
+            by_new(),
+            std::slice::from_ref(&handover),
+            GenerationRule::After(0),
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(rotated, Some(new.public()));
+    assert_eq!(map.generation(), 5);
+    // Without the handover, or with one the pin did not sign: refused.
+    assert_eq!(
+        v.verify_following(by_new(), &[], GenerationRule::After(0), NOW)
+            .unwrap_err(),
+        VerifyError::BadSignature
+    );
+    let forged = KeyHandover::sign(&new, NodeSigningKey::from_seed(&[5; 32]).public(), NOW);
+    assert_eq!(
+        v.verify_following(by_new(), &[forged], GenerationRule::After(0), NOW)
+            .unwrap_err(),
+        VerifyError::BadSignature
+    );
+    // The successor's map still passes every other check.
+    assert!(matches!(
+        v.verify_following(by_new(), &[handover], GenerationRule::After(9), NOW),
+        Err(VerifyError::Replayed { .. })
+    ));
+}
+
+#[test]
+fn a_map_past_the_tunnel_engines_peer_bounds_is_refused() {
+    let (key, v) = setup();
+    let mut b = body(5, NOW, NOW + 600);
+    let peer = b.payload.peers[0].clone();
+    b.payload.peers = (0..=crate::netmap::MAX_PEERS as u64)
+        .map(|i| PeerInfo {
+            node_id: NodeId(100 + i),
+            ..peer.clone()
+        })
+        .collect();
+    assert!(matches!(
+        v.verify_wire(&wire(&key, &b), GenerationRule::After(0), NOW),
+        Err(VerifyError::Invalid(NetmapError::TooMany {
+            what: "peers",
+            ..
+        }))
+    ));
+    let mut b = body(5, NOW, NOW + 600);
+    b.payload.peers[0].allowed_ips = (0..=crate::netmap::MAX_ALLOWED_IPS as u32)
+        .map(|i| ipnet::IpNet::V4(std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8)).into()))
+        .collect();
+    assert!(matches!(
+        v.verify_wire(&wire(&key, &b), GenerationRule::After(0), NOW),
+        Err(VerifyError::Invalid(NetmapError::TooMany {
+            what: "peer allowed_ips",
+            ..
+        }))
+    ));
+}

@@ -150,7 +150,7 @@ impl Driver {
         self.inner.rtt_us.store(0, Ordering::Relaxed);
         *lock(&self.inner.queues) = Queues::default();
         let delay = self.machine.failed(now);
-        tracing::debug!(%reason, retry_in = ?delay, "relay connection down");
+        tracing::info!(%reason, retry_in = ?delay, "relay connection down");
         self.set_state(ConnState::Down { reason });
     }
 

@@ -230,6 +230,11 @@ impl RelayCore {
         }
     }
 
+    /// Replaces the control keys tickets are checked against.
+    pub fn set_control_keys(&mut self, keys: Vec<SigningPublicKey>) {
+        self.control_keys = keys;
+    }
+
     /// A frame decoder with this relay's ticket size limit.
     pub fn decoder(&self) -> Decoder {
         Decoder::new(self.limits.ticket.max_bytes)

@@ -59,6 +59,23 @@ pub struct RelayServer {
     handshake_timeout: Duration,
 }
 
+/// See [`RelayServer::control_keys`].
+#[derive(Clone)]
+pub struct ControlKeys(Arc<Shared>);
+
+impl ControlKeys {
+    /// Accepts tickets signed by any of `keys` from now on (connections
+    /// already logged in keep their admission; their next ticket update is
+    /// checked against `keys`). An empty list is ignored: a relay that
+    /// admits nobody is a misconfiguration, not a rotation.
+    pub fn set(&self, keys: Vec<SigningPublicKey>) {
+        if keys.is_empty() {
+            return;
+        }
+        self.0.lock().core.set_control_keys(keys);
+    }
+}
+
 /// Binds and serves `config` until `shutdown` completes.
 pub async fn serve(
     config: ServerConfig,
@@ -203,6 +220,14 @@ impl RelayServer {
     /// The relay's counters (to add to an embedding server's registry).
     pub fn metrics(&self) -> Metrics {
         self.shared.metrics.clone()
+    }
+
+    /// A handle that replaces the control keys whose tickets are accepted
+    /// while the relay runs (a control server that rotates its signing key
+    /// gives its embedded relay the new key and keeps the old one until the
+    /// old tickets expire).
+    pub fn control_keys(&self) -> ControlKeys {
+        ControlKeys(Arc::clone(&self.shared))
     }
 
     /// Serves until `shutdown` completes, then closes every connection.

@@ -78,6 +78,8 @@ fn world() -> World {
     let sysctl = FakeSysctl::with_values([
         ("net.ipv4.ip_forward", "0"),
         ("net.ipv4.conf.all.src_valid_mark", "0"),
+        ("net.ipv4.conf.all.arp_ignore", "0"),
+        ("net.ipv4.conf.all.arp_filter", "0"),
     ]);
     let dns = FakeDns::default();
     World {

@@ -2,18 +2,29 @@
 //! anything, and a change that cannot be applied is undone before replying.
 
 use ipnet::IpNet;
-use rustynet_control_client::ControlClient;
+use rustynet_control_client::{ControlClient, ControlUrl};
+use rustynet_proto::NodeSigningKey;
 use rustynet_proto::control_api::{API_VERSION, RegisterRequest};
 use rustynet_proto::ipc::{Command, ErrorCode, ExitNodeEntry, Reply, UpArgs};
 use rustynet_proto::netmap::TUNNEL_NET;
 
 use super::tasks::{self, PingTarget, Registration, Reply1};
+use super::up_plan;
 use super::{Engine, now_unix};
 use crate::messages::{Caller, Enrolled, IpcFailure};
 use crate::plan;
 use crate::state_store::{Enrollment, NodeKeys, Prefs};
 
 type CmdResult = Result<Reply, IpcFailure>;
+
+/// What `up` registers with: the client, the request, the fresh keys, and
+/// for a renewal the node's current signing key and id.
+type Enrollment1 = (
+    ControlClient,
+    RegisterRequest,
+    NodeKeys,
+    Option<(NodeSigningKey, rustynet_proto::NodeId)>,
+);
 
 fn done(message: impl Into<String>) -> CmdResult {
     Ok(Reply::Done {
@@ -61,7 +72,11 @@ impl Engine {
     /// `reply` to a task and return, so the engine keeps serving.
     pub(super) fn on_ipc(&mut self, cmd: Command, caller: &Caller, reply: Reply1) {
         tracing::info!(command = cmd.name(), uid = caller.uid, "ipc command");
-        if self.integrity_failed && !matches!(cmd, Command::Status | Command::Down | Command::Up(_))
+        if self.integrity_failed
+            && !matches!(
+                cmd,
+                Command::Status | Command::Down | Command::Logout | Command::Up(_)
+            )
         {
             let _ = reply.send(Err(Self::fail(
                 ErrorCode::WrongState,
@@ -78,6 +93,7 @@ impl Engine {
             Command::Netcheck => return self.cmd_netcheck(reply),
             Command::Status => Ok(Reply::Status(self.status())),
             Command::Down => self.cmd_down(),
+            Command::Logout => self.cmd_logout(),
             Command::ExitNodeList => self.cmd_exit_list(),
             Command::ExitNodeSelect { name } => self.cmd_exit_select(&name),
             Command::ExitNodeOff => self.cmd_exit_off(),
@@ -103,20 +119,21 @@ impl Engine {
     /// `up`: validates everything, then either finishes at once (already
     /// enrolled with this control server) or registers in a task whose
     /// result [`Engine::on_enrolled`] completes.
-    fn cmd_up(&mut self, args: UpArgs, reply: Reply1) {
-        match self.prepare_up(&args) {
+    fn cmd_up(&mut self, mut args: UpArgs, reply: Reply1) {
+        match self.prepare_up(&mut args) {
             Err(f) => {
                 let _ = reply.send(Err(f));
             }
             Ok(None) => {
                 let _ = reply.send(self.finish_up(args));
             }
-            Ok(Some((client, request, keys))) => {
+            Ok(Some((client, request, keys, current))) => {
                 self.enrolling = true;
                 let registration = Registration {
                     client,
                     request,
                     keys,
+                    current,
                     args,
                     reply,
                     epoch: self.enroll_epoch,
@@ -126,20 +143,17 @@ impl Engine {
         }
     }
 
-    /// Checks `up`'s arguments; returns what to register with when a new
-    /// enrollment is needed.
-    fn prepare_up(
-        &mut self,
-        args: &UpArgs,
-    ) -> Result<Option<(ControlClient, RegisterRequest, NodeKeys)>, IpcFailure> {
+    /// Checks `up`'s arguments and decides ([`up_plan::decide`]) whether to
+    /// reconnect, renew or enroll; returns what to register with when
+    /// control must be asked. Fills in the saved control URL and CA when
+    /// `up` named none, and normalises the URL.
+    fn prepare_up(&mut self, args: &mut UpArgs) -> Result<Option<Enrollment1>, IpcFailure> {
         if self.enrolling {
             return Err(Self::fail(
                 ErrorCode::Busy,
                 "an enrollment is already in progress",
             ));
         }
-        let client = ControlClient::new(&args.control_url, &args.ca_cert_pem)
-            .map_err(|e| Self::fail(ErrorCode::InvalidArgument, e.to_string()))?;
         let hostname =
             match &args.hostname {
                 Some(h) => Some(rustynet_proto::names::normalize_hostname(h).map_err(|e| {
@@ -155,23 +169,56 @@ impl Engine {
                 )
             })?;
         }
-        let same_control = self
-            .state
-            .enrollment
+        let fingerprint = args
+            .auth_key
             .as_ref()
-            .is_some_and(|e| e.control_url == args.control_url && e.ca_pem == args.ca_cert_pem);
-        let needs_enroll = !same_control || self.integrity_failed;
-        if !needs_enroll {
+            .map(|k| up_plan::auth_key_fingerprint(k.expose()));
+        let saved = self.state.enrollment.as_ref().map(|e| up_plan::Saved {
+            control_url: &e.control_url,
+            ca_pem: &e.ca_pem,
+            auth_key_fingerprint: e.auth_key_fingerprint.as_deref(),
+            refused: e.refused,
+        });
+        let now = up_plan::Condition {
+            integrity_failed: self.integrity_failed,
+            fail_closed: self.sm.state() == rustynet_proto::ipc::DataplaneState::FailClosed,
+        };
+        let ask = up_plan::Ask {
+            control_url: &args.control_url,
+            ca_pem: &args.ca_cert_pem,
+            auth_key_fingerprint: fingerprint.as_deref(),
+            force_reauth: args.force_reauth,
+        };
+        let plan =
+            up_plan::decide(saved, now, ask, |u| ControlUrl::normalize(u).ok()).map_err(|r| {
+                let code = match r {
+                    up_plan::Refusal::Refused => ErrorCode::WrongState,
+                    _ => ErrorCode::InvalidArgument,
+                };
+                Self::fail(code, r.to_string())
+            })?;
+        args.control_url = plan.control_url;
+        args.ca_cert_pem = plan.ca_pem;
+        let client = ControlClient::new(&args.control_url, &args.ca_cert_pem)
+            .map_err(|e| Self::fail(ErrorCode::InvalidArgument, e.to_string()))?;
+        let renew = match plan.action {
+            up_plan::Action::Reconnect => {
+                self.load_keys()
+                    .map_err(|e| Self::fail(ErrorCode::Internal, e))?;
+                return Ok(None);
+            }
+            up_plan::Action::Renew => true,
+            up_plan::Action::Enroll => false,
+        };
+        tracing::info!(renew, "up: registering with control");
+        let auth_key = args
+            .auth_key
+            .clone()
+            .ok_or_else(|| Self::fail(ErrorCode::InvalidArgument, "--auth-key is required"))?;
+        if renew {
             self.load_keys()
                 .map_err(|e| Self::fail(ErrorCode::Internal, e))?;
-            return Ok(None);
         }
-        let auth_key = args.auth_key.clone().ok_or_else(|| {
-            Self::fail(
-                ErrorCode::InvalidArgument,
-                "not enrolled with this control server: --auth-key is required",
-            )
-        })?;
         if self.integrity_failed {
             // The operator chose to start over: fresh state.
             self.state = Default::default();
@@ -181,7 +228,7 @@ impl Engine {
         // already knows — those of a node that lost its state (the
         // recovery after an integrity failure) or that is enrolled
         // elsewhere — so enroll with fresh keys, kept only once control
-        // accepted them.
+        // accepted them. A renewal also gets fresh keys, for the same node.
         let keys = NodeKeys::generate(rustynet_backend_wireguard::generate_private_key);
         let request = RegisterRequest {
             path_key: Some(super::paths::path_key(&keys)),
@@ -193,8 +240,22 @@ impl Engine {
             endpoints: self.local_endpoints(),
             advertise_exit_node: args.advertise_exit_node,
             advertise_routes: args.advertise_routes.clone(),
+            renew: None,
         };
-        Ok(Some((client.with_fwmark(self.cfg.fwmark), request, keys)))
+        // A renewal is also signed by the node's current key, as that node:
+        // proof that this is the node it renews.
+        let current = match (renew, &self.keys, &self.state.enrollment) {
+            (true, Some(old), Some(e)) => {
+                Some((NodeSigningKey::from_seed(&old.signing.seed()), e.node_id))
+            }
+            _ => None,
+        };
+        Ok(Some((
+            client.with_fwmark(self.cfg.fwmark),
+            request,
+            keys,
+            current,
+        )))
     }
 
     /// Control answered a registration started by `up`.
@@ -205,6 +266,7 @@ impl Engine {
             result,
             reply,
             epoch,
+            renew,
         } = done;
         self.enrolling = false;
         if epoch != self.enroll_epoch {
@@ -230,23 +292,40 @@ impl Engine {
         }
         self.use_keys(keys);
         self.forget_ticket();
-        tracing::info!(node = %response.node_id, hostname = %response.hostname, ip = %response.tunnel_ip, "enrolled");
-        self.state = Default::default();
+        tracing::info!(node = %response.node_id, hostname = %response.hostname, ip = %response.tunnel_ip, renewed = renew, "enrolled");
+        // A renewal is the same node: its replay mark, preferences and the
+        // control addresses stay. A new enrollment starts from a clean
+        // state. Either way the keys and the enrollment are saved together.
+        let control_addrs = match (renew, &self.state.enrollment) {
+            (true, Some(e)) => e.control_addrs.clone(),
+            _ => Vec::new(),
+        };
+        if !renew {
+            self.state = Default::default();
+            self.control_endpoints.clear();
+        }
         self.state.enrollment = Some(Enrollment {
             control_url: args.control_url.clone(),
             ca_pem: args.ca_cert_pem.clone(),
             node_id: response.node_id,
             control_signing_key: response.control_signing_key,
             hostname: response.hostname,
-            control_addrs: Vec::new(),
+            control_addrs,
+            auth_key_fingerprint: args
+                .auth_key
+                .as_ref()
+                .map(|k| up_plan::auth_key_fingerprint(k.expose())),
+            refused: false,
         });
         self.current = None;
-        self.control_endpoints.clear();
         let _ = reply.send(self.finish_up(args));
     }
 
     /// The part of `up` after enrollment: preferences, tunnel, control.
     fn finish_up(&mut self, args: UpArgs) -> CmdResult {
+        // A fresh attempt: what went wrong before is no longer the news
+        // (`up --wait` fails on the next error, not on an old one).
+        self.last_error = None;
         self.state.prefs = Prefs {
             want_up: true,
             advertise_exit_node: args.advertise_exit_node,
@@ -323,6 +402,29 @@ impl Engine {
                 format!("down finished with errors: {}", problems.join("; ")),
             ))
         }
+    }
+
+    /// `logout`: `down`, then forget the enrollment, the node's keys and
+    /// the preferences; the next `up` needs a pre-auth key. Control is not
+    /// told: the node stays listed there (offline) until an administrator
+    /// removes or expires it, and its keys exist nowhere any more.
+    fn cmd_logout(&mut self) -> CmdResult {
+        let down = self.cmd_down();
+        if let Err(e) = self.store.clear() {
+            return Err(Self::fail(
+                ErrorCode::Internal,
+                format!("down done, but the saved enrollment cannot be removed: {e}"),
+            ));
+        }
+        self.state = Default::default();
+        self.keys = None;
+        self.control_endpoints.clear();
+        self.save();
+        tracing::info!("logged out: enrollment and node keys forgotten");
+        down?;
+        done(
+            "logged out: tunnel removed and this node's enrollment and keys forgotten; `rustynet up --auth-key KEY` enrolls it again",
+        )
     }
 
     fn cmd_exit_list(&self) -> CmdResult {

@@ -10,11 +10,13 @@ mod commands;
 mod paths;
 mod status;
 mod tasks;
+mod up_plan;
 
 use std::net::SocketAddr;
 
 use std::sync::Arc;
 
+use rustynet_proto::handover::KeyHandover;
 use rustynet_proto::ipc::{DataplaneState, ErrorCode};
 use rustynet_proto::verify::GenerationRule;
 use rustynet_proto::{NetmapVerifier, SignedEnvelope, VerifiedNetmap, VerifyPolicy};
@@ -129,9 +131,12 @@ impl Engine {
         while let Some(msg) = rx.blocking_recv() {
             match msg {
                 EngineMsg::Ipc { cmd, caller, reply } => self.on_ipc(cmd, &caller, reply),
-                EngineMsg::Map(envelope) => self.on_map(envelope),
+                EngineMsg::Map(envelope, handovers) => self.on_map(envelope, handovers),
                 EngineMsg::Control(event) => self.on_control(event),
-                EngineMsg::Tick => self.on_tick(),
+                EngineMsg::Tick => {
+                    self.on_tick();
+                    self.publish_path_metrics();
+                }
                 EngineMsg::Done(done) => self.on_done(done),
                 EngineMsg::Shutdown => break,
             }
@@ -367,19 +372,31 @@ impl Engine {
         ))
     }
 
-    fn on_map(&mut self, envelope: SignedEnvelope) {
+    fn on_map(&mut self, envelope: SignedEnvelope, handovers: Vec<KeyHandover>) {
         let Some(verifier) = self.verifier() else {
             return;
         };
         if !self.state.prefs.want_up {
             return;
         }
-        match verifier.verify(
+        match verifier.verify_following(
             envelope,
+            &handovers,
             GenerationRule::After(self.state.high_water),
             now_unix(),
         ) {
-            Ok(map) => self.accept_map(map),
+            Ok((map, rotated)) => {
+                if let (Some(key), Some(enrollment)) = (rotated, self.state.enrollment.as_mut()) {
+                    // Control's key was rotated and the pinned key handed
+                    // over to this one: pin it. Maps signed by the old key
+                    // are refused from now on. The new pin is saved with the
+                    // map it verified (the last-known-safe one), in the same
+                    // atomic write, once that map is applied.
+                    tracing::info!(target: "rustynet::trust", from = %enrollment.control_signing_key, to = %key, "control signing key rotated; pinning its successor");
+                    enrollment.control_signing_key = key;
+                }
+                self.accept_map(map);
+            }
             Err(e) => {
                 // Nothing changes: a refused map is only logged and counted.
                 tracing::warn!(target: "rustynet::trust", reason = %e, "signed map rejected");
@@ -513,8 +530,8 @@ impl Engine {
         if self.fx.routing.apply(&desired.routing).is_ok() {
             self.applied.routing = Some(desired.routing.clone());
         }
-        if self.fx.sysctl.apply(&[]).is_ok() {
-            self.applied.sysctls = Some(vec![]);
+        if self.fx.sysctl.apply(&desired.sysctls).is_ok() {
+            self.applied.sysctls = Some(desired.sysctls.clone());
         }
         // Magic DNS stops answering tailnet names (only once it was running:
         // start-up does not take resolv.conf over before the first map).
@@ -527,6 +544,9 @@ impl Engine {
     fn on_tick(&mut self) {
         if !self.state.prefs.want_up || self.integrity_failed {
             return;
+        }
+        if self.applied.dns.is_some() {
+            self.fx.dns.maintain();
         }
         let observed = Observations {
             now: now_unix(),
@@ -564,20 +584,28 @@ impl Engine {
         self.report_home_relay();
     }
 
+    /// This node's own interfaces' addresses with the tunnel's port, the
+    /// one that routes to control first.
+    fn interface_endpoints(&self) -> Vec<SocketAddr> {
+        let port = self
+            .fx
+            .backend
+            .stats()
+            .map_or(self.cfg.listen_port, |s| s.listen_port);
+        crate::endpoints::local_endpoints(
+            &self.cfg.tun,
+            port,
+            self.control_endpoints.first().copied(),
+            self.cfg.fwmark,
+        )
+    }
+
     /// The endpoints this node reports: its interfaces' addresses (the one
     /// that routes to control first), then the public addresses the engine
     /// discovered through relays' binding service.
     fn local_endpoints(&self) -> Vec<SocketAddr> {
         let stats = self.fx.backend.stats().ok();
-        let port = stats
-            .as_ref()
-            .map_or(self.cfg.listen_port, |s| s.listen_port);
-        let mut endpoints = crate::endpoints::local_endpoints(
-            &self.cfg.tun,
-            port,
-            self.control_endpoints.first().copied(),
-            self.cfg.fwmark,
-        );
+        let mut endpoints = self.interface_endpoints();
         for mapped in stats.into_iter().flat_map(|s| s.mapped) {
             if !endpoints.contains(&mapped)
                 && endpoints.len() < rustynet_proto::endpoint::MAX_ENDPOINTS
@@ -591,7 +619,14 @@ impl Engine {
 
     fn on_control(&mut self, event: ControlEvent) {
         match event {
-            ControlEvent::Connected => self.control_connected = true,
+            ControlEvent::Connected => {
+                self.control_connected = true;
+                // Control serves this node again: a refusal is over.
+                if let Some(e) = self.state.enrollment.as_mut().filter(|e| e.refused) {
+                    e.refused = false;
+                    self.save();
+                }
+            }
             ControlEvent::Disconnected(reason) => {
                 self.control_connected = false;
                 tracing::info!(%reason, "control connection lost; keeping the current generation while it is valid");
@@ -605,6 +640,12 @@ impl Engine {
                     let generation = self.current.as_ref().map_or(0, |m| m.generation());
                     let reason = format!("control refused this node: {message}");
                     self.last_error = Some(reason.clone());
+                    // Remembered (and saved): `up --auth-key` then enrolls
+                    // anew, even after `down` or a restart.
+                    if let Some(e) = self.state.enrollment.as_mut() {
+                        e.refused = true;
+                    }
+                    self.save();
                     self.transition(Trigger::TrustLost(reason), generation);
                     self.current = None;
                     self.enter_fail_closed();
@@ -643,6 +684,13 @@ impl Engine {
             advertise_exit_node: Some(self.state.prefs.advertise_exit_node),
             advertise_routes: Some(self.state.prefs.advertise_routes.clone()),
             lan_access: Some(self.state.prefs.lan_access),
+        }
+    }
+
+    /// Path gauges: once per tick (they walk every peer).
+    fn publish_path_metrics(&self) {
+        if let Ok(stats) = self.fx.backend.stats() {
+            self.metrics.set_paths(&stats);
         }
     }
 

@@ -82,6 +82,7 @@ impl Engine {
                                 .map(|p| p.reason.clone())
                                 .filter(|r| !r.is_empty()),
                             rtt_us: s.and_then(|s| s.path.rtt).map(micros),
+                            path_changes: s.map_or(0, |s| s.path.changes),
                             direct_bytes: s.map_or(0, |s| s.path.direct_tx + s.path.direct_rx),
                             relay_bytes: s.map_or(0, |s| s.path.relay_tx + s.path.relay_rx),
                         }
@@ -134,6 +135,7 @@ impl Engine {
             kill_switch: desired.is_some_and(|d| d.protected),
             dns_protected: desired.is_some_and(|d| d.dns_protected),
             dns_mode: self.fx.dns.os_mode(),
+            daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
             error: self.last_error.clone(),
             advertised_routes: self.state.prefs.advertise_routes.clone(),
             advertise_exit_node: self.state.prefs.advertise_exit_node,
@@ -156,7 +158,7 @@ impl Engine {
         };
         NetcheckDoc {
             udp: false,
-            local_endpoints: self.local_endpoints(),
+            local_endpoints: self.interface_endpoints(),
             control_reachable: false,
             relay_latency_ms: None,
             direct_peers: on(PathKind::Direct),

@@ -67,6 +67,8 @@ pub(super) struct Registration {
     pub client: ControlClient,
     pub request: RegisterRequest,
     pub keys: NodeKeys,
+    /// For a renewal (`up --force-reauth`): the node's current key and id.
+    pub current: Option<(NodeSigningKey, NodeId)>,
     pub args: UpArgs,
     pub reply: Reply1,
     pub epoch: u64,
@@ -95,6 +97,7 @@ pub(super) fn register(rt: &Handle, engine: &EngineHandle, r: Registration) {
             result,
             reply: r.reply,
             epoch: r.epoch,
+            renew: r.current.is_some(),
         }));
         engine.send(EngineMsg::Done(done)).await;
     });

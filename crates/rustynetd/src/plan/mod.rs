@@ -207,10 +207,24 @@ fn peer_configs(netmap: &Netmap, exit: Option<&ExitChoice>, lan: &[LanGrant]) ->
         .collect()
 }
 
+/// ARP hardening while Rustynet's addresses exist (issue 10 item 5): by
+/// default Linux answers ARP on every interface for every local address,
+/// so the tunnel address and 100.100.100.100 would answer on the physical
+/// LAN (Mullvad audit class). `arp_ignore=1` answers only for addresses of
+/// the interface the request came in on; `arp_filter=1` answers only where
+/// the reply would be routed out. Both are per network namespace and are
+/// put back (from the persisted originals, also after a crash) when
+/// Rustynet's addresses go (`down`, cleanup).
+pub const ARP_HARDENING: [(&str, &str); 2] = [
+    ("net.ipv4.conf.all.arp_ignore", "1"),
+    ("net.ipv4.conf.all.arp_filter", "1"),
+];
+
 /// The sysctls a generation wants: forwarding for exit nodes and routers,
-/// `src_valid_mark` so fwmark policy routing passes reverse-path checks.
+/// `src_valid_mark` so fwmark policy routing passes reverse-path checks,
+/// and [`ARP_HARDENING`] always (a generation always has addresses).
 pub fn sysctls(forwarding: bool, exit: bool) -> Vec<(&'static str, &'static str)> {
-    let mut out = Vec::new();
+    let mut out = ARP_HARDENING.to_vec();
     if forwarding {
         out.push(("net.ipv4.ip_forward", "1"));
     }
@@ -287,7 +301,8 @@ pub fn fail_closed(
         peers: vec![],
         routing: routes::restricted(ctx),
         firewall: firewall::fail_closed(ctx, protected, dns_protected),
-        sysctls: vec![],
+        // 100.100.100.100 stays on the TUN: so does the ARP hardening.
+        sysctls: ARP_HARDENING.to_vec(),
         dns: DnsPlan {
             config: DnsConfig {
                 suffix: suffix.to_owned(),

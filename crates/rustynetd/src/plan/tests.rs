@@ -109,7 +109,7 @@ fn mesh_only_plan() {
         d.dns.upstream,
         DnsUpstream::System(vec!["198.51.100.53".parse().unwrap()])
     );
-    assert!(d.sysctls.is_empty());
+    assert_eq!(d.sysctls, super::ARP_HARDENING.to_vec());
 }
 
 #[test]

@@ -38,6 +38,7 @@ fn reg(key: &str, host: &str, seed: u8) -> Registration {
         advertise_exit_node: false,
         advertised_routes: vec![],
         path_key: None,
+        key_expires_at: None,
     }
 }
 
@@ -295,4 +296,38 @@ fn a_version_2_database_migrates_with_its_nodes() {
     );
     assert!(s.relays().unwrap().is_empty());
     s.add_relay(&relay("r1"), 1).unwrap();
+}
+
+#[test]
+fn revoked_keys_enroll_nothing_and_are_listed() {
+    let (_d, s) = store();
+    preauth(&s, "k", true, None);
+    preauth(&s, "once", false, Some(1_000));
+    s.register(&reg("k", "a", 1), 200).unwrap();
+    let keys = s.preauth_keys().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].state(300), "active");
+    assert_eq!(keys[0].used, 1);
+    assert_eq!(keys[1].state(2_000), "expired");
+    let revoked = s.revoke_preauth(keys[0].id, 400).unwrap();
+    assert_eq!(revoked.revoked_at, Some(400));
+    assert_eq!(revoked.state(500), "revoked");
+    // Revoking again keeps the first time.
+    assert_eq!(
+        s.revoke_preauth(keys[0].id, 900).unwrap().revoked_at,
+        Some(400)
+    );
+    assert!(matches!(
+        s.usable_preauth(&hash("k"), 500),
+        Err(StoreError::AuthKeyRevoked)
+    ));
+    assert!(matches!(
+        s.register(&reg("k", "b", 2), 500),
+        Err(StoreError::AuthKeyRevoked)
+    ));
+    assert_eq!(s.nodes().unwrap().len(), 1);
+    assert!(matches!(
+        s.revoke_preauth(99, 500),
+        Err(StoreError::UnknownPreauth(99))
+    ));
 }

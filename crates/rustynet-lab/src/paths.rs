@@ -1,16 +1,17 @@
-//! Shared pieces of the path suites (issue 9): a lab with NAT routers and
-//! control's embedded relay, fault injection with nftables in the lab
-//! router and the NAT routers, 100 pkt/s ping floods and what they show
-//! (longest delivery gap, loss), and waiting for a peer's path.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! Paths in the lab (issue 9): a cluster with control's embedded relay,
+//! fault injection with nftables in the lab router and the NAT routers,
+//! 100 pkt/s ping floods and what they show (longest delivery gap, loss),
+//! and waiting for a peer's path. Shared by the `netns_relay` suite and the
+//! paths benchmark (`rustynet-lab paths-bench`).
 
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
-use rustynet_lab::cluster::wait_for;
-use rustynet_lab::{Cluster, Lab, Netns};
 use rustynet_proto::ipc::{PathKind, PeerStatus, StatusDoc};
+
+use crate::cluster::wait_for;
+use crate::{Cluster, Lab, Netns};
 
 /// Everyone may reach everyone (ICMP and the echo service on tcp/7); bob
 /// keeps tcp/22 for himself (the relayed-ACL case).
@@ -80,6 +81,45 @@ pub fn wait_path(
     bail!("{node} -> {other} never became {kind:?} within {within:?}; last {last:?}")
 }
 
+/// Waits until `node` reaches `other` directly, sending it a second of
+/// pings at a time meanwhile (an idle peer stays on the relay: traffic is
+/// what makes it punch). Returns how long it took.
+pub fn wait_direct(
+    lab: &Lab,
+    c: &Cluster<'_>,
+    node: &str,
+    other: &str,
+    within: Duration,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let to = tunnel_ip(c, other)?;
+    let mut last = None;
+    while start.elapsed() < within {
+        if let Ok(p) = peer(c, node, other) {
+            if p.path == PathKind::Direct {
+                return Ok(start.elapsed());
+            }
+            last = Some(p);
+        }
+        let _ = flood(&lab.node(node).ns, to, 1);
+    }
+    bail!("{node} -> {other} never became direct within {within:?} under traffic; last {last:?}")
+}
+
+/// Moves `node` from its IPv4 address `from` to `to` in the same /24, as a
+/// DHCP renumbering would: the old address goes first (deleting a primary
+/// address also takes a secondary in its subnet, Linux's default), then the
+/// new one and the default route through `.1`.
+pub fn move_address(lab: &Lab, node: &str, from: Ipv4Addr, to: Ipv4Addr) -> anyhow::Result<()> {
+    let n = lab.node(node);
+    let o = to.octets();
+    let gw = format!("{}.{}.{}.1", o[0], o[1], o[2]);
+    n.ns.ip(&["addr", "del", &format!("{from}/24"), "dev", &n.ifname])?;
+    n.ns.ip(&["addr", "add", &format!("{to}/24"), "dev", &n.ifname])?;
+    n.ns.ip(&["route", "replace", "default", "via", &gw])?;
+    Ok(())
+}
+
 /// The tunnel address of `node`.
 pub fn tunnel_ip(c: &Cluster<'_>, node: &str) -> anyhow::Result<Ipv4Addr> {
     status_ip(&c.status(node)?)
@@ -111,7 +151,8 @@ pub fn block_direct(lab: &Lab, from: &str, to: &str, both: bool) -> anyhow::Resu
     let (a, b) = (public_ip(lab, from), public_ip(lab, to));
     nft(
         &lab.router,
-        "add table inet labpaths; add chain inet labpaths cut { type filter hook forward priority -10 ; }",
+        "add table inet labpaths; \
+         add chain inet labpaths cut { type filter hook forward priority -10 ; }",
     )?;
     nft(
         &lab.router,
@@ -134,7 +175,11 @@ pub fn heal(lab: &Lab) -> anyhow::Result<()> {
 
 /// `node`'s NAT router forwards no UDP at all from it.
 pub fn block_all_udp(lab: &Lab, node: &str) -> anyhow::Result<()> {
-    let nat = lab.node(node).nat.as_ref().context("node has no NAT router")?;
+    let nat = lab
+        .node(node)
+        .nat
+        .as_ref()
+        .context("node has no NAT router")?;
     nft(
         &nat.ns,
         &format!(
@@ -147,7 +192,11 @@ pub fn block_all_udp(lab: &Lab, node: &str) -> anyhow::Result<()> {
 /// `node`'s NAT router forwards only TCP to `ports` from it (a network that
 /// allows the web and nothing else).
 pub fn only_tcp(lab: &Lab, node: &str, ports: &[u16]) -> anyhow::Result<()> {
-    let nat = lab.node(node).nat.as_ref().context("node has no NAT router")?;
+    let nat = lab
+        .node(node)
+        .nat
+        .as_ref()
+        .context("node has no NAT router")?;
     let list: Vec<String> = ports.iter().map(ToString::to_string).collect();
     nft(
         &nat.ns,
@@ -163,10 +212,23 @@ pub fn only_tcp(lab: &Lab, node: &str, ports: &[u16]) -> anyhow::Result<()> {
 /// What a ping flood saw.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Flood {
+    /// Pings sent.
     pub sent: u32,
+    /// Pings answered.
     pub received: u32,
     /// Longest run of unanswered pings, in milliseconds (10 ms apart).
     pub longest_gap_ms: u32,
+    /// When the first answered ping was sent, in milliseconds after the
+    /// first (`None`: nothing answered). The handshake and, on a fresh
+    /// path, the relay connection take this long.
+    pub first_reply_ms: Option<u32>,
+    /// Pings lost after the first answered one (loss on a working path).
+    pub lost_after_first: u32,
+    /// Where the longest run of unanswered pings began, in milliseconds
+    /// after the first ping.
+    pub longest_gap_at_ms: u32,
+    /// Wall-clock time of the first ping (to match daemon logs).
+    pub started_at: String,
     /// Sequence numbers answered.
     #[serde(skip)]
     pub seqs: Vec<u32>,
@@ -182,9 +244,20 @@ impl Flood {
 /// Pings `to` from `ns` at 100 packets per second for `secs` seconds.
 pub fn flood(ns: &Netns, to: Ipv4Addr, secs: u32) -> Flood {
     let count = secs * 100;
+    // RFC 3339 with microseconds, as the daemons' logs.
+    let started_at = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
     let out = ns
         .command("ping")
-        .args(["-n", "-i", "0.01", "-W", "1", "-c", &count.to_string(), &to.to_string()])
+        .args([
+            "-n",
+            "-i",
+            "0.01",
+            "-W",
+            "1",
+            "-c",
+            &count.to_string(),
+            &to.to_string(),
+        ])
         .output();
     let text = out
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
@@ -205,19 +278,30 @@ pub fn flood(ns: &Netns, to: Ipv4Addr, secs: u32) -> Flood {
             *x = true;
         }
     }
-    let (mut best, mut run) = (0u32, 0u32);
-    for &got in seen.iter().skip(1) {
+    let (mut best, mut run, mut best_at) = (0u32, 0u32, 0u32);
+    for (seq, &got) in (0u32..).zip(seen.iter()).skip(1) {
         if got {
             run = 0;
         } else {
             run += 1;
-            best = best.max(run);
+            if run > best {
+                best = run;
+                best_at = seq + 1 - run;
+            }
         }
     }
+    let received = u32::try_from(seqs.len()).unwrap_or(u32::MAX);
+    let first = seqs.first().copied();
     Flood {
         sent: count,
-        received: u32::try_from(seqs.len()).unwrap_or(u32::MAX),
+        received,
         longest_gap_ms: best * 10,
+        longest_gap_at_ms: best_at.saturating_sub(1) * 10,
+        started_at,
+        first_reply_ms: first.map(|s| s.saturating_sub(1) * 10),
+        lost_after_first: first.map_or(0, |f| {
+            (count + 1).saturating_sub(f).saturating_sub(received)
+        }),
         seqs,
     }
 }

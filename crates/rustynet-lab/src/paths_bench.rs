@@ -1,0 +1,282 @@
+//! `rustynet-lab paths-bench`: the timing and throughput goals of issue 9,
+//! measured in the lab on real daemons, NAT routers and control's relay, and
+//! written as JSON (every figure from this run).
+//!
+//! - fallback: longest delivery gap at 100 pkt/s when the direct path is
+//!   blackholed both ways, and failback time and loss after healing, over
+//!   `trials` trials;
+//! - one-way blackhole: the gap and the path changes over 120 s;
+//! - roaming: how long traffic stalls when a node's address changes, and
+//!   how long until its peer is direct with the new address;
+//! - destination-dependent NAT on both sides: the first packet's round trip
+//!   through the relay against the relay's own round trip;
+//! - one TCP stream (iperf3) through the direct path and through the TLS
+//!   relay, in the same run;
+//! - netcheck: its time and its NAT classification.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, ensure};
+use rustynet_proto::ipc::{NetcheckDoc, PathKind};
+use serde_json::{Value, json};
+
+use crate::paths::{
+    Flood, block_direct, flood, heal, move_address, p95, peer, public_ip, start, tunnel_ip,
+    wait_direct, wait_path,
+};
+use crate::topology::NatKind::{DestinationDependent, EndpointIndependent};
+use crate::{Cluster, Lab, NodeSpec};
+
+/// Runs everything and writes `out`.
+pub fn run(out: &Path, trials: usize) -> anyhow::Result<()> {
+    ensure!(trials > 0, "--trials must be at least 1");
+    crate::require_lab();
+    let started = Instant::now();
+    let mut doc = json!({
+        "benchmark": "paths",
+        "method": "real control (embedded TLS relay), real daemons (release build), NAT routers made \
+                   of nftables masquerade / masquerade random, faults as nftables drops in the lab \
+                   router; 100 pkt/s ICMP floods; iperf3 TCP, one stream, 8 s",
+        "trials": trials,
+    });
+    easy_nat(&mut doc, trials).context("easy-NAT lab")?;
+    hard_nat(&mut doc).context("hard-NAT lab")?;
+    roaming(&mut doc, trials.min(5)).context("roaming lab")?;
+    doc["wall_secs"] = json!(started.elapsed().as_secs());
+    doc["host"] = json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "loadavg": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
+    });
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(out, serde_json::to_vec_pretty(&doc)?)?;
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
+}
+
+/// Mbit/s of one iperf3 TCP stream from `from` to `to`'s tunnel address.
+fn iperf(c: &Cluster<'_>, lab: &Lab, from: &str, to: &str) -> anyhow::Result<f64> {
+    let ip = tunnel_ip(c, to)?.to_string();
+    let mut server = lab
+        .node(to)
+        .ns
+        .command("iperf3")
+        // 5001: a port the lab policy opens (iperf3's 5201 is not).
+        .args(["-s", "-1", "-B", &ip, "-p", "5001"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(500));
+    let out = lab
+        .node(from)
+        .ns
+        .command("iperf3")
+        .args(["-c", &ip, "-p", "5001", "-t", "8", "-J"])
+        .output();
+    let _ = server.kill();
+    let _ = server.wait();
+    let out = out?;
+    let v: Value = serde_json::from_slice(&out.stdout).context("iperf3 output")?;
+    let bps = v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .with_context(|| format!("iperf3 reported no throughput: {}", v["error"]))?;
+    Ok((bps / 1e6 * 10.0).round() / 10.0)
+}
+
+fn netcheck(c: &Cluster<'_>, node: &str) -> anyhow::Result<(NetcheckDoc, Duration)> {
+    let t = Instant::now();
+    let text = c.rustynet(node, &["--json", "netcheck"])?;
+    Ok((serde_json::from_str(&text)?, t.elapsed()))
+}
+
+fn easy_nat(doc: &mut Value, trials: usize) -> anyhow::Result<()> {
+    let lab = Lab::new(&[
+        NodeSpec::behind_nat("alice", EndpointIndependent),
+        NodeSpec::behind_nat("bob", EndpointIndependent),
+        NodeSpec::new("carol"),
+    ])?;
+    let c = start(&lab, &["alice", "bob", "carol"])?;
+    let bob = tunnel_ip(&c, "bob")?;
+    let alice_ns = &lab.node("alice").ns;
+    let _ = flood(alice_ns, bob, 1);
+    let punched = wait_path(
+        &c,
+        "alice",
+        "bob",
+        PathKind::Direct,
+        Duration::from_secs(20),
+    )?;
+    doc["punch_ms"] = json!(ms(punched));
+
+    let mut nc = Vec::new();
+    for _ in 0..10 {
+        let (n, took) = netcheck(&c, "alice")?;
+        nc.push((n, took));
+    }
+    let times: Vec<f64> = nc.iter().map(|(_, t)| ms(*t)).collect();
+    let (carol, _) = netcheck(&c, "carol")?;
+    doc["netcheck"] = json!({
+        "cli_ms": times,
+        "cli_ms_p95": p95(&times),
+        "alice_nat": nc[0].0.nat,
+        "carol_nat": carol.nat,
+        "goal_ms": 2000,
+    });
+
+    let direct = iperf(&c, &lab, "alice", "bob")?;
+    block_direct(&lab, "alice", "bob", true)?;
+    wait_path(&c, "alice", "bob", PathKind::Relay, Duration::from_secs(10))?;
+    let relayed = iperf(&c, &lab, "alice", "bob")?;
+    heal(&lab)?;
+    doc["throughput_mbps"] = json!({
+        "direct": direct,
+        "tls_relay": relayed,
+        "tls_relay_vs_direct": (relayed / direct * 1000.0).round() / 1000.0,
+        "goal_ratio": 0.5,
+    });
+    doc["tls_relay_vs_direct"] = json!((relayed / direct * 1000.0).round() / 1000.0);
+
+    let (mut gaps, mut backs, mut losses) = (vec![], vec![], vec![]);
+    for _ in 0..trials {
+        wait_direct(&lab, &c, "alice", "bob", Duration::from_secs(20))?;
+        let (f, back) = std::thread::scope(|s| {
+            let f = s.spawn(|| flood(alice_ns, bob, 8));
+            std::thread::sleep(Duration::from_secs(2));
+            let cut = block_direct(&lab, "alice", "bob", true);
+            std::thread::sleep(Duration::from_secs(3));
+            let _ = heal(&lab);
+            let back = wait_path(&c, "alice", "bob", PathKind::Direct, Duration::from_secs(5))
+                .ok()
+                .map(ms);
+            (f.join(), cut.map(|()| back))
+        });
+        let f: Flood = f.map_err(|_| anyhow::anyhow!("flood thread panicked"))?;
+        gaps.push(f64::from(f.longest_gap_ms));
+        backs.push(back?.unwrap_or(f64::INFINITY));
+        losses.push(1.0 - f.received_between(600, 800) as f64 / 200.0);
+    }
+    doc["fallback_both_ways"] = json!({
+        "longest_gap_ms": gaps,
+        "longest_gap_ms_p95": p95(&gaps),
+        "goal_gap_ms": 1500,
+        "failback_ms": backs,
+        "failback_ms_p95": p95(&backs),
+        "goal_failback_ms": 3000,
+        "loss_after_failback": losses,
+        "loss_after_failback_max": losses.iter().copied().fold(0.0, f64::max),
+        "goal_loss": 0.001,
+    });
+
+    wait_direct(&lab, &c, "alice", "bob", Duration::from_secs(20))?;
+    let before = peer(&c, "alice", "bob")?.path_changes;
+    let f = std::thread::scope(|s| {
+        let f = s.spawn(|| flood(alice_ns, bob, 120));
+        std::thread::sleep(Duration::from_secs(2));
+        let _ = block_direct(&lab, "alice", "bob", false);
+        f.join()
+    })
+    .map_err(|_| anyhow::anyhow!("flood thread panicked"))?;
+    let changes = peer(&c, "alice", "bob")?.path_changes - before;
+    heal(&lab)?;
+    doc["one_way_blackhole_120s"] = json!({
+        "longest_gap_ms": f.longest_gap_ms,
+        "path_changes": changes,
+        "received": f.received,
+        "sent": f.sent,
+        "goal": "gap <= 1500 ms, <= 1 path change per 120 s",
+    });
+    Ok(())
+}
+
+fn hard_nat(doc: &mut Value) -> anyhow::Result<()> {
+    let lab = Lab::new(&[
+        NodeSpec::behind_nat("alice", DestinationDependent),
+        NodeSpec::behind_nat("bob", DestinationDependent),
+    ])?;
+    let c = start(&lab, &["alice", "bob"])?;
+    let bob = tunnel_ip(&c, "bob")?;
+    // The first packet ever between the two: its round trip includes the
+    // tunnel handshake, both through the relay.
+    let out = lab
+        .node("alice")
+        .ns
+        .stdout(&["ping", "-n", "-c", "1", "-W", "5", &bob.to_string()])
+        .unwrap_or_default();
+    let first_ms: Option<f64> = out
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("time="))
+        .and_then(|v| v.parse().ok());
+    let s = c.status("alice")?;
+    let relay_rtt_ms = s
+        .relays
+        .iter()
+        .find(|r| r.home)
+        .and_then(|r| r.rtt_us)
+        .map(|us| us as f64 / 1000.0);
+    let (n, _) = netcheck(&c, "alice")?;
+    let p = peer(&c, "alice", "bob")?;
+    doc["hard_nat"] = json!({
+        "first_packet_rtt_ms": first_ms,
+        "relay_rtt_ms": relay_rtt_ms,
+        "goal": "first packet within relay RTT + 100 ms",
+        "path": format!("{:?}", p.path),
+        "netcheck_nat": n.nat,
+    });
+    Ok(())
+}
+
+fn roaming(doc: &mut Value, trials: usize) -> anyhow::Result<()> {
+    let lab = Lab::new(&[
+        NodeSpec::behind_nat("alice", EndpointIndependent),
+        NodeSpec::new("bob"),
+    ])?;
+    let c = start(&lab, &["alice", "bob"])?;
+    let bob = tunnel_ip(&c, "bob")?;
+    let alice = lab.node("alice");
+    let inner = alice.addr.octets();
+    let (mut stalls, mut directs) = (vec![], vec![]);
+    let mut current = alice.addr;
+    for i in 0..trials {
+        wait_direct(&lab, &c, "alice", "bob", Duration::from_secs(20))?;
+        let via_before = peer(&c, "bob", "alice")?.via;
+        let next = std::net::Ipv4Addr::new(inner[0], inner[1], inner[2], 10 + i as u8);
+        let (f, back) = std::thread::scope(|s| {
+            let f = s.spawn(|| flood(&alice.ns, bob, 8));
+            std::thread::sleep(Duration::from_secs(2));
+            let at = Instant::now();
+            let _ = move_address(&lab, "alice", current, next);
+            let mut back = None;
+            while at.elapsed() < Duration::from_secs(6) {
+                if let Ok(p) = peer(&c, "bob", "alice")
+                    && p.path == PathKind::Direct
+                    && p.via.is_some()
+                    && p.via != via_before
+                {
+                    back = Some(ms(at.elapsed()));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (f.join(), back)
+        });
+        let f = f.map_err(|_| anyhow::anyhow!("flood thread panicked"))?;
+        stalls.push(f64::from(f.longest_gap_ms));
+        directs.push(back.unwrap_or(f64::INFINITY));
+        current = next;
+    }
+    doc["roaming"] = json!({
+        "public_address": public_ip(&lab, "alice").to_string(),
+        "traffic_stall_ms": stalls,
+        "traffic_stall_ms_p95": p95(&stalls),
+        "goal_stall_ms": 2000,
+        "direct_again_ms": directs,
+        "direct_again_ms_p95": p95(&directs),
+        "goal_direct_ms": 5000,
+    });
+    Ok(())
+}
