@@ -104,9 +104,7 @@ pub(super) fn choose(
 mod tests {
     use super::*;
     use rustynet_proto::netmap::NETMAP_VERSION;
-    use rustynet_proto::{
-        DnsConfig, PeerInfo, PortRange, Proto, SelfInfo, TunnelPublicKey,
-    };
+    use rustynet_proto::{DnsConfig, PeerInfo, PortRange, Proto, SelfInfo, TunnelPublicKey};
 
     fn router_peer(id: u64, online: bool) -> PeerInfo {
         let tunnel_ip = std::net::Ipv4Addr::new(100, 64, 0, id as u8);
@@ -154,7 +152,10 @@ mod tests {
                 advertised_routes: vec![],
                 approved_routes: vec![],
             },
-            peers: routers.iter().map(|(id, on)| router_peer(*id, *on)).collect(),
+            peers: routers
+                .iter()
+                .map(|(id, on)| router_peer(*id, *on))
+                .collect(),
             packet_filter: vec![],
             exit_clients: vec![],
             forward_filter: vec![],
@@ -177,7 +178,10 @@ mod tests {
         let map = lan_map(&[(2, true), (3, true)], &["192.168.77.0/24"]);
         let (grants, routes) = choose(&map, true, &BTreeMap::new());
         assert_eq!(routes.len(), 1);
-        assert_eq!((routes[0].via, routes[0].standby.clone()), (NodeId(2), ids(&[3])));
+        assert_eq!(
+            (routes[0].via, routes[0].standby.clone()),
+            (NodeId(2), ids(&[3]))
+        );
         assert!(grants.iter().all(|g| g.via == NodeId(2)));
         let map = lan_map(&[(2, false), (3, true)], &["192.168.77.0/24"]);
         let (grants, routes) = choose(&map, true, &BTreeMap::new());
