@@ -202,6 +202,8 @@ fn bring_up(c: &mut Cluster<'_>, gw: Gateway) -> anyhow::Result<()> {
         c.start_daemon(client)?;
         let key = c.preauth(client, &[])?;
         c.up(client, &key, &[])?;
+        // The toggle needs a map: wait for the first generation.
+        c.wait_status(client, SETTLE, applied)?;
         c.rustynet(client, &["lan-access", "on"])?;
     }
     for client in CLIENTS {
@@ -506,6 +508,7 @@ fn subnet_router_failover() {
             c.start_daemon("alice")?;
             let key = c.preauth("alice", &[])?;
             c.up("alice", &key, &[])?;
+            c.wait_status("alice", SETTLE, applied)?;
             c.rustynet("alice", &["lan-access", "on"])?;
             c.wait_status("alice", SETTLE, |s| applied(s) && s.peers.len() == 2)?;
             let first = wait_for(SETTLE, || {
