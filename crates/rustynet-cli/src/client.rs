@@ -116,6 +116,7 @@ mod tests {
             error: None,
             advertised_routes: vec![],
             advertise_exit_node: false,
+            snat_subnet_routes: true,
             counters: Default::default(),
             dns_mode: String::new(),
             daemon_version: String::new(),

@@ -163,6 +163,7 @@ pub(crate) mod tests {
             error: None,
             advertised_routes: vec![],
             advertise_exit_node: false,
+            snat_subnet_routes: true,
             counters: Default::default(),
             relays: vec![],
         }

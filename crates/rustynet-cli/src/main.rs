@@ -4,6 +4,7 @@
 
 mod client;
 mod error;
+mod explain;
 mod lookup;
 mod render;
 mod table;
@@ -59,6 +60,12 @@ enum Cmd {
         /// LAN prefixes to offer, comma-separated.
         #[arg(long, value_delimiter = ',')]
         advertise_routes: Option<Vec<IpNet>>,
+        /// As a subnet router, masquerade forwarded clients behind this
+        /// node's LAN address (default). `--snat-subnet-routes=false` keeps
+        /// their tunnel addresses; the LAN then needs a route back to
+        /// 100.64.0.0/10 through this node.
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+        snat_subnet_routes: Option<bool>,
         /// Renew this node's keys with the pre-auth key (after they expired,
         /// or to replace them); it keeps its name and address.
         #[arg(long)]
@@ -105,10 +112,15 @@ enum Cmd {
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
-    /// Advertise or withdraw LAN routes.
+    /// Advertise or withdraw LAN routes; explain where a packet goes.
     Route {
         #[command(subcommand)]
         action: RouteAction,
+    },
+    /// What this node's current map lets in from and out to a peer.
+    Acl {
+        #[command(subcommand)]
+        action: AclAction,
     },
     /// Magic DNS.
     Dns {
@@ -161,6 +173,23 @@ enum RouteAction {
         #[arg(required = true)]
         cidrs: Vec<IpNet>,
     },
+    /// Which rule, route, peer and path a packet to ADDR takes now, and
+    /// what the firewall does with it.
+    Explain {
+        /// Destination address.
+        addr: std::net::IpAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum AclAction {
+    /// What the current map admits from PEER (to PORT), forwards for it,
+    /// and lets out through it.
+    Explain {
+        /// Host name, Magic DNS name or tunnel IP, optionally with :PORT.
+        #[arg(value_name = "PEER[:PORT]")]
+        peer: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -193,7 +222,14 @@ fn command(cmd: Cmd) -> anyhow::Result<Command> {
         Cmd::Route { action } => match action {
             RouteAction::Advertise { cidrs } => Command::RouteAdvertise { cidrs },
             RouteAction::Withdraw { cidrs } => Command::RouteWithdraw { cidrs },
+            RouteAction::Explain { addr } => Command::RouteExplain { addr },
         },
+        Cmd::Acl {
+            action: AclAction::Explain { peer },
+        } => {
+            let (peer, port) = explain::peer_port(&peer)?;
+            Command::AclExplain { peer, port }
+        }
         Cmd::Dns { action } => match action {
             DnsAction::Inspect { name } => Command::DnsInspect { name },
             DnsAction::Protect { state } => Command::DnsProtect { on: state == "on" },
@@ -314,6 +350,7 @@ fn main() -> ExitCode {
             hostname,
             advertise_exit_node,
             advertise_routes,
+            snat_subnet_routes,
             force_reauth,
             reset,
             wait,
@@ -327,6 +364,7 @@ fn main() -> ExitCode {
                 hostname,
                 advertise_exit_node,
                 advertise_routes,
+                snat_subnet_routes,
                 force_reauth,
                 reset,
                 wait,

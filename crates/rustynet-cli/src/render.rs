@@ -12,6 +12,8 @@ pub fn json(reply: &Reply) -> String {
         Reply::Dns(d) => serde_json::to_value(d),
         Reply::Netcheck(n) => serde_json::to_value(n),
         Reply::Ping(p) => serde_json::to_value(p),
+        Reply::RouteExplain(d) => serde_json::to_value(d),
+        Reply::AclExplain(d) => serde_json::to_value(d),
         Reply::Done { message } => Ok(serde_json::json!({ "message": message })),
     };
     value
@@ -173,6 +175,8 @@ pub fn text(reply: &Reply) -> String {
             let _ = writeln!(out, "took:              {} ms", n.took_ms);
         }
         Reply::Ping(p) => out.push_str(&ping_line(p)),
+        Reply::RouteExplain(d) => out.push_str(&crate::explain::route_text(d)),
+        Reply::AclExplain(d) => out.push_str(&crate::explain::acl_text(d)),
         Reply::Done { message } => {
             let _ = writeln!(out, "{message}");
         }

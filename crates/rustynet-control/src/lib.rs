@@ -8,6 +8,7 @@
 //! them.
 #![warn(missing_docs)]
 
+pub mod acl_explain;
 pub mod admin;
 pub mod api;
 pub mod auth;
@@ -28,6 +29,7 @@ pub mod pki;
 pub mod ratelimit;
 pub mod relay_registry;
 pub mod relay_tickets;
+pub mod routes;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -1,6 +1,8 @@
 //! `rustynet-control`: the control server and its admin commands.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod cli_routes;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,6 +110,16 @@ enum Command {
     Relays {
         #[command(subcommand)]
         action: RelaysAction,
+    },
+    /// List, approve or reject the LAN routes nodes advertise.
+    Routes {
+        #[command(subcommand)]
+        action: cli_routes::RoutesAction,
+    },
+    /// Explain the ACL: which rule admits a packet, or why none does.
+    Acl {
+        #[command(subcommand)]
+        action: cli_routes::AclAction,
     },
     /// Rotate the control signing key.
     SigningKey {
@@ -397,6 +409,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("handed over from: {}", handover.from);
         }
         Command::Relays { action } => relays(action)?,
+        Command::Routes { action } => cli_routes::run_routes(action)?,
+        Command::Acl { action } => cli_routes::run_acl(action)?,
     }
     Ok(())
 }
@@ -530,9 +544,29 @@ fn preauth(action: PreauthAction) -> anyhow::Result<()> {
 fn nodes(action: NodesAction) -> anyhow::Result<()> {
     match action {
         NodesAction::List { data_dir, json } => {
-            let nodes = admin::nodes_list(&DataDir::new(data_dir))?;
+            let data = DataDir::new(data_dir);
+            let nodes = admin::nodes_list(&data)?;
+            // Route states need a valid stored policy; without one the
+            // listing still works and says nothing about approval.
+            let statuses = rustynet_control::routes::statuses(&data).unwrap_or_default();
+            let status = |n: &rustynet_control::store::NodeRecord, r: &ipnet::IpNet| {
+                statuses.get(&(n.id, r.trunc()))
+            };
             if json {
-                println!("{}", serde_json::to_string_pretty(&nodes)?);
+                let mut docs = Vec::with_capacity(nodes.len());
+                for n in &nodes {
+                    let mut doc = serde_json::to_value(n)?;
+                    let routes: Vec<serde_json::Value> = n
+                        .advertised_routes
+                        .iter()
+                        .map(|r| serde_json::json!({"prefix": r, "status": status(n, r)}))
+                        .collect();
+                    if let Some(obj) = doc.as_object_mut() {
+                        obj.insert("routes".into(), routes.into());
+                    }
+                    docs.push(doc);
+                }
+                println!("{}", serde_json::to_string_pretty(&docs)?);
                 return Ok(());
             }
             let now = now_unix();
@@ -552,7 +586,8 @@ fn nodes(action: NodesAction) -> anyhow::Result<()> {
                     extra.push_str(" exit-node");
                 }
                 for r in &n.advertised_routes {
-                    extra.push_str(&format!(" route:{r}"));
+                    let word = status(&n, r).map_or("unknown", |s| s.word());
+                    extra.push_str(&format!(" route:{r}({word})"));
                 }
                 println!(
                     "{:<6} {:<24} {:<16} {:<12} {:<10} {}",

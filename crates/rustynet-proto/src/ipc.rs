@@ -61,6 +61,11 @@ pub struct UpArgs {
     /// address, new keys. Omitted when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force_reauth: bool,
+    /// As a subnet router, forward clients with their own tunnel addresses
+    /// instead of masquerading them (`--snat-subnet-routes=false`). Omitted
+    /// when false (SNAT, the default).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_snat_subnet_routes: bool,
 }
 
 /// A command. `is_mutating` decides which callers may send it.
@@ -122,6 +127,19 @@ pub enum Command {
         #[serde(default)]
         all_paths: bool,
     },
+    /// Which rule, route, peer and path a packet to `addr` takes now, and
+    /// what the firewall does with it.
+    RouteExplain {
+        /// The destination.
+        addr: std::net::IpAddr,
+    },
+    /// What this node's current map lets in from and out to a peer.
+    AclExplain {
+        /// Host label, Magic DNS name or tunnel IP.
+        peer: String,
+        /// A port to ask about.
+        port: Option<u16>,
+    },
 }
 
 impl Command {
@@ -134,6 +152,8 @@ impl Command {
                 | Command::DnsInspect { .. }
                 | Command::Netcheck
                 | Command::Ping { .. }
+                | Command::RouteExplain { .. }
+                | Command::AclExplain { .. }
         )
     }
 
@@ -154,6 +174,8 @@ impl Command {
             Command::DnsInspect { .. } => "dns_inspect",
             Command::Netcheck => "netcheck",
             Command::Ping { .. } => "ping",
+            Command::RouteExplain { .. } => "route_explain",
+            Command::AclExplain { .. } => "acl_explain",
         }
     }
 }
@@ -245,6 +267,10 @@ pub enum Reply {
     Netcheck(NetcheckDoc),
     /// `ping`.
     Ping(PingDoc),
+    /// `route explain`.
+    RouteExplain(crate::explain::RouteExplainDoc),
+    /// `acl explain`.
+    AclExplain(crate::explain::AclExplainDoc),
     /// A mutating command succeeded.
     Done {
         /// What happened.
@@ -279,6 +305,10 @@ impl DataplaneState {
             DataplaneState::FailClosed => "fail_closed",
         }
     }
+}
+
+fn snat_default() -> bool {
+    true
 }
 
 /// `status --json`.
@@ -317,6 +347,10 @@ pub struct StatusDoc {
     pub advertised_routes: Vec<IpNet>,
     /// Whether this node offers itself as an exit.
     pub advertise_exit_node: bool,
+    /// Whether clients forwarded into this node's routes are masqueraded
+    /// (`up --snat-subnet-routes`, default true).
+    #[serde(default = "snat_default")]
+    pub snat_subnet_routes: bool,
     /// Dataplane counters since the tunnel started.
     #[serde(default)]
     pub counters: DataplaneCounters,

@@ -20,6 +20,7 @@ pub mod dns_os;
 pub mod early_boot;
 pub mod endpoints;
 pub mod engine;
+pub mod explain;
 pub mod health_monitor;
 pub mod ipc_server;
 pub mod messages;

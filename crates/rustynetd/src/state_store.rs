@@ -119,6 +119,11 @@ pub struct Prefs {
     /// written before the toggle existed.
     #[serde(default)]
     pub protect_dns: bool,
+    /// As a router, forward clients into approved routes with their own
+    /// tunnel addresses (`up --snat-subnet-routes=false`); absent (SNAT on)
+    /// in state written before the option existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_snat_subnet_routes: bool,
 }
 
 /// The sealed state.

@@ -13,6 +13,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 
 use ipnet::IpNet;
+use rustynet_policy::AdminRoutes;
 use rustynet_proto::netmap::{MAX_RELAYS, RelayInfo};
 use rustynet_proto::{NodeId, PathPublicKey, SigningPublicKey, TunnelPublicKey};
 use serde::Serialize;
@@ -174,6 +175,8 @@ pub struct NodeRecord {
     /// The relay the node keeps as its home, as it reported it; maps carry
     /// it only while a relay of that name is announced.
     pub home_relay: Option<String>,
+    /// An admin's route decisions (`rustynet-control routes approve|reject`).
+    pub admin_routes: AdminRoutes,
     /// When the node's keys stop being accepted; renewed by
     /// `rustynet up --force-reauth`.
     pub key_expires_at: Option<i64>,
@@ -312,4 +315,12 @@ pub trait Store: Send + Sync {
     fn add_relay(&self, relay: &RelayInfo, now: i64) -> Result<(), StoreError>;
     /// Removes a registered relay; returns it.
     fn remove_relay(&self, name: &str) -> Result<RelayInfo, StoreError>;
+    /// Replaces a node's admin route decisions (by host label); returns the
+    /// node as it was before. The caller decides the new set
+    /// ([`crate::routes::decide`]).
+    fn set_admin_routes(
+        &self,
+        hostname: &str,
+        routes: &AdminRoutes,
+    ) -> Result<NodeRecord, StoreError>;
 }

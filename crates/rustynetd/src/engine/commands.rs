@@ -101,6 +101,8 @@ impl Engine {
             Command::RouteAdvertise { cidrs } => self.cmd_routes(cidrs, true),
             Command::RouteWithdraw { cidrs } => self.cmd_routes(cidrs, false),
             Command::DnsProtect { on } => self.cmd_dns_protect(on),
+            Command::RouteExplain { addr } => self.cmd_route_explain(addr),
+            Command::AclExplain { peer, port } => self.cmd_acl_explain(&peer, port),
             Command::DnsInspect { name } => self
                 .fx
                 .dns
@@ -330,6 +332,7 @@ impl Engine {
             want_up: true,
             advertise_exit_node: args.advertise_exit_node,
             advertise_routes: args.advertise_routes.clone(),
+            no_snat_subnet_routes: args.no_snat_subnet_routes,
             ..self.state.prefs.clone()
         };
         self.save();

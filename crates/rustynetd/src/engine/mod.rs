@@ -7,6 +7,7 @@
 //! (talking to control) runs on the tokio runtime through a [`Handle`].
 
 mod commands;
+mod explain;
 mod paths;
 mod status;
 mod tasks;
@@ -228,6 +229,12 @@ impl Engine {
             exit_node: self.state.prefs.exit_node.clone(),
             lan_access: self.state.prefs.lan_access,
             protect_dns: self.state.prefs.protect_dns,
+            no_snat_subnet_routes: self.state.prefs.no_snat_subnet_routes,
+            lan_routers: self
+                .desired
+                .as_ref()
+                .map(Desired::lan_routers)
+                .unwrap_or_default(),
         }
     }
 

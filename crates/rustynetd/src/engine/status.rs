@@ -23,7 +23,7 @@ pub(super) fn path_kind(kind: rustynet_tunnel::PathKind) -> PathKind {
     }
 }
 
-fn peer_path(s: Option<&PeerStats>) -> (PathKind, Option<String>) {
+pub(super) fn peer_path(s: Option<&PeerStats>) -> (PathKind, Option<String>) {
     let Some(s) = s else {
         return (PathKind::None, None);
     };
@@ -139,6 +139,7 @@ impl Engine {
             daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
             error: self.last_error.clone(),
             advertised_routes: self.state.prefs.advertise_routes.clone(),
+            snat_subnet_routes: !self.state.prefs.no_snat_subnet_routes,
             advertise_exit_node: self.state.prefs.advertise_exit_node,
             counters: counters(stats.as_ref()),
             relays,

@@ -66,6 +66,8 @@ pub(super) struct Inputs<'a> {
     pub lan: &'a [LanGrant],
     pub dns_protected: bool,
     pub serves_exit_dns: bool,
+    /// Masquerade clients forwarded into approved routes.
+    pub snat_subnet_routes: bool,
 }
 
 fn iif(tun: &str, negate: bool) -> Match {
@@ -259,31 +261,58 @@ fn forward_chain(i: &Inputs<'_>) -> Chain {
     )
 }
 
+/// Masquerade for forwarded clients: exit clients going to the internet
+/// always; clients going into this node's approved routes unless
+/// `--snat-subnet-routes=false` asked to keep their tunnel addresses.
 fn nat_chain(i: &Inputs<'_>) -> Option<Chain> {
-    let mut sources: Vec<IpNet> = i.netmap.exit_clients.clone();
-    sources.extend(
-        i.netmap
-            .forward_filter
-            .iter()
-            .flat_map(|r| r.src.iter().copied()),
-    );
-    sources.retain(|n| n.addr().is_ipv4());
-    sources.sort();
-    sources.dedup();
-    if sources.is_empty() {
+    let v4 = |nets: &mut Vec<IpNet>| {
+        nets.retain(|n| n.addr().is_ipv4());
+        nets.sort();
+        nets.dedup();
+    };
+    let tun = i.ctx.tun.as_str();
+    let mut rules = Vec::new();
+    if i.snat_subnet_routes {
+        let mut sources: Vec<IpNet> = i.netmap.exit_clients.clone();
+        sources.extend(
+            i.netmap
+                .forward_filter
+                .iter()
+                .flat_map(|r| r.src.iter().copied()),
+        );
+        v4(&mut sources);
+        if !sources.is_empty() {
+            rules.push(rule(
+                vec![oif(tun, true), saddr(sources)],
+                Verdict::Masquerade,
+            ));
+        }
+    } else {
+        let mut clients = i.netmap.exit_clients.clone();
+        v4(&mut clients);
+        let mut lans: Vec<IpNet> = i.netmap.self_node.approved_routes.clone();
+        v4(&mut lans);
+        if !clients.is_empty() {
+            let mut matches = vec![oif(tun, true), saddr(clients)];
+            if !lans.is_empty() {
+                matches.push(daddr(lans, true));
+            }
+            rules.push(
+                rule(matches, Verdict::Masquerade)
+                    .with_comment("exit clients to the internet; LAN traffic keeps its source"),
+            );
+        }
+    }
+    if rules.is_empty() {
         return None;
     }
-    let tun = i.ctx.tun.as_str();
     Some(base_chain(
         "postrouting",
         ChainKind::Nat,
         Hook::Postrouting,
         100,
         Policy::Accept,
-        vec![rule(
-            vec![oif(tun, true), saddr(sources)],
-            Verdict::Masquerade,
-        )],
+        rules,
     ))
 }
 

@@ -4,8 +4,10 @@
 
 mod allow;
 mod firewall;
+mod lan;
 mod routes;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ipnet::{IpNet, Ipv4Net};
@@ -15,6 +17,7 @@ use rustynet_proto::{DnsConfig, LanGrant, Netmap, NodeId, PeerInfo};
 use rustynet_tunnel::PeerConfig;
 
 pub use firewall::{NOT_INTERNET_V4, PRIVATE_V4, TABLE};
+pub use lan::LanRoute;
 
 /// Keepalive on every peer: keeps NAT mappings and lets failures show.
 pub const KEEPALIVE_SECS: u16 = 25;
@@ -97,6 +100,15 @@ pub struct Desired {
     pub protected: bool,
     /// Protected DNS asserted.
     pub dns_protected: bool,
+    /// The router carrying each LAN prefix this node may reach now.
+    pub lan_routes: Vec<LanRoute>,
+}
+
+impl Desired {
+    /// Prefix -> router, as the next plan's [`Choices::lan_routers`].
+    pub fn lan_routers(&self) -> BTreeMap<IpNet, NodeId> {
+        self.lan_routes.iter().map(|r| (r.prefix, r.via)).collect()
+    }
 }
 
 /// Why a plan cannot be made (nothing is applied).
@@ -119,6 +131,15 @@ pub struct Choices {
     pub lan_access: bool,
     /// Protected DNS requested without an exit node.
     pub protect_dns: bool,
+    /// As a router: forward clients into approved routes with their own
+    /// tunnel addresses instead of masquerading them
+    /// (`up --snat-subnet-routes=false`; the LAN then needs a route back to
+    /// 100.64.0.0/10 through this node). Exit traffic to the internet is
+    /// masqueraded either way.
+    pub no_snat_subnet_routes: bool,
+    /// The router each LAN prefix went to in the last generation: kept
+    /// while it stays online (see [`LanRoute`]).
+    pub lan_routers: BTreeMap<IpNet, NodeId>,
 }
 
 /// Finds the peer `name` refers to: host label, Magic DNS name or tunnel IP.
@@ -145,19 +166,6 @@ pub fn resolve_exit(netmap: &Netmap, name: &str) -> Result<ExitChoice, PlanError
 
 fn host(ip: Ipv4Addr) -> IpNet {
     IpNet::V4(Ipv4Net::from(ip))
-}
-
-/// LAN grants in force: the toggle is on and the grant names a visible router.
-fn active_lan_grants(netmap: &Netmap, choices: &Choices) -> Vec<LanGrant> {
-    if !choices.lan_access {
-        return vec![];
-    }
-    netmap
-        .lan_grants
-        .iter()
-        .filter(|g| netmap.peer(g.via).is_some())
-        .cloned()
-        .collect()
 }
 
 fn peer_configs(netmap: &Netmap, exit: Option<&ExitChoice>, lan: &[LanGrant]) -> Vec<PeerConfig> {
@@ -237,7 +245,7 @@ pub fn plan(
         Some(name) => Some(resolve_exit(netmap, name)?),
         None => None,
     };
-    let lan = active_lan_grants(netmap, choices);
+    let (lan, lan_routes) = lan::choose(netmap, choices.lan_access, &choices.lan_routers);
     let protected = exit.is_some();
     let dns_protected = protected || choices.protect_dns;
     let serves_exit = !netmap.exit_clients.is_empty();
@@ -260,6 +268,7 @@ pub fn plan(
             lan: &lan,
             dns_protected,
             serves_exit_dns: serves_exit,
+            snat_subnet_routes: !choices.no_snat_subnet_routes,
         }),
         sysctls: sysctls(serves_exit || !netmap.forward_filter.is_empty(), protected),
         dns: DnsPlan {
@@ -272,6 +281,7 @@ pub fn plan(
         exit,
         protected,
         dns_protected,
+        lan_routes,
     })
 }
 
@@ -312,6 +322,7 @@ pub fn fail_closed(
         exit: None,
         protected,
         dns_protected,
+        lan_routes: vec![],
     }
 }
 

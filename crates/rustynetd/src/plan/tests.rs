@@ -461,3 +461,74 @@ fn kill_switch_covers_the_forward_hook() {
         2
     );
 }
+
+/// A router for 192.168.77.0/24 forwarding client 100.64.0.5 (tcp/22),
+/// also the exit of 100.64.0.9.
+fn router_map() -> Netmap {
+    let mut m = client_map();
+    m.self_node.approved_routes = vec!["192.168.77.0/24".parse().unwrap()];
+    m.forward_filter = vec![FilterRule {
+        src: vec!["100.64.0.5/32".parse().unwrap()],
+        dst: vec!["192.168.77.0/24".parse().unwrap()],
+        proto: Proto::Tcp,
+        ports: vec![PortRange::single(22)],
+    }];
+    m.exit_clients = vec!["100.64.0.9/32".parse().unwrap()];
+    m
+}
+
+fn masquerade_rules(d: &Desired) -> Vec<&rustynet_netos::FirewallRule> {
+    d.firewall
+        .chains
+        .iter()
+        .filter(|c| c.name == "postrouting")
+        .flat_map(|c| c.rules.iter())
+        .filter(|r| r.verdict == Verdict::Masquerade)
+        .collect()
+}
+
+fn saddrs(r: &rustynet_netos::FirewallRule) -> Vec<IpNet> {
+    r.matches
+        .iter()
+        .find_map(|m| match m {
+            Match::Saddr { prefixes, .. } => Some(prefixes.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn router_masquerades_lan_clients_by_default() {
+    let d = plan(&router_map(), 5, &Choices::default(), &ctx()).unwrap();
+    let rules = masquerade_rules(&d);
+    assert_eq!(rules.len(), 1);
+    let src = saddrs(rules[0]);
+    assert!(src.contains(&"100.64.0.5/32".parse().unwrap()), "{src:?}");
+    assert!(src.contains(&"100.64.0.9/32".parse().unwrap()), "{src:?}");
+}
+
+#[test]
+fn without_snat_lan_clients_keep_their_source_and_exit_clients_do_not() {
+    let choices = Choices {
+        no_snat_subnet_routes: true,
+        ..Choices::default()
+    };
+    let d = plan(&router_map(), 5, &choices, &ctx()).unwrap();
+    let rules = masquerade_rules(&d);
+    assert_eq!(rules.len(), 1, "only the exit's internet masquerade");
+    assert_eq!(saddrs(rules[0]), vec!["100.64.0.9/32".parse().unwrap()]);
+    let lan: IpNet = "192.168.77.0/24".parse().unwrap();
+    assert!(rules[0].matches.iter().any(|m| matches!(
+        m,
+        Match::Daddr { prefixes, negate: true } if prefixes.contains(&lan)
+    )));
+    // A router that is not an exit masquerades nothing.
+    let mut m = router_map();
+    m.exit_clients.clear();
+    let d = plan(&m, 5, &choices, &ctx()).unwrap();
+    assert!(masquerade_rules(&d).is_empty());
+    // The forward filter is the same either way: the option changes only
+    // the source the LAN sees, never what is let through.
+    let with = plan(&m, 5, &Choices::default(), &ctx()).unwrap();
+    assert_eq!(chain(&d, "forward"), chain(&with, "forward"));
+}
