@@ -290,7 +290,10 @@ fn hard_nat_and_blocked_udp_go_through_the_relay() {
             // UDP reaches the relay, so relayed packets use the UDP mode.
             let relays = c.status("alice")?.relays;
             ev.set("relays", format!("{relays:?}"));
-            ensure!(relays.iter().any(|r| r.udp), "UDP relay mode not in use: {relays:?}");
+            ensure!(
+                relays.iter().any(|r| r.udp),
+                "UDP relay mode not in use: {relays:?}"
+            );
             Ok(())
         }),
         &c,

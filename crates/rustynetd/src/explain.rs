@@ -302,7 +302,7 @@ fn firewall_out(
     }
 }
 
-fn rules_from<'a>(rules: &'a [FilterRule], src: IpAddr) -> impl Iterator<Item = &'a FilterRule> {
+fn rules_from(rules: &[FilterRule], src: IpAddr) -> impl Iterator<Item = &FilterRule> {
     rules
         .iter()
         .filter(move |r| r.src.iter().any(|n| n.contains(&src)))
