@@ -29,6 +29,7 @@ mod bits;
 mod cidr;
 mod doc;
 mod error;
+mod hujson;
 mod index;
 mod model;
 pub mod oracle;
