@@ -2,7 +2,10 @@
 //! addresses, routes and rules, clear them, and tell whether the tunnel
 //! interface still exists.
 
-use rustynet_netos::{Links, Routing, RoutingChanges, RoutingConfig, RoutingError};
+use rustynet_netos::{Links, RouteEntry, Routing, RoutingChanges, RoutingConfig, RoutingError};
+
+/// The kernel's main routing table.
+const MAIN_TABLE: u32 = 254;
 
 /// What the transaction and the health monitor need from routing.
 pub trait RouteOps: Send {
@@ -12,6 +15,8 @@ pub trait RouteOps: Send {
     fn clear(&mut self) -> Result<RoutingChanges, RoutingError>;
     /// Whether interface `name` exists.
     fn link_exists(&mut self, name: &str) -> Result<bool, RoutingError>;
+    /// Every route of the main table (`local-lan` picks the on-link ones).
+    fn main_routes(&mut self) -> Result<Vec<RouteEntry>, RoutingError>;
 }
 
 impl<T: Routing + Links + Send> RouteOps for T {
@@ -25,5 +30,9 @@ impl<T: Routing + Links + Send> RouteOps for T {
 
     fn link_exists(&mut self, name: &str) -> Result<bool, RoutingError> {
         Ok(self.link_state(name)?.is_some())
+    }
+
+    fn main_routes(&mut self) -> Result<Vec<RouteEntry>, RoutingError> {
+        self.list_routes(MAIN_TABLE)
     }
 }

@@ -64,6 +64,9 @@ pub struct Engine {
     enrolling: bool,
     /// The relay ticket and home relay bookkeeping.
     ticket: paths::TicketState,
+    /// On-link private prefixes, read before each plan while `local-lan`
+    /// is on and an exit is selected.
+    on_link: Vec<plan::local_lan::OnLink>,
 }
 
 /// Unix time in seconds.
@@ -121,6 +124,7 @@ impl Engine {
             enroll_epoch: 0,
             enrolling: false,
             ticket: Default::default(),
+            on_link: vec![],
         };
         (engine, handle, rx)
     }
@@ -182,8 +186,9 @@ impl Engine {
             tracing::error!(error = %e, "cannot persist state");
             self.last_error = Some(format!("cannot persist state: {e}"));
         }
-        // The early-boot ruleset follows the wanted mode (issue 10 item 4).
-        let protected = self.state.prefs.want_up && self.protected_expected();
+        // The early-boot ruleset follows the wanted mode (issue 10 item 4);
+        // lockdown wants it even after `down`.
+        let protected = (self.state.prefs.want_up && self.protected_expected()) || self.lockdown();
         let armed = crate::early_boot::sync(&self.cfg.state_dir, protected, || {
             plan::fail_closed(
                 &self.local_context(),
@@ -206,7 +211,24 @@ impl Engine {
             table: rustynet_netos::DEFAULT_TABLE,
             rule_priority: *rustynet_netos::DEFAULT_RULE_PRIORITIES.start(),
             system_resolvers: self.system_resolvers(),
+            on_link: self.on_link.clone(),
         }
+    }
+
+    /// Reads the node's on-link private prefixes from the main table when
+    /// `local-lan` needs them (a failure leaves none: fail closed).
+    fn refresh_on_link(&mut self) {
+        self.on_link = if self.state.prefs.local_lan && self.state.prefs.exit_node.is_some() {
+            match self.fx.routing.main_routes() {
+                Ok(routes) => plan::local_lan::on_link_private(&routes, &self.cfg.tun),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the routing table: local-lan allows nothing");
+                    vec![]
+                }
+            }
+        } else {
+            vec![]
+        };
     }
 
     fn system_resolvers(&self) -> Vec<std::net::IpAddr> {
@@ -217,12 +239,42 @@ impl Engine {
         Choices {
             exit_node: self.state.prefs.exit_node.clone(),
             lan_access: self.state.prefs.lan_access,
+            local_lan: self.state.prefs.local_lan,
             protect_dns: self.state.prefs.protect_dns,
+            lockdown: self.lockdown(),
         }
     }
 
     fn protected_expected(&self) -> bool {
-        self.integrity_failed || self.state.prefs.exit_node.is_some()
+        self.integrity_failed || self.state.prefs.exit_node.is_some() || self.lockdown()
+    }
+
+    /// Lockdown mode: set in the config file or by `rustynet set lockdown`.
+    fn lockdown(&self) -> bool {
+        self.cfg.lockdown || self.state.prefs.lockdown
+    }
+
+    /// While down: lockdown keeps the protected fail-closed ruleset (nothing
+    /// but the daemon's own sockets leaves); otherwise no table at all.
+    fn firewall_while_down(&mut self) -> Result<(), String> {
+        if self.lockdown() {
+            let ruleset = plan::fail_closed(
+                &self.local_context(),
+                true,
+                self.state.prefs.protect_dns,
+                &self.suffix(),
+            )
+            .firewall;
+            self.fx
+                .firewall
+                .apply(&ruleset)
+                .map_err(|e| e.to_string())?;
+            self.applied.firewall = Some(ruleset);
+            Ok(())
+        } else {
+            self.applied.firewall = None;
+            self.fx.firewall.remove().map_err(|e| e.to_string())
+        }
     }
 
     fn suffix(&self) -> String {
@@ -276,7 +328,9 @@ impl Engine {
     }
 
     fn cleanup_stale(&mut self) {
-        let _ = self.fx.firewall.remove();
+        if let Err(e) = self.firewall_while_down() {
+            tracing::error!(error = %e, "cannot set the firewall while down");
+        }
         let _ = self.fx.routing.clear();
         let _ = self.fx.sysctl.apply(&[]);
         self.save();
@@ -422,6 +476,7 @@ impl Engine {
             self.transition(Trigger::TrustEstablished, map.generation());
         }
         self.ensure_backend();
+        self.refresh_on_link();
         let desired = match plan::plan(
             map.netmap(),
             map.generation(),
