@@ -513,4 +513,26 @@ mod tests {
             Command::Logout
         );
     }
+
+    #[test]
+    fn lan_toggles_and_lockdown_parse() {
+        let cmd = |args: &[&str]| command(parse(args).unwrap().command).unwrap();
+        // The old name stays an alias of exit-lan.
+        assert_eq!(cmd(&["exit-lan", "on"]), Command::LanAccess { on: true });
+        assert_eq!(
+            cmd(&["lan-access", "off"]),
+            Command::LanAccess { on: false }
+        );
+        assert_eq!(cmd(&["local-lan", "on"]), Command::LocalLan { on: true });
+        assert_eq!(
+            cmd(&["set", "lockdown", "on"]),
+            Command::Lockdown { on: true }
+        );
+        assert_eq!(
+            cmd(&["set", "lockdown", "off"]),
+            Command::Lockdown { on: false }
+        );
+        assert!(parse(&["set", "lockdown", "maybe"]).is_err());
+        assert!(parse(&["local-lan"]).is_err());
+    }
 }
