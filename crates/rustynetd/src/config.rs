@@ -286,4 +286,15 @@ mod tests {
         assert_eq!(cfg.tun, "rustynet0", "a refused file changes nothing");
         assert_eq!(cfg.engine, EngineChoice::Userspace);
     }
+
+    #[test]
+    fn lockdown_key() {
+        assert!(!DaemonConfig::default().lockdown);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "lockdown = true\n").unwrap();
+        assert!(DaemonConfig::default().with_file(&path).unwrap().lockdown);
+        std::fs::write(&path, "lockdown = \"yes\"\n").unwrap();
+        assert!(DaemonConfig::default().with_file(&path).is_err());
+    }
 }
