@@ -109,6 +109,8 @@ mod tests {
             peers,
             exit_node: None,
             lan_access: false,
+            local_lan: false,
+            lockdown: false,
             generation: 9,
             backend: "userspace".into(),
             kill_switch: false,

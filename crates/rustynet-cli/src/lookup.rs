@@ -154,6 +154,8 @@ pub(crate) mod tests {
             peers,
             exit_node: None,
             lan_access: false,
+            local_lan: false,
+            lockdown: false,
             generation: 1,
             backend: String::new(),
             kill_switch: false,

@@ -106,8 +106,23 @@ enum Cmd {
         #[command(subcommand)]
         action: ExitAction,
     },
-    /// Reach the exit node's LAN (on) or not (off).
+    /// Reach LANs behind peers — the exit node's, a subnet router's — that
+    /// the policy grants (on) or not (off). Was `lan-access`.
+    #[command(name = "exit-lan", visible_alias = "lan-access")]
     LanAccess {
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Node settings (admin only).
+    Set {
+        #[command(subcommand)]
+        setting: SetCmd,
+    },
+    /// While using an exit node, still reach this node's own LAN (its
+    /// on-link private prefixes) outside the tunnel (on), or not (off,
+    /// the default). Like Tailscale's --exit-node-allow-lan-access.
+    LocalLan {
         /// on or off.
         #[arg(value_parser = ["on", "off"])]
         state: String,
@@ -208,6 +223,20 @@ enum DnsAction {
     },
 }
 
+/// `rustynet set ...`.
+#[derive(Subcommand)]
+enum SetCmd {
+    /// Lockdown mode (Mullvad's "always require VPN"): on, nothing but the
+    /// tunnel leaves this node — with or without an exit node, while
+    /// disconnected or `down`, and while the daemon is stopped — until an
+    /// admin turns it off.
+    Lockdown {
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+}
+
 fn command(cmd: Cmd) -> anyhow::Result<Command> {
     Ok(match cmd {
         Cmd::Down => Command::Down,
@@ -219,6 +248,10 @@ fn command(cmd: Cmd) -> anyhow::Result<Command> {
             ExitAction::Off => Command::ExitNodeOff,
         },
         Cmd::LanAccess { state } => Command::LanAccess { on: state == "on" },
+        Cmd::LocalLan { state } => Command::LocalLan { on: state == "on" },
+        Cmd::Set {
+            setting: SetCmd::Lockdown { state },
+        } => Command::Lockdown { on: state == "on" },
         Cmd::Route { action } => match action {
             RouteAction::Advertise { cidrs } => Command::RouteAdvertise { cidrs },
             RouteAction::Withdraw { cidrs } => Command::RouteWithdraw { cidrs },
@@ -517,5 +550,27 @@ mod tests {
             command(parse(&["logout"]).unwrap().command).unwrap(),
             Command::Logout
         );
+    }
+
+    #[test]
+    fn lan_toggles_and_lockdown_parse() {
+        let cmd = |args: &[&str]| command(parse(args).unwrap().command).unwrap();
+        // The old name stays an alias of exit-lan.
+        assert_eq!(cmd(&["exit-lan", "on"]), Command::LanAccess { on: true });
+        assert_eq!(
+            cmd(&["lan-access", "off"]),
+            Command::LanAccess { on: false }
+        );
+        assert_eq!(cmd(&["local-lan", "on"]), Command::LocalLan { on: true });
+        assert_eq!(
+            cmd(&["set", "lockdown", "on"]),
+            Command::Lockdown { on: true }
+        );
+        assert_eq!(
+            cmd(&["set", "lockdown", "off"]),
+            Command::Lockdown { on: false }
+        );
+        assert!(parse(&["set", "lockdown", "maybe"]).is_err());
+        assert!(parse(&["local-lan"]).is_err());
     }
 }

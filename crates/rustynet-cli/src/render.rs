@@ -50,9 +50,13 @@ pub fn text(reply: &Reply) -> String {
             );
             let _ = writeln!(
                 out,
-                "lan access: {}",
-                if s.lan_access { "on" } else { "off" }
+                "exit LAN:   {}   local LAN: {}",
+                if s.lan_access { "on" } else { "off" },
+                if s.local_lan { "on" } else { "off" }
             );
+            if s.lockdown {
+                let _ = writeln!(out, "lockdown:   on (only the tunnel carries traffic)");
+            }
             let _ = writeln!(
                 out,
                 "kill switch: {}   protected DNS: {}",

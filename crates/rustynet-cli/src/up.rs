@@ -430,6 +430,8 @@ mod tests {
             peers: vec![],
             exit_node: None,
             lan_access: false,
+            local_lan: false,
+            lockdown: false,
             generation: 0,
             backend: String::new(),
             kill_switch: false,

@@ -14,7 +14,13 @@ use rustynet_control::datadir::DataDir;
 use rustynet_control::embedded_relay::{DEFAULT_RELAY_NAME, RelayOptions};
 use rustynet_control::relay_registry::{self, PinSource, RelaySpec};
 use rustynet_control::server::{ServeOptions, start};
-use rustynet_control::{admin, now_unix};
+use rustynet_control::{admin, node_admin, nodes_table, now_unix};
+
+/// Where the data directory is unless `--data-dir`, `data_dir` in the
+/// `--config` file or the environment says otherwise.
+const DEFAULT_DATA_DIR: &str = "/var/lib/rustynet-control";
+/// The environment variable naming the data directory.
+const DATA_DIR_ENV: &str = "RUSTYNET_CONTROL_DATA_DIR";
 
 #[derive(Parser)]
 #[command(name = "rustynet-control", version, about = "Rustynet control server")]
@@ -28,7 +34,7 @@ enum Command {
     /// Create the CA, TLS certificate, signing key and database.
     Init {
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// Magic DNS suffix.
         #[arg(long, default_value = "rustynet.internal")]
@@ -45,7 +51,7 @@ enum Command {
     /// flags given here win), e.g. /etc/rustynet/control.toml.
     Serve {
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// Address to listen on.
         #[arg(long)]
@@ -90,6 +96,13 @@ enum Command {
         /// e.g. 127.0.0.1:9103; off unless given.
         #[arg(long)]
         metrics_listen: Option<SocketAddr>,
+        /// Serve this TLS certificate chain (PEM) instead of the data
+        /// directory's; nodes then pin its issuer with `--ca-cert`.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM, owner-only) of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Set or show the ACL policy.
     Policy {
@@ -126,6 +139,29 @@ enum Command {
         #[command(subcommand)]
         action: SigningKeyAction,
     },
+    /// Manage the TLS server certificate.
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertAction {
+    /// Issue a new server certificate for these names from the same CA
+    /// (enrolled nodes keep working); restart `serve` to use it.
+    Reissue {
+        /// DNS name or IP address the certificate is valid for (repeatable;
+        /// the new list replaces the old one).
+        #[arg(long = "san", required = true)]
+        sans: Vec<String>,
+        /// Data directory.
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// The secret the keys were encrypted under at init.
+        #[arg(long)]
+        key_encryption_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -150,13 +186,13 @@ enum RelaysAction {
         #[arg(long = "stun", value_delimiter = ',')]
         stun: Vec<String>,
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
     /// List registered relays.
     List {
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// One JSON document on stdout.
         #[arg(long)]
@@ -167,7 +203,7 @@ enum RelaysAction {
         /// The relay's name.
         name: String,
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
 }
@@ -178,7 +214,7 @@ enum SigningKeyAction {
     /// it, which nodes follow with their next map (no re-enrollment).
     Rotate {
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// The secret the signing key is encrypted under.
         #[arg(long)]
@@ -190,16 +226,28 @@ enum SigningKeyAction {
 enum PolicyAction {
     /// Validate and store a policy file (nothing changes if it is invalid).
     Set {
-        /// Policy JSON file.
+        /// Policy file (JSON or HuJSON: comments and trailing commas).
         file: PathBuf,
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
+    },
+    /// Dry run of `set`: check FILE against the live nodes and print who
+    /// gains or loses access; changes nothing (exit 1 if it is invalid).
+    Check {
+        /// Policy file (JSON or HuJSON).
+        file: PathBuf,
+        /// Data directory.
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the stored policy.
     Get {
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
 }
@@ -221,13 +269,13 @@ enum PreauthAction {
         #[arg(long, default_value = "1h", value_parser = parse_expiry)]
         expires: Expiry,
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
     /// List pre-auth keys (never the keys themselves).
     List {
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// One JSON document on stdout.
         #[arg(long)]
@@ -238,7 +286,7 @@ enum PreauthAction {
         /// The key's ID (from `preauth list`).
         id: i64,
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
 }
@@ -263,7 +311,7 @@ enum NodesAction {
     /// List nodes.
     List {
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// One JSON document on stdout.
         #[arg(long)]
@@ -274,7 +322,7 @@ enum NodesAction {
         /// Host label.
         name: String,
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
     /// Remove a node.
@@ -282,7 +330,28 @@ enum NodesAction {
         /// Host label.
         name: String,
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Give a node a new host label (and Magic DNS name).
+    Rename {
+        /// Current host label.
+        name: String,
+        /// New host label (a-z, 0-9, inner '-').
+        new_name: String,
+        /// Data directory.
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Replace a node's tags (each tag:NAME, owned by the node's user in
+    /// the policy); no tags clears them.
+    Tag {
+        /// Host label.
+        name: String,
+        /// Tags.
+        tags: Vec<String>,
+        /// Data directory.
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
 }
@@ -346,6 +415,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             relay_rate,
             node_key_expiry,
             metrics_listen,
+            tls_cert,
+            tls_key,
         } => {
             let data = data_dir_with(data_dir, key_encryption_file.as_deref())?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
@@ -363,6 +434,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 });
                 opts.node_key_expiry = node_key_expiry.0;
                 opts.metrics_listen = metrics_listen;
+                opts.tls_files = tls_cert
+                    .zip(tls_key)
+                    .map(|(cert, key)| rustynet_control::server::TlsFiles { cert, key });
                 let server = start(&data, opts).await?;
                 println!("listening on {}", server.addr);
                 if let Some(addr) = server.metrics_addr {
@@ -390,6 +464,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 admin::policy_set(&DataDir::new(data_dir), &file)?;
                 println!("policy updated");
             }
+            PolicyAction::Check {
+                file,
+                data_dir,
+                json,
+            } => {
+                let diff = admin::policy_check(&DataDir::new(data_dir), &file)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&diff)?);
+                } else if diff.is_empty() {
+                    println!("policy is valid; nobody gains or loses access");
+                } else {
+                    println!("policy is valid; access changes:");
+                    diff.gained.iter().for_each(|l| println!("+ {l}"));
+                    diff.lost.iter().for_each(|l| println!("- {l}"));
+                }
+            }
             PolicyAction::Get { data_dir } => {
                 println!("{}", admin::policy_get(&DataDir::new(data_dir))?);
             }
@@ -411,6 +501,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Relays { action } => relays(action)?,
         Command::Routes { action } => cli_routes::run_routes(action)?,
         Command::Acl { action } => cli_routes::run_acl(action)?,
+        Command::Cert {
+            action:
+                CertAction::Reissue {
+                    sans,
+                    data_dir,
+                    key_encryption_file,
+                },
+        } => {
+            let data = data_dir_with(data_dir, key_encryption_file.as_deref())?;
+            data.reissue_server_cert(&sans)?;
+            println!(
+                "server certificate reissued for {}: {}",
+                sans.join(", "),
+                data.server_cert().display()
+            );
+            println!("restart `rustynet-control serve` to use it (nodes need no change)");
+        }
     }
     Ok(())
 }
@@ -569,35 +676,13 @@ fn nodes(action: NodesAction) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&docs)?);
                 return Ok(());
             }
-            let now = now_unix();
-            println!(
-                "ID     NAME                     TUNNEL IP        USER         STATE      TAGS/ADVERTISED"
-            );
-            for n in nodes {
-                let state = if n.expired_by_admin(now) {
-                    "expired"
-                } else if n.key_expired(now) {
-                    "key-expired"
-                } else {
-                    "active"
-                };
-                let mut extra = n.tags.join(",");
-                if n.advertise_exit_node {
-                    extra.push_str(" exit-node");
-                }
+            print!("{}", nodes_table::render(&nodes, now_unix()));
+            // Advertised routes and their approval state, one per line.
+            for n in &nodes {
                 for r in &n.advertised_routes {
-                    let word = status(&n, r).map_or("unknown", |s| s.word());
-                    extra.push_str(&format!(" route:{r}({word})"));
+                    let word = status(n, r).map_or("unknown", |s| s.word());
+                    println!("route {r} via {}: {word}", n.hostname);
                 }
-                println!(
-                    "{:<6} {:<24} {:<16} {:<12} {:<10} {}",
-                    n.id.0,
-                    n.hostname,
-                    n.tunnel_ip,
-                    n.user,
-                    state,
-                    extra.trim()
-                );
             }
         }
         NodesAction::Expire { name, data_dir } => {
@@ -607,6 +692,22 @@ fn nodes(action: NodesAction) -> anyhow::Result<()> {
         NodesAction::Remove { name, data_dir } => {
             let n = admin::nodes_remove(&DataDir::new(data_dir), &name)?;
             println!("removed {} ({})", n.hostname, n.tunnel_ip);
+        }
+        NodesAction::Rename {
+            name,
+            new_name,
+            data_dir,
+        } => {
+            let n = node_admin::nodes_rename(&DataDir::new(data_dir), &name, &new_name)?;
+            println!("renamed {name} to {} ({})", n.hostname, n.tunnel_ip);
+        }
+        NodesAction::Tag {
+            name,
+            tags,
+            data_dir,
+        } => {
+            let n = node_admin::nodes_tag(&DataDir::new(data_dir), &name, &tags)?;
+            println!("{} tags: {}", n.hostname, n.tags.join(","));
         }
     }
     Ok(())

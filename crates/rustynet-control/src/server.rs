@@ -20,7 +20,7 @@ use crate::nonce_cache::{MAX_NONCES, NonceCache};
 use crate::ratelimit::{Rate, RateLimiter};
 use crate::relay_tickets::TicketIssuer;
 use crate::store::{Store, StoreError};
-use crate::tls::{TlsError, server_config_pem};
+use crate::tls::{TlsError, server_config, server_config_pem};
 
 /// Most sources the enrollment rate limit tracks at once.
 const MAX_TRACKED_SOURCES: usize = 65_536;
@@ -70,6 +70,20 @@ pub struct ServeOptions {
     /// Plain-HTTP Prometheus `/metrics` listener (`--metrics-listen`);
     /// `None` (the default): no metrics endpoint.
     pub metrics_listen: Option<SocketAddr>,
+    /// How often nodes with an open map stream are recorded as seen.
+    pub presence_interval: Duration,
+    /// A TLS certificate chain and key to serve instead of the data
+    /// directory's (`--tls-cert`/`--tls-key`: bring your own).
+    pub tls_files: Option<TlsFiles>,
+}
+
+/// A certificate chain (PEM) and its private key (PEM, owner-only).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// Private key.
+    pub key: std::path::PathBuf,
 }
 
 impl ServeOptions {
@@ -104,6 +118,8 @@ impl ServeOptions {
             max_connections: 16_384,
             max_connections_per_source: 1024,
             metrics_listen: None,
+            presence_interval: crate::presence::PRESENCE_INTERVAL,
+            tls_files: None,
         }
     }
 }
@@ -212,11 +228,17 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
     data.check_secrets()?;
     let signer = RwLock::new(Arc::new(load_signer(data)?));
     let store: Arc<dyn Store> = Arc::new(data.open_store()?);
-    let tls = server_config_pem(
-        &data.server_cert(),
-        &data.server_key(),
-        &data.server_key_pem()?,
-    )?;
+    let tls = match &opts.tls_files {
+        Some(files) => {
+            crate::datadir::check_owner_only(&files.key)?;
+            server_config(&files.cert, &files.key)?
+        }
+        None => server_config_pem(
+            &data.server_cert(),
+            &data.server_key(),
+            &data.server_key_pem()?,
+        )?,
+    };
     let control_key = signer
         .read()
         .unwrap_or_else(|e| e.into_inner())
@@ -289,6 +311,10 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
         opts.change_poll,
     ));
     tokio::spawn(watch_external_changes(network.clone(), opts.change_poll));
+    tokio::spawn(crate::presence::record_presence(
+        network.clone(),
+        opts.presence_interval,
+    ));
     let task = tokio::spawn(accept_loop(listener, table, cfg));
     tracing::info!(%addr, "control server listening (TLS 1.3 only)");
     if let Some(at) = metrics_addr {

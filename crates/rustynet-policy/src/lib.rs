@@ -36,6 +36,7 @@ mod cidr;
 mod doc;
 mod error;
 mod explain;
+mod hujson;
 mod index;
 mod model;
 pub mod oracle;

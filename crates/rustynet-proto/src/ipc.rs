@@ -90,8 +90,22 @@ pub enum Command {
     },
     /// Stop using an exit node.
     ExitNodeOff,
-    /// Toggle reaching the exit node's LAN.
+    /// `exit-lan` (alias `lan-access`): toggle reaching LANs behind peers
+    /// (the exit's, a subnet router's) that the policy grants.
     LanAccess {
+        /// On or off.
+        on: bool,
+    },
+    /// `local-lan`: while an exit node is in use, still reach this node's
+    /// own on-link private LAN outside the tunnel.
+    LocalLan {
+        /// On or off.
+        on: bool,
+    },
+    /// Lockdown mode (`rustynet set lockdown on|off`): block everything
+    /// but the tunnel, with or without an exit, while disconnected and
+    /// while the daemon is stopped, until an admin turns it off.
+    Lockdown {
         /// On or off.
         on: bool,
     },
@@ -168,6 +182,8 @@ impl Command {
             Command::ExitNodeSelect { .. } => "exit_node_select",
             Command::ExitNodeOff => "exit_node_off",
             Command::LanAccess { .. } => "lan_access",
+            Command::LocalLan { .. } => "local_lan",
+            Command::Lockdown { .. } => "lockdown",
             Command::RouteAdvertise { .. } => "route_advertise",
             Command::RouteWithdraw { .. } => "route_withdraw",
             Command::DnsProtect { .. } => "dns_protect",
@@ -323,8 +339,14 @@ pub struct StatusDoc {
     pub peers: Vec<PeerStatus>,
     /// Selected exit node's host label.
     pub exit_node: Option<String>,
-    /// LAN access toggle.
+    /// `exit-lan` toggle (LANs behind peers).
     pub lan_access: bool,
+    /// `local-lan` toggle (this node's own LAN beside an exit).
+    #[serde(default)]
+    pub local_lan: bool,
+    /// Lockdown mode.
+    #[serde(default)]
+    pub lockdown: bool,
     /// Applied generation (0 before the first).
     pub generation: u64,
     /// Tunnel engine in use and why it was chosen.
@@ -663,6 +685,9 @@ mod tests {
         assert!(Command::Down.is_mutating());
         assert!(Command::Logout.is_mutating());
         assert!(Command::LanAccess { on: true }.is_mutating());
+        // Admin only: a read-only caller can neither open nor lift lockdown.
+        assert!(Command::Lockdown { on: false }.is_mutating());
+        assert!(Command::LocalLan { on: true }.is_mutating());
         assert!(Command::DnsProtect { on: false }.is_mutating());
         assert!(
             !Command::Ping {

@@ -115,6 +115,7 @@ fn config(args: Args) -> anyhow::Result<DaemonConfig> {
         admin_group: args.admin_group,
         key_encryption_file: args.key_encryption_file,
         engine: args.engine,
+        lockdown: None,
     })?;
     cfg.validate()?;
     Ok(cfg)
@@ -207,9 +208,10 @@ fn audit_verify(args: Args, file: Option<PathBuf>) -> anyhow::Result<()> {
 fn cleanup(args: Args) -> anyhow::Result<()> {
     use rustynet_netos::Firewall as _;
     let cfg = config(args)?;
-    if rustynetd::early_boot::is_armed(&cfg.state_dir) {
-        // Protected mode was wanted: the blocking ruleset (and the host
-        // pointed at the stopped Magic DNS) stays until `rustynet down`.
+    if cfg.lockdown || rustynetd::early_boot::is_armed(&cfg.state_dir) {
+        // Protected mode (or lockdown) was wanted: the blocking ruleset
+        // (and the host pointed at the stopped Magic DNS) stays until
+        // `rustynet down` (lockdown: until an admin turns it off).
         match rustynetd::early_boot::install_persisted(&cfg.state_dir) {
             Ok(_) => tracing::info!("protected mode was active: the blocking ruleset stays"),
             Err(e) => tracing::error!(error = %e, "cannot reload the blocking ruleset"),

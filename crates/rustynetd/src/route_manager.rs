@@ -6,6 +6,9 @@ use rustynet_netos::{
     Links, RouteEntry, Routing, RoutingChanges, RoutingConfig, RoutingError, RuleEntry,
 };
 
+/// The kernel's main routing table.
+const MAIN_TABLE: u32 = 254;
+
 /// What the transaction and the health monitor need from routing.
 pub trait RouteOps: Send {
     /// Makes Rustynet-owned routing state equal `desired` (idempotent).
@@ -18,6 +21,8 @@ pub trait RouteOps: Send {
     fn list_routes(&mut self, table: u32) -> Result<Vec<RouteEntry>, RoutingError>;
     /// Every policy rule, of any owner (`route explain`).
     fn list_rules(&mut self) -> Result<Vec<RuleEntry>, RoutingError>;
+    /// Every route of the main table (`local-lan` picks the on-link ones).
+    fn main_routes(&mut self) -> Result<Vec<RouteEntry>, RoutingError>;
 }
 
 impl<T: Routing + Links + Send> RouteOps for T {
@@ -39,5 +44,9 @@ impl<T: Routing + Links + Send> RouteOps for T {
 
     fn list_rules(&mut self) -> Result<Vec<RuleEntry>, RoutingError> {
         Routing::list_rules(self)
+    }
+
+    fn main_routes(&mut self) -> Result<Vec<RouteEntry>, RoutingError> {
+        Routing::list_routes(self, MAIN_TABLE)
     }
 }

@@ -124,6 +124,16 @@ pub struct Prefs {
     /// in state written before the option existed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub no_snat_subnet_routes: bool,
+    /// `local-lan`: reach the node's own on-link LAN while an exit is in
+    /// use; absent in older state (off).
+    #[serde(default)]
+    pub local_lan: bool,
+    /// Lockdown mode (`rustynet set lockdown on`): nothing but the tunnel
+    /// and the daemon's own sockets leaves the node, with or without an
+    /// exit, connected or not, daemon running or not; absent in older
+    /// state (off).
+    #[serde(default)]
+    pub lockdown: bool,
 }
 
 /// The sealed state.

@@ -142,6 +142,7 @@ impl From<StoreError> for ApiFailure {
             StoreError::DuplicateKey => (StatusCode::CONFLICT, "duplicate_key"),
             StoreError::UnknownNode(_) => (StatusCode::NOT_FOUND, "unknown_node"),
             StoreError::DuplicateRelay(_)
+            | StoreError::NameTaken(_)
             | StoreError::UnknownRelay(_)
             | StoreError::TooManyRelays(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             StoreError::AddressesExhausted | StoreError::NamesExhausted(_) => {

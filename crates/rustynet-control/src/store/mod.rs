@@ -63,6 +63,9 @@ pub enum StoreError {
     /// No node with that name or id.
     #[error("no node named {0:?}")]
     UnknownNode(String),
+    /// Another node already has that host label.
+    #[error("another node is already named {0:?}")]
+    NameTaken(String),
     /// The tunnel address space is exhausted.
     #[error("no free tunnel address left")]
     AddressesExhausted,
@@ -292,6 +295,12 @@ pub trait Store: Send + Sync {
     fn expire_node(&self, hostname: &str, now: i64) -> Result<NodeRecord, StoreError>;
     /// Deletes a node (by host label).
     fn remove_node(&self, hostname: &str) -> Result<NodeRecord, StoreError>;
+    /// Gives a node (by host label) a new, validated host label; refuses a
+    /// label another node holds. Returns the node as renamed.
+    fn rename_node(&self, hostname: &str, new: &str) -> Result<NodeRecord, StoreError>;
+    /// Replaces a node's (by host label) tags with `tags` (validated, sorted
+    /// and deduplicated by the caller). Returns the node as changed.
+    fn set_node_tags(&self, hostname: &str, tags: &[String]) -> Result<NodeRecord, StoreError>;
     /// Records a request nonce; `false` if it was seen before (replay).
     /// Also forgets nonces older than `forget_before_ms`.
     fn record_nonce(

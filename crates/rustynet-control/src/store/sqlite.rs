@@ -21,6 +21,7 @@ use super::{
 };
 use crate::names::assign_label;
 
+mod node_admin;
 mod relays;
 
 /// Generations are reserved from the database in blocks this large, so
@@ -542,6 +543,22 @@ impl Store for SqliteStore {
             "DELETE FROM seen_nonces WHERE node_id = ?1",
             params![node.id.0 as i64],
         )?;
+        tx.commit()?;
+        Ok(node)
+    }
+
+    fn rename_node(&self, hostname: &str, new: &str) -> Result<NodeRecord, StoreError> {
+        let mut conn = lock(&self.conn);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let node = node_admin::rename(&tx, hostname, new)?;
+        tx.commit()?;
+        Ok(node)
+    }
+
+    fn set_node_tags(&self, hostname: &str, tags: &[String]) -> Result<NodeRecord, StoreError> {
+        let mut conn = lock(&self.conn);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let node = node_admin::set_tags(&tx, hostname, tags)?;
         tx.commit()?;
         Ok(node)
     }

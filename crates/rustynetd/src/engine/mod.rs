@@ -67,6 +67,9 @@ pub struct Engine {
     ticket: paths::TicketState,
     /// Every state transition, hash-chained (`rustynetd audit verify`).
     audit: crate::audit_log::AuditLog,
+    /// On-link private prefixes, read before each plan while `local-lan`
+    /// is on and an exit is selected.
+    on_link: Vec<plan::local_lan::OnLink>,
 }
 
 /// Unix time in seconds.
@@ -127,6 +130,7 @@ impl Engine {
             enrolling: false,
             ticket: Default::default(),
             audit,
+            on_link: vec![],
         };
         (engine, handle, rx)
     }
@@ -193,8 +197,9 @@ impl Engine {
             tracing::error!(error = %e, "cannot persist state");
             self.last_error = Some(format!("cannot persist state: {e}"));
         }
-        // The early-boot ruleset follows the wanted mode (issue 10 item 4).
-        let protected = self.state.prefs.want_up && self.protected_expected();
+        // The early-boot ruleset follows the wanted mode (issue 10 item 4);
+        // lockdown wants it even after `down`.
+        let protected = (self.state.prefs.want_up && self.protected_expected()) || self.lockdown();
         let armed = crate::early_boot::sync(&self.cfg.state_dir, protected, || {
             plan::fail_closed(
                 &self.local_context(),
@@ -217,7 +222,24 @@ impl Engine {
             table: rustynet_netos::DEFAULT_TABLE,
             rule_priority: *rustynet_netos::DEFAULT_RULE_PRIORITIES.start(),
             system_resolvers: self.system_resolvers(),
+            on_link: self.on_link.clone(),
         }
+    }
+
+    /// Reads the node's on-link private prefixes from the main table when
+    /// `local-lan` needs them (a failure leaves none: fail closed).
+    fn refresh_on_link(&mut self) {
+        self.on_link = if self.state.prefs.local_lan && self.state.prefs.exit_node.is_some() {
+            match self.fx.routing.main_routes() {
+                Ok(routes) => plan::local_lan::on_link_private(&routes, &self.cfg.tun),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the routing table: local-lan allows nothing");
+                    vec![]
+                }
+            }
+        } else {
+            vec![]
+        };
     }
 
     fn system_resolvers(&self) -> Vec<std::net::IpAddr> {
@@ -228,6 +250,7 @@ impl Engine {
         Choices {
             exit_node: self.state.prefs.exit_node.clone(),
             lan_access: self.state.prefs.lan_access,
+            local_lan: self.state.prefs.local_lan,
             protect_dns: self.state.prefs.protect_dns,
             no_snat_subnet_routes: self.state.prefs.no_snat_subnet_routes,
             lan_routers: self
@@ -235,11 +258,40 @@ impl Engine {
                 .as_ref()
                 .map(Desired::lan_routers)
                 .unwrap_or_default(),
+            lockdown: self.lockdown(),
         }
     }
 
     fn protected_expected(&self) -> bool {
-        self.integrity_failed || self.state.prefs.exit_node.is_some()
+        self.integrity_failed || self.state.prefs.exit_node.is_some() || self.lockdown()
+    }
+
+    /// Lockdown mode: set in the config file or by `rustynet set lockdown`.
+    fn lockdown(&self) -> bool {
+        self.cfg.lockdown || self.state.prefs.lockdown
+    }
+
+    /// While down: lockdown keeps the protected fail-closed ruleset (nothing
+    /// but the daemon's own sockets leaves); otherwise no table at all.
+    fn firewall_while_down(&mut self) -> Result<(), String> {
+        if self.lockdown() {
+            let ruleset = plan::fail_closed(
+                &self.local_context(),
+                true,
+                self.state.prefs.protect_dns,
+                &self.suffix(),
+            )
+            .firewall;
+            self.fx
+                .firewall
+                .apply(&ruleset)
+                .map_err(|e| e.to_string())?;
+            self.applied.firewall = Some(ruleset);
+            Ok(())
+        } else {
+            self.applied.firewall = None;
+            self.fx.firewall.remove().map_err(|e| e.to_string())
+        }
     }
 
     fn suffix(&self) -> String {
@@ -293,7 +345,9 @@ impl Engine {
     }
 
     fn cleanup_stale(&mut self) {
-        let _ = self.fx.firewall.remove();
+        if let Err(e) = self.firewall_while_down() {
+            tracing::error!(error = %e, "cannot set the firewall while down");
+        }
         let _ = self.fx.routing.clear();
         let _ = self.fx.sysctl.apply(&[]);
         self.save();
@@ -439,6 +493,7 @@ impl Engine {
             self.transition(Trigger::TrustEstablished, map.generation());
         }
         self.ensure_backend();
+        self.refresh_on_link();
         let desired = match plan::plan(
             map.netmap(),
             map.generation(),

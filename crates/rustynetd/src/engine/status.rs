@@ -130,6 +130,8 @@ impl Engine {
                 .and_then(|d| d.exit.as_ref())
                 .map(|e| e.hostname.clone()),
             lan_access: self.state.prefs.lan_access,
+            local_lan: self.state.prefs.local_lan,
+            lockdown: self.cfg.lockdown || self.state.prefs.lockdown,
             // The last generation applied successfully (the last-known-safe one).
             generation: self.state.last_known_safe_generation,
             backend: self.fx.backend.info().detail,

@@ -168,6 +168,7 @@ fn map() -> Netmap {
 
 fn ctx() -> LocalContext {
     LocalContext {
+        on_link: Vec::new(),
         tun: "rn0".into(),
         fwmark: 0x524e,
         dns_mark: 0x5244,

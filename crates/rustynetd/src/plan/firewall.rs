@@ -17,6 +17,7 @@ use rustynet_proto::netmap::{MAGIC_DNS_IP, TUNNEL_NET};
 use rustynet_proto::{LanGrant, Netmap};
 
 use super::allow::Allows;
+use super::local_lan::OnLink;
 use super::{ExitChoice, LocalContext};
 
 /// The one table Rustynet owns.
@@ -64,6 +65,11 @@ pub(super) struct Inputs<'a> {
     pub ctx: &'a LocalContext,
     pub exit: Option<&'a ExitChoice>,
     pub lan: &'a [LanGrant],
+    /// On-link prefixes `local-lan` lets out beside the tunnel (empty
+    /// unless it is on and an exit is in use).
+    pub local_lan: &'a [OnLink],
+    /// Lockdown: the kill switch holds without an exit too.
+    pub lockdown: bool,
     pub dns_protected: bool,
     pub serves_exit_dns: bool,
     /// Masquerade clients forwarded into approved routes.
@@ -246,7 +252,7 @@ fn forward_chain(i: &Inputs<'_>) -> Chain {
     // VMs, other namespaces on this node). The kill switch covers it like
     // the node's own traffic: with an exit selected nothing leaves outside
     // the tunnel, and protected DNS holds for forwarded queries too.
-    if i.exit.is_some() {
+    if i.exit.is_some() || i.lockdown {
         rules.push(forward_kill_switch());
     } else if i.dns_protected {
         rules.extend(forwarded_dns_protection(tun));
@@ -457,7 +463,15 @@ fn output_chain(i: &Inputs<'_>) -> Chain {
     if i.dns_protected {
         rules.extend(dns_protection(i.ctx));
     }
-    let policy = if i.exit.is_some() {
+    let policy = if i.exit.is_some() || i.lockdown {
+        // After protected DNS: a resolver on the LAN stays blocked.
+        rules.extend(i.local_lan.iter().map(|l| {
+            rule(
+                vec![oif(&l.dev, false), daddr(vec![l.net], false)],
+                Verdict::Accept,
+            )
+            .with_comment("local-lan: on-link LAN beside the exit")
+        }));
         rules.extend(kill_switch(i.ctx, true));
         Policy::Drop
     } else {

@@ -5,6 +5,7 @@
 mod allow;
 mod firewall;
 mod lan;
+pub mod local_lan;
 mod routes;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,9 @@ pub struct LocalContext {
     pub rule_priority: u32,
     /// Resolvers the system used before Magic DNS took over.
     pub system_resolvers: Vec<IpAddr>,
+    /// The node's on-link private prefixes ([`local_lan::on_link_private`]);
+    /// read only while `local-lan` is on and an exit is selected.
+    pub on_link: Vec<local_lan::OnLink>,
 }
 
 /// The exit node in use.
@@ -127,8 +131,12 @@ pub enum PlanError {
 pub struct Choices {
     /// Selected exit (host label, Magic DNS name or tunnel IP).
     pub exit_node: Option<String>,
-    /// LAN access toggle.
+    /// `exit-lan` (was `lan-access`): reach LANs behind peers (an exit's
+    /// or a subnet router's) that the policy grants.
     pub lan_access: bool,
+    /// `local-lan`: while an exit is in use, still reach this node's own
+    /// on-link private prefixes outside the tunnel (and nothing else).
+    pub local_lan: bool,
     /// Protected DNS requested without an exit node.
     pub protect_dns: bool,
     /// As a router: forward clients into approved routes with their own
@@ -140,6 +148,9 @@ pub struct Choices {
     /// The router each LAN prefix went to in the last generation: kept
     /// while it stays online (see [`LanRoute`]).
     pub lan_routers: BTreeMap<IpNet, NodeId>,
+    /// Lockdown mode: protected (kill switch, protected DNS) without an
+    /// exit too; only the tunnel carries traffic off the node.
+    pub lockdown: bool,
 }
 
 /// Finds the peer `name` refers to: host label, Magic DNS name or tunnel IP.
@@ -246,7 +257,12 @@ pub fn plan(
         None => None,
     };
     let (lan, lan_routes) = lan::choose(netmap, choices.lan_access, &choices.lan_routers);
-    let protected = exit.is_some();
+    let local_lan = if choices.local_lan && exit.is_some() {
+        ctx.on_link.clone()
+    } else {
+        vec![]
+    };
+    let protected = exit.is_some() || choices.lockdown;
     let dns_protected = protected || choices.protect_dns;
     let serves_exit = !netmap.exit_clients.is_empty();
     let upstream = match &exit {
@@ -254,7 +270,9 @@ pub fn plan(
             ip: e.tunnel_ip,
             name: e.hostname.clone(),
         },
-        None if ctx.system_resolvers.is_empty() => DnsUpstream::None,
+        // Lockdown without an exit: the system's resolvers are outside the
+        // tunnel, so names outside the tailnet fail (SERVFAIL).
+        None if choices.lockdown || ctx.system_resolvers.is_empty() => DnsUpstream::None,
         None => DnsUpstream::System(ctx.system_resolvers.clone()),
     };
     Ok(Desired {
@@ -266,11 +284,16 @@ pub fn plan(
             ctx,
             exit: exit.as_ref(),
             lan: &lan,
+            local_lan: &local_lan,
+            lockdown: choices.lockdown,
             dns_protected,
             serves_exit_dns: serves_exit,
             snat_subnet_routes: !choices.no_snat_subnet_routes,
         }),
-        sysctls: sysctls(serves_exit || !netmap.forward_filter.is_empty(), protected),
+        sysctls: sysctls(
+            serves_exit || !netmap.forward_filter.is_empty(),
+            exit.is_some(),
+        ),
         dns: DnsPlan {
             config: netmap.dns.clone(),
             upstream,
