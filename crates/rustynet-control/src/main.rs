@@ -676,14 +676,10 @@ fn nodes(action: NodesAction) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&docs)?);
                 return Ok(());
             }
-            print!("{}", nodes_table::render(&nodes, now_unix()));
-            // Advertised routes and their approval state, one per line.
-            for n in &nodes {
-                for r in &n.advertised_routes {
-                    let word = status(n, r).map_or("unknown", |s| s.word());
-                    println!("route {r} via {}: {word}", n.hostname);
-                }
-            }
+            let word = |n: &rustynet_control::store::NodeRecord, r: &ipnet::IpNet| {
+                status(n, r).map(|s| s.word())
+            };
+            print!("{}", nodes_table::render(&nodes, now_unix(), &word));
         }
         NodesAction::Expire { name, data_dir } => {
             let n = admin::nodes_expire(&DataDir::new(data_dir), &name)?;

@@ -4,8 +4,12 @@
 use crate::presence::{ago, is_online};
 use crate::store::NodeRecord;
 
-/// The table, header first, each line ending in a newline.
-pub fn render(nodes: &[NodeRecord], now: i64) -> String {
+/// What `route_state` says of an advertised route (e.g. `approved`).
+pub type RouteWord<'a> = &'a dyn Fn(&NodeRecord, &ipnet::IpNet) -> Option<&'static str>;
+
+/// The table, header first, each line ending in a newline; each advertised
+/// route shows its state from `route_state` (`unknown` when it has none).
+pub fn render(nodes: &[NodeRecord], now: i64, route_state: RouteWord<'_>) -> String {
     let header = [
         "ID",
         "NAME",
@@ -31,7 +35,8 @@ pub fn render(nodes: &[NodeRecord], now: i64) -> String {
             extra.push_str(" exit-node");
         }
         for r in &n.advertised_routes {
-            extra.push_str(&format!(" route:{r}"));
+            let word = route_state(n, r).unwrap_or("unknown");
+            extra.push_str(&format!(" route:{r}({word})"));
         }
         rows.push(vec![
             n.id.0.to_string(),
@@ -101,6 +106,7 @@ mod tests {
         let table = render(
             &[node(1, "web", Some(990)), node(2, long, Some(100)), expired],
             1000,
+            &|_, _| None,
         );
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(lines.len(), 4, "{table}");
