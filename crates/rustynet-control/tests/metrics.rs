@@ -18,6 +18,7 @@ use rustynet_control::datadir::DataDir;
 use rustynet_control::metrics::ControlMetrics;
 use rustynet_control_client::ControlClient;
 use rustynet_proto::NodeSigningKey;
+use rustynet_service::metric_names;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// Kills the server however the test ends.
@@ -174,47 +175,6 @@ fn request(auth_key: &str, seed: u8) -> rustynet_proto::control_api::RegisterReq
     }
 }
 
-/// Sample names an exposition can carry, from its `# TYPE` lines.
-fn exposed_names(text: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("# TYPE ") else {
-            continue;
-        };
-        let mut parts = rest.split(' ');
-        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        match kind {
-            "counter" => names.push(format!("{name}_total")),
-            "histogram" => {
-                for s in ["_bucket", "_sum", "_count"] {
-                    names.push(format!("{name}{s}"));
-                }
-            }
-            _ => names.push(name.to_owned()),
-        }
-    }
-    names
-}
-
-/// Every `rustynet_…` word in `text`.
-fn used_names(text: &str) -> Vec<String> {
-    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("rustynet_") {
-        let boundary = !rest[..at].chars().next_back().is_some_and(word);
-        let tail = &rest[at..];
-        let len = tail.find(|c: char| !word(c)).unwrap_or(tail.len());
-        if boundary {
-            out.push(tail[..len].to_owned());
-        }
-        rest = &tail[len..];
-    }
-    out
-}
-
 #[test]
 fn every_control_metric_in_the_rules_and_dashboard_exists() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
@@ -224,7 +184,7 @@ fn every_control_metric_in_the_rules_and_dashboard_exists() {
     m.map_sent(Duration::from_millis(1));
     m.enrolled(false);
     m.rejected("bad_signature");
-    let exposed = exposed_names(&m.encode());
+    let exposed = metric_names::exposed(&m.encode());
     let mut checked = 0;
     for file in [
         "prometheus/rules.yml",
@@ -232,7 +192,7 @@ fn every_control_metric_in_the_rules_and_dashboard_exists() {
         "grafana/rustynet.json",
     ] {
         let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
-        for name in used_names(&text) {
+        for name in metric_names::used(&text, "rustynet_") {
             if name.starts_with("rustynet_control_") {
                 assert!(
                     exposed.contains(&name),

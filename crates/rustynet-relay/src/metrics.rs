@@ -193,35 +193,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    /// Sample names an exposition carries, from its `# TYPE` lines.
-    fn exposed_names(text: &str) -> Vec<String> {
-        text.lines()
-            .filter_map(|l| l.strip_prefix("# TYPE "))
-            .filter_map(|rest| rest.split_once(' '))
-            .map(|(name, kind)| match kind {
-                "counter" => format!("{name}_total"),
-                _ => name.to_owned(),
-            })
-            .collect()
-    }
-
-    /// Every `rustynet_relay_…` word in `text`.
-    fn used_names(text: &str) -> Vec<String> {
-        let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-        let mut out = Vec::new();
-        let mut rest = text;
-        while let Some(at) = rest.find("rustynet_relay_") {
-            let boundary = !rest[..at].chars().next_back().is_some_and(word);
-            let tail = &rest[at..];
-            let len = tail.find(|c: char| !word(c)).unwrap_or(tail.len());
-            if boundary {
-                out.push(tail[..len].to_owned());
-            }
-            rest = &tail[len..];
-        }
-        out
-    }
-
     #[test]
     fn every_relay_metric_in_the_rules_and_dashboard_exists() {
         // A value in every family (an empty family is not encoded).
@@ -234,7 +205,7 @@ mod tests {
         m.forwarded(10);
         m.binding_answered();
         m.binding_dropped("rate_limited");
-        let exposed = exposed_names(&m.render());
+        let exposed = rustynet_service::metric_names::exposed(&m.render());
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
         let mut checked = 0;
         for file in [
@@ -243,7 +214,7 @@ mod tests {
             "grafana/rustynet.json",
         ] {
             let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
-            for name in used_names(&text) {
+            for name in rustynet_service::metric_names::used(&text, "rustynet_relay_") {
                 assert!(
                     exposed.contains(&name),
                     "{file}: {name} is not a metric the relay exports"

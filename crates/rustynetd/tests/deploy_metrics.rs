@@ -4,48 +4,8 @@
 //! with queries.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+use rustynet_service::metric_names;
 use rustynetd::metrics::Metrics;
-
-/// Sample names an exposition can carry, from its `# TYPE` lines.
-fn exposed_names(text: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("# TYPE ") else {
-            continue;
-        };
-        let mut parts = rest.split(' ');
-        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        match kind {
-            "counter" => names.push(format!("{name}_total")),
-            "histogram" => {
-                for s in ["_bucket", "_sum", "_count"] {
-                    names.push(format!("{name}{s}"));
-                }
-            }
-            _ => names.push(name.to_owned()),
-        }
-    }
-    names
-}
-
-/// Every `rustynet_…` word in `text`.
-fn used_names(text: &str) -> Vec<String> {
-    let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(at) = rest.find("rustynet_") {
-        let boundary = !rest[..at].chars().next_back().is_some_and(word);
-        let tail = &rest[at..];
-        let len = tail.find(|c: char| !word(c)).unwrap_or(tail.len());
-        if boundary {
-            out.push(tail[..len].to_owned());
-        }
-        rest = &tail[len..];
-    }
-    out
-}
 
 fn deploy(file: &str) -> String {
     let path = format!("{}/../../deploy/{file}", env!("CARGO_MANIFEST_DIR"));
@@ -102,7 +62,7 @@ fn every_daemon_metric_in_the_rules_and_dashboard_exists() {
         fresh.contains("rustynet_apply_failure_total{reason=\"dns\"} 0"),
         "apply failure series exist before the first failure:\n{fresh}"
     );
-    let exposed = exposed_names(&populated().encode());
+    let exposed = metric_names::exposed(&populated().encode());
     assert!(exposed.contains(&"rustynet_fail_closed_entered_total".to_owned()));
     let mut checked = 0;
     for file in [
@@ -110,7 +70,7 @@ fn every_daemon_metric_in_the_rules_and_dashboard_exists() {
         "prometheus/rules_test.yml",
         "grafana/rustynet.json",
     ] {
-        for name in used_names(&deploy(file)) {
+        for name in metric_names::used(&deploy(file), "rustynet_") {
             if name.starts_with("rustynet_control_") || name.starts_with("rustynet_relay_") {
                 continue;
             }
