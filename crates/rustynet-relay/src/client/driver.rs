@@ -66,7 +66,7 @@ impl Driver {
                 std::time::Duration::ZERO
             } else {
                 let mut deadline = self.machine.next_deadline();
-                if let Some(hello) = lock(&self.inner.udp).next_hello() {
+                if let Some(hello) = lock(&self.inner.udp).next_hello(now) {
                     deadline = deadline.min(hello);
                 }
                 deadline.saturating_duration_since(now)

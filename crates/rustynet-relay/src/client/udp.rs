@@ -68,15 +68,15 @@ impl UdpState {
         Some(token)
     }
 
-    /// When the next hello is due.
-    pub(super) fn next_hello(&self) -> Option<Instant> {
+    /// When the next hello is due (`now` when none was sent yet).
+    pub(super) fn next_hello(&self, now: Instant) -> Option<Instant> {
         self.token?;
         let every = if self.echoed_at.is_some() {
             HELLO_INTERVAL
         } else {
             HELLO_RETRY
         };
-        Some(self.hello_at.map_or_else(Instant::now, |at| at + every))
+        Some(self.hello_at.map_or(now, |at| at + every))
     }
 
     /// An echo of `token` arrived.
@@ -156,7 +156,9 @@ mod tests {
         let mut s = UdpState::default();
         assert_eq!(s.route(&key, t0), Err(false), "not offered");
         s.offered([1; 16]);
+        assert_eq!(s.next_hello(t0), Some(t0), "the first hello is due at once");
         assert_eq!(s.hello_due(t0), Some([1; 16]));
+        assert_eq!(s.next_hello(t0), Some(t0 + HELLO_RETRY));
         assert_eq!(s.hello_due(t0 + Duration::from_millis(500)), None);
         assert_eq!(
             s.hello_due(t0 + HELLO_RETRY),
