@@ -34,6 +34,9 @@ scripts/ci/with_postgres.sh \
   cargo test --workspace --all-targets --all-features --locked --exclude rustynet-lab
 cargo test -p rustynet-lab --lib --bins --all-features --locked
 
+step "Prometheus alert rules (promtool check rules, promtool test rules)"
+scripts/ci/prometheus_rules.sh
+
 step "systemd units, sysusers.d, tmpfiles.d (systemd-analyze verify)"
 # The same build as the package's (scripts/package.sh), so it is done once.
 cargo build --locked -p rustynetd -p rustynet-cli -p rustynet-control -p rustynet-relay --bins

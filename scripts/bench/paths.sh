@@ -15,6 +15,10 @@ case "$trials" in ''|*[!0-9]*) echo "error: TRIALS must be a whole number" >&2; 
 cargo build --locked --release --bins -p rustynet-lab -p rustynetd -p rustynet-cli -p rustynet-control \
   --features rustynetd/fault-injection
 out="artifacts/bench/paths.json"
+# The relay's per-node rate limit (default 250 MB/s = 2 Gbit/s) would cap
+# the lab's ~2.5 Gbit/s paths: the bench measures the paths, so it is off
+# unless set (the JSON records the value used).
+export RUSTYNET_LAB_RELAY_RATE="${RUSTYNET_LAB_RELAY_RATE:-0}"
 "${CARGO_TARGET_DIR:-target}/release/rustynet-lab" paths-bench --trials "$trials" --out "$out"
 python3 - "$out" "$(git rev-parse HEAD 2>/dev/null || true)" <<'PY'
 import json, sys

@@ -71,7 +71,8 @@ for f in /usr/sbin/rustynetd /usr/bin/rustynet /usr/sbin/rustynet-control /usr/s
          /usr/share/man/man1/rustynet.1.gz /usr/share/man/man8/rustynetd.8.gz \
          /usr/share/man/man8/rustynet-control.8.gz /usr/share/man/man8/rustynet-relay.8.gz \
          /usr/share/bash-completion/completions/rustynet /usr/share/zsh/vendor-completions/_rustynet \
-         /usr/share/fish/vendor_completions.d/rustynet.fish /usr/share/doc/rustynet/configuration.md; do
+         /usr/share/fish/vendor_completions.d/rustynet.fish /usr/share/doc/rustynet/configuration.md \
+         /usr/share/doc/rustynet/prometheus/rules.yml /usr/share/doc/rustynet/grafana/rustynet.json; do
   [ -e "$f" ] || fail "$f not installed"
 done
 [ -e /etc/systemd/system/multi-user.target.wants/rustynetd.service ] || fail "rustynetd.service not enabled"

@@ -6,7 +6,8 @@ Merges the case records the end-to-end suites wrote during the run
 checks that every case issue 4 requires is there and passed, builds
 perf_budget_report.json from measured figures only (benchmark JSON, the
 reconnect times and idle footprint the suites measured), writes the honest
-direct_relay_failover_report.json, and collects the daemons'
+direct_relay_failover_report.json and protocol_filter_matrix.json (issue
+13), and collects the daemons'
 `rustynet::transition` log lines into state_transition_audit.log, checking
 each against the state machine of Phase10.md §7.
 
@@ -302,6 +303,50 @@ def relay(cases, bench_dir):
     }
 
 
+# The issue 13 protocol-filter matrix (crates/rustynet-lab/tests/
+# netns_routers.rs): one case per shared gateway, each holding its cells.
+MATRIX_GATEWAYS = ["subnet_router", "exit_node"]
+
+
+def protocol_filter(cases):
+    """protocol_filter_matrix.json from this run's matrix cases: every cell
+    (gateway x probe x client), what reached the LAN host, and the verdict.
+    Both gateways must have run and every cell must have passed."""
+    mine = {c["case"]: c for c in cases if c.get("report") == "protocol_filter"}
+    missing = [g for g in MATRIX_GATEWAYS if g not in mine]
+    failed = [g for g, c in mine.items() if c.get("verdict") != "pass"]
+    gateways = []
+    for g in sorted(mine):
+        d = mine[g].get("details") or {}
+        gateways.append({
+            "gateway": g,
+            "verdict": mine[g].get("verdict"),
+            "source_at_lan": d.get("source_at_lan"),
+            "clients": d.get("clients"),
+            "rows": d.get("rows"),
+            "cells": d.get("cells"),
+            "cells_total": d.get("cells_total"),
+            "cells_failed": d.get("cells_failed"),
+            "error": d.get("error"),
+        })
+    empty = [g["gateway"] for g in gateways if not g["cells_total"]]
+    ok = not missing and not failed and not empty
+    return {
+        "report": "phase10_protocol_filter_matrix",
+        "generated_at": now(),
+        "commit": commit(),
+        "verdict": "pass" if ok else "fail",
+        "summary": "Phase 4 never-widened requirement end to end: clients with different LAN "
+                   "grants share a subnet router and an exit node; each cell is judged by the "
+                   "packets captured on the LAN host's link.",
+        "required_gateways": MATRIX_GATEWAYS,
+        "missing_gateways": missing,
+        "failed_gateways": failed,
+        "gateways_without_cells": empty,
+        "gateways": gateways,
+    }
+
+
 def audit(lab_logs, out_path):
     lines, violations, bad = [], [], 0
     for path in sorted(glob.glob(os.path.join(lab_logs, "*", "*.log"))):
@@ -361,6 +406,8 @@ def main():
     write(os.path.join(a.out, "perf_budget_report.json"), perf_doc)
     relay_doc = relay(cases, os.path.join(os.path.dirname(os.path.abspath(a.out)), "bench"))
     write(os.path.join(a.out, "direct_relay_failover_report.json"), relay_doc)
+    matrix_doc = protocol_filter(cases)
+    write(os.path.join(a.out, "protocol_filter_matrix.json"), matrix_doc)
     aud = audit(a.lab_logs, os.path.join(a.out, "state_transition_audit.log"))
 
     failed_gates = [g["name"] for g in gates if g["exit_code"] != 0]
@@ -386,6 +433,10 @@ def main():
     if relay_doc["verdict"] != "pass":
         problems.append(f"direct/relay failover: missing {relay_doc['required_cases_missing']}, "
                         f"failed {relay_doc['failed_cases']}")
+    if matrix_doc["verdict"] != "pass":
+        problems.append(f"protocol-filter matrix: missing {matrix_doc['missing_gateways']}, "
+                        f"failed {matrix_doc['failed_gateways']}, "
+                        f"without cells {matrix_doc['gateways_without_cells']}")
     if strict and gaps:
         problems.append(f"PHASE10_STRICT: no evidence for {gaps}")
 
@@ -400,6 +451,7 @@ def main():
         "leak": leak["verdict"],
         "perf_budget": perf_doc["verdict"],
         "direct_relay_failover": relay_doc["verdict"],
+        "protocol_filter_matrix": matrix_doc["verdict"],
         "state_transition_audit": {k: v for k, v in aud.items() if k != "forbidden"} | {"forbidden": len(aud["forbidden"])},
         "gaps": gaps,
         "problems": problems,

@@ -9,6 +9,9 @@
 #   perf_budget_report.json       (measured figures only; gaps say so)
 #   direct_relay_failover_report.json (the path suite's cases and figures;
 #       red when a required case is missing or failed)
+#   protocol_filter_matrix.json   (netns_routers: every cell of the shared
+#       router / shared exit matrix; red when a gateway is missing or a cell
+#       failed)
 #   state_transition_audit.log    (the daemons' rustynet::transition lines)
 # and artifacts/soak/soak_<N>s.json from a short soak (PHASE10_SOAK_SECONDS,
 # default 120).

@@ -154,6 +154,8 @@ pub(crate) mod tests {
             peers,
             exit_node: None,
             lan_access: false,
+            local_lan: false,
+            lockdown: false,
             generation: 1,
             backend: String::new(),
             kill_switch: false,
@@ -163,6 +165,7 @@ pub(crate) mod tests {
             error: None,
             advertised_routes: vec![],
             advertise_exit_node: false,
+            snat_subnet_routes: true,
             counters: Default::default(),
             relays: vec![],
         }

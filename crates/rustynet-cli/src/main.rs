@@ -4,6 +4,7 @@
 
 mod client;
 mod error;
+mod explain;
 mod lookup;
 mod render;
 mod table;
@@ -59,6 +60,12 @@ enum Cmd {
         /// LAN prefixes to offer, comma-separated.
         #[arg(long, value_delimiter = ',')]
         advertise_routes: Option<Vec<IpNet>>,
+        /// As a subnet router, masquerade forwarded clients behind this
+        /// node's LAN address (default). `--snat-subnet-routes=false` keeps
+        /// their tunnel addresses; the LAN then needs a route back to
+        /// 100.64.0.0/10 through this node.
+        #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+        snat_subnet_routes: Option<bool>,
         /// Renew this node's keys with the pre-auth key (after they expired,
         /// or to replace them); it keeps its name and address.
         #[arg(long)]
@@ -99,16 +106,36 @@ enum Cmd {
         #[command(subcommand)]
         action: ExitAction,
     },
-    /// Reach the exit node's LAN (on) or not (off).
+    /// Reach LANs behind peers — the exit node's, a subnet router's — that
+    /// the policy grants (on) or not (off). Was `lan-access`.
+    #[command(name = "exit-lan", visible_alias = "lan-access")]
     LanAccess {
         /// on or off.
         #[arg(value_parser = ["on", "off"])]
         state: String,
     },
-    /// Advertise or withdraw LAN routes.
+    /// Node settings (admin only).
+    Set {
+        #[command(subcommand)]
+        setting: SetCmd,
+    },
+    /// While using an exit node, still reach this node's own LAN (its
+    /// on-link private prefixes) outside the tunnel (on), or not (off,
+    /// the default). Like Tailscale's --exit-node-allow-lan-access.
+    LocalLan {
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Advertise or withdraw LAN routes; explain where a packet goes.
     Route {
         #[command(subcommand)]
         action: RouteAction,
+    },
+    /// What this node's current map lets in from and out to a peer.
+    Acl {
+        #[command(subcommand)]
+        action: AclAction,
     },
     /// Magic DNS.
     Dns {
@@ -161,6 +188,23 @@ enum RouteAction {
         #[arg(required = true)]
         cidrs: Vec<IpNet>,
     },
+    /// Which rule, route, peer and path a packet to ADDR takes now, and
+    /// what the firewall does with it.
+    Explain {
+        /// Destination address.
+        addr: std::net::IpAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum AclAction {
+    /// What the current map admits from PEER (to PORT), forwards for it,
+    /// and lets out through it.
+    Explain {
+        /// Host name, Magic DNS name or tunnel IP, optionally with :PORT.
+        #[arg(value_name = "PEER[:PORT]")]
+        peer: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -179,6 +223,20 @@ enum DnsAction {
     },
 }
 
+/// `rustynet set ...`.
+#[derive(Subcommand)]
+enum SetCmd {
+    /// Lockdown mode (Mullvad's "always require VPN"): on, nothing but the
+    /// tunnel leaves this node — with or without an exit node, while
+    /// disconnected or `down`, and while the daemon is stopped — until an
+    /// admin turns it off.
+    Lockdown {
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+}
+
 fn command(cmd: Cmd) -> anyhow::Result<Command> {
     Ok(match cmd {
         Cmd::Down => Command::Down,
@@ -190,10 +248,21 @@ fn command(cmd: Cmd) -> anyhow::Result<Command> {
             ExitAction::Off => Command::ExitNodeOff,
         },
         Cmd::LanAccess { state } => Command::LanAccess { on: state == "on" },
+        Cmd::LocalLan { state } => Command::LocalLan { on: state == "on" },
+        Cmd::Set {
+            setting: SetCmd::Lockdown { state },
+        } => Command::Lockdown { on: state == "on" },
         Cmd::Route { action } => match action {
             RouteAction::Advertise { cidrs } => Command::RouteAdvertise { cidrs },
             RouteAction::Withdraw { cidrs } => Command::RouteWithdraw { cidrs },
+            RouteAction::Explain { addr } => Command::RouteExplain { addr },
         },
+        Cmd::Acl {
+            action: AclAction::Explain { peer },
+        } => {
+            let (peer, port) = explain::peer_port(&peer)?;
+            Command::AclExplain { peer, port }
+        }
         Cmd::Dns { action } => match action {
             DnsAction::Inspect { name } => Command::DnsInspect { name },
             DnsAction::Protect { state } => Command::DnsProtect { on: state == "on" },
@@ -314,6 +383,7 @@ fn main() -> ExitCode {
             hostname,
             advertise_exit_node,
             advertise_routes,
+            snat_subnet_routes,
             force_reauth,
             reset,
             wait,
@@ -327,6 +397,7 @@ fn main() -> ExitCode {
                 hostname,
                 advertise_exit_node,
                 advertise_routes,
+                snat_subnet_routes,
                 force_reauth,
                 reset,
                 wait,
@@ -479,5 +550,27 @@ mod tests {
             command(parse(&["logout"]).unwrap().command).unwrap(),
             Command::Logout
         );
+    }
+
+    #[test]
+    fn lan_toggles_and_lockdown_parse() {
+        let cmd = |args: &[&str]| command(parse(args).unwrap().command).unwrap();
+        // The old name stays an alias of exit-lan.
+        assert_eq!(cmd(&["exit-lan", "on"]), Command::LanAccess { on: true });
+        assert_eq!(
+            cmd(&["lan-access", "off"]),
+            Command::LanAccess { on: false }
+        );
+        assert_eq!(cmd(&["local-lan", "on"]), Command::LocalLan { on: true });
+        assert_eq!(
+            cmd(&["set", "lockdown", "on"]),
+            Command::Lockdown { on: true }
+        );
+        assert_eq!(
+            cmd(&["set", "lockdown", "off"]),
+            Command::Lockdown { on: false }
+        );
+        assert!(parse(&["set", "lockdown", "maybe"]).is_err());
+        assert!(parse(&["local-lan"]).is_err());
     }
 }

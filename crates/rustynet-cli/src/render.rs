@@ -12,6 +12,8 @@ pub fn json(reply: &Reply) -> String {
         Reply::Dns(d) => serde_json::to_value(d),
         Reply::Netcheck(n) => serde_json::to_value(n),
         Reply::Ping(p) => serde_json::to_value(p),
+        Reply::RouteExplain(d) => serde_json::to_value(d),
+        Reply::AclExplain(d) => serde_json::to_value(d),
         Reply::Done { message } => Ok(serde_json::json!({ "message": message })),
     };
     value
@@ -48,9 +50,13 @@ pub fn text(reply: &Reply) -> String {
             );
             let _ = writeln!(
                 out,
-                "lan access: {}",
-                if s.lan_access { "on" } else { "off" }
+                "exit LAN:   {}   local LAN: {}",
+                if s.lan_access { "on" } else { "off" },
+                if s.local_lan { "on" } else { "off" }
             );
+            if s.lockdown {
+                let _ = writeln!(out, "lockdown:   on (only the tunnel carries traffic)");
+            }
             let _ = writeln!(
                 out,
                 "kill switch: {}   protected DNS: {}",
@@ -71,7 +77,11 @@ pub fn text(reply: &Reply) -> String {
                     r.name,
                     if r.home { " (home)" } else { "" },
                     match (r.connected, r.rtt_us) {
-                        (true, Some(us)) => format!("connected, {:.1} ms", us as f64 / 1000.0),
+                        (true, Some(us)) => format!(
+                            "connected, {:.1} ms, {}",
+                            us as f64 / 1000.0,
+                            if r.udp { "udp" } else { "tls only" }
+                        ),
                         (true, None) => "connected".into(),
                         (false, _) =>
                             format!("down: {}", r.error.as_deref().unwrap_or("connecting")),
@@ -169,6 +179,8 @@ pub fn text(reply: &Reply) -> String {
             let _ = writeln!(out, "took:              {} ms", n.took_ms);
         }
         Reply::Ping(p) => out.push_str(&ping_line(p)),
+        Reply::RouteExplain(d) => out.push_str(&crate::explain::route_text(d)),
+        Reply::AclExplain(d) => out.push_str(&crate::explain::acl_text(d)),
         Reply::Done { message } => {
             let _ = writeln!(out, "{message}");
         }

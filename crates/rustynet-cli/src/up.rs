@@ -33,6 +33,8 @@ pub struct UpFlags {
     pub advertise_exit_node: Option<bool>,
     /// `--advertise-routes` (`None`: not given).
     pub advertise_routes: Option<Vec<IpNet>>,
+    /// `--snat-subnet-routes[=BOOL]` (`None`: not given).
+    pub snat_subnet_routes: Option<bool>,
     /// `--force-reauth`.
     pub force_reauth: bool,
     /// `--reset`.
@@ -44,12 +46,24 @@ pub struct UpFlags {
 }
 
 /// The settings an earlier `up` (or `route advertise`) left in force.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Current {
     /// Offering to be an exit node.
     pub advertise_exit_node: bool,
     /// LAN prefixes offered.
     pub advertise_routes: Vec<IpNet>,
+    /// Forwarded clients masqueraded (the default).
+    pub snat_subnet_routes: bool,
+}
+
+impl Default for Current {
+    fn default() -> Self {
+        Self {
+            advertise_exit_node: false,
+            advertise_routes: vec![],
+            snat_subnet_routes: true,
+        }
+    }
 }
 
 impl Current {
@@ -58,6 +72,7 @@ impl Current {
         Self {
             advertise_exit_node: status.advertise_exit_node,
             advertise_routes: status.advertised_routes.clone(),
+            snat_subnet_routes: status.snat_subnet_routes,
         }
     }
 }
@@ -77,6 +92,10 @@ pub fn check_dropped(current: &Current, flags: &UpFlags) -> Result<(), CliError>
     if !current.advertise_routes.is_empty() && flags.advertise_routes.is_none() {
         dropped.push("--advertise-routes");
         keep.advertise_routes = Some(current.advertise_routes.clone());
+    }
+    if !current.snat_subnet_routes && flags.snat_subnet_routes.is_none() {
+        dropped.push("--snat-subnet-routes=false");
+        keep.snat_subnet_routes = Some(false);
     }
     if dropped.is_empty() {
         return Ok(());
@@ -118,6 +137,11 @@ pub fn command_line(flags: &UpFlags) -> String {
     if let Some(routes) = flags.advertise_routes.as_ref().filter(|r| !r.is_empty()) {
         let list: Vec<String> = routes.iter().map(ToString::to_string).collect();
         out.push(format!("--advertise-routes {}", list.join(",")));
+    }
+    match flags.snat_subnet_routes {
+        Some(true) => out.push("--snat-subnet-routes".into()),
+        Some(false) => out.push("--snat-subnet-routes=false".into()),
+        None => {}
     }
     if flags.force_reauth {
         out.push("--force-reauth".into());
@@ -164,6 +188,7 @@ fn up_args(flags: &UpFlags, auth_key: Option<String>) -> anyhow::Result<UpArgs> 
         advertise_exit_node: flags.advertise_exit_node.unwrap_or(false),
         advertise_routes: flags.advertise_routes.clone().unwrap_or_default(),
         force_reauth: flags.force_reauth,
+        no_snat_subnet_routes: flags.snat_subnet_routes == Some(false),
     })
 }
 
@@ -292,6 +317,7 @@ mod tests {
         let current = Current {
             advertise_exit_node: true,
             advertise_routes: routes(&["192.168.77.0/24", "10.9.0.0/16"]),
+            ..Default::default()
         };
         let err = check_dropped(&current, &UpFlags::default()).unwrap_err();
         assert_eq!(err.code, "flags_would_be_dropped");
@@ -310,7 +336,7 @@ mod tests {
     fn the_suggested_command_keeps_what_was_typed_and_hides_the_key() {
         let current = Current {
             advertise_exit_node: true,
-            advertise_routes: vec![],
+            ..Default::default()
         };
         let flags = UpFlags {
             control: Some("https://ctl.example".into()),
@@ -336,6 +362,7 @@ mod tests {
         let current = Current {
             advertise_exit_node: true,
             advertise_routes: routes(&["192.168.77.0/24"]),
+            ..Default::default()
         };
         // Named, even with a new value: explicit.
         let named = UpFlags {
@@ -366,6 +393,36 @@ mod tests {
         );
     }
 
+    #[test]
+    fn keeping_client_sources_must_be_named_again() {
+        let current = Current {
+            snat_subnet_routes: false,
+            ..Default::default()
+        };
+        let err = check_dropped(&current, &UpFlags::default()).unwrap_err();
+        assert!(
+            err.message
+                .contains("run `rustynet up --snat-subnet-routes=false`"),
+            "{}",
+            err.message
+        );
+        let named = UpFlags {
+            snat_subnet_routes: Some(true),
+            ..Default::default()
+        };
+        assert_eq!(check_dropped(&current, &named), Ok(()));
+        let args = up_args(
+            &UpFlags {
+                snat_subnet_routes: Some(false),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+        assert!(args.no_snat_subnet_routes);
+        assert!(!up_args(&named, None).unwrap().no_snat_subnet_routes);
+    }
+
     fn status(state: DataplaneState, error: Option<&str>) -> StatusDoc {
         StatusDoc {
             state,
@@ -373,6 +430,8 @@ mod tests {
             peers: vec![],
             exit_node: None,
             lan_access: false,
+            local_lan: false,
+            lockdown: false,
             generation: 0,
             backend: String::new(),
             kill_switch: false,
@@ -382,6 +441,7 @@ mod tests {
             error: error.map(str::to_owned),
             advertised_routes: vec![],
             advertise_exit_node: false,
+            snat_subnet_routes: true,
             counters: Default::default(),
             relays: vec![],
         }

@@ -87,6 +87,7 @@ fn nodes(n: usize) -> BTreeMap<NodeId, NodeRecord> {
                 last_seen: None,
                 path_key: None,
                 home_relay: None,
+                admin_routes: Default::default(),
                 key_expires_at: None,
             };
             (id, record)

@@ -15,7 +15,8 @@ use zeroize::Zeroizing;
 use crate::datadir::{DataDir, DataDirError};
 use crate::map_check::{MapRefusal, check_network};
 use crate::now_unix;
-use crate::store::{NewPreauth, NodeRecord, PreauthRecord, StoreError};
+use crate::policy_diff::{AccessDiff, access_diff};
+use crate::store::{NewPreauth, NodeRecord, PreauthRecord, Store, StoreError};
 
 /// Largest policy file accepted.
 pub const MAX_POLICY_BYTES: u64 = 1024 * 1024;
@@ -52,6 +53,25 @@ pub enum AdminError {
 /// `policy set FILE`: validates, checks that every live node's map under it
 /// passes the node's verifier, then stores the canonical form.
 pub fn policy_set(data: &DataDir, file: &Path) -> Result<(), AdminError> {
+    let policy = read_policy_file(file)?;
+    let store = data.open_store()?;
+    check_live(&*store, &policy, None)?;
+    store.set_policy(&policy.to_json_pretty(), now_unix())?;
+    Ok(())
+}
+
+/// `policy check FILE`: everything `policy set` checks, and who would gain
+/// or lose access compared with the current policy; changes nothing.
+pub fn policy_check(data: &DataDir, file: &Path) -> Result<AccessDiff, AdminError> {
+    let policy = read_policy_file(file)?;
+    let store = data.open_store()?;
+    let live = check_live(&*store, &policy, None)?;
+    let current = current_policy(&*store)?;
+    Ok(access_diff(&current, &policy, &live))
+}
+
+/// Reads and parses a policy file (JSON or HuJSON), bounded in size.
+fn read_policy_file(file: &Path) -> Result<Policy, AdminError> {
     let file_err = |reason: String| AdminError::File {
         path: file.display().to_string(),
         reason,
@@ -61,23 +81,43 @@ pub fn policy_set(data: &DataDir, file: &Path) -> Result<(), AdminError> {
         return Err(file_err(format!("larger than {MAX_POLICY_BYTES} bytes")));
     }
     let text = std::fs::read_to_string(file).map_err(|e| file_err(e.to_string()))?;
-    let policy = Policy::parse(&text)?;
-    let store = data.open_store()?;
+    Ok(Policy::parse(&text)?)
+}
+
+/// The stored policy (the empty policy when none was set).
+pub(crate) fn current_policy(store: &dyn Store) -> Result<Policy, AdminError> {
+    Ok(match store.policy()? {
+        Some(json) => Policy::parse(&json)?,
+        None => Policy::default(),
+    })
+}
+
+/// Checks `policy` against the live nodes (with `replace` standing in for
+/// the stored record of the same node, for an edit not yet committed): its
+/// split DNS and every map it yields must pass. Returns the live nodes.
+pub(crate) fn check_live(
+    store: &dyn Store,
+    policy: &Policy,
+    replace: Option<&NodeRecord>,
+) -> Result<Vec<NodeRecord>, AdminError> {
     let suffix = store.suffix()?;
-    check_split_dns(&policy, &suffix)?;
+    check_split_dns(policy, &suffix)?;
     let now = now_unix();
-    let live = store
+    let live: std::collections::BTreeMap<_, _> = store
         .nodes()?
         .into_iter()
         .filter(|n| !n.is_expired(now))
+        .map(|n| match replace {
+            Some(r) if r.id == n.id => r.clone(),
+            _ => n,
+        })
         .map(|n| (n.id, n))
         .collect();
     // Registered relays are in every map (the embedded relay, known only
     // to `serve`, adds at most one entry of a few hundred bytes).
     let (relays, _) = crate::relay_registry::announce(None, &store.relays()?);
-    check_network(&policy, &suffix, live, &relays)?;
-    store.set_policy(&policy.to_json_pretty(), now)?;
-    Ok(())
+    check_network(policy, &suffix, live.clone(), &relays)?;
+    Ok(live.into_values().collect())
 }
 
 /// A split-DNS domain may not be the tailnet suffix or lie under it: Magic
@@ -129,10 +169,7 @@ pub fn preauth_create(
         )));
     }
     let store = data.open_store()?;
-    let policy = match store.policy()? {
-        Some(json) => Policy::parse(&json)?,
-        None => Policy::default(),
-    };
+    let policy = current_policy(&*store)?;
     for tag in tags {
         if !policy.tag_owned_by(tag, user) {
             return Err(AdminError::Invalid(format!(

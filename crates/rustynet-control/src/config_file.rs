@@ -8,6 +8,12 @@
 //! exactly what the command line accepts and is checked by the same rules:
 //! an unknown key is refused as an unknown flag would be. Every key is
 //! documented in docs/configuration.md.
+//!
+//! The admin commands (`nodes list --config FILE`, ...) take only the keys
+//! they share with `serve` from the same file: `data_dir`, and
+//! `key_encryption_file` for the commands that read keys; the other keys
+//! are `serve`'s and left to it. So one file names the data directory for
+//! the server and for the administrator.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -37,12 +43,16 @@ pub enum ConfigFileError {
     },
 }
 
-/// Replaces `serve --config FILE` in `args` by the file's settings as flags
-/// (after the ones given, which win). Other commands pass unchanged.
+/// The admin commands that read keys and so take `key_encryption_file`.
+const KEY_COMMANDS: [&str; 3] = ["init", "signing-key", "cert"];
+
+/// Replaces `--config FILE` in `args` by the file's settings as flags
+/// (after the ones given, which win): all of them for `serve`, the shared
+/// ones for admin commands.
 pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, ConfigFileError> {
-    if args.get(1).is_none_or(|a| a != "serve") {
+    let Some(command) = args.get(1).map(|a| a.to_string_lossy().into_owned()) else {
         return Ok(args);
-    }
+    };
     let Some(at) = args
         .iter()
         .position(|a| a == "--config" || a.to_string_lossy().starts_with("--config="))
@@ -75,9 +85,13 @@ pub fn expand(args: Vec<OsString>) -> Result<Vec<OsString>, ConfigFileError> {
                 .to_owned()
         })
         .collect();
+    let shared = |flag: &str| {
+        flag == "--data-dir"
+            || (flag == "--key-encryption-file" && KEY_COMMANDS.contains(&command.as_str()))
+    };
     let mut extra = Vec::new();
     for (flag, values) in flags {
-        if given.contains(&flag) {
+        if given.contains(&flag) || (command != "serve" && !shared(&flag)) {
             continue;
         }
         for value in values {
@@ -175,9 +189,22 @@ mod tests {
                 "30m"
             ])
         );
-        // Other commands are left alone; a missing file is an error.
-        let other = os(&["rustynet-control", "nodes", "list", "--config", "x"]);
+        // Admin commands take only the data directory (and, where they
+        // read keys, the key-encryption file) from it.
+        let other = os(&["rustynet-control", "nodes", "list", "--config", &p]);
+        assert_eq!(
+            expand(other).unwrap(),
+            os(&[
+                "rustynet-control",
+                "nodes",
+                "list",
+                "--data-dir",
+                "/var/lib/rustynet-control"
+            ])
+        );
+        let other = os(&["rustynet-control", "nodes", "list", "--data-dir", "/d"]);
         assert_eq!(expand(other.clone()).unwrap(), other);
+        // A missing file is an error.
         assert!(
             expand(os(&[
                 "rustynet-control",

@@ -28,6 +28,7 @@ pub(crate) struct ConnConfig {
     pub app: Router,
     pub handshake_timeout: Duration,
     pub header_timeout: Duration,
+    pub metrics: crate::metrics::ControlMetrics,
 }
 
 /// Serves `tcp` until it ends, fails a deadline or is evicted.
@@ -39,10 +40,12 @@ pub(crate) async fn serve(tcp: TcpStream, peer: SocketAddr, slot: ConnSlot, cfg:
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 tracing::info!(%peer, error = %e, "TLS handshake refused");
+                cfg.metrics.rejected("tls_handshake");
                 return;
             }
             Err(_) => {
                 tracing::info!(%peer, "TLS handshake timed out");
+                cfg.metrics.rejected("tls_handshake");
                 return;
             }
         },

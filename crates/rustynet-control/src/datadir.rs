@@ -121,7 +121,8 @@ fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), DataDirError> {
         .map_err(io_err(dir))
 }
 
-fn check_owner_only(path: &Path) -> Result<(), DataDirError> {
+/// Refuses a secret file readable or writable by group or others.
+pub fn check_owner_only(path: &Path) -> Result<(), DataDirError> {
     let mode = fs::metadata(path)
         .map_err(io_err(path))?
         .permissions()
@@ -431,6 +432,24 @@ impl DataDir {
     /// or, when a secret is configured and it is plain, encrypted in place).
     pub fn server_key_pem(&self) -> Result<Zeroizing<Vec<u8>>, DataDirError> {
         self.pem_key(&self.server_key(), TLS_KEY_LABEL)
+    }
+
+    /// `cert reissue`: a new TLS server key and certificate for `sans`,
+    /// signed by the same CA, so enrolled nodes (which pin the CA) keep
+    /// connecting. Nothing is written unless every name is valid. The key
+    /// is replaced first, then the certificate, each atomically; `serve`
+    /// reads them at start.
+    pub fn reissue_server_cert(&self, sans: &[String]) -> Result<(), DataDirError> {
+        let ca_key = self.pem_key(&self.ca_key(), CA_KEY_LABEL)?;
+        let ca_key =
+            std::str::from_utf8(&ca_key).map_err(|_| DataDirError::BadKeyFile(self.ca_key()))?;
+        let (cert, key) = pki::reissue(sans, ca_key)?;
+        let key = Zeroizing::new(key);
+        let sealed = self.sealed_if_configured(TLS_KEY_LABEL, key.as_bytes());
+        write_atomic(&self.server_key(), sealed.as_bytes())?;
+        write_atomic(&self.server_cert(), cert.as_bytes())?;
+        fs::set_permissions(self.server_cert(), fs::Permissions::from_mode(0o644))
+            .map_err(io_err(&self.server_cert()))
     }
 
     /// Checks every secret file at start: owner-only, and encrypted when a

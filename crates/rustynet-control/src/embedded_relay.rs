@@ -70,6 +70,8 @@ pub struct RelayOptions {
     pub advertise: Option<SocketAddr>,
     /// Its name in maps.
     pub name: String,
+    /// Forwarded bytes per second per node (0: unlimited).
+    pub rate_bytes_per_sec: u64,
 }
 
 impl RelayOptions {
@@ -80,6 +82,7 @@ impl RelayOptions {
             stun: Vec::new(),
             advertise: None,
             name: DEFAULT_RELAY_NAME.to_owned(),
+            rate_bytes_per_sec: Limits::default().rate_bytes_per_sec,
         }
     }
 }
@@ -204,7 +207,10 @@ pub async fn bind(
         control_keys: vec![control_key],
         binding: opts.stun.clone(),
         metrics: None,
-        limits: Limits::default(),
+        limits: Limits {
+            rate_bytes_per_sec: opts.rate_bytes_per_sec,
+            ..Limits::default()
+        },
     })
     .await?;
     let bound = server.local_addrs().first().copied().unwrap_or(opts.listen);

@@ -8,6 +8,7 @@
 //! them.
 #![warn(missing_docs)]
 
+pub mod acl_explain;
 pub mod admin;
 pub mod api;
 pub mod auth;
@@ -19,14 +20,20 @@ pub mod embedded_relay;
 pub mod fdlimit;
 pub mod map_check;
 pub mod map_json;
+pub mod metrics;
 pub mod names;
 pub mod netmap_builder;
 pub mod network;
+pub mod node_admin;
+pub mod nodes_table;
 pub mod nonce_cache;
 pub mod pki;
+pub mod policy_diff;
+pub mod presence;
 pub mod ratelimit;
 pub mod relay_registry;
 pub mod relay_tickets;
+pub mod routes;
 pub mod server;
 pub mod store;
 pub mod tls;

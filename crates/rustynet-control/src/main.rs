@@ -1,6 +1,8 @@
 //! `rustynet-control`: the control server and its admin commands.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod cli_routes;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +15,13 @@ use rustynet_control::embedded_relay::{DEFAULT_RELAY_NAME, RelayOptions};
 use rustynet_control::relay_registry::{self, PinSource, RelaySpec};
 use rustynet_control::server::{ServeOptions, start};
 use rustynet_control::store::DatabaseUrl;
-use rustynet_control::{admin, now_unix};
+use rustynet_control::{admin, node_admin, nodes_table, now_unix};
+
+/// Where the data directory is unless `--data-dir`, `data_dir` in the
+/// `--config` file or the environment says otherwise.
+const DEFAULT_DATA_DIR: &str = "/var/lib/rustynet-control";
+/// The environment variable naming the data directory.
+const DATA_DIR_ENV: &str = "RUSTYNET_CONTROL_DATA_DIR";
 
 #[derive(Parser)]
 #[command(name = "rustynet-control", version, about = "Rustynet control server")]
@@ -33,7 +41,7 @@ enum Command {
     /// Create the CA, TLS certificate, signing key and database.
     Init {
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// Magic DNS suffix.
         #[arg(long, default_value = "rustynet.internal")]
@@ -50,7 +58,7 @@ enum Command {
     /// flags given here win), e.g. /etc/rustynet/control.toml.
     Serve {
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// Address to listen on.
         #[arg(long)]
@@ -83,10 +91,25 @@ enum Command {
         /// The relay's name in maps.
         #[arg(long, default_value = DEFAULT_RELAY_NAME, requires = "relay_listen")]
         relay_name: String,
+        /// Relayed bytes per second per node (0: unlimited; the standalone
+        /// relay's `--rate`).
+        #[arg(long, default_value_t = rustynet_relay::core::Limits::default().rate_bytes_per_sec, requires = "relay_listen")]
+        relay_rate: u64,
         /// Lifetime of a node's keys from enrollment or renewal (`rustynet up
         /// --force-reauth`), e.g. 180d; `never` for keys that do not expire.
         #[arg(long, default_value = "180d", value_parser = parse_expiry)]
         node_key_expiry: Expiry,
+        /// Serve Prometheus metrics (plain HTTP `/metrics`) on ADDR:PORT,
+        /// e.g. 127.0.0.1:9103; off unless given.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+        /// Serve this TLS certificate chain (PEM) instead of the data
+        /// directory's; nodes then pin its issuer with `--ca-cert`.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key (PEM, owner-only) of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Set or show the ACL policy.
     Policy {
@@ -108,18 +131,51 @@ enum Command {
         #[command(subcommand)]
         action: RelaysAction,
     },
+    /// List, approve or reject the LAN routes nodes advertise.
+    Routes {
+        #[command(subcommand)]
+        action: cli_routes::RoutesAction,
+    },
+    /// Explain the ACL: which rule admits a packet, or why none does.
+    Acl {
+        #[command(subcommand)]
+        action: cli_routes::AclAction,
+    },
     /// Copy the data directory's SQLite store into the empty PostgreSQL
     /// database given by --database, then serve with --database
     /// (docs/scaling.md). The SQLite file is left as it was.
     MigrateStore {
         /// Data directory holding the SQLite store.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
     /// Rotate the control signing key.
     SigningKey {
         #[command(subcommand)]
         action: SigningKeyAction,
+    },
+    /// Manage the TLS server certificate.
+    Cert {
+        #[command(subcommand)]
+        action: CertAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertAction {
+    /// Issue a new server certificate for these names from the same CA
+    /// (enrolled nodes keep working); restart `serve` to use it.
+    Reissue {
+        /// DNS name or IP address the certificate is valid for (repeatable;
+        /// the new list replaces the old one).
+        #[arg(long = "san", required = true)]
+        sans: Vec<String>,
+        /// Data directory.
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// The secret the keys were encrypted under at init.
+        #[arg(long)]
+        key_encryption_file: Option<PathBuf>,
     },
 }
 
@@ -145,13 +201,13 @@ enum RelaysAction {
         #[arg(long = "stun", value_delimiter = ',')]
         stun: Vec<String>,
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
     /// List registered relays.
     List {
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// One JSON document on stdout.
         #[arg(long)]
@@ -162,7 +218,7 @@ enum RelaysAction {
         /// The relay's name.
         name: String,
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
 }
@@ -173,7 +229,7 @@ enum SigningKeyAction {
     /// it, which nodes follow with their next map (no re-enrollment).
     Rotate {
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// The secret the signing key is encrypted under.
         #[arg(long)]
@@ -185,16 +241,28 @@ enum SigningKeyAction {
 enum PolicyAction {
     /// Validate and store a policy file (nothing changes if it is invalid).
     Set {
-        /// Policy JSON file.
+        /// Policy file (JSON or HuJSON: comments and trailing commas).
         file: PathBuf,
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
+    },
+    /// Dry run of `set`: check FILE against the live nodes and print who
+    /// gains or loses access; changes nothing (exit 1 if it is invalid).
+    Check {
+        /// Policy file (JSON or HuJSON).
+        file: PathBuf,
+        /// Data directory.
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the stored policy.
     Get {
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
 }
@@ -216,13 +284,13 @@ enum PreauthAction {
         #[arg(long, default_value = "1h", value_parser = parse_expiry)]
         expires: Expiry,
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
     /// List pre-auth keys (never the keys themselves).
     List {
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// One JSON document on stdout.
         #[arg(long)]
@@ -233,7 +301,7 @@ enum PreauthAction {
         /// The key's ID (from `preauth list`).
         id: i64,
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
 }
@@ -258,7 +326,7 @@ enum NodesAction {
     /// List nodes.
     List {
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// One JSON document on stdout.
         #[arg(long)]
@@ -269,7 +337,7 @@ enum NodesAction {
         /// Host label.
         name: String,
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
     /// Remove a node.
@@ -277,7 +345,28 @@ enum NodesAction {
         /// Host label.
         name: String,
         /// Data directory.
-        #[arg(long)]
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Give a node a new host label (and Magic DNS name).
+    Rename {
+        /// Current host label.
+        name: String,
+        /// New host label (a-z, 0-9, inner '-').
+        new_name: String,
+        /// Data directory.
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Replace a node's tags (each tag:NAME, owned by the node's user in
+    /// the policy); no tags clears them.
+    Tag {
+        /// Host label.
+        name: String,
+        /// Tags.
+        tags: Vec<String>,
+        /// Data directory.
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
     },
 }
@@ -345,7 +434,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             relay_stun,
             relay_advertise,
             relay_name,
+            relay_rate,
             node_key_expiry,
+            metrics_listen,
+            tls_cert,
+            tls_key,
         } => {
             let data = data_dir_with(data_dir, db, key_encryption_file.as_deref())?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
@@ -359,10 +452,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     stun: relay_stun,
                     advertise: relay_advertise,
                     name: relay_name,
+                    rate_bytes_per_sec: relay_rate,
                 });
                 opts.node_key_expiry = node_key_expiry.0;
+                opts.metrics_listen = metrics_listen;
+                opts.tls_files = tls_cert
+                    .zip(tls_key)
+                    .map(|(cert, key)| rustynet_control::server::TlsFiles { cert, key });
                 let server = start(&data, opts).await?;
                 println!("listening on {}", server.addr);
+                if let Some(addr) = server.metrics_addr {
+                    println!("metrics on http://{addr}/metrics");
+                }
                 if let Some(relay) = &server.relay {
                     println!(
                         "relay {} on {} (announced {}, pin {})",
@@ -385,6 +486,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 admin::policy_set(&dir(data_dir, db), &file)?;
                 println!("policy updated");
             }
+            PolicyAction::Check {
+                file,
+                data_dir,
+                json,
+            } => {
+                let diff = admin::policy_check(&dir(data_dir, db), &file)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&diff)?);
+                } else if diff.is_empty() {
+                    println!("policy is valid; nobody gains or loses access");
+                } else {
+                    println!("policy is valid; access changes:");
+                    diff.gained.iter().for_each(|l| println!("+ {l}"));
+                    diff.lost.iter().for_each(|l| println!("- {l}"));
+                }
+            }
             PolicyAction::Get { data_dir } => {
                 println!("{}", admin::policy_get(&dir(data_dir, db))?);
             }
@@ -404,6 +521,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("handed over from: {}", handover.from);
         }
         Command::Relays { action } => relays(action, db)?,
+        Command::Routes { action } => cli_routes::run_routes(action, db)?,
+        Command::Acl { action } => cli_routes::run_acl(action, db)?,
+        Command::Cert {
+            action:
+                CertAction::Reissue {
+                    sans,
+                    data_dir,
+                    key_encryption_file,
+                },
+        } => {
+            let data = data_dir_with(data_dir, db, key_encryption_file.as_deref())?;
+            data.reissue_server_cert(&sans)?;
+            println!(
+                "server certificate reissued for {}: {}",
+                sans.join(", "),
+                data.server_cert().display()
+            );
+            println!("restart `rustynet-control serve` to use it (nodes need no change)");
+        }
         Command::MigrateStore { data_dir } => {
             let Some(url) = db else {
                 anyhow::bail!("migrate-store copies into the database given by --database");
@@ -564,40 +700,35 @@ fn preauth(action: PreauthAction, db: &Option<DatabaseUrl>) -> anyhow::Result<()
 fn nodes(action: NodesAction, db: &Option<DatabaseUrl>) -> anyhow::Result<()> {
     match action {
         NodesAction::List { data_dir, json } => {
-            let nodes = admin::nodes_list(&dir(data_dir, db))?;
+            let data = dir(data_dir, db);
+            let nodes = admin::nodes_list(&data)?;
+            // Route states need a valid stored policy; without one the
+            // listing still works and says nothing about approval.
+            let statuses = rustynet_control::routes::statuses(&data).unwrap_or_default();
+            let status = |n: &rustynet_control::store::NodeRecord, r: &ipnet::IpNet| {
+                statuses.get(&(n.id, r.trunc()))
+            };
             if json {
-                println!("{}", serde_json::to_string_pretty(&nodes)?);
+                let mut docs = Vec::with_capacity(nodes.len());
+                for n in &nodes {
+                    let mut doc = serde_json::to_value(n)?;
+                    let routes: Vec<serde_json::Value> = n
+                        .advertised_routes
+                        .iter()
+                        .map(|r| serde_json::json!({"prefix": r, "status": status(n, r)}))
+                        .collect();
+                    if let Some(obj) = doc.as_object_mut() {
+                        obj.insert("routes".into(), routes.into());
+                    }
+                    docs.push(doc);
+                }
+                println!("{}", serde_json::to_string_pretty(&docs)?);
                 return Ok(());
             }
-            let now = now_unix();
-            println!(
-                "ID     NAME                     TUNNEL IP        USER         STATE      TAGS/ADVERTISED"
-            );
-            for n in nodes {
-                let state = if n.expired_by_admin(now) {
-                    "expired"
-                } else if n.key_expired(now) {
-                    "key-expired"
-                } else {
-                    "active"
-                };
-                let mut extra = n.tags.join(",");
-                if n.advertise_exit_node {
-                    extra.push_str(" exit-node");
-                }
-                for r in &n.advertised_routes {
-                    extra.push_str(&format!(" route:{r}"));
-                }
-                println!(
-                    "{:<6} {:<24} {:<16} {:<12} {:<10} {}",
-                    n.id.0,
-                    n.hostname,
-                    n.tunnel_ip,
-                    n.user,
-                    state,
-                    extra.trim()
-                );
-            }
+            let word = |n: &rustynet_control::store::NodeRecord, r: &ipnet::IpNet| {
+                status(n, r).map(|s| s.word())
+            };
+            print!("{}", nodes_table::render(&nodes, now_unix(), &word));
         }
         NodesAction::Expire { name, data_dir } => {
             let n = admin::nodes_expire(&dir(data_dir, db), &name)?;
@@ -606,6 +737,22 @@ fn nodes(action: NodesAction, db: &Option<DatabaseUrl>) -> anyhow::Result<()> {
         NodesAction::Remove { name, data_dir } => {
             let n = admin::nodes_remove(&dir(data_dir, db), &name)?;
             println!("removed {} ({})", n.hostname, n.tunnel_ip);
+        }
+        NodesAction::Rename {
+            name,
+            new_name,
+            data_dir,
+        } => {
+            let n = node_admin::nodes_rename(&dir(data_dir, db), &name, &new_name)?;
+            println!("renamed {name} to {} ({})", n.hostname, n.tunnel_ip);
+        }
+        NodesAction::Tag {
+            name,
+            tags,
+            data_dir,
+        } => {
+            let n = node_admin::nodes_tag(&dir(data_dir, db), &name, &tags)?;
+            println!("{} tags: {}", n.hostname, n.tags.join(","));
         }
     }
     Ok(())

@@ -139,6 +139,7 @@ mod tests {
                     last_seen: None,
                     path_key: None,
                     home_relay: None,
+                    admin_routes: Default::default(),
                     key_expires_at: None,
                 };
                 (id, record)

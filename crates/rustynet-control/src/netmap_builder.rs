@@ -39,6 +39,7 @@ pub fn node_facts(record: &NodeRecord) -> NodeFacts {
         advertise_exit_node: record.advertise_exit_node,
         advertised_routes: record.advertised_routes.clone(),
         lan_access: record.lan_access,
+        admin_routes: record.admin_routes.clone(),
     }
 }
 

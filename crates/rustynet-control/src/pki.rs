@@ -51,9 +51,10 @@ fn san(name: &str) -> Result<SanType, PkiError> {
     Ok(SanType::DnsName(name.try_into()?))
 }
 
-/// Creates a CA and a server certificate valid for `sans`.
-pub fn generate(sans: &[String]) -> Result<GeneratedPki, PkiError> {
-    let ca_key = KeyPair::generate()?;
+/// The CA's parameters. Deterministic, so the issuer rebuilt from them and
+/// the stored CA key signs certificates that chain to the stored CA
+/// certificate (same subject, same key).
+fn ca_params() -> CertificateParams {
     let mut ca_params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "Rustynet control CA");
@@ -62,8 +63,11 @@ pub fn generate(sans: &[String]) -> Result<GeneratedPki, PkiError> {
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca_params.not_before = rcgen::date_time_ymd(2025, 1, 1);
     ca_params.not_after = rcgen::date_time_ymd(2045, 1, 1);
-    let ca_cert = ca_params.self_signed(&ca_key)?;
+    ca_params
+}
 
+/// A new server key and certificate for `sans`, signed by the CA.
+fn server_cert(sans: &[String], ca_key: &KeyPair) -> Result<(String, String), PkiError> {
     let server_key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -74,15 +78,30 @@ pub fn generate(sans: &[String]) -> Result<GeneratedPki, PkiError> {
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.not_before = rcgen::date_time_ymd(2025, 1, 1);
     params.not_after = rcgen::date_time_ymd(2045, 1, 1);
-    let issuer = Issuer::new(ca_params, &ca_key);
+    let issuer = Issuer::new(ca_params(), ca_key);
     let server_cert = params.signed_by(&server_key, &issuer)?;
+    Ok((server_cert.pem(), server_key.serialize_pem()))
+}
 
+/// Creates a CA and a server certificate valid for `sans`.
+pub fn generate(sans: &[String]) -> Result<GeneratedPki, PkiError> {
+    let ca_key = KeyPair::generate()?;
+    let ca_cert = ca_params().self_signed(&ca_key)?;
+    let (server_cert_pem, server_key_pem) = server_cert(sans, &ca_key)?;
     Ok(GeneratedPki {
         ca_cert_pem: ca_cert.pem(),
         ca_key_pem: ca_key.serialize_pem(),
-        server_cert_pem: server_cert.pem(),
-        server_key_pem: server_key.serialize_pem(),
+        server_cert_pem,
+        server_key_pem,
     })
+}
+
+/// A new server certificate (and key) for `sans` from the existing CA key
+/// (`cert reissue`): nodes that pinned the CA accept it unchanged. Returns
+/// the certificate's and the key's PEM.
+pub fn reissue(sans: &[String], ca_key_pem: &str) -> Result<(String, String), PkiError> {
+    let ca_key = KeyPair::from_pem(ca_key_pem)?;
+    server_cert(sans, &ca_key)
 }
 
 #[cfg(test)]

@@ -14,12 +14,13 @@ use crate::conn_limits::ConnTable;
 use crate::datadir::{DataDir, DataDirError};
 use crate::embedded_relay::{self, EmbeddedRelayError, RelayOptions};
 use crate::fdlimit::raise_nofile_limit;
+use crate::metrics::ControlMetrics;
 use crate::network::Network;
 use crate::nonce_cache::{MAX_NONCES, NonceCache};
 use crate::ratelimit::{Rate, RateLimiter};
 use crate::relay_tickets::TicketIssuer;
 use crate::store::{Store, StoreError};
-use crate::tls::{TlsError, server_config_pem};
+use crate::tls::{TlsError, server_config, server_config_pem};
 
 /// Most sources the enrollment rate limit tracks at once.
 const MAX_TRACKED_SOURCES: usize = 65_536;
@@ -66,6 +67,23 @@ pub struct ServeOptions {
     /// Most connections from one source (an IPv4 address or an IPv6 /64);
     /// every node behind one NAT holds a map stream, so not small.
     pub max_connections_per_source: usize,
+    /// Plain-HTTP Prometheus `/metrics` listener (`--metrics-listen`);
+    /// `None` (the default): no metrics endpoint.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How often nodes with an open map stream are recorded as seen.
+    pub presence_interval: Duration,
+    /// A TLS certificate chain and key to serve instead of the data
+    /// directory's (`--tls-cert`/`--tls-key`: bring your own).
+    pub tls_files: Option<TlsFiles>,
+}
+
+/// A certificate chain (PEM) and its private key (PEM, owner-only).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// Private key.
+    pub key: std::path::PathBuf,
 }
 
 impl ServeOptions {
@@ -99,6 +117,9 @@ impl ServeOptions {
             body_timeout: Duration::from_secs(10),
             max_connections: 16_384,
             max_connections_per_source: 1024,
+            metrics_listen: None,
+            presence_interval: crate::presence::PRESENCE_INTERVAL,
+            tls_files: None,
         }
     }
 }
@@ -143,7 +164,12 @@ pub struct RunningServer {
     pub network: Arc<Network>,
     /// The embedded relay, as announced, and where it is bound.
     pub relay: Option<RelayRunning>,
+    /// The `/metrics` listener, as bound (`--metrics-listen`).
+    pub metrics_addr: Option<SocketAddr>,
+    /// The server's metrics (tests read them).
+    pub metrics: ControlMetrics,
     task: tokio::task::JoinHandle<()>,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The embedded relay of a running server.
@@ -163,6 +189,9 @@ impl RunningServer {
     /// relay (which closes its connections).
     pub fn shutdown(self) {
         self.task.abort();
+        if let Some(task) = self.metrics_task {
+            task.abort();
+        }
         drop(self.relay);
     }
 }
@@ -199,11 +228,17 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
     data.check_secrets()?;
     let signer = RwLock::new(Arc::new(load_signer(data)?));
     let store: Arc<dyn Store> = Arc::from(data.open_store()?);
-    let tls = server_config_pem(
-        &data.server_cert(),
-        &data.server_key(),
-        &data.server_key_pem()?,
-    )?;
+    let tls = match &opts.tls_files {
+        Some(files) => {
+            crate::datadir::check_owner_only(&files.key)?;
+            server_config(&files.cert, &files.key)?
+        }
+        None => server_config_pem(
+            &data.server_cert(),
+            &data.server_key(),
+            &data.server_key_pem()?,
+        )?,
+    };
     let control_key = signer
         .read()
         .unwrap_or_else(|e| e.into_inner())
@@ -230,6 +265,17 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
         addr: opts.listen,
         source,
     })?;
+    let metrics = ControlMetrics::new(relay.as_ref().map(|r| r.server.metrics()).as_ref());
+    let metrics_listener = match opts.metrics_listen {
+        Some(at) => {
+            let l = crate::metrics::bind(at)
+                .await
+                .map_err(|source| ServeError::Bind { addr: at, source })?;
+            Some(l)
+        }
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let state = Arc::new(AppState {
         network: network.clone(),
         signer,
@@ -246,6 +292,7 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
         register_limit: Mutex::new(RateLimiter::new(opts.register_rate, MAX_TRACKED_SOURCES)),
         enroll_nonces: Mutex::new(NonceCache::new(MAX_NONCES)),
         relay_keys,
+        metrics: metrics.clone(),
     });
     let table = ConnTable::new(
         connection_cap(opts.max_connections),
@@ -256,6 +303,7 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
         app: router(state.clone()),
         handshake_timeout: opts.handshake_timeout,
         header_timeout: opts.header_timeout,
+        metrics: metrics.clone(),
     });
     tokio::spawn(watch_signing_key(
         data.clone(),
@@ -263,14 +311,26 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
         opts.change_poll,
     ));
     tokio::spawn(watch_external_changes(network.clone(), opts.change_poll));
+    tokio::spawn(crate::presence::record_presence(
+        network.clone(),
+        opts.presence_interval,
+    ));
     let task = tokio::spawn(accept_loop(listener, table, cfg));
     tracing::info!(%addr, "control server listening (TLS 1.3 only)");
+    if let Some(at) = metrics_addr {
+        tracing::info!(addr = %at, "metrics listening");
+    }
+    let metrics_task =
+        metrics_listener.map(|l| tokio::spawn(crate::metrics::serve(l, metrics.clone())));
     let relay = relay.map(run_relay);
     Ok(RunningServer {
         addr,
         network,
         relay,
+        metrics_addr,
+        metrics,
         task,
+        metrics_task,
     })
 }
 
@@ -319,6 +379,7 @@ async fn accept_loop(listener: TcpListener, table: Arc<ConnTable>, cfg: Arc<Conn
             }
             Err(reason) => {
                 tracing::debug!(%peer, %reason, "connection refused");
+                cfg.metrics.rejected("connection_limit");
                 drop(tcp);
             }
         }

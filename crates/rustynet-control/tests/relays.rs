@@ -100,6 +100,7 @@ fn relay_client(
 ) -> (RelayClient, Arc<Recorder>) {
     let rec = Arc::new(Recorder::default());
     let cfg = ClientConfig {
+        udp: None,
         addrs: vec![bound],
         server_name: info.server_name.clone(),
         cert_sha256: *info.cert_sha256.as_bytes(),
@@ -130,6 +131,7 @@ fn connected(c: &RelayClient) -> bool {
 async fn with_relay() -> Harness {
     Harness::start_with(Duration::from_secs(600), |opts| {
         opts.relay = Some(RelayOptions {
+            rate_bytes_per_sec: rustynet_relay::core::Limits::default().rate_bytes_per_sec,
             listen: "127.0.0.1:0".parse().unwrap(),
             // No binding socket: one the relay could announce would listen
             // on a host address (the announced-address rules are unit

@@ -90,16 +90,22 @@ fn serve_argv(ctl: &str, dir: &str, map_ttl: &str, relay: bool) -> Vec<String> {
     args
 }
 
-/// `serve` flags that embed the relay.
+/// `serve` flags that embed the relay. `RUSTYNET_LAB_RELAY_RATE` (bytes per
+/// second per node, 0 = unlimited) overrides the relay's default rate limit
+/// (the throughput bench measures the paths, not the limit).
 fn relay_args() -> Vec<String> {
-    vec![
+    let mut args = vec![
         "--relay-listen".into(),
         format!("{CONTROL_IP}:{RELAY_PORT}"),
         "--relay-stun".into(),
         format!("{CONTROL_IP}:{STUN_PORT}"),
         "--relay-stun".into(),
         format!("{}:{STUN_PORT}", crate::topology::RELAY_IP2),
-    ]
+    ];
+    if let Ok(rate) = std::env::var("RUSTYNET_LAB_RELAY_RATE") {
+        args.extend(["--relay-rate".into(), rate]);
+    }
+    args
 }
 
 /// Polls `f` until it returns `Some` or `timeout` passes.

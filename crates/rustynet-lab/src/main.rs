@@ -41,6 +41,10 @@ enum Cmd {
         /// Where the figures go.
         #[arg(long, default_value = "artifacts/bench/paths.json")]
         out: std::path::PathBuf,
+        /// Which goals to measure (`throughput`: only the relay's, with
+        /// `--trials` repetitions).
+        #[arg(long, value_enum, default_value = "all")]
+        part: rustynet_lab::paths_bench::Part,
     },
     /// (lab helper) TCP/UDP echo service that reports the client address.
     ServeEcho {
@@ -106,7 +110,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Demo => demo::run(),
         Cmd::Soak { seconds, out } => soak::run(Duration::from_secs(seconds), &out),
-        Cmd::PathsBench { trials, out } => rustynet_lab::paths_bench::run(&out, trials),
+        Cmd::PathsBench { trials, out, part } => rustynet_lab::paths_bench::run(&out, trials, part),
         Cmd::ServeEcho { listen } => services::serve_echo(&listen),
         Cmd::ServeDns { listen, answer } => {
             services::serve_dns_answering(listen, answer.unwrap_or(services::INTERNET_DNS_ANSWER))

@@ -167,7 +167,34 @@ pub fn block_direct(lab: &Lab, from: &str, to: &str, both: bool) -> anyhow::Resu
     Ok(())
 }
 
-/// Removes every fault of [`block_direct`].
+/// The lab router drops UDP to and from the relay's UDP ports (binding and
+/// UDP relay mode), so relayed traffic must use the TLS relay.
+pub fn block_udp_relay(lab: &Lab) -> anyhow::Result<()> {
+    use crate::cluster::STUN_PORT;
+    use crate::topology::{CONTROL_IP, RELAY_IP2};
+    // The relay may sit behind the router or on it: cut both ways.
+    nft(
+        &lab.router,
+        "add table inet labpaths; \
+         add chain inet labpaths cut { type filter hook forward priority -10 ; }; \
+         add chain inet labpaths cutin { type filter hook input priority -10 ; }; \
+         add chain inet labpaths cutout { type filter hook output priority -10 ; }",
+    )?;
+    for chain in ["cut", "cutin", "cutout"] {
+        for ip in [CONTROL_IP, RELAY_IP2] {
+            nft(
+                &lab.router,
+                &format!(
+                    "add rule inet labpaths {chain} ip daddr {ip} udp dport {STUN_PORT} drop; \
+                     add rule inet labpaths {chain} ip saddr {ip} udp sport {STUN_PORT} drop"
+                ),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes every fault of [`block_direct`] and [`block_udp_relay`].
 pub fn heal(lab: &Lab) -> anyhow::Result<()> {
     let _ = lab.router.exec(&["nft", "delete table inet labpaths"]);
     Ok(())

@@ -56,6 +56,10 @@ pub struct NodeSpec {
     pub lan: bool,
     /// Put it behind a NAT router of this kind.
     pub nat: Option<NatKind>,
+    /// Join the LAN of this earlier node (a second router for the same
+    /// prefix): the LAN becomes a bridge and this node gets
+    /// 192.168.77.(2 + its index) on it.
+    pub lan_of: Option<String>,
 }
 
 impl NodeSpec {
@@ -65,22 +69,29 @@ impl NodeSpec {
             name: name.into(),
             lan: false,
             nat: None,
+            lan_of: None,
         }
     }
     /// A node with the lab LAN behind it.
     pub fn with_lan(name: &str) -> Self {
         Self {
-            name: name.into(),
             lan: true,
-            nat: None,
+            ..Self::new(name)
         }
     }
     /// A node behind its own NAT router.
     pub fn behind_nat(name: &str, kind: NatKind) -> Self {
         Self {
-            name: name.into(),
-            lan: false,
             nat: Some(kind),
+            ..Self::new(name)
+        }
+    }
+    /// A node on the LAN of `owner` (listed before it), as a second router
+    /// for that LAN.
+    pub fn on_lan_of(name: &str, owner: &str) -> Self {
+        Self {
+            lan_of: Some(owner.into()),
+            ..Self::new(name)
         }
     }
 }
@@ -113,6 +124,8 @@ pub struct LabNode {
     pub addr6: Ipv6Addr,
     /// The LAN namespace behind it, if any.
     pub lan: Option<Netns>,
+    /// Its own address on a LAN (192.168.77.1 for the LAN's owner).
+    pub lan_addr: Option<Ipv4Addr>,
     /// The NAT router in front of it, if any (dropped after the node).
     pub nat: Option<NatBox>,
 }
@@ -303,12 +316,17 @@ impl Lab {
         } else {
             None
         };
+        let lan_addr = match &spec.lan_of {
+            Some(owner) => Some(self.join_lan(index, &ns, owner)?),
+            None => spec.lan.then_some(Ipv4Addr::new(192, 168, 77, 1)),
+        };
         Ok(LabNode {
             ns,
             ifname: nif,
             addr,
             addr6,
             lan,
+            lan_addr,
             nat: None,
         })
     }
@@ -409,6 +427,7 @@ impl Lab {
             addr,
             addr6: Ipv6Addr::UNSPECIFIED,
             lan: None,
+            lan_addr: None,
             nat: Some(NatBox {
                 ns: nat,
                 public,
@@ -417,6 +436,57 @@ impl Lab {
                 kind,
             }),
         })
+    }
+
+    /// Links node `ns` (number `index`) into the LAN of `owner`. The first
+    /// joiner turns the LAN into a bridge `br0` holding the host's address
+    /// (capture there to see everything that reaches the host); the host's
+    /// default route stays via the owner (192.168.77.1).
+    fn join_lan(&self, index: usize, ns: &Netns, owner: &str) -> anyhow::Result<Ipv4Addr> {
+        let lan = self
+            .nodes
+            .get(owner)
+            .and_then(|n| n.lan.as_ref())
+            .ok_or_else(|| anyhow::anyhow!("{owner} has no LAN to join"))?;
+        let own = u8::try_from(2 + index).map_err(|_| anyhow::anyhow!("too many nodes"))?;
+        if !lan.succeeds(&["ip", "link", "show", "br0"]) {
+            let host_if = lan
+                .stdout(&["ip", "-o", "link", "show"])?
+                .lines()
+                .filter_map(|l| l.split(':').nth(1))
+                .map(|n| n.trim().split('@').next().unwrap_or("").to_owned())
+                .find(|n| n != "lo" && !n.is_empty())
+                .ok_or_else(|| anyhow::anyhow!("{owner}'s LAN has no link"))?;
+            let host = format!("{LAN_HOST_IP}/24");
+            lan.ip(&["link", "add", "br0", "type", "bridge"])?;
+            lan.ip(&["addr", "del", &host, "dev", &host_if])?;
+            lan.ip(&["link", "set", &host_if, "master", "br0"])?;
+            lan.ip(&["addr", "add", &host, "dev", "br0"])?;
+            lan.ip(&["link", "set", "br0", "up"])?;
+            lan.ip(&["route", "replace", "default", "via", "192.168.77.1"])?;
+        }
+        let (a, b) = (
+            format!("l{}n{index}", self.id),
+            format!("l{}h{index}", self.id),
+        );
+        ns.ip(&[
+            "link",
+            "add",
+            &a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b,
+            "netns",
+            lan.name(),
+        ])?;
+        let addr = Ipv4Addr::new(192, 168, 77, own);
+        ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &a])?;
+        ns.ip(&["link", "set", &a, "up"])?;
+        lan.ip(&["link", "set", &b, "master", "br0"])?;
+        lan.ip(&["link", "set", &b, "up"])?;
+        Ok(addr)
     }
 
     /// A node by name. Panics on a name the lab was not built with (a bug

@@ -90,6 +90,30 @@ fn expired_node_reenrolls_with_a_new_key_and_cli_habits_hold() {
             s.state == DataplaneState::FailClosed
                 && s.error.as_deref().is_some_and(|e| e.contains("refused"))
         })?;
+        // Every transition so far is in alice's hash-chained audit log,
+        // the fail-closed one last, and the chain verifies (issue 11).
+        let audit = c
+            .node("alice")
+            .map(|n| n.state_dir.join("audit.log"))
+            .ok_or_else(|| anyhow!("no alice"))?;
+        let verified = std::process::Command::new(&c.bins.daemon)
+            .args(["audit", "verify", "--file"])
+            .arg(&audit)
+            .output()?;
+        ensure!(
+            verified.status.success(),
+            "audit verify: {}",
+            String::from_utf8_lossy(&verified.stderr)
+        );
+        let log = std::fs::read_to_string(&audit)?;
+        ensure!(
+            log.contains("\"to_state\":\"dataplane_applied\"")
+                && log
+                    .lines()
+                    .last()
+                    .is_some_and(|l| l.contains("\"to_state\":\"fail_closed\"")),
+            "audit log lacks the transitions:\n{log}"
+        );
         // A bare `up` no longer answers "up": it says what to do, before
         // and after `down`.
         let (code, message) = error_code(&c.cli("alice", &["--json", "up"])?)?;

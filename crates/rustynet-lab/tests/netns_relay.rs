@@ -287,6 +287,13 @@ fn hard_nat_and_blocked_udp_go_through_the_relay() {
             );
             ensure!(p.path == PathKind::Relay, "expected the relay: {p:?}");
             ensure!(n.nat == "destination_dependent", "netcheck: {n:?}");
+            // UDP reaches the relay, so relayed packets use the UDP mode.
+            let relays = c.status("alice")?.relays;
+            ev.set("relays", format!("{relays:?}"));
+            ensure!(
+                relays.iter().any(|r| r.udp),
+                "UDP relay mode not in use: {relays:?}"
+            );
             Ok(())
         }),
         &c,
@@ -308,6 +315,13 @@ fn hard_nat_and_blocked_udp_go_through_the_relay() {
             );
             ensure!(p.path == PathKind::Relay, "{p:?}");
             ensure!(!n.udp && n.nat == "udp_blocked", "netcheck: {n:?}");
+            // No UDP at all: the TLS relay carries everything.
+            let relays = c.status("carol")?.relays;
+            ev.set("relays", format!("{relays:?}"));
+            ensure!(
+                relays.iter().all(|r| r.connected && !r.udp),
+                "expected TLS only: {relays:?}"
+            );
             Ok(())
         }),
         &c,

@@ -60,6 +60,7 @@ fn network(n: usize) -> Vec<NodeFacts> {
                 advertised_routes: routes,
                 // Every toggle on: the most grants and forward-filter work.
                 lan_access: true,
+                admin_routes: Default::default(),
             }
         })
         .collect()

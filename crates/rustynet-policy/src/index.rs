@@ -41,6 +41,41 @@ pub struct NodeFacts {
     /// adds or removes peers. Absent (older records) means off: fail closed.
     #[serde(default)]
     pub lan_access: bool,
+    /// What an admin decided about its routes (`rustynet-control routes
+    /// approve|reject`). Absent (older records) means no decision.
+    #[serde(default)]
+    pub admin_routes: AdminRoutes,
+}
+
+/// An admin's decisions about one node's routes, kept beside the policy's
+/// own approvals (`route_approvers`, the exit role).
+///
+/// A rejection always wins, and it is wide: an advertised route that shares
+/// any address with a rejected prefix is never approved, so approving a
+/// wider route elsewhere cannot bring a rejected subnet back. An approval is
+/// narrow: it approves advertised routes inside the approved prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AdminRoutes {
+    /// Approved prefixes.
+    #[serde(default)]
+    pub approved: Vec<IpNet>,
+    /// Rejected prefixes.
+    #[serde(default)]
+    pub rejected: Vec<IpNet>,
+}
+
+impl AdminRoutes {
+    /// Whether an admin approval covers `route`.
+    pub fn approves(&self, route: IpNet) -> bool {
+        self.approved.iter().any(|a| a.contains(&route))
+    }
+
+    /// Whether an admin rejection touches `route`.
+    pub fn rejects(&self, route: IpNet) -> bool {
+        self.rejected
+            .iter()
+            .any(|r| r.contains(&route) || route.contains(r))
+    }
 }
 
 /// The node sets of one ACL rule.
@@ -335,9 +370,10 @@ fn accept_nodes(all: &[NodeFacts]) -> (Vec<&NodeFacts>, Vec<NodeId>) {
     (kept, rejected)
 }
 
-/// Each node's approved routes: advertised, not forbidden, and either the
-/// node is an exit some user may use (its LAN comes with the role) or a
-/// `route_approvers` entry for the node covers the route.
+/// Each node's approved routes: advertised, not forbidden, not rejected by
+/// an admin, and either the node is an exit some user may use (its LAN
+/// comes with the role), a `route_approvers` entry for the node covers the
+/// route, or an admin approved it.
 ///
 /// "Some user may use" is decided from the policy (an `exit_nodes` entry
 /// names the node and at least one user could match its `users`), not from
@@ -384,9 +420,10 @@ fn approve_routes(
                 .advertised_routes
                 .iter()
                 .map(IpNet::trunc)
-                .filter(|r| forbidden_route(*r).is_none())
+                .filter(|r| forbidden_route(*r).is_none() && !n.admin_routes.rejects(*r))
                 .filter(|r| {
                     exit_role
+                        || n.admin_routes.approves(*r)
                         || policy.approvers.iter().zip(&approvers).any(|(a, bits)| {
                             bits.get(i) && a.routes.iter().any(|ok| ok.contains(r))
                         })

@@ -121,8 +121,9 @@ impl PartialEq for Policy {
 impl Eq for Policy {}
 
 impl Policy {
-    /// Parses and validates a policy document. Refuses the whole document on
-    /// the first problem, naming where it is.
+    /// Parses and validates a policy document, JSON or HuJSON (`//` and
+    /// `/* */` comments, trailing commas, as Tailscale ACL files). Refuses
+    /// the whole document on the first problem, naming where it is.
     pub fn parse(text: &str) -> Result<Policy, PolicyError> {
         if text.len() > MAX_POLICY_BYTES {
             return Err(PolicyError::TooLarge {
@@ -130,6 +131,7 @@ impl Policy {
                 limit: MAX_POLICY_BYTES,
             });
         }
+        let text = &crate::hujson::to_json(text)?;
         let json = |e: serde_json::Error| PolicyError::from_json(&e);
         let mut de = serde_json::Deserializer::from_str(text);
         let Obj(doc) = Obj::<PolicyDoc>::deserialize(&mut de).map_err(json)?;

@@ -179,6 +179,22 @@ fn approved(policy: &Policy, node: &NodeFacts, route: IpNet) -> bool {
     if !node.advertised_routes.iter().any(|r| r.trunc() == route) || is_refused(route) {
         return false;
     }
+    let rejected = node
+        .admin_routes
+        .rejected
+        .iter()
+        .any(|bad| bad.contains(&route.network()) || route.contains(&bad.network()));
+    if rejected {
+        return false;
+    }
+    if node
+        .admin_routes
+        .approved
+        .iter()
+        .any(|ok| ok.contains(&route.network()) && ok.prefix_len() <= route.prefix_len())
+    {
+        return true;
+    }
     let exit_role = node.advertise_exit_node
         && policy.exits.iter().any(|e| {
             e.nodes.iter().any(|s| node_matches(policy, s, node))

@@ -30,6 +30,7 @@ fn node(id: u8, user: &str, tags: &[&str], lan_access: bool) -> NodeFacts {
         advertise_exit_node: false,
         advertised_routes: vec![],
         lan_access,
+        admin_routes: Default::default(),
     }
 }
 

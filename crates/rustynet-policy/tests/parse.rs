@@ -544,3 +544,28 @@ fn more_approver_errors() {
     assert_eq!(path, "route_approvers[0].routes[0]");
     assert!(reason.contains("link-local"), "{reason}");
 }
+
+#[test]
+fn hujson_comments_and_trailing_commas_are_accepted() {
+    let text = r#"{
+  // Staff may use the exit nodes.
+  "groups": {"group:staff": ["bob",],},
+  /* The tag's owners. */
+  "tag_owners": {"tag:exit": ["alice"]},
+  "acls": [
+    {"action": "accept", "src": ["group:staff"], "dst": ["tag:exit:*"],}, // trailing
+  ],
+}"#;
+    let policy = Policy::parse(text).unwrap();
+    let plain = Policy::parse(
+        r#"{"groups": {"group:staff": ["bob"]}, "tag_owners": {"tag:exit": ["alice"]},
+            "acls": [{"action": "accept", "src": ["group:staff"], "dst": ["tag:exit:*"]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(policy, plain);
+    // The canonical form has no comments and parses to the same policy.
+    assert!(!policy.to_json_pretty().contains("//"));
+    // Errors still point into the file as written.
+    let (line, _, _) = json_error("{\n  // c\n  \"acls\": 5,\n}");
+    assert_eq!(line, 3);
+}

@@ -11,7 +11,9 @@ use ipnet::IpNet;
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 use rustynet_policy::oracle::{forward_allows, may_use_exit, route_approved, visible};
-use rustynet_policy::{NodeFacts, NodeView, Policy, PolicyIndex, compile, policy_allows};
+use rustynet_policy::{
+    AdminRoutes, NodeFacts, NodeView, Packet, Policy, PolicyIndex, compile, policy_allows,
+};
 use rustynet_proto::NodeId;
 use rustynet_proto::netmap::{filter_admits, ip_proto};
 
@@ -47,6 +49,14 @@ const APPROVER_ROUTES: [&str; 5] = [
     "192.168.0.0/16",
     "fd00::/8",
     "0.0.0.0/0",
+];
+const ADMIN_ROUTES: [&str; 6] = [
+    "10.1.0.0/16",
+    "10.1.2.0/24",
+    "10.1.2.128/25",
+    "192.168.1.0/24",
+    "fd00:1::/48",
+    "172.16.0.0/12",
 ];
 const PORTS: [&str; 5] = ["*", "22", "80,443", "1-1024", "53"];
 const PROTOS: [&str; 4] = ["tcp", "udp", "icmp", "any"];
@@ -184,6 +194,10 @@ fn nodes() -> impl Strategy<Value = Vec<NodeFacts>> {
         any::<bool>(),
         subsequence(ROUTES.to_vec(), 0..=3),
         any::<bool>(),
+        // Admin decisions: approvals and rejections of routes and of
+        // prefixes around them.
+        subsequence(ADMIN_ROUTES.to_vec(), 0..=2),
+        subsequence(ADMIN_ROUTES.to_vec(), 0..=1),
     );
     (2..=12usize)
         .prop_flat_map(move |n| {
@@ -197,22 +211,64 @@ fn nodes() -> impl Strategy<Value = Vec<NodeFacts>> {
                 .into_iter()
                 .zip(offsets)
                 .enumerate()
-                .map(|(i, ((user, tags, exit, routes, lan), offset))| NodeFacts {
-                    id: NodeId(100 + i as u64),
-                    hostname: format!("n{i}"),
-                    user: user.to_owned(),
-                    tags: tags.into_iter().map(str::to_owned).collect(),
-                    tunnel_ip: tunnel(offset),
-                    advertise_exit_node: exit,
-                    advertised_routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
-                    lan_access: lan,
-                })
+                .map(
+                    |(i, ((user, tags, exit, routes, lan, approved, rejected), offset))| {
+                        NodeFacts {
+                            id: NodeId(100 + i as u64),
+                            hostname: format!("n{i}"),
+                            user: user.to_owned(),
+                            tags: tags.into_iter().map(str::to_owned).collect(),
+                            tunnel_ip: tunnel(offset),
+                            advertise_exit_node: exit,
+                            advertised_routes: routes.iter().map(|r| r.parse().unwrap()).collect(),
+                            lan_access: lan,
+                            admin_routes: AdminRoutes {
+                                approved: approved.iter().map(|r| r.parse().unwrap()).collect(),
+                                rejected: rejected.iter().map(|r| r.parse().unwrap()).collect(),
+                            },
+                        }
+                    },
+                )
                 .collect()
         })
 }
 
 fn ip(n: &NodeFacts) -> IpAddr {
     IpAddr::V4(n.tunnel_ip)
+}
+
+/// `acl explain` gives the oracle's verdict and names a rule exactly when
+/// it admits.
+fn explained(
+    index: &PolicyIndex<'_>,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    port: Option<u16>,
+    oracle: bool,
+) -> Result<(), TestCaseError> {
+    if !index.rejected().is_empty() {
+        return Ok(());
+    }
+    let ex = index.explain(Packet {
+        src,
+        dst,
+        proto,
+        port,
+    });
+    prop_assert_eq!(
+        ex.allowed,
+        oracle,
+        "explain {} -> {} {} {:?}: {:?}",
+        src,
+        dst,
+        proto,
+        port,
+        ex
+    );
+    prop_assert!(ex.consistent, "explain inconsistent: {:?}", ex);
+    prop_assert_eq!(ex.reasons.is_empty(), oracle, "reasons: {:?}", ex);
+    Ok(())
 }
 
 /// Every way a compiled view could disagree with the reference evaluator.
@@ -232,6 +288,7 @@ fn check_against_oracle(
         .map(|s| s.parse().unwrap())
         .filter(|d| !nodes.iter().any(|n| ip(n) == *d))
         .collect();
+    let index = PolicyIndex::new(p, nodes);
     for d in nodes {
         let view = &views[&d.id];
         for &src in &srcs {
@@ -239,6 +296,7 @@ fn check_against_oracle(
                 // (1) and its converse: the inbound filter is exactly the policy.
                 let compiled = filter_admits(&view.packet_filter, src, ip(d), proto, port);
                 let oracle = policy_allows(p, nodes, src, ip(d), proto, port);
+                explained(&index, src, ip(d), proto, port, oracle)?;
                 prop_assert_eq!(
                     compiled,
                     oracle,
@@ -278,7 +336,9 @@ fn check_against_oracle(
                         prop_assert_eq!(granted, compiled, "grant of {} via {}", client.id, n.id);
                     }
                 }
-                prop_assert_eq!(any_router, policy_allows(p, nodes, src, dst, proto, port));
+                let oracle = policy_allows(p, nodes, src, dst, proto, port);
+                prop_assert_eq!(any_router, oracle);
+                explained(&index, src, dst, proto, port, oracle)?;
             }
         }
     }
@@ -293,6 +353,20 @@ fn check_against_oracle(
         approved.sort();
         approved.dedup();
         prop_assert_eq!(&va.approved_routes, &approved);
+        // What `routes list` says agrees with what the maps get.
+        if index.rejected().is_empty() {
+            for r in &a.advertised_routes {
+                let status = index.route_status(a.id, *r).unwrap();
+                prop_assert_eq!(
+                    status.is_approved(),
+                    approved.contains(&r.trunc()),
+                    "{} {}: {:?}",
+                    a.id,
+                    r,
+                    status
+                );
+            }
+        }
         for b in nodes {
             let exit = may_use_exit(p, nodes, a.id, b.id);
             prop_assert_eq!(va.exit_grants.contains(&b.id), exit);

@@ -26,6 +26,7 @@ fn node(id: u64, host: &str, user: &str, tags: &[&str]) -> NodeFacts {
         // On, so LAN grants depend on approval and ACL alone here; the
         // toggle has its own tests (tests/lan_toggle.rs).
         lan_access: true,
+        admin_routes: Default::default(),
     }
 }
 

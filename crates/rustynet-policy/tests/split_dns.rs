@@ -136,6 +136,7 @@ fn every_view_carries_the_split_routes() {
         advertise_exit_node: false,
         advertised_routes: vec![],
         lan_access: false,
+        admin_routes: Default::default(),
     };
     let views = compile(
         &policy,

@@ -89,6 +89,7 @@ fn agrees_with_compiled_tag_selectors() {
                 advertise_exit_node: false,
                 advertised_routes: vec![],
                 lan_access: false,
+                admin_routes: Default::default(),
             })
             .collect();
         // An untagged destination, so every source that counts sees it.
@@ -101,6 +102,7 @@ fn agrees_with_compiled_tag_selectors() {
             advertise_exit_node: false,
             advertised_routes: vec![],
             lan_access: false,
+            admin_routes: Default::default(),
         });
         let views = compile(&p, &nodes);
         for n in &nodes[..users.len()] {

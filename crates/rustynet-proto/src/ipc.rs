@@ -61,6 +61,11 @@ pub struct UpArgs {
     /// address, new keys. Omitted when false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub force_reauth: bool,
+    /// As a subnet router, forward clients with their own tunnel addresses
+    /// instead of masquerading them (`--snat-subnet-routes=false`). Omitted
+    /// when false (SNAT, the default).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_snat_subnet_routes: bool,
 }
 
 /// A command. `is_mutating` decides which callers may send it.
@@ -85,8 +90,22 @@ pub enum Command {
     },
     /// Stop using an exit node.
     ExitNodeOff,
-    /// Toggle reaching the exit node's LAN.
+    /// `exit-lan` (alias `lan-access`): toggle reaching LANs behind peers
+    /// (the exit's, a subnet router's) that the policy grants.
     LanAccess {
+        /// On or off.
+        on: bool,
+    },
+    /// `local-lan`: while an exit node is in use, still reach this node's
+    /// own on-link private LAN outside the tunnel.
+    LocalLan {
+        /// On or off.
+        on: bool,
+    },
+    /// Lockdown mode (`rustynet set lockdown on|off`): block everything
+    /// but the tunnel, with or without an exit, while disconnected and
+    /// while the daemon is stopped, until an admin turns it off.
+    Lockdown {
         /// On or off.
         on: bool,
     },
@@ -122,6 +141,19 @@ pub enum Command {
         #[serde(default)]
         all_paths: bool,
     },
+    /// Which rule, route, peer and path a packet to `addr` takes now, and
+    /// what the firewall does with it.
+    RouteExplain {
+        /// The destination.
+        addr: std::net::IpAddr,
+    },
+    /// What this node's current map lets in from and out to a peer.
+    AclExplain {
+        /// Host label, Magic DNS name or tunnel IP.
+        peer: String,
+        /// A port to ask about.
+        port: Option<u16>,
+    },
 }
 
 impl Command {
@@ -134,6 +166,8 @@ impl Command {
                 | Command::DnsInspect { .. }
                 | Command::Netcheck
                 | Command::Ping { .. }
+                | Command::RouteExplain { .. }
+                | Command::AclExplain { .. }
         )
     }
 
@@ -148,12 +182,16 @@ impl Command {
             Command::ExitNodeSelect { .. } => "exit_node_select",
             Command::ExitNodeOff => "exit_node_off",
             Command::LanAccess { .. } => "lan_access",
+            Command::LocalLan { .. } => "local_lan",
+            Command::Lockdown { .. } => "lockdown",
             Command::RouteAdvertise { .. } => "route_advertise",
             Command::RouteWithdraw { .. } => "route_withdraw",
             Command::DnsProtect { .. } => "dns_protect",
             Command::DnsInspect { .. } => "dns_inspect",
             Command::Netcheck => "netcheck",
             Command::Ping { .. } => "ping",
+            Command::RouteExplain { .. } => "route_explain",
+            Command::AclExplain { .. } => "acl_explain",
         }
     }
 }
@@ -245,6 +283,10 @@ pub enum Reply {
     Netcheck(NetcheckDoc),
     /// `ping`.
     Ping(PingDoc),
+    /// `route explain`.
+    RouteExplain(crate::explain::RouteExplainDoc),
+    /// `acl explain`.
+    AclExplain(crate::explain::AclExplainDoc),
     /// A mutating command succeeded.
     Done {
         /// What happened.
@@ -281,6 +323,10 @@ impl DataplaneState {
     }
 }
 
+fn snat_default() -> bool {
+    true
+}
+
 /// `status --json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusDoc {
@@ -293,8 +339,14 @@ pub struct StatusDoc {
     pub peers: Vec<PeerStatus>,
     /// Selected exit node's host label.
     pub exit_node: Option<String>,
-    /// LAN access toggle.
+    /// `exit-lan` toggle (LANs behind peers).
     pub lan_access: bool,
+    /// `local-lan` toggle (this node's own LAN beside an exit).
+    #[serde(default)]
+    pub local_lan: bool,
+    /// Lockdown mode.
+    #[serde(default)]
+    pub lockdown: bool,
     /// Applied generation (0 before the first).
     pub generation: u64,
     /// Tunnel engine in use and why it was chosen.
@@ -317,6 +369,10 @@ pub struct StatusDoc {
     pub advertised_routes: Vec<IpNet>,
     /// Whether this node offers itself as an exit.
     pub advertise_exit_node: bool,
+    /// Whether clients forwarded into this node's routes are masqueraded
+    /// (`up --snat-subnet-routes`, default true).
+    #[serde(default = "snat_default")]
+    pub snat_subnet_routes: bool,
     /// Dataplane counters since the tunnel started.
     #[serde(default)]
     pub counters: DataplaneCounters,
@@ -433,6 +489,9 @@ pub struct RelayView {
     pub rtt_us: Option<u64>,
     /// This node's home relay.
     pub home: bool,
+    /// Relayed packets travel over UDP (UDP relay mode works); else TLS.
+    #[serde(default)]
+    pub udp: bool,
     /// Why it is down.
     pub error: Option<String>,
 }
@@ -626,6 +685,9 @@ mod tests {
         assert!(Command::Down.is_mutating());
         assert!(Command::Logout.is_mutating());
         assert!(Command::LanAccess { on: true }.is_mutating());
+        // Admin only: a read-only caller can neither open nor lift lockdown.
+        assert!(Command::Lockdown { on: false }.is_mutating());
+        assert!(Command::LocalLan { on: true }.is_mutating());
         assert!(Command::DnsProtect { on: false }.is_mutating());
         assert!(
             !Command::Ping {

@@ -14,6 +14,7 @@
 pub mod control_api;
 pub mod endpoint;
 pub mod envelope;
+pub mod explain;
 pub mod handover;
 pub mod ipc;
 mod ipfmt;

@@ -300,6 +300,7 @@ fn push(target: &Target, mb: u64, size: usize, window: u64) -> anyhow::Result<()
     let (a_key, a_login) = node(1_000_001);
     let (b_key, b_login) = node(1_000_002);
     let config = |login, ticket| ClientConfig {
+        udp: None,
         addrs: vec![target.relay],
         server_name: "localhost".into(),
         cert_sha256: pin,

@@ -38,6 +38,9 @@ mod ty {
     pub const PING: u8 = 10;
     pub const PONG: u8 = 11;
     pub const TICKET_UPDATE: u8 = 12;
+    pub const UDP_OFFER: u8 = 13;
+    pub const UDP_LOOKUP: u8 = 14;
+    pub const UDP_PEER: u8 = 15;
 }
 
 /// Why a login was refused (the code in `LoginRefused`).
@@ -167,6 +170,24 @@ pub enum Frame {
         /// The ticket's exact bytes.
         ticket: Bytes,
     },
+    /// S→C after `LoginOk`, from a relay that also forwards over UDP: the
+    /// secret the client's UDP hellos carry (see [`crate::udp`]).
+    UdpOffer {
+        /// Known only to this TLS session's two ends.
+        token: [u8; 16],
+    },
+    /// C→S: the UDP relay id of `key`, please.
+    UdpLookup {
+        /// The destination.
+        key: TunnelPublicKey,
+    },
+    /// S→C: `key`'s UDP relay id (sent to both ends of an allowed pair).
+    UdpPeer {
+        /// The node.
+        key: TunnelPublicKey,
+        /// Its id (24 bits) in UDP relay packets.
+        id: u32,
+    },
 }
 
 /// Why a byte stream is not a valid frame sequence. Any error closes the
@@ -227,6 +248,9 @@ impl Decoder {
             ty::PEER_GONE => len_us == KEY_LEN + 1,
             ty::PING | ty::PONG => len_us == 8,
             ty::TICKET_UPDATE => (1..=self.max_ticket).contains(&len_us),
+            ty::UDP_OFFER => len_us == 16,
+            ty::UDP_LOOKUP => len_us == KEY_LEN,
+            ty::UDP_PEER => len_us == KEY_LEN + 4,
             other => return Err(FrameError::UnknownType(other)),
         };
         if ok { Ok(()) } else { Err(bad) }
@@ -340,6 +364,27 @@ fn parse_body(ty: u8, mut body: Bytes) -> Result<Frame, FrameError> {
             }
         }
         ty::TICKET_UPDATE => Frame::TicketUpdate { ticket: body },
+        ty::UDP_OFFER => {
+            let mut token = [0u8; 16];
+            token.copy_from_slice(&body[..16]);
+            Frame::UdpOffer { token }
+        }
+        ty::UDP_LOOKUP => Frame::UdpLookup { key: key_at(&body) },
+        ty::UDP_PEER => {
+            let id = u32::from_be_bytes([
+                body[KEY_LEN],
+                body[KEY_LEN + 1],
+                body[KEY_LEN + 2],
+                body[KEY_LEN + 3],
+            ]);
+            if id > crate::udp::MAX_ID {
+                return Err(FrameError::Malformed(ty));
+            }
+            Frame::UdpPeer {
+                key: key_at(&body),
+                id,
+            }
+        }
         other => return Err(FrameError::UnknownType(other)),
     })
 }
@@ -435,6 +480,19 @@ impl Frame {
                 put_header(out, ty::TICKET_UPDATE, ticket.len());
                 out.extend_from_slice(ticket);
             }
+            Frame::UdpOffer { token } => {
+                put_header(out, ty::UDP_OFFER, 16);
+                out.extend_from_slice(token);
+            }
+            Frame::UdpLookup { key } => {
+                put_header(out, ty::UDP_LOOKUP, KEY_LEN);
+                out.extend_from_slice(key.as_bytes());
+            }
+            Frame::UdpPeer { key, id } => {
+                put_header(out, ty::UDP_PEER, KEY_LEN + 4);
+                out.extend_from_slice(key.as_bytes());
+                out.put_u32(*id);
+            }
         }
     }
 
@@ -458,6 +516,9 @@ impl Frame {
                 Frame::PeerGone { .. } => KEY_LEN + 1,
                 Frame::Ping(_) | Frame::Pong(_) => 8,
                 Frame::TicketUpdate { ticket } => ticket.len(),
+                Frame::UdpOffer { .. } => 16,
+                Frame::UdpLookup { .. } => KEY_LEN,
+                Frame::UdpPeer { .. } => KEY_LEN + 4,
             }
     }
 }
@@ -532,6 +593,14 @@ mod tests {
         });
         roundtrip(Frame::Ping([1; 8]));
         roundtrip(Frame::Pong([2; 8]));
+        roundtrip(Frame::UdpOffer { token: [7; 16] });
+        roundtrip(Frame::UdpLookup {
+            key: TunnelPublicKey([8; 32]),
+        });
+        roundtrip(Frame::UdpPeer {
+            key: TunnelPublicKey([9; 32]),
+            id: crate::udp::MAX_ID,
+        });
         roundtrip(Frame::TicketUpdate {
             ticket: Bytes::from_static(b"x"),
         });

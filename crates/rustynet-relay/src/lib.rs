@@ -9,7 +9,8 @@
 //!   `/healthz`, `/metrics`, and the UDP binding responder.
 //! - [`client`]: the node side, one thread per relay, for the thread-based
 //!   dataplane engine.
-//! - [`frame`], [`login`], [`upgrade`], [`binding`]: the wire formats, pure.
+//! - [`frame`], [`login`], [`upgrade`], [`binding`], [`udp`]: the wire
+//!   formats, pure.
 #![warn(missing_docs)]
 
 pub mod binding;
@@ -22,6 +23,7 @@ mod metrics;
 pub mod server;
 pub mod tls;
 mod tlsio;
+pub mod udp;
 pub mod upgrade;
 
 pub use client::{ClientConfig, ClientSink, ClientTimeouts, ConnState, RelayClient};

@@ -29,6 +29,9 @@ pub struct Metrics {
     forwarded_bytes: Counter,
     binding_answered: Counter,
     binding_dropped: Family<ReasonLabel, Counter>,
+    udp_forwarded_packets: Counter,
+    udp_forwarded_bytes: Counter,
+    udp_hellos: Counter,
 }
 
 impl Metrics {
@@ -76,6 +79,21 @@ impl Metrics {
             "Binding datagrams not answered, by reason",
             self.binding_dropped.clone(),
         );
+        r.register(
+            "udp_forwarded_packets",
+            "Packets forwarded in UDP relay mode",
+            self.udp_forwarded_packets.clone(),
+        );
+        r.register(
+            "udp_forwarded_bytes",
+            "Bytes forwarded in UDP relay mode",
+            self.udp_forwarded_bytes.clone(),
+        );
+        r.register(
+            "udp_hellos",
+            "UDP relay hellos answered (address registrations and refreshes)",
+            self.udp_hellos.clone(),
+        );
     }
 
     pub(crate) fn conn_gauge(&self, phase: &'static str, delta: i64) {
@@ -99,6 +117,13 @@ impl Metrics {
     pub(crate) fn forwarded(&self, bytes: usize) {
         self.forwarded_packets.inc();
         self.forwarded_bytes.inc_by(bytes as u64);
+    }
+    pub(crate) fn udp_forwarded(&self, bytes: usize) {
+        self.udp_forwarded_packets.inc();
+        self.udp_forwarded_bytes.inc_by(bytes as u64);
+    }
+    pub(crate) fn udp_hello(&self) {
+        self.udp_hellos.inc();
     }
     pub(crate) fn binding_answered(&self) {
         self.binding_answered.inc();
@@ -129,6 +154,14 @@ impl Metrics {
     pub fn logins(&self) -> u64 {
         self.logins.get()
     }
+    /// Packets forwarded in UDP relay mode so far.
+    pub fn udp_forwarded_packets(&self) -> u64 {
+        self.udp_forwarded_packets.get()
+    }
+    /// UDP relay hellos answered so far.
+    pub fn udp_hellos(&self) -> u64 {
+        self.udp_hellos.get()
+    }
     /// Packets forwarded so far.
     pub fn forwarded_packets(&self) -> u64 {
         self.forwarded_packets.get()
@@ -152,5 +185,43 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn every_relay_metric_in_the_rules_and_dashboard_exists() {
+        // A value in every family (an empty family is not encoded).
+        let m = Metrics::default();
+        m.conn_gauge("authenticated", 1);
+        m.refuse("ticket_bad_signature");
+        m.close("idle");
+        m.drop_packet("queue_full");
+        m.login();
+        m.forwarded(10);
+        m.binding_answered();
+        m.binding_dropped("rate_limited");
+        let exposed = rustynet_service::metric_names::exposed(&m.render());
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
+        let mut checked = 0;
+        for file in [
+            "prometheus/rules.yml",
+            "prometheus/rules_test.yml",
+            "grafana/rustynet.json",
+        ] {
+            let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+            for name in rustynet_service::metric_names::used(&text, "rustynet_relay_") {
+                assert!(
+                    exposed.contains(&name),
+                    "{file}: {name} is not a metric the relay exports"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 4, "only {checked} relay metric uses found");
     }
 }

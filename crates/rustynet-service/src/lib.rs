@@ -8,12 +8,15 @@
 //!   otherwise JSON lines on stderr. Both carry the same fields: `message`,
 //!   `level`, `target` and the event's own fields, flattened.
 //! - [`notify`]: `sd_notify` readiness for `Type=notify` units.
+//! - [`metric_names`]: metric names an exposition carries and a rules file
+//!   uses (the deploy checks' shared half).
 //! - [`docs`]: man pages and shell completions from each binary's own
 //!   command-line definition (the package ships them).
 #![warn(missing_docs)]
 
 pub mod docs;
 pub mod log;
+pub mod metric_names;
 pub mod notify;
 
 pub use log::init_logging;

@@ -151,6 +151,9 @@ pub struct RelayStatus {
     pub error: Option<String>,
     /// This node's home relay (the one its peers are told to use).
     pub home: bool,
+    /// UDP relay mode works (the relay echoes this node's UDP hellos); bulk
+    /// traffic then goes over UDP instead of TLS.
+    pub udp: bool,
 }
 
 /// Path-probe counters since the engine started.

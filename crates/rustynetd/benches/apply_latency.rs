@@ -166,6 +166,7 @@ fn ctx() -> LocalContext {
         table: rustynet_netos::DEFAULT_TABLE,
         rule_priority: *rustynet_netos::DEFAULT_RULE_PRIORITIES.start(),
         system_resolvers: vec![],
+        on_link: vec![],
     }
 }
 

@@ -69,6 +69,8 @@ pub struct FileConfig {
     pub key_encryption_file: Option<PathBuf>,
     /// Tunnel engine: `userspace` (default) or `kernel`.
     pub engine: Option<String>,
+    /// Lockdown mode always on (`rustynet set lockdown off` is refused).
+    pub lockdown: Option<bool>,
 }
 
 /// The effective configuration.
@@ -100,6 +102,9 @@ pub struct DaemonConfig {
     pub key_encryption_file: Option<PathBuf>,
     /// Which tunnel engine to run.
     pub engine: rustynet_backend_wireguard::EngineChoice,
+    /// Lockdown forced on by the config file (`lockdown = true`); otherwise
+    /// `rustynet set lockdown` decides.
+    pub lockdown: bool,
 }
 
 impl Default for DaemonConfig {
@@ -118,6 +123,7 @@ impl Default for DaemonConfig {
             admin_group: "rustynet-admin".into(),
             key_encryption_file: None,
             engine: rustynet_backend_wireguard::EngineChoice::default(),
+            lockdown: false,
         }
     }
 }
@@ -152,6 +158,7 @@ impl DaemonConfig {
             admin_group,
             key_encryption_file,
             engine,
+            lockdown,
         } = file;
         let engine = engine.map(|name| parse_engine(&name)).transpose()?;
         if let Some(v) = state_dir {
@@ -186,6 +193,9 @@ impl DaemonConfig {
         }
         if let Some(v) = engine {
             self.engine = v;
+        }
+        if let Some(v) = lockdown {
+            self.lockdown = v;
         }
         Ok(())
     }
@@ -275,5 +285,16 @@ mod tests {
         assert!(err.to_string().contains("engine"), "{err}");
         assert_eq!(cfg.tun, "rustynet0", "a refused file changes nothing");
         assert_eq!(cfg.engine, EngineChoice::Userspace);
+    }
+
+    #[test]
+    fn lockdown_key() {
+        assert!(!DaemonConfig::default().lockdown);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "lockdown = true\n").unwrap();
+        assert!(DaemonConfig::default().with_file(&path).unwrap().lockdown);
+        std::fs::write(&path, "lockdown = \"yes\"\n").unwrap();
+        assert!(DaemonConfig::default().with_file(&path).is_err());
     }
 }

@@ -13,8 +13,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use rustynet_dns::{
-    Access, ConfigError, DnsServer, NetTransport, ResolverConfig, ServerConfig, ServerError,
-    SocketOptions, Upstream,
+    Access, ConfigError, DnsMetrics, DnsServer, NetTransport, ResolverConfig, ServerConfig,
+    ServerError, SocketOptions, Upstream,
 };
 use rustynet_netos::{DnsMode, ResolverError};
 use rustynet_proto::ipc::DnsInspectDoc;
@@ -63,6 +63,34 @@ pub trait DnsOps: Send {
     /// configuration over again when another manager (NetworkManager, a
     /// DHCP client) replaced our file.
     fn maintain(&mut self) {}
+    /// The Magic DNS and exit DNS servers' counters since the daemon
+    /// started (monotonic: a stopped server's counts are kept).
+    fn counters(&self) -> DnsCounters {
+        DnsCounters::default()
+    }
+}
+
+/// Counters of the two DNS servers the daemon runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DnsCounters {
+    /// Magic DNS (100.100.100.100) for this host.
+    pub magic: DnsMetrics,
+    /// The exit's DNS service for its clients.
+    pub exit: DnsMetrics,
+}
+
+fn add(a: &DnsMetrics, b: &DnsMetrics) -> DnsMetrics {
+    DnsMetrics {
+        queries: a.queries.saturating_add(b.queries),
+        answered_local: a.answered_local.saturating_add(b.answered_local),
+        forwarded: a.forwarded.saturating_add(b.forwarded),
+        servfail: a.servfail.saturating_add(b.servfail),
+        refused: a.refused.saturating_add(b.refused),
+        malformed: a.malformed.saturating_add(b.malformed),
+        upstream_failures: a.upstream_failures.saturating_add(b.upstream_failures),
+        busy: a.busy.saturating_add(b.busy),
+        tcp_rejected: a.tcp_rejected.saturating_add(b.tcp_rejected),
+    }
 }
 
 fn upstream(u: &DnsUpstream) -> Upstream {
@@ -112,6 +140,8 @@ pub struct DnsManager {
     exit: Option<(SocketAddr, DnsServer)>,
     protected: bool,
     system: Vec<IpAddr>,
+    /// Counts of servers already stopped, so the totals never go back.
+    retired: DnsCounters,
 }
 
 impl DnsManager {
@@ -127,6 +157,15 @@ impl DnsManager {
             exit: None,
             protected: false,
             system,
+            retired: DnsCounters::default(),
+        }
+    }
+
+    /// Stops the exit DNS service (if running), keeping its counts.
+    fn stop_exit(&mut self) {
+        if let Some((_, old)) = self.exit.take() {
+            self.retired.exit = add(&self.retired.exit, &old.handle().metrics());
+            self.rt.block_on(old.shutdown());
         }
     }
 
@@ -170,16 +209,12 @@ impl DnsManager {
             }
             (Some((addr, clients)), _) => {
                 let config = config()?;
-                if let Some((_, old)) = self.exit.take() {
-                    self.rt.block_on(old.shutdown());
-                }
+                self.stop_exit();
                 let server = self.start(addr, Access::Prefixes(clients.clone()), config)?;
                 self.exit = Some((addr, server));
             }
             (None, _) => {
-                if let Some((_, old)) = self.exit.take() {
-                    self.rt.block_on(old.shutdown());
-                }
+                self.stop_exit();
             }
         }
         Ok(())
@@ -222,11 +257,10 @@ impl DnsOps for DnsManager {
 
     fn stop(&mut self) -> Result<(), DnsError> {
         if let Some(server) = self.magic.take() {
+            self.retired.magic = add(&self.retired.magic, &server.handle().metrics());
             self.rt.block_on(server.shutdown());
         }
-        if let Some((_, server)) = self.exit.take() {
-            self.rt.block_on(server.shutdown());
-        }
+        self.stop_exit();
         self.os.configurator.restore()?;
         self.protected = false;
         Ok(())
@@ -262,6 +296,17 @@ impl DnsOps for DnsManager {
 
     fn is_protected(&self) -> bool {
         self.protected
+    }
+
+    fn counters(&self) -> DnsCounters {
+        let live = |s: Option<&DnsServer>| s.map(|s| s.handle().metrics()).unwrap_or_default();
+        DnsCounters {
+            magic: add(&self.retired.magic, &live(self.magic.as_ref())),
+            exit: add(
+                &self.retired.exit,
+                &live(self.exit.as_ref().map(|(_, s)| s)),
+            ),
+        }
     }
 
     fn maintain(&mut self) {

@@ -94,6 +94,7 @@ mod tests {
             table: 52,
             rule_priority: 5200,
             system_resolvers: vec![],
+            on_link: vec![],
         }
     }
 

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod apply;
+pub mod audit_log;
 pub mod backend_manager;
 pub mod config;
 pub mod control_client;
@@ -19,6 +20,7 @@ pub mod dns_os;
 pub mod early_boot;
 pub mod endpoints;
 pub mod engine;
+pub mod explain;
 pub mod health_monitor;
 pub mod ipc_server;
 pub mod messages;

@@ -68,6 +68,27 @@ struct Args {
     /// paths only).
     #[arg(long, value_parser = ["userspace", "kernel"])]
     engine: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// The transition audit log (`audit.log` in the state directory).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(clap::Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain (rotated files first) and name the first broken
+    /// entry; exits non-zero when the chain is broken or the log is missing.
+    Verify {
+        /// The log to check with its rotated files (default: audit.log in
+        /// the state directory).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 /// Read when `--config` is not given and the file exists (the package
@@ -94,6 +115,7 @@ fn config(args: Args) -> anyhow::Result<DaemonConfig> {
         admin_group: args.admin_group,
         key_encryption_file: args.key_encryption_file,
         engine: args.engine,
+        lockdown: None,
     })?;
     cfg.validate()?;
     Ok(cfg)
@@ -112,8 +134,10 @@ fn main() -> ExitCode {
         };
     }
     rustynet_service::init_logging("rustynetd");
-    let args = Args::parse();
-    let result = if args.check_config {
+    let mut args = Args::parse();
+    let result = if let Some(Command::Audit(AuditCommand::Verify { file })) = args.command.take() {
+        audit_verify(args, file)
+    } else if args.check_config {
         check_config(args)
     } else if args.cleanup {
         cleanup(args)
@@ -153,13 +177,41 @@ fn check_config(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `audit verify`: walks the transition log's hash chain.
+#[allow(clippy::print_stdout)]
+fn audit_verify(args: Args, file: Option<PathBuf>) -> anyhow::Result<()> {
+    use rustynetd::audit_log;
+    let path = match file {
+        Some(f) => f,
+        None => config(args)?.state_dir.join(audit_log::FILE_NAME),
+    };
+    let files = audit_log::chain_files(&path);
+    if files.is_empty() {
+        anyhow::bail!("no audit log at {}", path.display());
+    }
+    let ok = audit_log::verify(&files).context("audit log broken")?;
+    println!(
+        "audit log ok: {} entries (seq {}..={}) in {} file(s); last hash {}",
+        ok.entries,
+        ok.first_seq,
+        ok.last_seq,
+        ok.files.len(),
+        ok.last_hash
+    );
+    if ok.first_seq > 0 {
+        println!("entries before seq {} were rotated away", ok.first_seq);
+    }
+    Ok(())
+}
+
 /// `--cleanup`: after the daemon stopped (or failed to start).
 fn cleanup(args: Args) -> anyhow::Result<()> {
     use rustynet_netos::Firewall as _;
     let cfg = config(args)?;
-    if rustynetd::early_boot::is_armed(&cfg.state_dir) {
-        // Protected mode was wanted: the blocking ruleset (and the host
-        // pointed at the stopped Magic DNS) stays until `rustynet down`.
+    if cfg.lockdown || rustynetd::early_boot::is_armed(&cfg.state_dir) {
+        // Protected mode (or lockdown) was wanted: the blocking ruleset
+        // (and the host pointed at the stopped Magic DNS) stays until
+        // `rustynet down` (lockdown: until an admin turns it off).
         match rustynetd::early_boot::install_persisted(&cfg.state_dir) {
             Ok(_) => tracing::info!("protected mode was active: the blocking ruleset stays"),
             Err(e) => tracing::error!(error = %e, "cannot reload the blocking ruleset"),

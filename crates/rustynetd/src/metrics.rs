@@ -2,8 +2,14 @@
 //! and durations, kill-switch and protected-DNS state, rejected maps by
 //! reason, fail-closed entries and exit activation failures; and the paths
 //! (issue 9): peers per path, bytes per path, path switches, probe
-//! outcomes, connected relays. Served on `--metrics ADDR:PORT`; never
-//! carries keys, peer names or addresses.
+//! outcomes, connected relays; and per-peer handshake age and bytes, Magic
+//! DNS counters, the map's age and the build (issue 11, in `node`). Served
+//! on `--metrics ADDR:PORT`; never carries keys or addresses (peers are
+//! labelled by their host name in the map, nothing else names anyone).
+
+mod node;
+
+pub use node::PeerSample;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -115,6 +121,7 @@ struct Inner {
     fail_closed: Counter,
     exit_failures: Family<ReasonLabel, Counter>,
     paths: PathMetrics,
+    node: node::NodeMetrics,
 }
 
 /// The daemon's metrics (cheap to clone).
@@ -138,6 +145,15 @@ impl Default for Metrics {
         let dns_protected = Gauge::default();
         let apply_ok = Counter::default();
         let apply_failed = Family::<ReasonLabel, Counter>::default();
+        // Every step's series exists from the start (at 0), so the first
+        // failure is an increase an alert can see.
+        for step in crate::apply::Step::ALL {
+            apply_failed
+                .get_or_create(&ReasonLabel {
+                    reason: step.as_str(),
+                })
+                .inc_by(0);
+        }
         let apply_seconds = Histogram::new([0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0, 2.0]);
         let map_rejects = Family::<ReasonLabel, Counter>::default();
         let fail_closed = Counter::default();
@@ -186,6 +202,7 @@ impl Default for Metrics {
         );
         let paths = PathMetrics::default();
         paths.register(&mut registry);
+        let node = node::NodeMetrics::register(&mut registry);
         Self(Arc::new(Inner {
             registry,
             state,
@@ -199,6 +216,7 @@ impl Default for Metrics {
             fail_closed,
             exit_failures,
             paths,
+            node,
         }))
     }
 }
@@ -322,6 +340,21 @@ impl Metrics {
         p.relays.set(gauge(stats.relays.len() as u64));
         let up = stats.relays.iter().filter(|r| r.connected).count();
         p.relays_connected.set(gauge(up as u64));
+    }
+
+    /// Replaces the per-peer series (peers not listed lose theirs).
+    pub fn set_peers(&self, peers: &[PeerSample]) {
+        self.0.node.set_peers(peers);
+    }
+
+    /// Exports the DNS servers' counters (monotonic totals).
+    pub fn set_dns(&self, totals: &crate::dns_manager::DnsCounters) {
+        self.0.node.set_dns(totals);
+    }
+
+    /// The map in force was signed at `issued_at` (None: no map).
+    pub fn set_netmap(&self, issued_at: Option<i64>, now: i64) {
+        self.0.node.set_netmap(issued_at, now);
     }
 
     /// Text exposition format.

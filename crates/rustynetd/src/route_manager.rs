@@ -2,7 +2,12 @@
 //! addresses, routes and rules, clear them, and tell whether the tunnel
 //! interface still exists.
 
-use rustynet_netos::{Links, Routing, RoutingChanges, RoutingConfig, RoutingError};
+use rustynet_netos::{
+    Links, RouteEntry, Routing, RoutingChanges, RoutingConfig, RoutingError, RuleEntry,
+};
+
+/// The kernel's main routing table.
+const MAIN_TABLE: u32 = 254;
 
 /// What the transaction and the health monitor need from routing.
 pub trait RouteOps: Send {
@@ -12,6 +17,12 @@ pub trait RouteOps: Send {
     fn clear(&mut self) -> Result<RoutingChanges, RoutingError>;
     /// Whether interface `name` exists.
     fn link_exists(&mut self, name: &str) -> Result<bool, RoutingError>;
+    /// Every route in `table`, of any owner (`route explain`).
+    fn list_routes(&mut self, table: u32) -> Result<Vec<RouteEntry>, RoutingError>;
+    /// Every policy rule, of any owner (`route explain`).
+    fn list_rules(&mut self) -> Result<Vec<RuleEntry>, RoutingError>;
+    /// Every route of the main table (`local-lan` picks the on-link ones).
+    fn main_routes(&mut self) -> Result<Vec<RouteEntry>, RoutingError>;
 }
 
 impl<T: Routing + Links + Send> RouteOps for T {
@@ -25,5 +36,17 @@ impl<T: Routing + Links + Send> RouteOps for T {
 
     fn link_exists(&mut self, name: &str) -> Result<bool, RoutingError> {
         Ok(self.link_state(name)?.is_some())
+    }
+
+    fn list_routes(&mut self, table: u32) -> Result<Vec<RouteEntry>, RoutingError> {
+        Routing::list_routes(self, table)
+    }
+
+    fn list_rules(&mut self) -> Result<Vec<RuleEntry>, RoutingError> {
+        Routing::list_rules(self)
+    }
+
+    fn main_routes(&mut self) -> Result<Vec<RouteEntry>, RoutingError> {
+        Routing::list_routes(self, MAIN_TABLE)
     }
 }

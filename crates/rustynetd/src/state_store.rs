@@ -119,6 +119,21 @@ pub struct Prefs {
     /// written before the toggle existed.
     #[serde(default)]
     pub protect_dns: bool,
+    /// As a router, forward clients into approved routes with their own
+    /// tunnel addresses (`up --snat-subnet-routes=false`); absent (SNAT on)
+    /// in state written before the option existed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_snat_subnet_routes: bool,
+    /// `local-lan`: reach the node's own on-link LAN while an exit is in
+    /// use; absent in older state (off).
+    #[serde(default)]
+    pub local_lan: bool,
+    /// Lockdown mode (`rustynet set lockdown on`): nothing but the tunnel
+    /// and the daemon's own sockets leaves the node, with or without an
+    /// exit, connected or not, daemon running or not; absent in older
+    /// state (off).
+    #[serde(default)]
+    pub lockdown: bool,
 }
 
 /// The sealed state.

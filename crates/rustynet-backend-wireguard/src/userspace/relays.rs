@@ -131,9 +131,15 @@ impl RelaySet {
                         _ => None,
                     },
                     home: home.as_deref() == Some(c.info.name.as_str()),
+                    udp: c.udp_ready(),
                 }
             })
             .collect()
+    }
+
+    /// The connection whose UDP relay address is `src`.
+    pub(crate) fn by_udp_addr(&self, src: SocketAddr) -> Option<&RelayConn> {
+        self.conns.iter().find(|c| c.client.udp_addr() == Some(src))
     }
 
     /// Binding (STUN) addresses of every relay.
@@ -154,6 +160,23 @@ impl RelayConn {
     /// Queues a packet for `dst`; false when it was dropped.
     pub(crate) fn send(&self, dst: &TunnelPublicKey, payload: &[u8], probe: bool) -> bool {
         self.client.send(dst, payload, probe)
+    }
+
+    /// The relay's UDP address and `dst`'s id there, when UDP relay mode
+    /// works for `dst` (else a lookup starts and TLS carries the packet).
+    pub(crate) fn udp_route(&self, dst: &TunnelPublicKey) -> Option<(SocketAddr, u32)> {
+        self.client.udp_route(dst)
+    }
+
+    /// Whether UDP relay mode works with this relay now.
+    pub(crate) fn udp_ready(&self) -> bool {
+        self.client.udp_ready()
+    }
+
+    /// A datagram from this relay's UDP address: see
+    /// [`RelayClient::udp_received`].
+    pub(crate) fn udp_received(&self, datagram: &mut [u8]) -> Option<TunnelPublicKey> {
+        self.client.udp_received(datagram)
     }
 
     /// Keepalive round trip.
@@ -177,6 +200,8 @@ fn spawn(
         login_key: rustynet_proto::NodeSigningKey::from_seed(&login.login_seed),
         timeouts: ClientTimeouts::default(),
         send_queue_bytes: SEND_QUEUE_BYTES,
+        // UDP relay mode goes to the relay's first binding address.
+        udp: info.stun.first().copied(),
     };
     let sink = Arc::new(Sink {
         dev: Arc::downgrade(dev),
@@ -217,6 +242,12 @@ impl ClientSink for Sink {
         let mut rx = lock(&self.rx);
         let SinkRx { batch, scratch } = &mut *rx;
         super::rx::handle_relayed(&dev, &self.relay, src, payload, probe, batch, scratch);
+    }
+
+    fn send_udp(&self, to: SocketAddr, datagram: &[u8]) {
+        if let Some(dev) = self.dev.upgrade() {
+            dev.udp.send(to, datagram, None, dev.waker.fd());
+        }
     }
 
     fn flush(&self) {

@@ -282,6 +282,30 @@ pub(crate) fn handle_relayed(
     );
 }
 
+const HELLO_ACK_TYPE: u8 = rustynet_relay::udp::HELLO_ACK_TYPE;
+
+/// A datagram from a relay's UDP address: a hello's echo, or a relayed
+/// tunnel message that enters the same path as one that came over TLS.
+/// From anywhere else it is dropped (only the relay speaks this format).
+fn on_relay_udp(
+    dev: &Device,
+    table: &PeerTable,
+    src: SocketAddr,
+    datagram: &mut [u8],
+    out: &mut TunBatch,
+    scratch: &mut [u8],
+    now: Instant,
+) {
+    let relays = dev.paths.relays();
+    let Some(conn) = relays.by_udp_addr(src) else {
+        return;
+    };
+    let Some(key) = conn.udp_received(datagram) else {
+        return;
+    };
+    handle_datagram(dev, table, From::Relay(&key), datagram, out, scratch, now);
+}
+
 /// Runs until stop is requested or the TUN disappears.
 pub(crate) fn run(dev: &Device) {
     const BATCH: usize = quinn_udp::BATCH_SIZE;
@@ -315,9 +339,17 @@ pub(crate) fn run(dev: &Device) {
         for (i, m) in meta.iter().enumerate().take(n) {
             let src = canonical(m.addr);
             let start = i * RECV_BUF;
-            let data = &storage[start..start + m.len.min(RECV_BUF)];
+            let data = &mut storage[start..start + m.len.min(RECV_BUF)];
             let stride = if m.stride == 0 { data.len() } else { m.stride };
-            for datagram in data.chunks(stride) {
+            for datagram in data.chunks_mut(stride) {
+                if datagram
+                    .first()
+                    .is_some_and(|b| rustynet_relay::udp::is_data(*b) || *b == HELLO_ACK_TYPE)
+                {
+                    on_relay_udp(dev, &table, src, datagram, &mut out, &mut scratch, now);
+                    continue;
+                }
+                let datagram = &*datagram;
                 match datagram.first() {
                     Some(&b) if crate::path::is_probe(datagram) && b != 0 => {
                         paths::on_probe(dev, &table, datagram, Via::Direct(src), None);

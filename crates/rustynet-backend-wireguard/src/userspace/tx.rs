@@ -40,6 +40,8 @@ struct GsoBatch {
     closed: bool,
     peer: Option<Arc<Peer>>,
     dest: Option<SocketAddr>,
+    /// The run goes to a relay's UDP address (UDP relay mode).
+    relayed: bool,
     max_segments: usize,
 }
 
@@ -53,6 +55,7 @@ impl GsoBatch {
             closed: false,
             peer: None,
             dest: None,
+            relayed: false,
             max_segments: max_segments.clamp(1, MAX_GSO_SEGMENTS),
         }
     }
@@ -82,16 +85,26 @@ impl GsoBatch {
             return;
         };
         let route = peer.path.route();
+        // UDP relay mode: the datagram joins a GSO run to the relay's UDP
+        // address, its first four bytes rewritten after encryption.
+        let mut udp_relay = None;
         let (dest, relay) = match route {
             Route::None => return,
             Route::Direct(addr) => (Some(addr), false),
             Route::Both(addr) => (Some(addr), true),
-            Route::Relay => (None, true),
+            Route::Relay => match paths::relay_udp_route(dev, peer) {
+                Some((to, id)) => {
+                    udp_relay = Some(id);
+                    (Some(to), false)
+                }
+                None => (None, true),
+            },
         };
         peer.path.note_tx(now_ns);
         let same_run = self.peer.as_ref().is_some_and(|p| Arc::ptr_eq(p, peer))
             && self.dest.is_some()
-            && self.dest == dest;
+            && self.dest == dest
+            && self.relayed == udp_relay.is_some();
         let room = (packet.len() + DATA_OVERHEAD).max(MIN_DST);
         if !same_run
             || self.closed
@@ -113,6 +126,11 @@ impl GsoBatch {
             }
         };
         let start = self.used;
+        if let Some(id) = udp_relay
+            && !rustynet_relay::udp::encode(&mut self.buf[start..start + len], id)
+        {
+            return;
+        }
         if relay {
             paths::relay_send(dev, peer, &self.buf[start..start + len], false);
         }
@@ -123,10 +141,11 @@ impl GsoBatch {
             // A handshake initiation: send it on its own, keep the batch.
             dev.udp
                 .send(dest, &self.buf[start..start + len], None, dev.waker.fd());
-            peer.path.add_bytes(Bytes::DirectTx, len);
+            peer.path.add_bytes(tx_bytes(udp_relay.is_some()), len);
             return;
         }
         if self.count == 0 {
+            self.relayed = udp_relay.is_some();
             self.start_run(peer, dest, len);
         } else if len == self.seg {
             self.count += 1;
@@ -143,6 +162,7 @@ impl GsoBatch {
             self.used = 0;
             self.count = 0;
             self.closed = false;
+            self.relayed = udp_relay.is_some();
             self.start_run(peer, dest, len);
         }
     }
@@ -152,7 +172,7 @@ impl GsoBatch {
         if let (Some(dest), Some(peer)) = (self.dest, self.peer.as_ref()) {
             dev.udp
                 .send(dest, &self.buf[..len], Some(self.seg), dev.waker.fd());
-            peer.path.add_bytes(Bytes::DirectTx, len);
+            peer.path.add_bytes(tx_bytes(self.relayed), len);
         }
     }
 
@@ -163,6 +183,15 @@ impl GsoBatch {
         self.count = 1;
         self.used += len;
         self.closed = false;
+    }
+}
+
+/// Which byte counter a datagram sent on the UDP socket adds to.
+fn tx_bytes(udp_relay: bool) -> Bytes {
+    if udp_relay {
+        Bytes::RelayTx
+    } else {
+        Bytes::DirectTx
     }
 }
 

@@ -95,6 +95,7 @@ fn refuse_once(logged: &mut Option<u64>, version: u64, id: NodeId, reason: &Veri
 
 /// Seals `netmap` with a fresh generation and sends it, unless the line
 /// would exceed the node's size limit; false once the stream must end.
+/// `build_started`: when building this node's map began (for the metrics).
 async fn seal_and_send(
     app: &AppState,
     signer: &Signer,
@@ -102,6 +103,7 @@ async fn seal_and_send(
     id: NodeId,
     netmap: MapJson,
     last_sent: &mut Option<Bytes>,
+    build_started: std::time::Instant,
 ) -> bool {
     let generation = match app.network.store().reserve_generations(1) {
         Ok(range) => range.start,
@@ -118,6 +120,7 @@ async fn seal_and_send(
         now_unix(),
         app.map_ttl_secs,
     );
+    let build = build_started.elapsed();
     // The pieces share the map's buffer; none is copied.
     let pieces = map_frame_pieces(sealed.sealed, &signer.handovers);
     if let Err(reason) = check_frame_len(pieces.iter().map(Bytes::len).sum()) {
@@ -127,6 +130,7 @@ async fn seal_and_send(
     if !send_all(tx, pieces).await {
         return false;
     }
+    app.metrics.map_sent(build);
     tracing::debug!(node = %id, generation, "map sent");
     *last_sent = Some(sealed.payload);
     true
@@ -134,6 +138,7 @@ async fn seal_and_send(
 
 async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
     let online = app.network.stream_opened(id);
+    let _held = app.metrics.stream_opened();
     let mut changes = app.network.subscribe();
     let resign_every = Duration::from_secs((app.map_ttl_secs / 2).max(1) as u64);
     let mut last_sent: Option<Bytes> = None;
@@ -146,6 +151,7 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
     let mut signed_by = None;
     tracing::debug!(node = %id, "map stream opened");
     loop {
+        let build_started = std::time::Instant::now();
         let snapshot = changes.borrow_and_update().clone();
         let Some(netmap) = snapshot.netmap_json(id) else {
             tracing::info!(node = %id, "node removed or expired; closing its map stream");
@@ -159,7 +165,16 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
             match snapshot.check_map(id) {
                 Err(reason) => refuse_once(&mut refused_version, snapshot.version, id, &reason),
                 Ok(()) => {
-                    if !seal_and_send(&app, &signer, &tx, id, netmap, &mut last_sent).await {
+                    let sent = seal_and_send(
+                        &app,
+                        &signer,
+                        &tx,
+                        id,
+                        netmap,
+                        &mut last_sent,
+                        build_started,
+                    );
+                    if !sent.await {
                         break;
                     }
                     last_map_at = Some(tokio::time::Instant::now());

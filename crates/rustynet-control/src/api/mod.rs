@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -58,6 +59,8 @@ pub struct AppState {
     pub register_limit: Mutex<RateLimiter<IpAddr>>,
     /// Nonces of enrollment requests (never written to the store).
     pub enroll_nonces: Mutex<NonceCache>,
+    /// Streams, maps, enrollments and refusals (`--metrics-listen`).
+    pub metrics: crate::metrics::ControlMetrics,
 }
 
 /// The map-signing key and the handovers of every rotation up to it:
@@ -139,6 +142,7 @@ impl From<StoreError> for ApiFailure {
             StoreError::DuplicateKey => (StatusCode::CONFLICT, "duplicate_key"),
             StoreError::UnknownNode(_) => (StatusCode::NOT_FOUND, "unknown_node"),
             StoreError::DuplicateRelay(_)
+            | StoreError::NameTaken(_)
             | StoreError::UnknownRelay(_)
             | StoreError::TooManyRelays(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             StoreError::AddressesExhausted | StoreError::NamesExhausted(_) => {
@@ -163,10 +167,30 @@ impl From<StoreError> for ApiFailure {
     }
 }
 
+/// The refusal reason of a response, for the metrics layer.
+#[derive(Debug, Clone, Copy)]
+struct Rejected(&'static str);
+
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.error)).into_response()
+        let reason = crate::metrics::reject_reason(&self.error.code);
+        let mut response = (self.status, axum::Json(self.error)).into_response();
+        response.extensions_mut().insert(Rejected(reason));
+        response
     }
+}
+
+/// Counts every refused request by its error code (axum's own refusals,
+/// such as a wrong method, as `other`).
+async fn count_rejections(State(app): State<Arc<AppState>>, response: Response) -> Response {
+    if response.status().is_client_error() || response.status().is_server_error() {
+        let reason = response
+            .extensions()
+            .get::<Rejected>()
+            .map_or("other", |r| r.0);
+        app.metrics.rejected(reason);
+    }
+    response
 }
 
 /// Reads a request body, refusing more than [`MAX_REQUEST_BYTES`] or one
@@ -247,6 +271,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(paths::UPDATE, post(update::update))
         .route(paths::RELAY_TICKET, post(relay_ticket::relay_ticket))
         .fallback(not_found)
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            count_rejections,
+        ))
         .with_state(state)
 }
 

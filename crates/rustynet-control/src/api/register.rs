@@ -120,6 +120,7 @@ pub(super) async fn register(
         Ok(node)
     })
     .await?;
+    app.metrics.enrolled(renew.is_some());
     match renew {
         None => {
             tracing::info!(node = %node.id, hostname = %node.hostname, ip = %node.tunnel_ip, "node enrolled")

@@ -66,6 +66,7 @@ fn node(id: u64, name: &str, user: &str, tags: &[&str]) -> NodeRecord {
             .is_multiple_of(2)
             .then_some(PathPublicKey([id as u8 + 50; 32])),
         home_relay: None,
+        admin_routes: Default::default(),
         key_expires_at: None,
     }
 }

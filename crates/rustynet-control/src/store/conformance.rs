@@ -29,6 +29,7 @@ macro_rules! conformance_suite {
             renewal_keeps_identity_and_checks_the_key,
             generations_are_fresh_and_never_overlap,
             suffix_and_policy_round_trip,
+            admin_edits_rename_tag_and_route_decisions,
         );
     };
     (@tests $fresh:path; $($name:ident),* $(,)?) => {
@@ -335,4 +336,37 @@ pub(crate) fn suffix_and_policy_round_trip(s: &dyn Store) {
     s.set_policy(r#"{"acls":[]}"#, 10).unwrap();
     s.set_policy(r#"{"acls":[1]}"#, 11).unwrap();
     assert_eq!(s.policy().unwrap().as_deref(), Some(r#"{"acls":[1]}"#));
+}
+
+pub(crate) fn admin_edits_rename_tag_and_route_decisions(s: &dyn Store) {
+    preauth(s, "k", true, None);
+    let a = s.register(&reg("k", "a", 1), 200).unwrap();
+    s.register(&reg("k", "b", 2), 200).unwrap();
+    // A label another node holds is refused and changes nothing.
+    assert!(matches!(
+        s.rename_node("a", "b"),
+        Err(StoreError::NameTaken(_))
+    ));
+    assert!(matches!(
+        s.rename_node("zz", "c"),
+        Err(StoreError::UnknownNode(_))
+    ));
+    let renamed = s.rename_node("a", "c").unwrap();
+    assert_eq!((renamed.id, renamed.hostname.as_str()), (a.id, "c"));
+    assert_eq!(s.rename_node("c", "c").unwrap().hostname, "c");
+    let tags = vec!["tag:db".to_owned(), "tag:web".to_owned()];
+    assert_eq!(s.set_node_tags("c", &tags).unwrap().tags, tags);
+    assert_eq!(s.node(a.id).unwrap().unwrap().tags, tags);
+    // Route decisions: the store returns the node as it was before.
+    let routes = rustynet_policy::AdminRoutes {
+        approved: vec!["10.1.0.0/24".parse().unwrap()],
+        rejected: vec!["10.2.0.0/24".parse().unwrap()],
+    };
+    let before = s.set_admin_routes("c", &routes).unwrap();
+    assert!(before.admin_routes.approved.is_empty());
+    assert_eq!(s.node(a.id).unwrap().unwrap().admin_routes, routes);
+    assert!(matches!(
+        s.set_admin_routes("zz", &routes),
+        Err(StoreError::UnknownNode(_))
+    ));
 }

@@ -61,6 +61,8 @@ pub(crate) struct NodeRow {
     pub key_expires_at: Option<i64>,
     pub path_key: Option<String>,
     pub home_relay: Option<String>,
+    /// The admin's route decisions (JSON).
+    pub admin_routes: String,
 }
 
 /// A `relays` row.

@@ -102,6 +102,11 @@ pub const MIGRATIONS: &[&str] = &[
         created_at  INTEGER NOT NULL
     );
     "#,
+    // 6: an admin's route decisions per node (`routes approve|reject`),
+    // beside the policy's own approvals.
+    r#"
+    ALTER TABLE nodes ADD COLUMN admin_routes TEXT NOT NULL DEFAULT '{"approved":[],"rejected":[]}';
+    "#,
 ];
 
 #[cfg(test)]

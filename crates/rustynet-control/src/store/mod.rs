@@ -20,6 +20,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 
 use ipnet::IpNet;
+use rustynet_policy::AdminRoutes;
 use rustynet_proto::netmap::{MAX_RELAYS, RelayInfo};
 use rustynet_proto::{NodeId, PathPublicKey, SigningPublicKey, TunnelPublicKey};
 use serde::Serialize;
@@ -98,6 +99,9 @@ pub enum StoreError {
     /// No node with that name or id.
     #[error("no node named {0:?}")]
     UnknownNode(String),
+    /// Another node already has that host label.
+    #[error("another node is already named {0:?}")]
+    NameTaken(String),
     /// The tunnel address space is exhausted.
     #[error("no free tunnel address left")]
     AddressesExhausted,
@@ -210,6 +214,8 @@ pub struct NodeRecord {
     /// The relay the node keeps as its home, as it reported it; maps carry
     /// it only while a relay of that name is announced.
     pub home_relay: Option<String>,
+    /// An admin's route decisions (`rustynet-control routes approve|reject`).
+    pub admin_routes: AdminRoutes,
     /// When the node's keys stop being accepted; renewed by
     /// `rustynet up --force-reauth`.
     pub key_expires_at: Option<i64>,
@@ -325,6 +331,12 @@ pub trait Store: Send + Sync {
     fn expire_node(&self, hostname: &str, now: i64) -> Result<NodeRecord, StoreError>;
     /// Deletes a node (by host label).
     fn remove_node(&self, hostname: &str) -> Result<NodeRecord, StoreError>;
+    /// Gives a node (by host label) a new, validated host label; refuses a
+    /// label another node holds. Returns the node as renamed.
+    fn rename_node(&self, hostname: &str, new: &str) -> Result<NodeRecord, StoreError>;
+    /// Replaces a node's (by host label) tags with `tags` (validated, sorted
+    /// and deduplicated by the caller). Returns the node as changed.
+    fn set_node_tags(&self, hostname: &str, tags: &[String]) -> Result<NodeRecord, StoreError>;
     /// Records a request nonce; `false` if it was seen before (replay).
     /// Also forgets nonces older than `forget_before_ms`.
     fn record_nonce(
@@ -348,4 +360,12 @@ pub trait Store: Send + Sync {
     fn add_relay(&self, relay: &RelayInfo, now: i64) -> Result<(), StoreError>;
     /// Removes a registered relay; returns it.
     fn remove_relay(&self, name: &str) -> Result<RelayInfo, StoreError>;
+    /// Replaces a node's admin route decisions (by host label); returns the
+    /// node as it was before. The caller decides the new set
+    /// ([`crate::routes::decide`]).
+    fn set_admin_routes(
+        &self,
+        hostname: &str,
+        routes: &AdminRoutes,
+    ) -> Result<NodeRecord, StoreError>;
 }

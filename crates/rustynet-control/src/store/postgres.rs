@@ -23,6 +23,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use postgres::{Client, Config, GenericClient, NoTls, Row, Transaction};
+use rustynet_policy::AdminRoutes;
 use rustynet_proto::NodeId;
 use rustynet_proto::netmap::RelayInfo;
 
@@ -35,6 +36,7 @@ use crate::names::assign_label;
 
 mod import;
 mod migrations;
+mod node_admin;
 mod relays;
 
 pub(super) use migrations::MIGRATIONS;
@@ -197,7 +199,7 @@ fn meta_get(c: &mut impl GenericClient, key: &str) -> Result<Option<String>, Sto
 
 const NODE_COLUMNS: &str = r#"id, hostname, requested_hostname, "user", tags, tunnel_ip, node_key,
     signing_key, endpoints, advertise_exit, advertised_routes, created_at, expired_at, last_seen,
-    lan_access, key_expires_at, path_key, home_relay"#;
+    lan_access, key_expires_at, path_key, home_relay, admin_routes"#;
 
 fn node_from_row(row: &Row) -> Result<NodeRecord, StoreError> {
     let id: i64 = row.try_get(0)?;
@@ -208,6 +210,7 @@ fn node_from_row(row: &Row) -> Result<NodeRecord, StoreError> {
     let endpoints: String = row.try_get(8)?;
     let routes: String = row.try_get(10)?;
     let path_key: Option<String> = row.try_get(16)?;
+    let admin_routes: String = row.try_get(18)?;
     Ok(NodeRecord {
         id: NodeId(u64::try_from(id).map_err(|_| StoreError::Corrupt("node id".into()))?),
         hostname: row.try_get(1)?,
@@ -227,6 +230,7 @@ fn node_from_row(row: &Row) -> Result<NodeRecord, StoreError> {
         key_expires_at: row.try_get(15)?,
         path_key: path_key.map(|k| parse(&k, "path_key")).transpose()?,
         home_relay: row.try_get(17)?,
+        admin_routes: from_json(&admin_routes, "admin_routes")?,
     })
 }
 
@@ -653,6 +657,44 @@ impl Store for PostgresStore {
             changed(&mut tx)?;
             tx.commit()?;
             Ok(node)
+        })
+    }
+
+    fn rename_node(&self, hostname: &str, new: &str) -> Result<NodeRecord, StoreError> {
+        let (hostname, new) = (hostname.to_owned(), new.to_owned());
+        self.run(move |c| {
+            let mut tx = write_tx(c)?;
+            let node = node_admin::rename(&mut tx, &hostname, &new)?;
+            changed(&mut tx)?;
+            tx.commit()?;
+            Ok(node)
+        })
+    }
+
+    fn set_node_tags(&self, hostname: &str, tags: &[String]) -> Result<NodeRecord, StoreError> {
+        let (hostname, tags) = (hostname.to_owned(), to_json(&tags));
+        self.run(move |c| {
+            let mut tx = write_tx(c)?;
+            let node = node_admin::set_column(&mut tx, &hostname, "tags", &tags)?;
+            changed(&mut tx)?;
+            tx.commit()?;
+            Ok(node)
+        })
+    }
+
+    fn set_admin_routes(
+        &self,
+        hostname: &str,
+        routes: &AdminRoutes,
+    ) -> Result<NodeRecord, StoreError> {
+        let (hostname, routes) = (hostname.to_owned(), to_json(routes));
+        self.run(move |c| {
+            let mut tx = write_tx(c)?;
+            let before = node_admin::by_name(&mut tx, &hostname)?;
+            node_admin::set_column(&mut tx, &hostname, "admin_routes", &routes)?;
+            changed(&mut tx)?;
+            tx.commit()?;
+            Ok(before)
         })
     }
 

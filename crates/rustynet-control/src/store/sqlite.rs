@@ -14,12 +14,15 @@ use serde::de::DeserializeOwned;
 use rustynet_proto::netmap::RelayInfo;
 
 use super::migrations::{MIGRATIONS, pending};
+use rustynet_policy::AdminRoutes;
+
 use super::{
     NewPreauth, NodeRecord, NodeUpdate, PreauthRecord, Registration, Renewal, Store, StoreError,
 };
 use crate::names::assign_label;
 
 mod export;
+mod node_admin;
 mod relays;
 
 pub(crate) use export::export;
@@ -55,7 +58,7 @@ pub(super) fn parse<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, S
 
 const NODE_COLUMNS: &str = "id, hostname, requested_hostname, user, tags, tunnel_ip, node_key, \
     signing_key, endpoints, advertise_exit, advertised_routes, created_at, expired_at, last_seen, \
-    lan_access, key_expires_at, path_key, home_relay";
+    lan_access, key_expires_at, path_key, home_relay, admin_routes";
 
 fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRecord, StoreError>> {
     let id: i64 = row.get(0)?;
@@ -76,6 +79,7 @@ fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRecord,
     let key_expires_at: Option<i64> = row.get(15)?;
     let path_key: Option<String> = row.get(16)?;
     let home_relay: Option<String> = row.get(17)?;
+    let admin_routes: String = row.get(18)?;
     Ok((|| {
         Ok(NodeRecord {
             id: NodeId(u64::try_from(id).map_err(|_| StoreError::Corrupt("node id".into()))?),
@@ -96,6 +100,7 @@ fn node_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<NodeRecord,
             key_expires_at,
             path_key: path_key.map(|k| parse(&k, "path_key")).transpose()?,
             home_relay,
+            admin_routes: from_json(&admin_routes, "admin_routes")?,
         })
     })())
 }
@@ -538,6 +543,22 @@ impl Store for SqliteStore {
         Ok(node)
     }
 
+    fn rename_node(&self, hostname: &str, new: &str) -> Result<NodeRecord, StoreError> {
+        let mut conn = lock(&self.conn);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let node = node_admin::rename(&tx, hostname, new)?;
+        tx.commit()?;
+        Ok(node)
+    }
+
+    fn set_node_tags(&self, hostname: &str, tags: &[String]) -> Result<NodeRecord, StoreError> {
+        let mut conn = lock(&self.conn);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let node = node_admin::set_tags(&tx, hostname, tags)?;
+        tx.commit()?;
+        Ok(node)
+    }
+
     fn record_nonce(
         &self,
         node: NodeId,
@@ -598,6 +619,24 @@ impl Store for SqliteStore {
         relays::add(&tx, relay, now)?;
         tx.commit()?;
         Ok(())
+    }
+
+    fn set_admin_routes(
+        &self,
+        hostname: &str,
+        routes: &AdminRoutes,
+    ) -> Result<NodeRecord, StoreError> {
+        let mut conn = lock(&self.conn);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let node = query_nodes(&tx, "WHERE hostname = ?1", params![hostname])?
+            .pop()
+            .ok_or_else(|| StoreError::UnknownNode(hostname.to_owned()))?;
+        tx.execute(
+            "UPDATE nodes SET admin_routes = ?1 WHERE id = ?2",
+            params![to_json(routes), node.id.0 as i64],
+        )?;
+        tx.commit()?;
+        Ok(node)
     }
 
     fn remove_relay(&self, name: &str) -> Result<RelayInfo, StoreError> {

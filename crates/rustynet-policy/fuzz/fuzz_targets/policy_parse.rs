@@ -28,6 +28,7 @@ fn network() -> &'static [NodeFacts] {
                 vec![]
             },
             lan_access: id != 2,
+            admin_routes: Default::default(),
         };
         vec![
             node(1, "alice-laptop", "alice", &[]),

@@ -60,6 +60,7 @@ fn core_with_two_nodes() -> (RelayCore, Now) {
         vec![control.public()],
         Metrics::default(),
     );
+    core.enable_udp();
     let now = Now {
         instant: Instant::now(),
         unix: T0,
@@ -106,10 +107,13 @@ fuzz_target!(|data: &[u8]| {
             core.handle_frame(ConnId(1), frame, now);
             core.handle_timeout(now);
         }
+        // The same bytes as a UDP relay datagram (hello or tunnel message).
+        let mut datagram = data.to_vec();
+        let _ = core.handle_udp(std::net::SocketAddr::from(([192, 0, 2, 1], 1)), &mut datagram, now);
         while core.poll_event().is_some() {}
         for id in [ConnId(1), ConnId(2)] {
             let mut out = Vec::new();
-            while core.drain(id, &mut out, 1 << 16) {}
+            while core.drain(id, &mut out, 1 << 16, now) {}
             let mut queued = BytesMut::from(&out[..]);
             while let Some(frame) = decoder
                 .decode(&mut queued)

@@ -65,7 +65,11 @@ impl Driver {
             let timeout = if again {
                 std::time::Duration::ZERO
             } else {
-                self.machine.next_deadline().saturating_duration_since(now)
+                let mut deadline = self.machine.next_deadline();
+                if let Some(hello) = lock(&self.inner.udp).next_hello(now) {
+                    deadline = deadline.min(hello);
+                }
+                deadline.saturating_duration_since(now)
             };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout))
                 && e.kind() != std::io::ErrorKind::Interrupted
@@ -79,6 +83,7 @@ impl Driver {
             let now = Instant::now();
             self.take_ticket_update(now);
             again = self.pump(now);
+            self.udp(now);
             while let Some(action) = self.machine.poll(now) {
                 match action {
                     Action::Connect => self.connect(now),
@@ -127,6 +132,26 @@ impl Driver {
         }
     }
 
+    /// UDP relay mode: a due hello out of the tunnel socket, lookups out
+    /// over TLS.
+    fn udp(&mut self, now: Instant) {
+        let Some(to) = self.inner.udp_addr else {
+            return;
+        };
+        let (hello, lookups) = {
+            let mut udp = lock(&self.inner.udp);
+            (udp.hello_due(now), std::mem::take(&mut udp.lookups))
+        };
+        if let Some(token) = hello {
+            self.sink.send_udp(to, &crate::udp::hello(&token));
+        }
+        if let Some(link) = self.link.as_mut().filter(|l| l.is_up()) {
+            for key in lookups {
+                link.send_frame(&Frame::UdpLookup { key });
+            }
+        }
+    }
+
     fn connect(&mut self, now: Instant) {
         let addr = self.cfg.addrs[self.next_addr % self.cfg.addrs.len()];
         self.next_addr = self.next_addr.wrapping_add(1);
@@ -149,6 +174,7 @@ impl Driver {
         self.inner.up.store(false, Ordering::Release);
         self.inner.rtt_us.store(0, Ordering::Relaxed);
         *lock(&self.inner.queues) = Queues::default();
+        lock(&self.inner.udp).reset();
         let delay = self.machine.failed(now);
         tracing::info!(%reason, retry_in = ?delay, "relay connection down");
         self.set_state(ConnState::Down { reason });

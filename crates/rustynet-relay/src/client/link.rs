@@ -238,7 +238,12 @@ impl Link {
                             .store(us, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
-                (Stage::Up, Frame::PeerGone { key, reason }) => cx.sink.peer_gone(key, reason),
+                (Stage::Up, Frame::PeerGone { key, reason }) => {
+                    lock(&cx.inner.udp).forget(&key);
+                    cx.sink.peer_gone(key, reason);
+                }
+                (Stage::Up, Frame::UdpOffer { token }) => lock(&cx.inner.udp).offered(token),
+                (Stage::Up, Frame::UdpPeer { key, id }) => lock(&cx.inner.udp).learned(key, id),
                 (Stage::Challenge, Frame::ServerChallenge { version, challenge }) => {
                     if version != PROTOCOL_VERSION {
                         return Err(DownReason::Protocol(format!(
@@ -320,5 +325,8 @@ fn frame_name(frame: &Frame) -> &'static str {
         Frame::Ping(_) => "Ping",
         Frame::Pong(_) => "Pong",
         Frame::TicketUpdate { .. } => "TicketUpdate",
+        Frame::UdpOffer { .. } => "UdpOffer",
+        Frame::UdpLookup { .. } => "UdpLookup",
+        Frame::UdpPeer { .. } => "UdpPeer",
     }
 }

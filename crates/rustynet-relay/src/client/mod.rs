@@ -18,6 +18,7 @@
 mod driver;
 mod link;
 mod machine;
+mod udp;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -54,6 +55,9 @@ pub struct ClientConfig {
     pub timeouts: ClientTimeouts,
     /// Data bytes that may wait for the thread before `send` drops.
     pub send_queue_bytes: usize,
+    /// The relay's UDP address for the UDP relay mode (its first binding
+    /// address); `None` keeps every packet on TLS.
+    pub udp: Option<SocketAddr>,
 }
 
 /// The client's timers.
@@ -156,6 +160,11 @@ pub trait ClientSink: Send + Sync {
     fn peer_gone(&self, key: TunnelPublicKey, reason: GoneReason) {
         let _ = (key, reason);
     }
+    /// Send `datagram` (a UDP relay hello) to `to` from the tunnel's UDP
+    /// socket. A sink that cannot leaves the UDP relay mode unused.
+    fn send_udp(&self, to: SocketAddr, datagram: &[u8]) {
+        let _ = (to, datagram);
+    }
 }
 
 /// A relay connection kept up by its own thread. See the module docs.
@@ -175,6 +184,8 @@ pub(crate) struct Inner {
     state: Mutex<ConnState>,
     new_ticket: Mutex<Option<SignedEnvelope>>,
     queue_bytes: usize,
+    udp: Mutex<udp::UdpState>,
+    udp_addr: Option<SocketAddr>,
 }
 
 #[derive(Default)]
@@ -206,6 +217,8 @@ impl RelayClient {
             state: Mutex::new(ConnState::Connecting),
             new_ticket: Mutex::new(None),
             queue_bytes: cfg.send_queue_bytes.max(MAX_PAYLOAD + HEADER_LEN + KEY_LEN),
+            udp: Mutex::new(udp::UdpState::default()),
+            udp_addr: cfg.udp,
         });
         let driver = driver::Driver::new(cfg, tls, poll, Arc::clone(&inner), sink)?;
         let thread = std::thread::Builder::new()
@@ -243,6 +256,49 @@ impl RelayClient {
             let _ = self.inner.waker.wake();
         }
         true
+    }
+
+    /// Where a tunnel message for `dst` goes in UDP relay mode: the relay's
+    /// UDP address and the id to write with [`crate::udp::encode`]. `None`:
+    /// use [`RelayClient::send`] (UDP not working, or `dst`'s id not known
+    /// yet: a lookup is then started).
+    pub fn udp_route(&self, dst: &TunnelPublicKey) -> Option<(SocketAddr, u32)> {
+        let to = self.inner.udp_addr?;
+        let routed = lock(&self.inner.udp).route(dst, std::time::Instant::now());
+        match routed {
+            Ok(id) => Some((to, id)),
+            Err(wake) => {
+                if wake {
+                    let _ = self.inner.waker.wake();
+                }
+                None
+            }
+        }
+    }
+
+    /// The relay's UDP address, when the mode is configured.
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.inner.udp_addr
+    }
+
+    /// Whether UDP relay mode works now (the relay echoes our hellos).
+    pub fn udp_ready(&self) -> bool {
+        self.inner.udp_addr.is_some() && lock(&self.inner.udp).is_ready(std::time::Instant::now())
+    }
+
+    /// A datagram from the relay's UDP address: an echo of our hello
+    /// (`None` returned, state updated) or a relayed tunnel message, turned
+    /// back into the message in place; returns its sender. Anything else,
+    /// or an id this client was not told, is `None` (drop it).
+    pub fn udp_received(&self, datagram: &mut [u8]) -> Option<TunnelPublicKey> {
+        if let Some(token) = crate::udp::parse_hello(datagram, true) {
+            lock(&self.inner.udp).echoed(&token, std::time::Instant::now());
+            return None;
+        }
+        let id = crate::udp::id_of(datagram)?;
+        let key = lock(&self.inner.udp).key_of(id)?;
+        crate::udp::decode(datagram);
+        Some(key)
     }
 
     /// Replaces the ticket: sent to the relay now if connected, used for

@@ -22,9 +22,13 @@
 //!   after a grace period unless a newer ticket arrives.
 
 mod bucket;
+mod codel;
 mod queue;
 #[cfg(test)]
 mod tests;
+mod udp;
+
+pub use udp::UdpVerdict;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -96,7 +100,9 @@ pub struct Limits {
     pub probe_rate_bytes_per_sec: u64,
     /// Burst of the per-node probe bucket, bytes.
     pub probe_burst_bytes: u64,
-    /// Queued data bytes per destination before the oldest is dropped.
+    /// Queued data bytes per destination before the oldest is dropped: a
+    /// hard memory bound. CoDel keeps the queue far shorter in practice (see
+    /// `codel`), so this only has to cover bursts.
     pub data_queue_bytes: usize,
     /// Queued probes per destination before the oldest is dropped.
     pub probe_queue_len: usize,
@@ -117,7 +123,7 @@ impl Default for Limits {
             burst_bytes: 16 << 20,
             probe_rate_bytes_per_sec: 64 * 1024,
             probe_burst_bytes: 32 * 1024,
-            data_queue_bytes: 1 << 20,
+            data_queue_bytes: 4 << 20,
             probe_queue_len: 32,
             ticket: TicketPolicy::default(),
         }
@@ -166,6 +172,8 @@ struct Authed {
     data_bucket: TokenBucket,
     probe_bucket: TokenBucket,
     gone_sent: Vec<(TunnelPublicKey, Instant)>,
+    /// The UDP relay session, when offered.
+    udp: Option<udp::UdpSession>,
 }
 
 struct Conn {
@@ -212,6 +220,7 @@ pub struct RelayCore {
     unauth_total: usize,
     timers: BinaryHeap<Reverse<(Instant, ConnId)>>,
     events: VecDeque<Event>,
+    udp: udp::UdpTable,
 }
 
 impl RelayCore {
@@ -227,6 +236,7 @@ impl RelayCore {
             unauth_total: 0,
             timers: BinaryHeap::new(),
             events: VecDeque::new(),
+            udp: udp::UdpTable::default(),
         }
     }
 
@@ -325,6 +335,7 @@ impl RelayCore {
             } if authed => self.forward(id, dst, payload, probe, now),
             Frame::Ping(data) if authed => self.push_control(id, Frame::Pong(data)),
             Frame::TicketUpdate { ticket } if authed => self.update_ticket(id, &ticket, now),
+            Frame::UdpLookup { key } if authed => self.udp_lookup(id, key, now),
             _ => self.close(id, "protocol", None),
         }
     }
@@ -385,9 +396,15 @@ impl RelayCore {
 
     /// Appends `id`'s pending frames to `out` up to about `max` bytes.
     /// Returns whether more remain (call again once `out` is written).
-    pub fn drain(&mut self, id: ConnId, out: &mut Vec<u8>, max: usize) -> bool {
+    pub fn drain(&mut self, id: ConnId, out: &mut Vec<u8>, max: usize, now: Now) -> bool {
         match self.conns.get_mut(&id) {
-            Some(conn) => conn.out.drain(out, max),
+            Some(conn) => {
+                let drained = conn.out.drain(out, max, now.instant);
+                for _ in 0..drained.dropped {
+                    self.metrics.drop_packet("queue_delay");
+                }
+                drained.more
+            }
             None => false,
         }
     }
@@ -445,6 +462,7 @@ impl RelayCore {
                 now.instant,
             ),
             gone_sent: Vec::new(),
+            udp: None,
         }));
         self.release_unauth(peer.ip());
         self.metrics.conn_gauge("handshake", -1);
@@ -452,6 +470,7 @@ impl RelayCore {
         self.metrics.login();
         self.arm(id);
         self.push_control(id, Frame::LoginOk { observed: peer });
+        self.offer_udp(id, &exporter);
     }
 
     fn update_ticket(&mut self, id: ConnId, ticket: &[u8], now: Now) {
@@ -546,7 +565,7 @@ impl RelayCore {
         } else {
             receiver
                 .out
-                .push_data(src, payload, self.limits.data_queue_bytes)
+                .push_data(src, payload, self.limits.data_queue_bytes, now.instant)
         };
         for _ in 0..pushed.dropped {
             self.metrics.drop_packet("queue_full");
@@ -630,8 +649,12 @@ impl RelayCore {
         };
         match conn.phase {
             Phase::Authed(a) => {
-                if self.by_key.get(&a.ticket.node_key) == Some(&id) {
-                    self.by_key.remove(&a.ticket.node_key);
+                let key = a.ticket.node_key;
+                if self.by_key.get(&key) == Some(&id) {
+                    self.by_key.remove(&key);
+                }
+                if let Some(session) = a.udp {
+                    self.end_udp(id, key, session);
                 }
                 self.metrics.conn_gauge("authenticated", -1);
             }

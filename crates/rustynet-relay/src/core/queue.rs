@@ -2,16 +2,19 @@
 //!
 //! Probes and control frames ("call me", path probes, pongs) are drained
 //! first so they never wait behind a data flood. The data queue is bounded
-//! in bytes and drops its oldest packet when full (drop-head): under
-//! overload the freshest packets are the useful ones, and an inner TCP flow
-//! sees loss at once instead of ever-growing delay. Empty queues give their
-//! memory back, so an idle connection holds no buffer.
+//! by [`Codel`] (packets that waited too long are dropped one at a time as
+//! they leave) and bounded in bytes: when full it drops its oldest packet
+//! (drop-head): under overload the freshest packets are the useful ones.
+//! Empty queues give their memory back, so an idle connection holds no
+//! buffer.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use bytes::Bytes;
 use rustynet_proto::TunnelPublicKey;
 
+use super::codel::Codel;
 use crate::frame::{Frame, packet_header};
 
 /// Control frames a connection may have pending; more are dropped (only a
@@ -22,10 +25,20 @@ const MAX_CONTROL: usize = 64;
 pub(crate) struct Outbound {
     control: VecDeque<Frame>,
     probe: VecDeque<(TunnelPublicKey, Bytes)>,
-    data: VecDeque<(TunnelPublicKey, Bytes)>,
+    data: VecDeque<(TunnelPublicKey, Bytes, Instant)>,
     data_bytes: usize,
+    codel: Codel,
     /// An `Event::Writable` is outstanding (cleared when drained empty).
     pub(crate) wake_pending: bool,
+}
+
+/// What a drain did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Drained {
+    /// Frames remain.
+    pub(crate) more: bool,
+    /// Data packets CoDel dropped.
+    pub(crate) dropped: usize,
 }
 
 /// What a push displaced.
@@ -68,30 +81,36 @@ impl Outbound {
         src: TunnelPublicKey,
         payload: Bytes,
         cap_bytes: usize,
+        now: Instant,
     ) -> Pushed {
         let mut dropped = 0;
         while !self.data.is_empty() && self.data_bytes + payload.len() > cap_bytes {
-            if let Some((_, old)) = self.data.pop_front() {
+            if let Some((_, old, _)) = self.data.pop_front() {
                 self.data_bytes -= old.len();
                 dropped += 1;
             }
         }
         self.data_bytes += payload.len();
-        self.data.push_back((src, payload));
+        self.data.push_back((src, payload, now));
         Pushed { dropped }
     }
 
     /// Appends frames to `out` until it holds about `max` bytes (at least one
-    /// frame is taken). Returns whether frames remain.
-    pub(crate) fn drain(&mut self, out: &mut Vec<u8>, max: usize) -> bool {
+    /// frame is taken), dropping the data packets CoDel picks.
+    pub(crate) fn drain(&mut self, out: &mut Vec<u8>, max: usize, now: Instant) -> Drained {
+        let mut dropped = 0;
         while out.len() < max {
             if let Some(frame) = self.control.pop_front() {
                 frame.encode(out);
             } else if let Some((src, payload)) = self.probe.pop_front() {
                 out.extend_from_slice(&packet_header(false, true, &src, payload.len()));
                 out.extend_from_slice(&payload);
-            } else if let Some((src, payload)) = self.data.pop_front() {
+            } else if let Some((src, payload, queued)) = self.data.pop_front() {
                 self.data_bytes -= payload.len();
+                if self.codel.should_drop(queued, self.data_bytes, now) {
+                    dropped += 1;
+                    continue;
+                }
                 out.extend_from_slice(&packet_header(false, false, &src, payload.len()));
                 out.extend_from_slice(&payload);
             } else {
@@ -102,9 +121,15 @@ impl Outbound {
             self.wake_pending = false;
             // Give the memory back: an idle connection holds no queue buffers.
             *self = Outbound::default();
-            false
+            Drained {
+                more: false,
+                dropped,
+            }
         } else {
-            true
+            Drained {
+                more: true,
+                dropped,
+            }
         }
     }
 }
@@ -113,8 +138,13 @@ impl Outbound {
 mod tests {
     use super::*;
     use bytes::BytesMut;
+    use std::time::Duration;
 
     use crate::frame::Decoder;
+
+    fn t0() -> Instant {
+        Instant::now()
+    }
 
     fn decode_all(bytes: &[u8]) -> Vec<Frame> {
         let mut buf = BytesMut::from(bytes);
@@ -130,11 +160,11 @@ mod tests {
     fn control_then_probes_then_data() {
         let mut q = Outbound::default();
         let k = TunnelPublicKey([1; 32]);
-        q.push_data(k, Bytes::from_static(b"d1"), 1000);
+        q.push_data(k, Bytes::from_static(b"d1"), 1000, t0());
         q.push_probe(k, Bytes::from_static(b"p1"), 4);
         q.push_control(Frame::Pong([1; 8]));
         let mut out = Vec::new();
-        assert!(!q.drain(&mut out, 1 << 20));
+        assert!(!q.drain(&mut out, 1 << 20, t0()).more);
         let frames = decode_all(&out);
         assert_eq!(frames[0], Frame::Pong([1; 8]));
         assert!(matches!(&frames[1], Frame::Recv { probe: true, payload, .. } if payload == "p1"));
@@ -147,11 +177,11 @@ mod tests {
         let mut q = Outbound::default();
         let k = TunnelPublicKey([1; 32]);
         for i in 0..10u8 {
-            let pushed = q.push_data(k, Bytes::from(vec![i; 100]), 450);
+            let pushed = q.push_data(k, Bytes::from(vec![i; 100]), 450, t0());
             assert_eq!(pushed.dropped, usize::from(i >= 4));
         }
         let mut out = Vec::new();
-        q.drain(&mut out, 1 << 20);
+        q.drain(&mut out, 1 << 20, t0());
         let firsts: Vec<u8> = decode_all(&out)
             .iter()
             .map(|f| match f {
@@ -167,14 +197,31 @@ mod tests {
         let mut q = Outbound::default();
         let k = TunnelPublicKey([1; 32]);
         for _ in 0..5 {
-            q.push_data(k, Bytes::from(vec![0; 1000]), 1 << 20);
+            q.push_data(k, Bytes::from(vec![0; 1000]), 1 << 20, t0());
         }
         let mut out = Vec::new();
-        assert!(q.drain(&mut out, 2000));
+        assert!(q.drain(&mut out, 2000, t0()).more);
         assert_eq!(decode_all(&out).len(), 2);
         out.clear();
-        assert!(!q.drain(&mut out, 1 << 20));
+        assert!(!q.drain(&mut out, 1 << 20, t0()).more);
         assert_eq!(decode_all(&out).len(), 3);
+    }
+
+    #[test]
+    fn packets_that_waited_too_long_are_dropped_one_at_a_time() {
+        let mut q = Outbound::default();
+        let k = TunnelPublicKey([1; 32]);
+        let start = t0();
+        for _ in 0..2000 {
+            q.push_data(k, Bytes::from(vec![0; 1000]), 4 << 20, start);
+        }
+        // Everything waited 150 ms: the first leaves (the delay has not yet
+        // been above target for an interval), later ones see the drop state.
+        let mut out = Vec::new();
+        let first = q.drain(&mut out, 1, start + Duration::from_millis(150));
+        assert_eq!(first.dropped, 0);
+        let later = q.drain(&mut out, 5000, start + Duration::from_millis(251));
+        assert_eq!(later.dropped, 1, "one drop, not a burst");
     }
 
     #[test]

@@ -7,6 +7,9 @@ use rustynet_proto::{NodeId, NodeSigningKey, SealedBody};
 use super::*;
 use crate::login::sign_login;
 
+#[path = "udp_tests.rs"]
+mod udp_mode;
+
 const T0: i64 = 1_800_000_000;
 
 fn control() -> NodeSigningKey {
@@ -93,7 +96,8 @@ impl Harness {
 
     fn frames(&mut self, id: u64) -> Vec<Frame> {
         let mut out = Vec::new();
-        while self.core.drain(ConnId(id), &mut out, 1 << 20) {}
+        let now = self.now;
+        while self.core.drain(ConnId(id), &mut out, 1 << 20, now) {}
         let mut buf = BytesMut::from(&out[..]);
         let mut frames = Vec::new();
         while let Some(f) = Decoder::new(1 << 20).decode(&mut buf).unwrap() {

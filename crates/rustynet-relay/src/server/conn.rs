@@ -75,6 +75,7 @@ async fn serve(
         tcp, id, handle, ..
     } = accepted;
     let _ = tcp.set_nodelay(true);
+    set_notsent_lowat(&tcp);
     // Each phase's future is boxed so its memory is freed when the phase
     // ends: an idle connection then holds only the session's state (the
     // handshake futures are several KiB).
@@ -150,6 +151,19 @@ async fn upgrade(
     let leftover = BytesMut::from(&head[len..]);
     let (tcp, conn) = tls.into_inner();
     Ok(Some((tcp, conn, leftover)))
+}
+
+/// Unsent bytes the kernel may hold for this socket. Without a limit the send
+/// buffer autotunes to megabytes and a destination's backlog hides there,
+/// where the core's queue (and its CoDel) cannot see how long packets wait;
+/// with it, the kernel keeps what is in flight plus a little, and the
+/// backlog stays in the core's queue.
+const NOTSENT_LOWAT: u32 = 128 * 1024;
+
+fn set_notsent_lowat(tcp: &TcpStream) {
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_notsent_lowat(NOTSENT_LOWAT) {
+        tracing::debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
+    }
 }
 
 /// Nonblocking writes of a tokio socket as `io::Write`.
@@ -269,7 +283,11 @@ impl Session {
     fn fill(&mut self) -> bool {
         TX.with_borrow_mut(|batch| {
             batch.clear();
-            let more = self.shared.lock().core.drain(self.id, batch, WRITE_BATCH);
+            let more = self
+                .shared
+                .lock()
+                .core
+                .drain(self.id, batch, WRITE_BATCH, Now::system());
             // With no buffer limit, rustls takes the whole batch.
             if !batch.is_empty() && self.tls.writer().write_all(batch).is_err() {
                 return false;

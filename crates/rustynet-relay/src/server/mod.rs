@@ -176,7 +176,11 @@ impl RelayServer {
         };
         let metrics = Metrics::default();
         let handshake_timeout = config.limits.handshake_timeout;
-        let core = RelayCore::new(config.limits, config.control_keys, metrics.clone());
+        let mut core = RelayCore::new(config.limits, config.control_keys, metrics.clone());
+        if !binding.is_empty() {
+            // The binding sockets also carry the UDP relay mode.
+            core.enable_udp();
+        }
         Ok(Self {
             listeners,
             binding,
@@ -247,7 +251,7 @@ impl RelayServer {
         for socket in self.binding {
             tasks.spawn(binding::serve(
                 socket,
-                self.shared.metrics.clone(),
+                Arc::clone(&self.shared),
                 cancel.clone(),
             ));
         }

@@ -212,6 +212,7 @@ impl Recorder {
 
 pub fn client_config(relay: SocketAddr, n: u8, ticket: SignedEnvelope) -> ClientConfig {
     ClientConfig {
+        udp: None,
         addrs: vec![relay],
         server_name: "localhost".into(),
         cert_sha256: cert().pin,

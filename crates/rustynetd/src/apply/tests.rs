@@ -106,6 +106,7 @@ fn generation(n: u8, exit: bool) -> Desired {
     }
     allowed.sort();
     Desired {
+        lan_routes: Vec::new(),
         generation: u64::from(n),
         peers: vec![PeerConfig {
             candidates: Vec::new(),

@@ -98,9 +98,13 @@ impl Engine {
             Command::ExitNodeSelect { name } => self.cmd_exit_select(&name),
             Command::ExitNodeOff => self.cmd_exit_off(),
             Command::LanAccess { on } => self.cmd_lan_access(on),
+            Command::LocalLan { on } => self.cmd_local_lan(on),
+            Command::Lockdown { on } => self.cmd_lockdown(on),
             Command::RouteAdvertise { cidrs } => self.cmd_routes(cidrs, true),
             Command::RouteWithdraw { cidrs } => self.cmd_routes(cidrs, false),
             Command::DnsProtect { on } => self.cmd_dns_protect(on),
+            Command::RouteExplain { addr } => self.cmd_route_explain(addr),
+            Command::AclExplain { peer, port } => self.cmd_acl_explain(&peer, port),
             Command::DnsInspect { name } => self
                 .fx
                 .dns
@@ -330,6 +334,7 @@ impl Engine {
             want_up: true,
             advertise_exit_node: args.advertise_exit_node,
             advertise_routes: args.advertise_routes.clone(),
+            no_snat_subnet_routes: args.no_snat_subnet_routes,
             ..self.state.prefs.clone()
         };
         self.save();
@@ -369,7 +374,7 @@ impl Engine {
         if let Err(e) = self.fx.dns.stop() {
             problems.push(format!("dns: {e}"));
         }
-        if let Err(e) = self.fx.firewall.remove() {
+        if let Err(e) = self.firewall_while_down() {
             problems.push(format!("firewall: {e}"));
         }
         if let Err(e) = self.fx.routing.clear() {
@@ -520,6 +525,58 @@ impl Engine {
             control.send_update(self.update_request());
         }
         done(format!("LAN access: {}", if on { "on" } else { "off" }))
+    }
+
+    fn cmd_local_lan(&mut self, on: bool) -> CmdResult {
+        if self.current.is_none() {
+            // Takes effect with the first generation.
+            self.state.prefs.local_lan = on;
+            self.save();
+        } else {
+            self.with_prefs(|p| p.local_lan = on, "local LAN")?;
+        }
+        let when = if self.state.prefs.exit_node.is_some() {
+            ""
+        } else {
+            " (takes effect while an exit node is in use)"
+        };
+        done(format!(
+            "local LAN: {}{when}",
+            if on { "on" } else { "off" }
+        ))
+    }
+
+    fn cmd_lockdown(&mut self, on: bool) -> CmdResult {
+        if !on && self.cfg.lockdown {
+            return Err(Self::fail(
+                ErrorCode::WrongState,
+                "lockdown is set in the daemon's config file (lockdown = true); change it there",
+            ));
+        }
+        if self.current.is_some() {
+            self.with_prefs(|p| p.lockdown = on, "lockdown")?;
+        } else {
+            self.state.prefs.lockdown = on;
+            let held = if self.state.prefs.want_up {
+                self.enter_fail_closed_quietly();
+                Ok(())
+            } else {
+                self.firewall_while_down()
+            };
+            if let Err(e) = held {
+                self.state.prefs.lockdown = !on;
+                return Err(Self::fail(
+                    ErrorCode::Apply,
+                    format!("lockdown not applied: {e}"),
+                ));
+            }
+            self.save();
+        }
+        done(if on {
+            "lockdown: on (only the tunnel carries traffic off this node, also while disconnected or the daemon is stopped)"
+        } else {
+            "lockdown: off"
+        })
     }
 
     fn cmd_dns_protect(&mut self, on: bool) -> CmdResult {

@@ -7,6 +7,7 @@
 //! (talking to control) runs on the tokio runtime through a [`Handle`].
 
 mod commands;
+mod explain;
 mod paths;
 mod status;
 mod tasks;
@@ -64,6 +65,11 @@ pub struct Engine {
     enrolling: bool,
     /// The relay ticket and home relay bookkeeping.
     ticket: paths::TicketState,
+    /// Every state transition, hash-chained (`rustynetd audit verify`).
+    audit: crate::audit_log::AuditLog,
+    /// On-link private prefixes, read before each plan while `local-lan`
+    /// is on and an exit is selected.
+    on_link: Vec<plan::local_lan::OnLink>,
 }
 
 /// Unix time in seconds.
@@ -98,6 +104,8 @@ impl Engine {
         metrics: Metrics,
     ) -> (Self, EngineHandle, mpsc::Receiver<EngineMsg>) {
         let (handle, rx) = EngineHandle::new();
+        let audit =
+            crate::audit_log::AuditLog::new(cfg.state_dir.join(crate::audit_log::FILE_NAME));
         let engine = Self {
             cfg,
             rt,
@@ -121,6 +129,8 @@ impl Engine {
             enroll_epoch: 0,
             enrolling: false,
             ticket: Default::default(),
+            audit,
+            on_link: vec![],
         };
         (engine, handle, rx)
     }
@@ -168,6 +178,11 @@ impl Engine {
         match self.sm.handle(trigger, generation) {
             Ok(ts) => {
                 log_transitions(&ts);
+                // A failed write is logged, never fatal: the audit trail
+                // must not stop the node from failing closed.
+                if let Err(e) = self.audit.record(&ts, now_unix()) {
+                    tracing::error!(error = %e, "cannot append to the audit log");
+                }
                 if ts.iter().any(|t| t.to_state == DataplaneState::FailClosed) {
                     self.metrics.fail_closed_entered();
                 }
@@ -182,8 +197,9 @@ impl Engine {
             tracing::error!(error = %e, "cannot persist state");
             self.last_error = Some(format!("cannot persist state: {e}"));
         }
-        // The early-boot ruleset follows the wanted mode (issue 10 item 4).
-        let protected = self.state.prefs.want_up && self.protected_expected();
+        // The early-boot ruleset follows the wanted mode (issue 10 item 4);
+        // lockdown wants it even after `down`.
+        let protected = (self.state.prefs.want_up && self.protected_expected()) || self.lockdown();
         let armed = crate::early_boot::sync(&self.cfg.state_dir, protected, || {
             plan::fail_closed(
                 &self.local_context(),
@@ -206,7 +222,24 @@ impl Engine {
             table: rustynet_netos::DEFAULT_TABLE,
             rule_priority: *rustynet_netos::DEFAULT_RULE_PRIORITIES.start(),
             system_resolvers: self.system_resolvers(),
+            on_link: self.on_link.clone(),
         }
+    }
+
+    /// Reads the node's on-link private prefixes from the main table when
+    /// `local-lan` needs them (a failure leaves none: fail closed).
+    fn refresh_on_link(&mut self) {
+        self.on_link = if self.state.prefs.local_lan && self.state.prefs.exit_node.is_some() {
+            match self.fx.routing.main_routes() {
+                Ok(routes) => plan::local_lan::on_link_private(&routes, &self.cfg.tun),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the routing table: local-lan allows nothing");
+                    vec![]
+                }
+            }
+        } else {
+            vec![]
+        };
     }
 
     fn system_resolvers(&self) -> Vec<std::net::IpAddr> {
@@ -217,12 +250,48 @@ impl Engine {
         Choices {
             exit_node: self.state.prefs.exit_node.clone(),
             lan_access: self.state.prefs.lan_access,
+            local_lan: self.state.prefs.local_lan,
             protect_dns: self.state.prefs.protect_dns,
+            no_snat_subnet_routes: self.state.prefs.no_snat_subnet_routes,
+            lan_routers: self
+                .desired
+                .as_ref()
+                .map(Desired::lan_routers)
+                .unwrap_or_default(),
+            lockdown: self.lockdown(),
         }
     }
 
     fn protected_expected(&self) -> bool {
-        self.integrity_failed || self.state.prefs.exit_node.is_some()
+        self.integrity_failed || self.state.prefs.exit_node.is_some() || self.lockdown()
+    }
+
+    /// Lockdown mode: set in the config file or by `rustynet set lockdown`.
+    fn lockdown(&self) -> bool {
+        self.cfg.lockdown || self.state.prefs.lockdown
+    }
+
+    /// While down: lockdown keeps the protected fail-closed ruleset (nothing
+    /// but the daemon's own sockets leaves); otherwise no table at all.
+    fn firewall_while_down(&mut self) -> Result<(), String> {
+        if self.lockdown() {
+            let ruleset = plan::fail_closed(
+                &self.local_context(),
+                true,
+                self.state.prefs.protect_dns,
+                &self.suffix(),
+            )
+            .firewall;
+            self.fx
+                .firewall
+                .apply(&ruleset)
+                .map_err(|e| e.to_string())?;
+            self.applied.firewall = Some(ruleset);
+            Ok(())
+        } else {
+            self.applied.firewall = None;
+            self.fx.firewall.remove().map_err(|e| e.to_string())
+        }
     }
 
     fn suffix(&self) -> String {
@@ -276,7 +345,9 @@ impl Engine {
     }
 
     fn cleanup_stale(&mut self) {
-        let _ = self.fx.firewall.remove();
+        if let Err(e) = self.firewall_while_down() {
+            tracing::error!(error = %e, "cannot set the firewall while down");
+        }
         let _ = self.fx.routing.clear();
         let _ = self.fx.sysctl.apply(&[]);
         self.save();
@@ -422,6 +493,7 @@ impl Engine {
             self.transition(Trigger::TrustEstablished, map.generation());
         }
         self.ensure_backend();
+        self.refresh_on_link();
         let desired = match plan::plan(
             map.netmap(),
             map.generation(),
@@ -687,11 +759,31 @@ impl Engine {
         }
     }
 
-    /// Path gauges: once per tick (they walk every peer).
+    /// Path, peer, DNS and map-age gauges: once per tick (they walk every
+    /// peer). Peers are the map's: one that left loses its series.
     fn publish_path_metrics(&self) {
-        if let Ok(stats) = self.fx.backend.stats() {
-            self.metrics.set_paths(&stats);
+        let stats = self.fx.backend.stats().ok();
+        if let Some(stats) = &stats {
+            self.metrics.set_paths(stats);
         }
+        let peers: Vec<crate::metrics::PeerSample> = self
+            .current
+            .iter()
+            .flat_map(|m| &m.netmap().peers)
+            .map(|p| {
+                let s = stats.as_ref().and_then(|s| s.peer(&p.node_key));
+                crate::metrics::PeerSample {
+                    name: p.hostname.clone(),
+                    handshake_age: s.and_then(|s| s.last_handshake),
+                    rx_bytes: s.map_or(0, |s| s.rx_bytes),
+                    tx_bytes: s.map_or(0, |s| s.tx_bytes),
+                }
+            })
+            .collect();
+        self.metrics.set_peers(&peers);
+        self.metrics.set_dns(&self.fx.dns.counters());
+        self.metrics
+            .set_netmap(self.current.as_ref().map(|m| m.body.issued_at), now_unix());
     }
 
     fn publish_metrics(&self) {

@@ -23,7 +23,7 @@ pub(super) fn path_kind(kind: rustynet_tunnel::PathKind) -> PathKind {
     }
 }
 
-fn peer_path(s: Option<&PeerStats>) -> (PathKind, Option<String>) {
+pub(super) fn peer_path(s: Option<&PeerStats>) -> (PathKind, Option<String>) {
     let Some(s) = s else {
         return (PathKind::None, None);
     };
@@ -115,6 +115,7 @@ impl Engine {
                         connected: r.connected,
                         rtt_us: r.rtt.map(micros),
                         home: r.home,
+                        udp: r.udp,
                         error: r.error.clone(),
                     })
                     .collect()
@@ -129,6 +130,8 @@ impl Engine {
                 .and_then(|d| d.exit.as_ref())
                 .map(|e| e.hostname.clone()),
             lan_access: self.state.prefs.lan_access,
+            local_lan: self.state.prefs.local_lan,
+            lockdown: self.cfg.lockdown || self.state.prefs.lockdown,
             // The last generation applied successfully (the last-known-safe one).
             generation: self.state.last_known_safe_generation,
             backend: self.fx.backend.info().detail,
@@ -138,6 +141,7 @@ impl Engine {
             daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
             error: self.last_error.clone(),
             advertised_routes: self.state.prefs.advertise_routes.clone(),
+            snat_subnet_routes: !self.state.prefs.no_snat_subnet_routes,
             advertise_exit_node: self.state.prefs.advertise_exit_node,
             counters: counters(stats.as_ref()),
             relays,

@@ -17,6 +17,7 @@ use rustynet_proto::netmap::{MAGIC_DNS_IP, TUNNEL_NET};
 use rustynet_proto::{LanGrant, Netmap};
 
 use super::allow::Allows;
+use super::local_lan::OnLink;
 use super::{ExitChoice, LocalContext};
 
 /// The one table Rustynet owns.
@@ -64,8 +65,15 @@ pub(super) struct Inputs<'a> {
     pub ctx: &'a LocalContext,
     pub exit: Option<&'a ExitChoice>,
     pub lan: &'a [LanGrant],
+    /// On-link prefixes `local-lan` lets out beside the tunnel (empty
+    /// unless it is on and an exit is in use).
+    pub local_lan: &'a [OnLink],
+    /// Lockdown: the kill switch holds without an exit too.
+    pub lockdown: bool,
     pub dns_protected: bool,
     pub serves_exit_dns: bool,
+    /// Masquerade clients forwarded into approved routes.
+    pub snat_subnet_routes: bool,
 }
 
 fn iif(tun: &str, negate: bool) -> Match {
@@ -244,7 +252,7 @@ fn forward_chain(i: &Inputs<'_>) -> Chain {
     // VMs, other namespaces on this node). The kill switch covers it like
     // the node's own traffic: with an exit selected nothing leaves outside
     // the tunnel, and protected DNS holds for forwarded queries too.
-    if i.exit.is_some() {
+    if i.exit.is_some() || i.lockdown {
         rules.push(forward_kill_switch());
     } else if i.dns_protected {
         rules.extend(forwarded_dns_protection(tun));
@@ -259,31 +267,58 @@ fn forward_chain(i: &Inputs<'_>) -> Chain {
     )
 }
 
+/// Masquerade for forwarded clients: exit clients going to the internet
+/// always; clients going into this node's approved routes unless
+/// `--snat-subnet-routes=false` asked to keep their tunnel addresses.
 fn nat_chain(i: &Inputs<'_>) -> Option<Chain> {
-    let mut sources: Vec<IpNet> = i.netmap.exit_clients.clone();
-    sources.extend(
-        i.netmap
-            .forward_filter
-            .iter()
-            .flat_map(|r| r.src.iter().copied()),
-    );
-    sources.retain(|n| n.addr().is_ipv4());
-    sources.sort();
-    sources.dedup();
-    if sources.is_empty() {
+    let v4 = |nets: &mut Vec<IpNet>| {
+        nets.retain(|n| n.addr().is_ipv4());
+        nets.sort();
+        nets.dedup();
+    };
+    let tun = i.ctx.tun.as_str();
+    let mut rules = Vec::new();
+    if i.snat_subnet_routes {
+        let mut sources: Vec<IpNet> = i.netmap.exit_clients.clone();
+        sources.extend(
+            i.netmap
+                .forward_filter
+                .iter()
+                .flat_map(|r| r.src.iter().copied()),
+        );
+        v4(&mut sources);
+        if !sources.is_empty() {
+            rules.push(rule(
+                vec![oif(tun, true), saddr(sources)],
+                Verdict::Masquerade,
+            ));
+        }
+    } else {
+        let mut clients = i.netmap.exit_clients.clone();
+        v4(&mut clients);
+        let mut lans: Vec<IpNet> = i.netmap.self_node.approved_routes.clone();
+        v4(&mut lans);
+        if !clients.is_empty() {
+            let mut matches = vec![oif(tun, true), saddr(clients)];
+            if !lans.is_empty() {
+                matches.push(daddr(lans, true));
+            }
+            rules.push(
+                rule(matches, Verdict::Masquerade)
+                    .with_comment("exit clients to the internet; LAN traffic keeps its source"),
+            );
+        }
+    }
+    if rules.is_empty() {
         return None;
     }
-    let tun = i.ctx.tun.as_str();
     Some(base_chain(
         "postrouting",
         ChainKind::Nat,
         Hook::Postrouting,
         100,
         Policy::Accept,
-        vec![rule(
-            vec![oif(tun, true), saddr(sources)],
-            Verdict::Masquerade,
-        )],
+        rules,
     ))
 }
 
@@ -428,7 +463,15 @@ fn output_chain(i: &Inputs<'_>) -> Chain {
     if i.dns_protected {
         rules.extend(dns_protection(i.ctx));
     }
-    let policy = if i.exit.is_some() {
+    let policy = if i.exit.is_some() || i.lockdown {
+        // After protected DNS: a resolver on the LAN stays blocked.
+        rules.extend(i.local_lan.iter().map(|l| {
+            rule(
+                vec![oif(&l.dev, false), daddr(vec![l.net], false)],
+                Verdict::Accept,
+            )
+            .with_comment("local-lan: on-link LAN beside the exit")
+        }));
         rules.extend(kill_switch(i.ctx, true));
         Policy::Drop
     } else {

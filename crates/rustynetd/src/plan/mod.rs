@@ -4,8 +4,11 @@
 
 mod allow;
 mod firewall;
+mod lan;
+pub mod local_lan;
 mod routes;
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use ipnet::{IpNet, Ipv4Net};
@@ -15,6 +18,7 @@ use rustynet_proto::{DnsConfig, LanGrant, Netmap, NodeId, PeerInfo};
 use rustynet_tunnel::PeerConfig;
 
 pub use firewall::{NOT_INTERNET_V4, PRIVATE_V4, TABLE};
+pub use lan::LanRoute;
 
 /// Keepalive on every peer: keeps NAT mappings and lets failures show.
 pub const KEEPALIVE_SECS: u16 = 25;
@@ -34,6 +38,9 @@ pub struct LocalContext {
     pub rule_priority: u32,
     /// Resolvers the system used before Magic DNS took over.
     pub system_resolvers: Vec<IpAddr>,
+    /// The node's on-link private prefixes ([`local_lan::on_link_private`]);
+    /// read only while `local-lan` is on and an exit is selected.
+    pub on_link: Vec<local_lan::OnLink>,
 }
 
 /// The exit node in use.
@@ -97,6 +104,15 @@ pub struct Desired {
     pub protected: bool,
     /// Protected DNS asserted.
     pub dns_protected: bool,
+    /// The router carrying each LAN prefix this node may reach now.
+    pub lan_routes: Vec<LanRoute>,
+}
+
+impl Desired {
+    /// Prefix -> router, as the next plan's [`Choices::lan_routers`].
+    pub fn lan_routers(&self) -> BTreeMap<IpNet, NodeId> {
+        self.lan_routes.iter().map(|r| (r.prefix, r.via)).collect()
+    }
 }
 
 /// Why a plan cannot be made (nothing is applied).
@@ -115,10 +131,26 @@ pub enum PlanError {
 pub struct Choices {
     /// Selected exit (host label, Magic DNS name or tunnel IP).
     pub exit_node: Option<String>,
-    /// LAN access toggle.
+    /// `exit-lan` (was `lan-access`): reach LANs behind peers (an exit's
+    /// or a subnet router's) that the policy grants.
     pub lan_access: bool,
+    /// `local-lan`: while an exit is in use, still reach this node's own
+    /// on-link private prefixes outside the tunnel (and nothing else).
+    pub local_lan: bool,
     /// Protected DNS requested without an exit node.
     pub protect_dns: bool,
+    /// As a router: forward clients into approved routes with their own
+    /// tunnel addresses instead of masquerading them
+    /// (`up --snat-subnet-routes=false`; the LAN then needs a route back to
+    /// 100.64.0.0/10 through this node). Exit traffic to the internet is
+    /// masqueraded either way.
+    pub no_snat_subnet_routes: bool,
+    /// The router each LAN prefix went to in the last generation: kept
+    /// while it stays online (see [`LanRoute`]).
+    pub lan_routers: BTreeMap<IpNet, NodeId>,
+    /// Lockdown mode: protected (kill switch, protected DNS) without an
+    /// exit too; only the tunnel carries traffic off the node.
+    pub lockdown: bool,
 }
 
 /// Finds the peer `name` refers to: host label, Magic DNS name or tunnel IP.
@@ -145,19 +177,6 @@ pub fn resolve_exit(netmap: &Netmap, name: &str) -> Result<ExitChoice, PlanError
 
 fn host(ip: Ipv4Addr) -> IpNet {
     IpNet::V4(Ipv4Net::from(ip))
-}
-
-/// LAN grants in force: the toggle is on and the grant names a visible router.
-fn active_lan_grants(netmap: &Netmap, choices: &Choices) -> Vec<LanGrant> {
-    if !choices.lan_access {
-        return vec![];
-    }
-    netmap
-        .lan_grants
-        .iter()
-        .filter(|g| netmap.peer(g.via).is_some())
-        .cloned()
-        .collect()
 }
 
 fn peer_configs(netmap: &Netmap, exit: Option<&ExitChoice>, lan: &[LanGrant]) -> Vec<PeerConfig> {
@@ -237,8 +256,13 @@ pub fn plan(
         Some(name) => Some(resolve_exit(netmap, name)?),
         None => None,
     };
-    let lan = active_lan_grants(netmap, choices);
-    let protected = exit.is_some();
+    let (lan, lan_routes) = lan::choose(netmap, choices.lan_access, &choices.lan_routers);
+    let local_lan = if choices.local_lan && exit.is_some() {
+        ctx.on_link.clone()
+    } else {
+        vec![]
+    };
+    let protected = exit.is_some() || choices.lockdown;
     let dns_protected = protected || choices.protect_dns;
     let serves_exit = !netmap.exit_clients.is_empty();
     let upstream = match &exit {
@@ -246,7 +270,9 @@ pub fn plan(
             ip: e.tunnel_ip,
             name: e.hostname.clone(),
         },
-        None if ctx.system_resolvers.is_empty() => DnsUpstream::None,
+        // Lockdown without an exit: the system's resolvers are outside the
+        // tunnel, so names outside the tailnet fail (SERVFAIL).
+        None if choices.lockdown || ctx.system_resolvers.is_empty() => DnsUpstream::None,
         None => DnsUpstream::System(ctx.system_resolvers.clone()),
     };
     Ok(Desired {
@@ -258,10 +284,16 @@ pub fn plan(
             ctx,
             exit: exit.as_ref(),
             lan: &lan,
+            local_lan: &local_lan,
+            lockdown: choices.lockdown,
             dns_protected,
             serves_exit_dns: serves_exit,
+            snat_subnet_routes: !choices.no_snat_subnet_routes,
         }),
-        sysctls: sysctls(serves_exit || !netmap.forward_filter.is_empty(), protected),
+        sysctls: sysctls(
+            serves_exit || !netmap.forward_filter.is_empty(),
+            exit.is_some(),
+        ),
         dns: DnsPlan {
             config: netmap.dns.clone(),
             upstream,
@@ -272,6 +304,7 @@ pub fn plan(
         exit,
         protected,
         dns_protected,
+        lan_routes,
     })
 }
 
@@ -312,6 +345,7 @@ pub fn fail_closed(
         exit: None,
         protected,
         dns_protected,
+        lan_routes: vec![],
     }
 }
 

@@ -78,6 +78,7 @@ fn ctx() -> LocalContext {
         table: 5600,
         rule_priority: 5600,
         system_resolvers: vec!["198.51.100.53".parse().unwrap()],
+        on_link: vec![],
     }
 }
 
@@ -460,4 +461,175 @@ fn kill_switch_covers_the_forward_hook() {
         forwarded_dns_drops(&fail_closed(&ctx(), false, true, "rustynet.internal")),
         2
     );
+}
+
+/// A router for 192.168.77.0/24 forwarding client 100.64.0.5 (tcp/22),
+/// also the exit of 100.64.0.9.
+fn router_map() -> Netmap {
+    let mut m = client_map();
+    m.self_node.approved_routes = vec!["192.168.77.0/24".parse().unwrap()];
+    m.forward_filter = vec![FilterRule {
+        src: vec!["100.64.0.5/32".parse().unwrap()],
+        dst: vec!["192.168.77.0/24".parse().unwrap()],
+        proto: Proto::Tcp,
+        ports: vec![PortRange::single(22)],
+    }];
+    m.exit_clients = vec!["100.64.0.9/32".parse().unwrap()];
+    m
+}
+
+fn masquerade_rules(d: &Desired) -> Vec<&rustynet_netos::FirewallRule> {
+    d.firewall
+        .chains
+        .iter()
+        .filter(|c| c.name == "postrouting")
+        .flat_map(|c| c.rules.iter())
+        .filter(|r| r.verdict == Verdict::Masquerade)
+        .collect()
+}
+
+fn saddrs(r: &rustynet_netos::FirewallRule) -> Vec<IpNet> {
+    r.matches
+        .iter()
+        .find_map(|m| match m {
+            Match::Saddr { prefixes, .. } => Some(prefixes.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn router_masquerades_lan_clients_by_default() {
+    let d = plan(&router_map(), 5, &Choices::default(), &ctx()).unwrap();
+    let rules = masquerade_rules(&d);
+    assert_eq!(rules.len(), 1);
+    let src = saddrs(rules[0]);
+    assert!(src.contains(&"100.64.0.5/32".parse().unwrap()), "{src:?}");
+    assert!(src.contains(&"100.64.0.9/32".parse().unwrap()), "{src:?}");
+}
+
+#[test]
+fn without_snat_lan_clients_keep_their_source_and_exit_clients_do_not() {
+    let choices = Choices {
+        no_snat_subnet_routes: true,
+        ..Choices::default()
+    };
+    let d = plan(&router_map(), 5, &choices, &ctx()).unwrap();
+    let rules = masquerade_rules(&d);
+    assert_eq!(rules.len(), 1, "only the exit's internet masquerade");
+    assert_eq!(saddrs(rules[0]), vec!["100.64.0.9/32".parse().unwrap()]);
+    let lan: IpNet = "192.168.77.0/24".parse().unwrap();
+    assert!(rules[0].matches.iter().any(|m| matches!(
+        m,
+        Match::Daddr { prefixes, negate: true } if prefixes.contains(&lan)
+    )));
+    // A router that is not an exit masquerades nothing.
+    let mut m = router_map();
+    m.exit_clients.clear();
+    let d = plan(&m, 5, &choices, &ctx()).unwrap();
+    assert!(masquerade_rules(&d).is_empty());
+    // The forward filter is the same either way: the option changes only
+    // the source the LAN sees, never what is let through.
+    let with = plan(&m, 5, &Choices::default(), &ctx()).unwrap();
+    assert_eq!(chain(&d, "forward"), chain(&with, "forward"));
+}
+
+/// Output rules `local-lan` adds, as (interface, prefix).
+fn local_lan_rules(d: &Desired) -> Vec<(String, Vec<IpNet>)> {
+    chain(d, "output")
+        .rules
+        .iter()
+        .filter(|r| r.comment.as_deref() == Some("local-lan: on-link LAN beside the exit"))
+        .map(|r| {
+            assert_eq!(r.verdict, Verdict::Accept);
+            let dev = r.matches.iter().find_map(|m| match m {
+                Match::Oifname {
+                    name,
+                    negate: false,
+                } => Some(name.clone()),
+                _ => None,
+            });
+            let nets = r.matches.iter().find_map(|m| match m {
+                Match::Daddr {
+                    prefixes,
+                    negate: false,
+                } => Some(prefixes.clone()),
+                _ => None,
+            });
+            (dev.unwrap(), nets.unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn local_lan_opens_only_on_link_prefixes_and_only_beside_an_exit() {
+    let mut c = ctx();
+    c.on_link = vec![local_lan::OnLink {
+        dev: "eth0".into(),
+        net: "192.168.1.0/24".parse().unwrap(),
+    }];
+    let exit_lan = Choices {
+        exit_node: Some("exit".into()),
+        local_lan: true,
+        ..Choices::default()
+    };
+    let d = plan(&client_map(), 5, &exit_lan, &c).unwrap();
+    assert_eq!(
+        local_lan_rules(&d),
+        [("eth0".to_owned(), vec!["192.168.1.0/24".parse().unwrap()])]
+    );
+    // After protected DNS (a LAN resolver stays blocked), before the kill
+    // switch's final drop.
+    let rules = &chain(&d, "output").rules;
+    let pos = |comment: &str| {
+        rules
+            .iter()
+            .position(|r| r.comment.as_deref() == Some(comment))
+    };
+    let lan = pos("local-lan: on-link LAN beside the exit").unwrap();
+    assert!(pos("protected DNS: query outside Magic DNS").unwrap() < lan);
+    assert!(lan < pos("kill switch: egress outside the tunnel").unwrap());
+    assert_eq!(chain(&d, "output").base.unwrap().policy, ChainPolicy::Drop);
+    // Off (the default), or no exit: nothing is opened.
+    let off = Choices {
+        exit_node: Some("exit".into()),
+        ..Choices::default()
+    };
+    assert!(local_lan_rules(&plan(&client_map(), 5, &off, &c).unwrap()).is_empty());
+    let no_exit = Choices {
+        local_lan: true,
+        ..Choices::default()
+    };
+    assert!(local_lan_rules(&plan(&client_map(), 5, &no_exit, &c).unwrap()).is_empty());
+}
+
+#[test]
+fn lockdown_protects_without_an_exit() {
+    let lockdown = Choices {
+        lockdown: true,
+        ..Choices::default()
+    };
+    let d = plan(&client_map(), 5, &lockdown, &ctx()).unwrap();
+    assert!(d.protected && d.dns_protected && d.exit.is_none());
+    let out = chain(&d, "output");
+    assert_eq!(out.base.unwrap().policy, ChainPolicy::Drop);
+    assert!(
+        out.rules
+            .iter()
+            .any(|r| r.comment.as_deref() == Some("kill switch: egress outside the tunnel"))
+    );
+    // The mesh still flows through the tunnel; nothing routes the internet
+    // into it (no exit), so the internet is simply blocked.
+    assert!(out.rules.iter().any(|r| r.verdict == Verdict::Accept
+        && r.matches
+            == vec![Match::Oifname {
+                name: "rn0".into(),
+                negate: false
+            }]));
+    assert!(d.routing.rules.is_empty());
+    assert!(forward_catch_all(&d));
+    // The system's resolvers are outside the tunnel: no upstream.
+    assert_eq!(d.dns.upstream, DnsUpstream::None);
+    // No exit: no src_valid_mark.
+    assert_eq!(d.sysctls, super::ARP_HARDENING.to_vec());
 }

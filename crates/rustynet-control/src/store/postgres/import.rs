@@ -75,9 +75,9 @@ fn import(c: &mut Client, d: &Dump) -> Result<CopyReport, StoreError> {
             r#"INSERT INTO nodes(id, hostname, requested_hostname, "user", tags, tunnel_ip,
                 node_key, signing_key, endpoints, advertise_exit, advertised_routes, created_at,
                 expired_at, last_seen, preauth_id, lan_access, key_expires_at, path_key,
-                home_relay)
+                home_relay, admin_routes)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                $17, $18, $19)"#,
+                $17, $18, $19, $20)"#,
             &[
                 &n.id,
                 &n.hostname,
@@ -98,6 +98,7 @@ fn import(c: &mut Client, d: &Dump) -> Result<CopyReport, StoreError> {
                 &n.key_expires_at,
                 &n.path_key,
                 &n.home_relay,
+                &n.admin_routes,
             ],
         )?;
     }

@@ -82,4 +82,8 @@ pub const MIGRATIONS: &[&str] = &[
         created_at  BIGINT NOT NULL
     );
     "#,
+    // 6: an admin's route decisions per node.
+    r#"
+    ALTER TABLE nodes ADD COLUMN admin_routes TEXT NOT NULL DEFAULT '{"approved":[],"rejected":[]}';
+    "#,
 ];

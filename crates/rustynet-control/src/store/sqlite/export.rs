@@ -52,7 +52,7 @@ pub(crate) fn export(path: &Path) -> Result<Dump, StoreError> {
             "SELECT id, hostname, requested_hostname, user, tags, tunnel_ip, node_key,
                 signing_key, endpoints, advertise_exit, advertised_routes, created_at,
                 expired_at, last_seen, preauth_id, lan_access, key_expires_at, path_key,
-                home_relay
+                home_relay, admin_routes
              FROM nodes ORDER BY id",
         )?
         .query_map([], |r| {
@@ -76,6 +76,7 @@ pub(crate) fn export(path: &Path) -> Result<Dump, StoreError> {
                 key_expires_at: r.get(16)?,
                 path_key: r.get(17)?,
                 home_relay: r.get(18)?,
+                admin_routes: r.get(19)?,
             })
         })?
         .collect::<Result<_, _>>()?;
