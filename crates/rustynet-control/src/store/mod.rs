@@ -353,6 +353,13 @@ pub trait Store: Send + Sync {
     /// A value that changes whenever another process commits to the store
     /// (admin commands run while `serve` does).
     fn external_change_marker(&self) -> Result<i64, StoreError>;
+    /// Wakes its holder soon after another process commits a change, so
+    /// replicas need not wait for their next poll of
+    /// [`Store::external_change_marker`]. `None` when the backend has no
+    /// such push (SQLite: the poll is a cheap local read).
+    fn change_notifications(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
     /// The relays an admin registered, by name.
     fn relays(&self) -> Result<Vec<RelayInfo>, StoreError>;
     /// Registers a relay (checked by the caller). Refuses a name in use and

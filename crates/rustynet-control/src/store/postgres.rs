@@ -35,6 +35,7 @@ use super::{
 use crate::names::assign_label;
 
 mod import;
+mod listen;
 mod migrations;
 mod node_admin;
 mod relays;
@@ -55,6 +56,10 @@ type Job = Box<dyn FnOnce(&mut Client) -> bool + Send>;
 /// The PostgreSQL store.
 pub struct PostgresStore {
     jobs: mpsc::Sender<Job>,
+    /// How to open more connections (the change listener's).
+    config: Config,
+    /// Woken by the change listener, started on first use.
+    changes: std::sync::OnceLock<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 impl PostgresStore {
@@ -68,6 +73,7 @@ impl PostgresStore {
         }
         let (jobs, queue) = mpsc::channel::<Job>();
         let (ready_tx, ready) = mpsc::sync_channel(1);
+        let listener_config = config.clone();
         std::thread::Builder::new()
             .name("rustynet-postgres".into())
             .spawn(move || {
@@ -89,7 +95,11 @@ impl PostgresStore {
             })
             .map_err(|_| StoreError::WorkerStopped)?;
         ready.recv().map_err(|_| StoreError::WorkerStopped)??;
-        Ok(Self { jobs })
+        Ok(Self {
+            jobs,
+            config: listener_config,
+            changes: std::sync::OnceLock::new(),
+        })
     }
 
     /// Opens the store and records the Magic DNS `suffix`; refuses a
@@ -186,6 +196,9 @@ fn changed(tx: &mut Transaction<'_>) -> Result<(), StoreError> {
         "UPDATE meta SET value = (value::BIGINT + 1)::TEXT WHERE key = 'change_marker'",
         &[],
     )?;
+    // Delivered to every listening replica when (and only if) the
+    // transaction commits; several in one transaction arrive as one.
+    tx.execute("SELECT pg_notify($1, '')", &[&listen::CHANNEL])?;
     Ok(())
 }
 
@@ -749,6 +762,14 @@ impl Store for PostgresStore {
         parse(
             &marker.ok_or_else(|| StoreError::Corrupt("no change_marker".into()))?,
             "change_marker",
+        )
+    }
+
+    fn change_notifications(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        Some(
+            self.changes
+                .get_or_init(|| listen::start(self.config.clone()))
+                .clone(),
         )
     }
 
