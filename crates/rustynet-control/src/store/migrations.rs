@@ -107,6 +107,11 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE nodes ADD COLUMN admin_routes TEXT NOT NULL DEFAULT '{"approved":[],"rejected":[]}';
     "#,
+    // 7: nothing for SQLite. (PostgreSQL: per-node rate buckets shared by
+    // replicas; one SQLite process keeps its buckets in memory.)
+    r#"
+    SELECT 1;
+    "#,
 ];
 
 #[cfg(test)]

@@ -293,6 +293,15 @@ impl PreauthRecord {
     }
 }
 
+/// Which per-node request limit a shared bucket is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateKind {
+    /// `POST /v1/update`.
+    Update = 1,
+    /// `POST /v1/relay-ticket`.
+    RelayTicket = 2,
+}
+
 /// The control server's storage.
 pub trait Store: Send + Sync {
     /// The Magic DNS suffix chosen at `init`.
@@ -359,6 +368,21 @@ pub trait Store: Send + Sync {
     /// such push (SQLite: the poll is a cheap local read).
     fn change_notifications(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         None
+    }
+    /// Takes one token from `node`'s `kind` bucket shared by every replica
+    /// (`burst` tokens, one more each `every`), by the database's clock.
+    /// `Some(false)`: the bucket is empty, refuse the request. `None`: the
+    /// backend has no shared buckets (SQLite: one process, whose in-memory
+    /// limiter already sees every request).
+    fn take_shared_token(
+        &self,
+        node: NodeId,
+        kind: RateKind,
+        burst: u32,
+        every: std::time::Duration,
+    ) -> Result<Option<bool>, StoreError> {
+        let _ = (node, kind, burst, every);
+        Ok(None)
     }
     /// The relays an admin registered, by name.
     fn relays(&self) -> Result<Vec<RelayInfo>, StoreError>;

@@ -30,7 +30,8 @@ use rustynet_proto::netmap::RelayInfo;
 use super::migrations::pending;
 use super::sqlite::{address_span, from_json, parse, to_json};
 use super::{
-    NewPreauth, NodeRecord, NodeUpdate, PreauthRecord, Registration, Renewal, Store, StoreError,
+    NewPreauth, NodeRecord, NodeUpdate, PreauthRecord, RateKind, Registration, Renewal, Store,
+    StoreError,
 };
 use crate::names::assign_label;
 
@@ -667,6 +668,7 @@ impl Store for PostgresStore {
             let id = node.id.0 as i64;
             tx.execute("DELETE FROM nodes WHERE id = $1", &[&id])?;
             tx.execute("DELETE FROM seen_nonces WHERE node_id = $1", &[&id])?;
+            tx.execute("DELETE FROM rate_buckets WHERE node_id = $1", &[&id])?;
             changed(&mut tx)?;
             tx.commit()?;
             Ok(node)
@@ -771,6 +773,39 @@ impl Store for PostgresStore {
                 .get_or_init(|| listen::start(self.config.clone()))
                 .clone(),
         )
+    }
+
+    fn take_shared_token(
+        &self,
+        node: NodeId,
+        kind: RateKind,
+        burst: u32,
+        every: Duration,
+    ) -> Result<Option<bool>, StoreError> {
+        let id = i64::try_from(node.0).map_err(|_| StoreError::Corrupt("node id".into()))?;
+        let kind = kind as i16;
+        let full = i64::from(burst) * 1000;
+        let every_ms = i64::try_from(every.as_millis().max(1)).unwrap_or(i64::MAX);
+        self.run(move |c| {
+            // One statement: the row lock orders replicas drawing from the
+            // same bucket. A new bucket starts full less this token; an
+            // existing one earns back what the database clock says passed
+            // (capped at full) and is only written when a token is left.
+            let taken = c.query_opt(
+                "WITH now AS (SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT AS ms)
+                 INSERT INTO rate_buckets AS b (node_id, kind, milli, at_ms)
+                 SELECT $1::BIGINT, $2::SMALLINT, $3::BIGINT - 1000, ms FROM now
+                 ON CONFLICT (node_id, kind) DO UPDATE
+                   SET milli = LEAST($3::BIGINT,
+                         b.milli + GREATEST(EXCLUDED.at_ms - b.at_ms, 0) * 1000 / $4::BIGINT) - 1000,
+                       at_ms = EXCLUDED.at_ms
+                   WHERE LEAST($3::BIGINT,
+                         b.milli + GREATEST(EXCLUDED.at_ms - b.at_ms, 0) * 1000 / $4::BIGINT) >= 1000
+                 RETURNING 1",
+                &[&id, &kind, &full, &every_ms],
+            )?;
+            Ok(Some(taken.is_some()))
+        })
     }
 
     fn relays(&self) -> Result<Vec<RelayInfo>, StoreError> {

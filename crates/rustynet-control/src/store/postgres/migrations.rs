@@ -86,4 +86,15 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE nodes ADD COLUMN admin_routes TEXT NOT NULL DEFAULT '{"approved":[],"rejected":[]}';
     "#,
+    // 7: per-node rate buckets every replica draws from (store::RateKind),
+    // in thousandths of a token, stamped with the database clock.
+    r#"
+    CREATE TABLE rate_buckets (
+        node_id BIGINT NOT NULL,
+        kind    SMALLINT NOT NULL,
+        milli   BIGINT NOT NULL,
+        at_ms   BIGINT NOT NULL,
+        PRIMARY KEY (node_id, kind)
+    );
+    "#,
 ];

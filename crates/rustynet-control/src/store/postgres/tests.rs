@@ -342,3 +342,34 @@ fn a_connection_string_asking_for_tls_is_refused_not_sent_in_clear() {
         Err(StoreError::Postgres(_))
     ));
 }
+
+#[test]
+fn rate_buckets_are_shared_by_replicas() {
+    let (a, db) = store();
+    let b = PostgresStore::open(db.config()).unwrap();
+    let every = std::time::Duration::from_secs(3600);
+    let take = |s: &PostgresStore, node: u64, kind: RateKind| {
+        s.take_shared_token(NodeId(node), kind, 3, every)
+            .unwrap()
+            .unwrap()
+    };
+    // Three tokens for node 1's updates, drawn through either replica.
+    assert!(take(&a, 1, RateKind::Update));
+    assert!(take(&b, 1, RateKind::Update));
+    assert!(take(&a, 1, RateKind::Update));
+    assert!(!take(&b, 1, RateKind::Update), "a fourth through B");
+    assert!(!take(&a, 1, RateKind::Update), "a fourth through A");
+    // Other nodes and other kinds have buckets of their own.
+    assert!(take(&b, 2, RateKind::Update));
+    assert!(take(&b, 1, RateKind::RelayTicket));
+    // Tokens come back with time (by the database clock).
+    let fast = std::time::Duration::from_millis(20);
+    for _ in 0..3 {
+        assert!(
+            a.take_shared_token(NodeId(3), RateKind::Update, 1, fast)
+                .unwrap()
+                .unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(60));
+    }
+}
