@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use rustynet_proto::control_api::{API_VERSION, MapRequest, StreamFrame, map_frame_pieces, paths};
 use rustynet_proto::{NodeId, VerifyError};
+use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use super::pacing::MapPacer;
@@ -98,8 +99,7 @@ fn refuse_once(logged: &mut Option<u64>, version: u64, id: NodeId, reason: &Veri
 struct Gone;
 
 /// Seals `netmap` under `generation` (fresh) and sends it, unless the line
-/// would exceed the node's size limit. Returns the payload sent (`None`:
-/// nothing was). `build_started`: when building this node's map began (for
+/// would exceed the node's size limit. `Ok(true)`: sent. `build_started`: when building this node's map began (for
 /// the metrics).
 async fn seal_and_send(
     app: &AppState,
@@ -109,7 +109,7 @@ async fn seal_and_send(
     netmap: MapJson,
     generation: u64,
     build_started: std::time::Instant,
-) -> Result<Option<Bytes>, Gone> {
+) -> Result<bool, Gone> {
     let sealed = seal_netmap_json(
         &signer.key,
         netmap,
@@ -123,14 +123,14 @@ async fn seal_and_send(
     let pieces = map_frame_pieces(sealed.sealed, &signer.handovers);
     if let Err(reason) = check_frame_len(pieces.iter().map(Bytes::len).sum()) {
         tracing::error!(node = %id, %reason, "map not sent: the node would refuse it");
-        return Ok(None);
+        return Ok(false);
     }
     if !send_all(tx, pieces).await {
         return Err(Gone);
     }
     app.metrics.map_sent(build);
     tracing::debug!(node = %id, generation, "map sent");
-    Ok(Some(sealed.payload))
+    Ok(true)
 }
 
 async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
@@ -141,7 +141,9 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
     let _held = app.metrics.stream_opened();
     let mut changes = app.network.subscribe();
     let resign_every = Duration::from_secs((app.map_ttl_secs / 2).max(1) as u64);
-    let mut last_sent: Option<Bytes> = None;
+    // A digest of the last map sent, not the map: an idle stream of a big
+    // network then holds 32 bytes instead of its whole last map.
+    let mut last_sent: Option<[u8; 32]> = None;
     let mut last_signed = tokio::time::Instant::now();
     // How soon the next map may go out (a burst, then one per
     // `min_map_interval`).
@@ -161,7 +163,8 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
         let signer = app.signer();
         let key = signer.key.public();
         let due = last_signed.elapsed() >= resign_every || signed_by != Some(key);
-        let changed = last_sent.as_deref() != Some(netmap.payload());
+        let digest: [u8; 32] = Sha256::digest(netmap.payload()).into();
+        let changed = last_sent != Some(digest);
         if changed || due {
             match snapshot.check_map(id) {
                 Err(reason) => refuse_once(&mut refused_version, snapshot.version, id, &reason),
@@ -177,8 +180,8 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
                         seal_and_send(&app, &signer, &tx, id, netmap, generation, build_started);
                     match sent.await {
                         Err(Gone) => break,
-                        Ok(Some(payload)) => last_sent = Some(payload),
-                        Ok(None) => {}
+                        Ok(true) => last_sent = Some(digest),
+                        Ok(false) => {}
                     }
                     pacer.sent(tokio::time::Instant::now());
                     signed_by = Some(key);
