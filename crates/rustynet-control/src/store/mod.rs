@@ -257,6 +257,51 @@ pub struct NodeUpdate {
     pub home_relay: Option<Option<String>>,
 }
 
+/// What a node's self-reported fields become after a [`NodeUpdate`]: the
+/// same decision for every backend, which only writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UpdatedFields {
+    pub endpoints: Vec<SocketAddr>,
+    pub advertise_exit_node: bool,
+    pub advertised_routes: Vec<IpNet>,
+    pub lan_access: bool,
+    pub path_key: Option<PathPublicKey>,
+    pub home_relay: Option<String>,
+}
+
+impl NodeUpdate {
+    /// `current`'s fields with this update applied, or `None` when nothing
+    /// would change (no write, no new maps).
+    pub(crate) fn applied_to(&self, current: &NodeRecord) -> Option<UpdatedFields> {
+        let next = UpdatedFields {
+            endpoints: self
+                .endpoints
+                .clone()
+                .unwrap_or_else(|| current.endpoints.clone()),
+            advertise_exit_node: self
+                .advertise_exit_node
+                .unwrap_or(current.advertise_exit_node),
+            advertised_routes: self
+                .advertised_routes
+                .clone()
+                .unwrap_or_else(|| current.advertised_routes.clone()),
+            lan_access: self.lan_access.unwrap_or(current.lan_access),
+            path_key: self.path_key.or(current.path_key),
+            home_relay: self
+                .home_relay
+                .clone()
+                .unwrap_or_else(|| current.home_relay.clone()),
+        };
+        let same = next.endpoints == current.endpoints
+            && next.advertise_exit_node == current.advertise_exit_node
+            && next.advertised_routes == current.advertised_routes
+            && next.lan_access == current.lan_access
+            && next.path_key == current.path_key
+            && next.home_relay == current.home_relay;
+        (!same).then_some(next)
+    }
+}
+
 /// A pre-auth key as listed (never the key itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PreauthRecord {

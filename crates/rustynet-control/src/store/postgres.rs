@@ -480,42 +480,26 @@ fn update_node(c: &mut Client, id: NodeId, update: &NodeUpdate) -> Result<bool, 
     let Some(current) = node_by_id(&mut tx, id.0 as i64)? else {
         return Err(StoreError::UnknownNode(id.to_string()));
     };
-    let endpoints = update.endpoints.as_ref().unwrap_or(&current.endpoints);
-    let exit = update
-        .advertise_exit_node
-        .unwrap_or(current.advertise_exit_node);
-    let routes = update
-        .advertised_routes
-        .as_ref()
-        .unwrap_or(&current.advertised_routes);
-    let lan = update.lan_access.unwrap_or(current.lan_access);
-    let path_key = update.path_key.or(current.path_key);
-    let home = update.home_relay.as_ref().unwrap_or(&current.home_relay);
-    let is_changed = *endpoints != current.endpoints
-        || exit != current.advertise_exit_node
-        || *routes != current.advertised_routes
-        || lan != current.lan_access
-        || path_key != current.path_key
-        || *home != current.home_relay;
-    if is_changed {
+    let next = update.applied_to(&current);
+    if let Some(next) = &next {
         tx.execute(
             "UPDATE nodes SET endpoints = $1, advertise_exit = $2, advertised_routes = $3,
                 lan_access = $4, path_key = $5, home_relay = $6
              WHERE id = $7",
             &[
-                &to_json(endpoints),
-                &exit,
-                &to_json(routes),
-                &lan,
-                &path_key.map(|k| k.to_base64()),
-                home,
+                &to_json(&next.endpoints),
+                &next.advertise_exit_node,
+                &to_json(&next.advertised_routes),
+                &next.lan_access,
+                &next.path_key.map(|k| k.to_base64()),
+                &next.home_relay,
                 &(id.0 as i64),
             ],
         )?;
         changed(&mut tx)?;
     }
     tx.commit()?;
-    Ok(is_changed)
+    Ok(next.is_some())
 }
 
 impl Store for PostgresStore {
