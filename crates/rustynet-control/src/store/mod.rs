@@ -324,6 +324,20 @@ pub struct PreauthRecord {
 }
 
 impl PreauthRecord {
+    /// `key` (as looked up by its hash) if it may enroll a node at `now`,
+    /// else why not: the same answer from every backend.
+    pub(crate) fn usable(key: Option<Self>, now: i64) -> Result<Self, StoreError> {
+        let Some(key) = key else {
+            return Err(StoreError::AuthKeyInvalid);
+        };
+        match key.state(now) {
+            "revoked" => Err(StoreError::AuthKeyRevoked),
+            "expired" => Err(StoreError::AuthKeyExpired),
+            "used" => Err(StoreError::AuthKeyUsed),
+            _ => Ok(key),
+        }
+    }
+
     /// `active`, `used` (single-use, spent), `expired` or `revoked` at `now`.
     pub fn state(&self, now: i64) -> &'static str {
         if self.revoked_at.is_some() {

@@ -307,15 +307,7 @@ fn usable_preauth(
         )?
         .map(|r| preauth_from_row(&r))
         .transpose()?;
-    let Some(key) = key else {
-        return Err(StoreError::AuthKeyInvalid);
-    };
-    match key.state(now) {
-        "revoked" => Err(StoreError::AuthKeyRevoked),
-        "expired" => Err(StoreError::AuthKeyExpired),
-        "used" => Err(StoreError::AuthKeyUsed),
-        _ => Ok(key),
-    }
+    PreauthRecord::usable(key, now)
 }
 
 /// The next free tunnel address from the stored cursor on (inside the

@@ -260,15 +260,7 @@ fn usable_preauth(
         .query_row(params![&key_hash[..]], preauth_from_row)
         .optional()?
         .transpose()?;
-    let Some(key) = key else {
-        return Err(StoreError::AuthKeyInvalid);
-    };
-    match key.state(now) {
-        "revoked" => Err(StoreError::AuthKeyRevoked),
-        "expired" => Err(StoreError::AuthKeyExpired),
-        "used" => Err(StoreError::AuthKeyUsed),
-        _ => Ok(key),
-    }
+    PreauthRecord::usable(key, now)
 }
 
 impl Store for SqliteStore {
