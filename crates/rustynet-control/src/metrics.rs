@@ -200,66 +200,20 @@ impl Drop for StreamGuard {
     }
 }
 
-/// Most scrapes served at once (a Prometheus server needs one).
-const MAX_CONNECTIONS: usize = 16;
-/// A connection that has not sent its request head by then is closed.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// A whole connection is closed after this long.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Binds the `/metrics` listener (at start, so a bad address fails `serve`).
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves `GET /metrics` on `listener` until the task is dropped; accept
-/// errors are logged and retried, never fatal.
+/// Serves `GET /metrics` on `listener` until the task is dropped
+/// ([`rustynet_service::metrics_http`]).
 pub async fn serve(listener: TcpListener, metrics: ControlMetrics) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let conn = match listener.accept().await {
-            Ok((conn, _)) => conn,
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics accept failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection(conn, metrics)).await;
-        });
-    }
-}
-
-async fn connection(conn: tokio::net::TcpStream, metrics: ControlMetrics) {
-    use http_body_util::Full;
-    use hyper::body::Bytes;
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let metrics = metrics.clone();
-        async move {
-            let (status, body) =
-                if req.method() == hyper::Method::GET && req.uri().path() == "/metrics" {
-                    (200, metrics.encode())
-                } else {
-                    (404, "not found\n".to_owned())
-                };
-            hyper::Response::builder()
-                .status(status)
-                .header("content-type", "text/plain; version=0.0.4")
-                .body(Full::new(Bytes::from(body)))
-        }
-    });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(conn), service)
-        .await;
+    rustynet_service::metrics_http::serve_on(
+        listener,
+        move || metrics.encode(),
+        rustynet_service::metrics_http::MAX_CONNECTIONS,
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! - [`notify`]: `sd_notify` readiness for `Type=notify` units.
 //! - [`metric_names`]: metric names an exposition carries and a rules file
 //!   uses (the deploy checks' shared half).
+//! - [`metrics_http`]: the bounded plain-HTTP `GET /metrics` endpoint.
 //! - [`docs`]: man pages and shell completions from each binary's own
 //!   command-line definition (the package ships them).
 #![warn(missing_docs)]
@@ -17,6 +18,7 @@
 pub mod docs;
 pub mod log;
 pub mod metric_names;
+pub mod metrics_http;
 pub mod notify;
 
 pub use log::init_logging;

@@ -9,7 +9,6 @@
 
 mod binding;
 mod conn;
-mod metrics_http;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -256,11 +255,19 @@ impl RelayServer {
             ));
         }
         if let Some(listener) = self.metrics_listener {
-            tasks.spawn(metrics_http::serve(
-                listener,
-                self.shared.metrics.clone(),
-                cancel.clone(),
-            ));
+            let metrics = self.shared.metrics.clone();
+            let cancel = cancel.clone();
+            tasks.spawn(async move {
+                let serve = rustynet_service::metrics_http::serve_on(
+                    listener,
+                    move || metrics.render(),
+                    rustynet_service::metrics_http::MAX_CONNECTIONS,
+                );
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    () = serve => {}
+                }
+            });
         }
         tasks.spawn(timer_loop(Arc::clone(&self.shared), cancel.clone()));
         shutdown.await;
