@@ -337,16 +337,10 @@ fn ping(socket: &std::path::Path, json: bool, cmd: Cmd) -> anyhow::Result<bool> 
 }
 
 fn main() -> ExitCode {
-    if let Some(done) =
+    if let Some(code) =
         rustynet_service::docs::generate_if_asked(<Cli as clap::CommandFactory>::command, "1")
     {
-        return match done {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return code;
     }
     let cli = Cli::parse();
     if let Cmd::Version = cli.command {

@@ -372,16 +372,10 @@ enum NodesAction {
 }
 
 fn main() -> ExitCode {
-    if let Some(done) =
+    if let Some(code) =
         rustynet_service::docs::generate_if_asked(<Cli as clap::CommandFactory>::command, "8")
     {
-        return match done {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return code;
     }
     rustynet_service::init_logging("rustynet-control");
     let args = match rustynet_control::config_file::expand(std::env::args_os().collect()) {

@@ -291,22 +291,7 @@ impl Lab {
         ])?;
         let lan = if spec.lan {
             let lan = Netns::create(&format!("rn{}-{}-lan", self.id, spec.name))?;
-            let (a, b) = (
-                format!("l{}n{index}", self.id),
-                format!("l{}h{index}", self.id),
-            );
-            ns.ip(&[
-                "link",
-                "add",
-                &a,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &b,
-                "netns",
-                lan.name(),
-            ])?;
+            let (a, b) = self.lan_link(index, &ns, &lan)?;
             ns.ip(&["addr", "add", "192.168.77.1/24", "dev", &a])?;
             ns.ip(&["link", "set", &a, "up"])?;
             lan.ip(&["addr", "add", &format!("{LAN_HOST_IP}/24"), "dev", &b])?;
@@ -438,6 +423,28 @@ impl Lab {
         })
     }
 
+    /// A veth pair from node `ns` (number `index`) into the LAN namespace
+    /// `lan`: returns (the node's end, the LAN's end).
+    fn lan_link(&self, index: usize, ns: &Netns, lan: &Netns) -> anyhow::Result<(String, String)> {
+        let (a, b) = (
+            format!("l{}n{index}", self.id),
+            format!("l{}h{index}", self.id),
+        );
+        ns.ip(&[
+            "link",
+            "add",
+            &a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &b,
+            "netns",
+            lan.name(),
+        ])?;
+        Ok((a, b))
+    }
+
     /// Links node `ns` (number `index`) into the LAN of `owner`. The first
     /// joiner turns the LAN into a bridge `br0` holding the host's address
     /// (capture there to see everything that reaches the host); the host's
@@ -465,22 +472,7 @@ impl Lab {
             lan.ip(&["link", "set", "br0", "up"])?;
             lan.ip(&["route", "replace", "default", "via", "192.168.77.1"])?;
         }
-        let (a, b) = (
-            format!("l{}n{index}", self.id),
-            format!("l{}h{index}", self.id),
-        );
-        ns.ip(&[
-            "link",
-            "add",
-            &a,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &b,
-            "netns",
-            lan.name(),
-        ])?;
+        let (a, b) = self.lan_link(index, ns, lan)?;
         let addr = Ipv4Addr::new(192, 168, 77, own);
         ns.ip(&["addr", "add", &format!("{addr}/24"), "dev", &a])?;
         ns.ip(&["link", "set", &a, "up"])?;

@@ -77,16 +77,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    if let Some(done) =
+    if let Some(code) =
         rustynet_service::docs::generate_if_asked(<Cli as clap::CommandFactory>::command, "8")
     {
-        return match done {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return code;
     }
     // journald-native under systemd, JSON lines otherwise (same fields as
     // rustynetd and rustynet-control).

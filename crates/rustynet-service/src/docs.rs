@@ -43,13 +43,22 @@ pub fn generate(mut cmd: clap::Command, section: &str, dir: &Path) -> io::Result
 }
 
 /// When `RUSTYNET_GENERATE_DOCS` is set, writes the docs there and returns
-/// the outcome (the binary then exits); `None` otherwise.
+/// how the binary should exit (an error is printed); `None` otherwise.
+// Called first thing in `main`, before logging exists: stderr is the only
+// place to say why the docs could not be written.
+#[allow(clippy::print_stderr)]
 pub fn generate_if_asked(
     cmd: impl FnOnce() -> clap::Command,
     section: &str,
-) -> Option<io::Result<()>> {
+) -> Option<std::process::ExitCode> {
     let dir = std::env::var_os(ENV)?;
-    Some(generate(cmd(), section, Path::new(&dir)))
+    Some(match generate(cmd(), section, Path::new(&dir)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    })
 }
 
 #[cfg(test)]

@@ -122,16 +122,10 @@ fn config(args: Args) -> anyhow::Result<DaemonConfig> {
 }
 
 fn main() -> ExitCode {
-    if let Some(done) =
+    if let Some(code) =
         rustynet_service::docs::generate_if_asked(<Args as clap::CommandFactory>::command, "8")
     {
-        return match done {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        };
+        return code;
     }
     rustynet_service::init_logging("rustynetd");
     let mut args = Args::parse();
