@@ -372,6 +372,7 @@ enum NodesAction {
 }
 
 fn main() -> ExitCode {
+    rustynet_service::alloc::tune_allocator();
     if let Some(code) =
         rustynet_service::docs::generate_if_asked(<Cli as clap::CommandFactory>::command, "8")
     {

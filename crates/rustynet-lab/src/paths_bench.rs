@@ -130,6 +130,7 @@ fn throughput(doc: &mut Value, lab: &Lab, c: &Cluster<'_>, reps: usize) -> anyho
         direct.push(iperf(c, lab, "alice", "bob")?);
         block_direct(lab, "alice", "bob", true)?;
         wait_path(c, "alice", "bob", PathKind::Relay, Duration::from_secs(10))?;
+        wait_relay_only(c)?;
         wait_for_relay_udp(c, true)?;
         udp.push(iperf(c, lab, "alice", "bob")?);
         udp_mode.push(relay_udp(c)?);
@@ -170,6 +171,23 @@ fn throughput(doc: &mut Value, lab: &Lab, c: &Cluster<'_>, reps: usize) -> anyho
     doc["udp_relay_vs_direct"] = json!(ratio(u));
     doc["tls_relay_vs_direct"] = json!(ratio(t));
     Ok(())
+}
+
+/// Waits until Alice sends to Bob through the relay alone: right after the
+/// direct path is cut the route is `Both` for a few seconds (every packet
+/// also tried on the old address, reported as the relay path with that
+/// address as endpoint); a run started then would measure that double
+/// sending, not the relay. The TLS runs start long after it ended.
+fn wait_relay_only(c: &Cluster<'_>) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(20) {
+        let p = peer(c, "alice", "bob")?;
+        if p.path == PathKind::Relay && p.endpoint.is_none() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    anyhow::bail!("alice -> bob never went through the relay alone")
 }
 
 /// Waits until Alice's relay reports UDP relay mode `on` (hellos echoed) or

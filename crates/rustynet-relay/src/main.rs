@@ -77,6 +77,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    rustynet_service::alloc::tune_allocator();
     if let Some(code) =
         rustynet_service::docs::generate_if_asked(<Cli as clap::CommandFactory>::command, "8")
     {

@@ -13,8 +13,10 @@
 //! - [`metrics_http`]: the bounded plain-HTTP `GET /metrics` endpoint.
 //! - [`docs`]: man pages and shell completions from each binary's own
 //!   command-line definition (the package ships them).
+//! - [`alloc`]: allocator tuning for processes that move packets.
 #![warn(missing_docs)]
 
+pub mod alloc;
 pub mod docs;
 pub mod log;
 pub mod metric_names;

@@ -122,6 +122,7 @@ fn config(args: Args) -> anyhow::Result<DaemonConfig> {
 }
 
 fn main() -> ExitCode {
+    rustynet_service::alloc::tune_allocator();
     if let Some(code) =
         rustynet_service::docs::generate_if_asked(<Args as clap::CommandFactory>::command, "8")
     {

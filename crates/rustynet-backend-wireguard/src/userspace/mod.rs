@@ -14,6 +14,7 @@ mod discovery;
 mod net;
 mod netmon;
 mod paths;
+mod relay_tx;
 mod relays;
 mod rx;
 mod timers;

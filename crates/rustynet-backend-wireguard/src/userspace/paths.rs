@@ -257,15 +257,6 @@ pub(crate) fn now_ns(dev: &Device) -> u64 {
     u64::try_from(dev.paths.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// Where a tunnel message for `peer` goes in UDP relay mode (the relay's
-/// UDP address and the peer's id there), when that mode works for it now.
-pub(crate) fn relay_udp_route(dev: &Device, peer: &Peer) -> Option<(SocketAddr, u32)> {
-    let relays = dev.paths.relays();
-    relays
-        .pick(peer.config.home_relay.as_deref())?
-        .udp_route(&peer.key)
-}
-
 /// Sends `payload` to `peer` through its relay (UDP relay mode when it
 /// works, else TLS); false when dropped.
 pub(crate) fn relay_send(dev: &Device, peer: &Peer, payload: &[u8], probe: bool) -> bool {

@@ -9,13 +9,13 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rustynet_proto::netmap::RelayInfo;
 use rustynet_relay::{ClientConfig, ClientSink, ClientTimeouts, ConnState, RelayClient};
 use rustynet_tunnel::{RelayLogin, RelayStatus, TunnelPublicKey};
 
-use super::device::{Device, lock};
+use super::device::{Device, PeerTable, lock};
 use super::rx::TunBatch;
 
 /// Bytes of relayed data that may wait for a relay connection's thread.
@@ -152,9 +152,9 @@ impl RelaySet {
 }
 
 impl RelayConn {
-    /// Logged in and usable.
+    /// Logged in and usable (an atomic load: the data path asks per packet).
     pub(crate) fn is_up(&self) -> bool {
-        matches!(self.client.state(), ConnState::Connected { .. })
+        self.client.is_up()
     }
 
     /// Queues a packet for `dst`; false when it was dropped.
@@ -211,10 +211,12 @@ fn spawn(
     RelayClient::spawn(cfg, sink)
 }
 
-/// Buffers of the relay thread's receive path.
+/// Buffers of the relay thread's receive path, and the peer table and time
+/// of the read being delivered (taken once per read, not per packet).
 struct SinkRx {
     batch: TunBatch,
     scratch: Vec<u8>,
+    read: Option<(Arc<PeerTable>, Instant)>,
 }
 
 impl SinkRx {
@@ -222,6 +224,7 @@ impl SinkRx {
         Self {
             batch: TunBatch::new(),
             scratch: vec![0u8; super::rx::RECV_BUF],
+            read: None,
         }
     }
 }
@@ -240,8 +243,23 @@ impl ClientSink for Sink {
             return;
         };
         let mut rx = lock(&self.rx);
-        let SinkRx { batch, scratch } = &mut *rx;
-        super::rx::handle_relayed(&dev, &self.relay, src, payload, probe, batch, scratch);
+        let SinkRx {
+            batch,
+            scratch,
+            read,
+        } = &mut *rx;
+        let (table, now) = read.get_or_insert_with(|| (dev.table(), Instant::now()));
+        super::rx::handle_relayed(
+            &dev,
+            table,
+            &self.relay,
+            src,
+            payload,
+            probe,
+            batch,
+            scratch,
+            *now,
+        );
     }
 
     fn send_udp(&self, to: SocketAddr, datagram: &[u8]) {
@@ -254,7 +272,9 @@ impl ClientSink for Sink {
         let Some(dev) = self.dev.upgrade() else {
             return;
         };
-        lock(&self.rx).batch.flush(&dev);
+        let mut rx = lock(&self.rx);
+        rx.batch.flush(&dev);
+        rx.read = None;
     }
 
     fn state(&self, state: ConnState) {

@@ -28,6 +28,7 @@ use tun_rs::GROTable;
 use super::device::{Device, Peer, PeerTable, lock};
 use super::net::{Ready, canonical, wait};
 use super::paths::{self, Bytes};
+use super::relays::RelaySet;
 use super::tx::is_gone_error;
 use crate::path::Via;
 
@@ -252,41 +253,48 @@ fn deliver(
     true
 }
 
-/// A packet a relay delivered from `src` (on the relay client's thread).
+/// A packet a relay delivered from `src` (on the relay client's thread),
+/// with the peer table and time the caller took for its whole read.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn handle_relayed(
     dev: &Device,
+    table: &PeerTable,
     relay: &str,
     src: TunnelPublicKey,
     payload: &[u8],
     probe: bool,
     out: &mut TunBatch,
     scratch: &mut [u8],
+    now: Instant,
 ) {
-    let table = dev.table();
     if crate::path::is_probe(payload) {
-        paths::on_probe(dev, &table, payload, Via::Relay, Some(&src));
+        paths::on_probe(dev, table, payload, Via::Relay, Some(&src));
         return;
     }
     if probe {
         tracing::trace!(relay, "non-probe payload on the probe queue dropped");
         return;
     }
-    handle_datagram(
-        dev,
-        &table,
-        From::Relay(&src),
-        payload,
-        out,
-        scratch,
-        Instant::now(),
-    );
+    handle_datagram(dev, table, From::Relay(&src), payload, out, scratch, now);
 }
 
 const HELLO_ACK_TYPE: u8 = rustynet_relay::udp::HELLO_ACK_TYPE;
 
+/// What the relay datagrams of one receive batch share: the relay set
+/// (looked up once per batch, not per datagram) and the last sender id
+/// resolved (a GRO train comes from one relay address and mostly carries
+/// one sender, so its datagrams after the first skip the client's lock).
+#[derive(Default)]
+struct RelayRx {
+    set: Option<Arc<RelaySet>>,
+    /// Relay address, sender id there, and the node the relay told us it is.
+    last: Option<(SocketAddr, u32, TunnelPublicKey)>,
+}
+
 /// A datagram from a relay's UDP address: a hello's echo, or a relayed
 /// tunnel message that enters the same path as one that came over TLS.
 /// From anywhere else it is dropped (only the relay speaks this format).
+#[allow(clippy::too_many_arguments)]
 fn on_relay_udp(
     dev: &Device,
     table: &PeerTable,
@@ -295,14 +303,27 @@ fn on_relay_udp(
     out: &mut TunBatch,
     scratch: &mut [u8],
     now: Instant,
+    cache: &mut RelayRx,
 ) {
-    let relays = dev.paths.relays();
+    let id = rustynet_relay::udp::id_of(datagram);
+    if let Some((at, known, key)) = cache.last
+        && at == src
+        && id == Some(known)
+    {
+        rustynet_relay::udp::decode(datagram);
+        handle_datagram(dev, table, From::Relay(&key), datagram, out, scratch, now);
+        return;
+    }
+    let relays = cache.set.get_or_insert_with(|| dev.paths.relays());
     let Some(conn) = relays.by_udp_addr(src) else {
         return;
     };
     let Some(key) = conn.udp_received(datagram) else {
         return;
     };
+    if let Some(id) = id {
+        cache.last = Some((src, id, key));
+    }
     handle_datagram(dev, table, From::Relay(&key), datagram, out, scratch, now);
 }
 
@@ -336,6 +357,7 @@ pub(crate) fn run(dev: &Device) {
         };
         let table = dev.table();
         let now = Instant::now();
+        let mut relay_rx = RelayRx::default();
         for (i, m) in meta.iter().enumerate().take(n) {
             let src = canonical(m.addr);
             let start = i * RECV_BUF;
@@ -346,7 +368,16 @@ pub(crate) fn run(dev: &Device) {
                     .first()
                     .is_some_and(|b| rustynet_relay::udp::is_data(*b) || *b == HELLO_ACK_TYPE)
                 {
-                    on_relay_udp(dev, &table, src, datagram, &mut out, &mut scratch, now);
+                    on_relay_udp(
+                        dev,
+                        &table,
+                        src,
+                        datagram,
+                        &mut out,
+                        &mut scratch,
+                        now,
+                        &mut relay_rx,
+                    );
                     continue;
                 }
                 let datagram = &*datagram;

@@ -17,14 +17,15 @@ use rustynet_tunnel::MAX_MTU;
 use super::device::{Device, Peer, PeerTable, lock};
 use super::net::{Ready, wait};
 use super::paths::{self, Bytes};
+use super::relay_tx::{MirrorRun, RelayCache};
 use crate::path::Route;
 
 /// Largest UDP payload one GSO send may carry.
-const MAX_GSO_BYTES: usize = 64_000;
+pub(super) const MAX_GSO_BYTES: usize = 64_000;
 /// Most segments per GSO send (the kernel's UDP_MAX_SEGMENTS is 64 or more).
 const MAX_GSO_SEGMENTS: usize = 64;
 /// A data message adds a 16-byte header and a 16-byte tag.
-const DATA_OVERHEAD: usize = 32;
+pub(super) const DATA_OVERHEAD: usize = 32;
 /// boringtun wants at least this much room for a handshake initiation.
 const MIN_DST: usize = 148;
 /// Type byte of a transport data message.
@@ -43,6 +44,9 @@ struct GsoBatch {
     /// The run goes to a relay's UDP address (UDP relay mode).
     relayed: bool,
     max_segments: usize,
+    relays: RelayCache,
+    /// The relay's copies while the route is `Both`.
+    mirror: MirrorRun,
 }
 
 impl GsoBatch {
@@ -57,7 +61,16 @@ impl GsoBatch {
             dest: None,
             relayed: false,
             max_segments: max_segments.clamp(1, MAX_GSO_SEGMENTS),
+            relays: RelayCache::default(),
+            mirror: MirrorRun::new(max_segments.clamp(1, MAX_GSO_SEGMENTS)),
         }
+    }
+
+    /// The end of a TUN read: everything out, the relay lookups forgotten.
+    fn finish(&mut self, dev: &Device) {
+        self.flush(dev);
+        self.mirror.flush(dev);
+        self.relays.clear();
     }
 
     fn flush(&mut self, dev: &Device) {
@@ -88,16 +101,17 @@ impl GsoBatch {
         // UDP relay mode: the datagram joins a GSO run to the relay's UDP
         // address, its first four bytes rewritten after encryption.
         let mut udp_relay = None;
-        let (dest, relay) = match route {
+        // Route::Both: a copy to the relay too (either way it works).
+        let (dest, relay, tls_only) = match route {
             Route::None => return,
-            Route::Direct(addr) => (Some(addr), false),
-            Route::Both(addr) => (Some(addr), true),
-            Route::Relay => match paths::relay_udp_route(dev, peer) {
+            Route::Direct(addr) => (Some(addr), false, false),
+            Route::Both(addr) => (Some(addr), true, false),
+            Route::Relay => match self.relays.udp_route(dev, peer) {
                 Some((to, id)) => {
                     udp_relay = Some(id);
-                    (Some(to), false)
+                    (Some(to), false, false)
                 }
-                None => (None, true),
+                None => (None, false, true),
             },
         };
         peer.path.note_tx(now_ns);
@@ -132,7 +146,22 @@ impl GsoBatch {
             return;
         }
         if relay {
-            paths::relay_send(dev, peer, &self.buf[start..start + len], false);
+            // The relay's copy (Route::Both): data joins the mirror's GSO
+            // run, in UDP relay mode; the rest goes on its own.
+            let datagram = &self.buf[start..start + len];
+            match self.relays.udp_route(dev, peer) {
+                Some((to, id)) if kind == Some(MSG_DATA) => {
+                    self.mirror.push(dev, peer, to, id, datagram);
+                }
+                Some(_) => {
+                    paths::relay_send(dev, peer, datagram, false);
+                }
+                None => self.relays.send_tls(dev, peer, datagram),
+            }
+        }
+        if tls_only {
+            self.relays
+                .send_tls(dev, peer, &self.buf[start..start + len]);
         }
         let Some(dest) = dest else {
             return;
@@ -238,6 +267,6 @@ pub(crate) fn run(dev: &Device) {
         for (buf, size) in bufs.iter().zip(sizes.iter()).take(n) {
             gso.push(dev, &table, &buf[..*size], now_ns);
         }
-        gso.flush(dev);
+        gso.finish(dev);
     }
 }

@@ -316,6 +316,12 @@ impl RelayClient {
         }
     }
 
+    /// Whether the connection is logged in (what [`RelayClient::state`]
+    /// says as `Connected`, without its lock: for per-packet callers).
+    pub fn is_up(&self) -> bool {
+        self.inner.up.load(Ordering::Acquire)
+    }
+
     /// The current state.
     pub fn state(&self) -> ConnState {
         lock(&self.inner.state).clone()

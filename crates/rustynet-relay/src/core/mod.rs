@@ -28,7 +28,7 @@ mod queue;
 mod tests;
 mod udp;
 
-pub use udp::UdpVerdict;
+pub use udp::{UdpMemo, UdpVerdict};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};

@@ -215,3 +215,65 @@ fn udp_packets_share_the_node_rate() {
     );
     assert_eq!(h.metrics.dropped("rate_limited"), 1);
 }
+
+#[test]
+fn a_batch_memo_gives_the_verdicts_of_full_lookups_and_still_charges_the_rate() {
+    let mut h = harness(Limits {
+        rate_bytes_per_sec: 1,
+        burst_bytes: 3 * 7,
+        ..Limits::default()
+    });
+    h.core.enable_udp();
+    let (id1, id2) = pair(&mut h);
+    let mut memo = UdpMemo::default();
+    let mut batch = |h: &mut Harness, from: SocketAddr, pkt: &mut [u8]| {
+        h.core.handle_udp_in_batch(from, pkt, h.now, &mut memo)
+    };
+    // Three 7-byte datagrams fit the burst; the memo skips the lookups but
+    // not the bucket, and every one carries the sender's id.
+    for _ in 0..3 {
+        let mut pkt = data_to(id2);
+        assert_eq!(
+            batch(&mut h, udp_addr(1), &mut pkt),
+            UdpVerdict::Forward(udp_addr(2))
+        );
+        assert_eq!(udp::decode(&mut pkt), Some(id1));
+    }
+    assert_eq!(
+        batch(&mut h, udp_addr(1), &mut data_to(id2)),
+        UdpVerdict::Drop
+    );
+    assert_eq!(h.metrics.dropped("rate_limited"), 1);
+    // Another source or destination id in the same batch is looked up.
+    let spoofed = SocketAddr::from(([192, 0, 2, 66], 5555));
+    assert_eq!(batch(&mut h, spoofed, &mut data_to(id2)), UdpVerdict::Drop);
+    assert_eq!(h.metrics.dropped("udp_unknown_source"), 1);
+}
+
+#[test]
+fn a_hello_in_the_batch_clears_the_memo() {
+    let mut h = udp_harness();
+    let (_, id2) = pair(&mut h);
+    let t3 = login_udp(&mut h, 3, 3, &[2]);
+    let mut memo = UdpMemo::default();
+    assert_eq!(
+        h.core
+            .handle_udp_in_batch(udp_addr(1), &mut data_to(id2), h.now, &mut memo),
+        UdpVerdict::Forward(udp_addr(2))
+    );
+    // Node 3 takes over node 1's address (a NAT reused the mapping) in the
+    // middle of the batch: node 1's route must not outlive it.
+    let mut pkt = udp::hello(&t3);
+    assert_eq!(
+        h.core
+            .handle_udp_in_batch(udp_addr(1), &mut pkt, h.now, &mut memo),
+        UdpVerdict::Reply
+    );
+    assert_eq!(
+        h.core
+            .handle_udp_in_batch(udp_addr(1), &mut data_to(id2), h.now, &mut memo),
+        UdpVerdict::Drop,
+        "node 3 may not send to node 2 (node 2 does not list it)"
+    );
+    assert_eq!(h.metrics.dropped("not_allowed"), 1);
+}

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use crate::binding::{is_binding, parse_request, response};
-use crate::core::{Now, UdpVerdict};
+use crate::core::{Now, UdpMemo, UdpVerdict};
 
 /// Requests per second answered per source IP, and the burst.
 const PER_IP_RATE: f64 = 20.0;
@@ -130,11 +130,13 @@ impl Task<'_> {
     /// datagram (one lock per batch), rewrites them in place and sends them
     /// on in GSO runs.
     async fn handle(&mut self, storage: &mut [u8], meta: &[RecvMeta]) {
-        let metrics = self.shared.metrics.clone();
+        let shared = self.shared;
         let now = Now::system();
         self.out.clear();
         {
             let mut locked = None;
+            // Lives exactly as long as the lock: see `UdpMemo`.
+            let mut memo = UdpMemo::default();
             for (i, m) in meta.iter().enumerate() {
                 let from = SocketAddr::new(m.addr.ip().to_canonical(), m.addr.port());
                 let start = i * RECV_BUF;
@@ -145,10 +147,13 @@ impl Task<'_> {
                     let seg_len = stride.min(start + len - offset);
                     let datagram = &mut storage[offset..offset + seg_len];
                     if datagram.first().is_some_and(|b| is_binding(*b)) {
-                        self.binding(datagram, from, &metrics);
+                        self.binding(datagram, from, &shared.metrics);
                     } else {
-                        let state = locked.get_or_insert_with(|| self.shared.lock());
-                        let to = match state.core.handle_udp(from, datagram, now) {
+                        let state = locked.get_or_insert_with(|| shared.lock());
+                        let to = match state
+                            .core
+                            .handle_udp_in_batch(from, datagram, now, &mut memo)
+                        {
                             UdpVerdict::Reply => Some(from),
                             UdpVerdict::Forward(to) => Some(to),
                             UdpVerdict::Drop => None,
