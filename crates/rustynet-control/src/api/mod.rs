@@ -4,6 +4,7 @@
 //! code and a non-2xx status, produced before any state is changed.
 
 mod map;
+mod pacing;
 mod register;
 mod relay_ticket;
 mod update;
@@ -148,7 +149,13 @@ impl From<StoreError> for ApiFailure {
             StoreError::AddressesExhausted | StoreError::NamesExhausted(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "exhausted")
             }
-            StoreError::Db(_) | StoreError::SchemaTooNew { .. } | StoreError::Corrupt(_) => {
+            StoreError::Db(_)
+            | StoreError::Postgres(_)
+            | StoreError::BadDatabaseUrl(_)
+            | StoreError::WorkerStopped
+            | StoreError::AlreadyInitialized
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "store failure");
                 return Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

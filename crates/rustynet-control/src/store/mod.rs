@@ -1,12 +1,19 @@
 //! Persistent state of the control server, behind a trait so the backing
-//! database can change (SQLite embedded by default).
+//! database can change: SQLite embedded by default, PostgreSQL when several
+//! control replicas share one database (`--database postgres://…`).
 //!
 //! Every method is one transaction. Writes that must not race — enrollment,
 //! which spends a pre-auth key and assigns a tunnel address and a Magic DNS
-//! name — run under a single writer (`BEGIN IMMEDIATE`), so concurrent joins
-//! and concurrent admin commands cannot collide.
+//! name — run under a single writer (SQLite: `BEGIN IMMEDIATE`; PostgreSQL:
+//! a transaction-scoped advisory lock), so concurrent joins and concurrent
+//! admin commands cannot collide, even through different replicas.
 
+#[cfg(test)]
+mod conformance;
+mod dump;
+mod location;
 mod migrations;
+mod postgres;
 mod sqlite;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -18,7 +25,22 @@ use rustynet_proto::netmap::{MAX_RELAYS, RelayInfo};
 use rustynet_proto::{NodeId, PathPublicKey, SigningPublicKey, TunnelPublicKey};
 use serde::Serialize;
 
+pub use dump::CopyReport;
+pub use location::{DatabaseUrl, open_postgres};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// Copies the SQLite store at `sqlite` into the empty PostgreSQL database
+/// at `url` (migrating both to this build's schema first), in one
+/// transaction; a database that already holds a control server's data is
+/// refused. The SQLite file is only read.
+pub fn copy_sqlite_to_postgres(
+    sqlite: &std::path::Path,
+    url: &DatabaseUrl,
+) -> Result<CopyReport, StoreError> {
+    let dump = sqlite::export(sqlite)?;
+    open_postgres(url)?.import(dump)
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +48,20 @@ pub enum StoreError {
     /// The database itself failed (I/O, corruption, lock timeout).
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
+    /// The PostgreSQL server failed or could not be reached.
+    #[error("database error: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    /// The PostgreSQL connection string is malformed (the string itself is
+    /// never repeated: it may carry a password).
+    #[error("invalid --database connection string: {0}")]
+    BadDatabaseUrl(String),
+    /// The store's database worker stopped (it is restarted with the
+    /// process).
+    #[error("the database connection worker stopped")]
+    WorkerStopped,
+    /// `init` on a database that already holds a control server.
+    #[error("the database is already initialized (refusing to overwrite it)")]
+    AlreadyInitialized,
     /// The database was written by a newer Rustynet.
     #[error("database schema version {found} is newer than this build ({supported})")]
     SchemaTooNew {
@@ -317,6 +353,13 @@ pub trait Store: Send + Sync {
     /// A value that changes whenever another process commits to the store
     /// (admin commands run while `serve` does).
     fn external_change_marker(&self) -> Result<i64, StoreError>;
+    /// Wakes its holder soon after another process commits a change, so
+    /// replicas need not wait for their next poll of
+    /// [`Store::external_change_marker`]. `None` when the backend has no
+    /// such push (SQLite: the poll is a cheap local read).
+    fn change_notifications(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
     /// The relays an admin registered, by name.
     fn relays(&self) -> Result<Vec<RelayInfo>, StoreError>;
     /// Registers a relay (checked by the caller). Refuses a name in use and

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use rustynet_proto::netmap::RelayInfo;
 
-use super::migrations::MIGRATIONS;
+use super::migrations::{MIGRATIONS, pending};
 use rustynet_policy::AdminRoutes;
 
 use super::{
@@ -21,8 +21,11 @@ use super::{
 };
 use crate::names::assign_label;
 
+mod export;
 mod node_admin;
 mod relays;
+
+pub(crate) use export::export;
 
 /// Generations are reserved from the database in blocks this large, so
 /// signing a map does not cost a durable write each time.
@@ -40,15 +43,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn to_json<T: Serialize>(v: &T) -> String {
+pub(super) fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+pub(super) fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-fn parse<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, StoreError> {
+pub(super) fn parse<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, StoreError> {
     text.parse()
         .map_err(|_| StoreError::Corrupt(format!("{what}: {text:?}")))
 }
@@ -152,15 +155,8 @@ impl SqliteStore {
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let supported = MIGRATIONS.len() as i64;
-    if version > supported {
-        return Err(StoreError::SchemaTooNew {
-            found: version,
-            supported,
-        });
-    }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        tx.execute_batch(sql)?;
+    for index in pending(version, MIGRATIONS.len())? {
+        tx.execute_batch(MIGRATIONS[index])?;
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
     }
     tx.commit()?;
@@ -192,7 +188,7 @@ fn now_micros() -> u64 {
 }
 
 /// First and last usable host offsets inside 100.64.0.0/10.
-fn address_span() -> (u32, u32) {
+pub(super) fn address_span() -> (u32, u32) {
     let base = u32::from(TUNNEL_NET.network());
     let last = u32::from(TUNNEL_NET.broadcast());
     (base + 1, last - 1)
