@@ -155,6 +155,9 @@ enum End {
     Stop,
     /// The stream broke, or a report failed on the way: try elsewhere.
     Broke(String),
+    /// Control ended the stream cleanly (a newer stream of this node took
+    /// over, or the replica shut down in order): try the same URL again.
+    Closed(String),
     /// Control refused this node.
     Refused(ControlEvent),
 }
@@ -180,7 +183,10 @@ impl Session {
             .unwrap_or_default()
     }
 
-    async fn connected(&self, index: usize, switched: bool) -> bool {
+    async fn connected(&self, index: usize, switched: bool, stop: &watch::Receiver<bool>) -> bool {
+        if *stop.borrow() {
+            return false;
+        }
         let url = self.url(index);
         if switched {
             tracing::info!(%url, "control: now streaming from another URL");
@@ -194,17 +200,20 @@ impl Session {
     }
 
     /// Sends `update` through `client`; what is left pending (refused for
-    /// now) or why the URL failed.
+    /// now) or why the URL failed. A refusal of the node ends the attempt
+    /// before a stream is opened; on an open stream (which control would
+    /// end itself) the report is kept and sent again later, as before.
     async fn report(
         &self,
         client: &ControlClient,
         update: UpdateRequest,
+        streaming: bool,
     ) -> Result<Option<UpdateRequest>, End> {
         match client.update(&self.key, self.node, &update).await {
             Ok(()) => Ok(None),
             Err(e) => {
                 tracing::warn!(error = %e, url = %client.url(), "cannot report to control");
-                if let Some(event) = refused(&e) {
+                if let Some(event) = refused(&e).filter(|_| !streaming) {
                     return Err(End::Refused(event));
                 }
                 if is_transport_failure(&e) {
@@ -224,9 +233,16 @@ impl Session {
         let mut pending: Option<UpdateRequest> = None;
         loop {
             let attempt = failover.next_attempt(Instant::now().into_std());
+            // A stopped task must not act: the engine may already run its
+            // successor, whose stream to the same control replaced this
+            // one's (control closes the older), which is no failure.
             tokio::select! {
-                _ = tokio::time::sleep_until(attempt.at.into()) => {}
+                biased;
                 _ = stop.changed() => return,
+                _ = tokio::time::sleep_until(attempt.at.into()) => {}
+            }
+            if *stop.borrow() {
+                return;
             }
             let index = attempt.url;
             let Some(client) = self.clients.get(index) else {
@@ -237,18 +253,29 @@ impl Session {
             }
             let mut end = None;
             if let Some(update) = pending.take() {
-                match self.report(client, update).await {
+                let reported = tokio::select! {
+                    biased;
+                    _ = stop.changed() => return,
+                    r = self.report(client, update, false) => r,
+                };
+                match reported {
                     Ok(left) => pending = left,
                     Err(e) => end = Some(e),
                 }
             }
             let end = match end {
                 Some(end) => end,
-                None => match client.map_stream(&self.key, self.node, self.since()).await {
+                // Given up at once when stopped: a stream this task opened
+                // after its successor opened one would replace that one.
+                None => match tokio::select! {
+                    biased;
+                    _ = stop.changed() => return,
+                    r = client.map_stream(&self.key, self.node, self.since()) => r,
+                } {
                     Ok(stream) => {
                         let now = Instant::now().into_std();
                         let switched = failover.opened(index, now);
-                        if !self.connected(index, switched).await {
+                        if !self.connected(index, switched, &stop).await {
                             return;
                         }
                         self.stream(stream, &mut failover, &mut stop, &mut updates, &mut pending)
@@ -260,6 +287,9 @@ impl Session {
                     },
                 },
             };
+            if *stop.borrow() {
+                return;
+            }
             let now = Instant::now().into_std();
             // The stream may have moved to the preferred URL meanwhile.
             let index = failover.open_url().unwrap_or(index);
@@ -267,6 +297,10 @@ impl Session {
                 End::Stop => return,
                 End::Broke(reason) => {
                     failover.failed(index, now, jitter());
+                    ControlEvent::Disconnected(reason)
+                }
+                End::Closed(reason) => {
+                    failover.ended(index, now, jitter());
                     ControlEvent::Disconnected(reason)
                 }
                 End::Refused(event) => {
@@ -282,8 +316,9 @@ impl Session {
                 // Replicas share one database: a refusal is every
                 // replica's answer. Ask again only after the longest hold.
                 tokio::select! {
-                    _ = tokio::time::sleep(MAX_BACKOFF) => {}
+                    biased;
                     _ = stop.changed() => return,
+                    _ = tokio::time::sleep(MAX_BACKOFF) => {}
                 }
             }
         }
@@ -309,6 +344,8 @@ impl Session {
             };
             let return_due = failover.return_due();
             tokio::select! {
+                biased;
+                _ = stop.changed() => return End::Stop,
                 frame = tokio::time::timeout(STREAM_SILENCE, stream.next_frame()) => match frame {
                     Ok(Ok(Some(StreamFrame::Map { envelope, handovers }))) => {
                         if !self.engine.send(EngineMsg::Map(envelope, handovers)).await {
@@ -316,7 +353,7 @@ impl Session {
                         }
                     }
                     Ok(Ok(Some(StreamFrame::Keepalive))) => {}
-                    Ok(Ok(None)) => return End::Broke(format!("{}: control closed the stream", client.url())),
+                    Ok(Ok(None)) => return End::Closed(format!("{}: control closed the stream", client.url())),
                     Ok(Err(e)) => return End::Broke(format!("{}: {e}", client.url())),
                     Err(_) => return End::Broke(format!("{}: no data from control for 45 s", client.url())),
                 },
@@ -324,7 +361,7 @@ impl Session {
                     // Every report carries the whole state: the newest
                     // replaces any still pending.
                     *pending = None;
-                    match self.report(client, update).await {
+                    match self.report(client, update, true).await {
                         Ok(left) => *pending = left,
                         Err(end) => return end,
                     }
@@ -333,7 +370,7 @@ impl Session {
                 // sent again later, unless a newer one replaced it.
                 _ = tokio::time::sleep(UPDATE_RETRY), if pending.is_some() => {
                     if let Some(update) = pending.take() {
-                        match self.report(client, update).await {
+                        match self.report(client, update, true).await {
                             Ok(left) => *pending = left,
                             Err(end) => return end,
                         }
@@ -348,7 +385,7 @@ impl Session {
                             // The old stream is dropped, not failed.
                             stream = new;
                             let switched = failover.opened(0, Instant::now().into_std());
-                            if !self.connected(0, switched).await {
+                            if !self.connected(0, switched, stop).await {
                                 return End::Stop;
                             }
                         }
@@ -358,7 +395,6 @@ impl Session {
                         }
                     }
                 }
-                _ = stop.changed() => return End::Stop,
             }
         }
     }

@@ -13,6 +13,11 @@
 //!   hold has passed is tried at once; when every URL is held back, the one
 //!   free soonest is tried when it is free. Killing one replica therefore
 //!   moves its nodes to another without waiting.
+//! - A stream control itself ended cleanly (a newer stream of the node took
+//!   over, the replica shutting down in order) is no failure of the
+//!   replica: the same URL is tried again after its hold, before any other
+//!   (if the replica is going away, that attempt fails and the next URL
+//!   follows at once).
 //! - A stream that stayed up [`STABLE_AFTER`] proves its URL healthy: when
 //!   it breaks, that URL's backoff starts again from 1 s. A replica that
 //!   accepts streams and drops them at once keeps its growing backoff.
@@ -66,6 +71,8 @@ pub struct Failover {
     last_open: Option<usize>,
     /// When to try the preferred URL again while on a fallback.
     return_at: Option<Instant>,
+    /// Control ended this URL's stream cleanly: try it again first.
+    again: Option<usize>,
     switches: u64,
 }
 
@@ -80,6 +87,7 @@ impl Failover {
             open: None,
             last_open: None,
             return_at: None,
+            again: None,
             switches: 0,
         }
     }
@@ -88,6 +96,10 @@ impl Failover {
     /// order after the last one tried that is not held back (at `now`), or
     /// else the one free soonest.
     pub fn next_attempt(&self, now: Instant) -> Attempt {
+        if let Some(url) = self.again {
+            let at = self.urls[url].held_until.map_or(now, |t| t.max(now));
+            return Attempt { url, at };
+        }
         let n = self.urls.len();
         let order = (1..=n).map(|step| (self.last + step) % n);
         let mut soonest: Option<Attempt> = None;
@@ -112,6 +124,7 @@ impl Failover {
             self.switches += 1;
         }
         self.last = url;
+        self.again = None;
         self.open = Some((url, now));
         self.last_open = Some(url);
         self.return_at = (url != 0).then(|| now + RETURN_AFTER);
@@ -135,6 +148,15 @@ impl Failover {
         state.failures = state.failures.saturating_add(1);
         state.held_until = Some(now + hold(state.failures, jitter));
         self.last = url;
+        self.again = None;
+    }
+
+    /// Control ended the open stream to `url` cleanly at `now`: the URL
+    /// is tried again first, after its hold (which grows as after a
+    /// failure unless the stream was stable).
+    pub fn ended(&mut self, url: usize, now: Instant, jitter: u32) {
+        self.failed(url, now, jitter);
+        self.again = Some(url.min(self.urls.len() - 1));
     }
 
     /// When to try the preferred URL again: only while a stream to a
@@ -352,5 +374,38 @@ mod tests {
         f.failed(0, t0 + S, 0);
         assert_eq!(f.open_url(), Some(1));
         assert!(f.return_due().is_some());
+    }
+
+    /// A stream control closed cleanly (another stream of the node took
+    /// over) is retried on the same URL, not failed over; if that retry
+    /// fails, the next URL follows at once.
+    #[test]
+    fn a_stream_control_ended_is_retried_on_the_same_url() {
+        let t0 = clock();
+        let mut f = Failover::new(2);
+        f.opened(0, t0);
+        f.ended(0, t0 + S, 0);
+        assert_eq!(f.open_url(), None);
+        assert_eq!(
+            f.next_attempt(t0 + S),
+            Attempt {
+                url: 0,
+                at: t0 + 2 * S
+            }
+        );
+        assert!(!f.opened(0, t0 + 2 * S), "back on the same URL: no switch");
+        // The replica went away after closing in order: the retry fails
+        // and the other URL is next, at once.
+        f.ended(0, t0 + 3 * S, 0);
+        f.failed(0, t0 + 5 * S, 0);
+        assert_eq!(
+            f.next_attempt(t0 + 5 * S),
+            Attempt {
+                url: 1,
+                at: t0 + 5 * S
+            }
+        );
+        assert!(f.opened(1, t0 + 5 * S));
+        assert_eq!(f.switches(), 1);
     }
 }
