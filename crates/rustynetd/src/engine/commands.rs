@@ -17,10 +17,11 @@ use crate::state_store::{Enrollment, NodeKeys, Prefs};
 
 type CmdResult = Result<Reply, IpcFailure>;
 
-/// What `up` registers with: the client, the request, the fresh keys, and
-/// for a renewal the node's current signing key and id.
+/// What `up` registers with: a client per control URL (the preferred
+/// first), the request, the fresh keys, and for a renewal the node's
+/// current signing key and id.
 type Enrollment1 = (
-    ControlClient,
+    Vec<ControlClient>,
     RegisterRequest,
     NodeKeys,
     Option<(NodeSigningKey, rustynet_proto::NodeId)>,
@@ -131,10 +132,10 @@ impl Engine {
             Ok(None) => {
                 let _ = reply.send(self.finish_up(args));
             }
-            Ok(Some((client, request, keys, current))) => {
+            Ok(Some((clients, request, keys, current))) => {
                 self.enrolling = true;
                 let registration = Registration {
-                    client,
+                    clients,
                     request,
                     keys,
                     current,
@@ -202,11 +203,14 @@ impl Engine {
         })?;
         args.control_url = plan.control_urls.join(",");
         args.ca_cert_pem = plan.ca_pem;
-        // Enrolls through the preferred URL; every URL must make a client.
-        let mut clients = plan
+        // Enrolls through the preferred URL (the next when it cannot be
+        // reached); every URL must make a client.
+        let clients = plan
             .control_urls
             .iter()
-            .map(|url| ControlClient::new(url, &args.ca_cert_pem))
+            .map(|url| {
+                ControlClient::new(url, &args.ca_cert_pem).map(|c| c.with_fwmark(self.cfg.fwmark))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Self::fail(ErrorCode::InvalidArgument, e.to_string()))?;
         if clients.is_empty() {
@@ -215,7 +219,6 @@ impl Engine {
                 "--control names no URL",
             ));
         }
-        let client = clients.swap_remove(0);
         let renew = match plan.action {
             up_plan::Action::Reconnect => {
                 self.load_keys()
@@ -266,12 +269,7 @@ impl Engine {
             }
             _ => None,
         };
-        Ok(Some((
-            client.with_fwmark(self.cfg.fwmark),
-            request,
-            keys,
-            current,
-        )))
+        Ok(Some((clients, request, keys, current)))
     }
 
     /// Control answered a registration started by `up`.
