@@ -25,7 +25,8 @@ import time
 
 STEPS = ["backend", "routes", "firewall", "forwarding", "dns"]
 
-# Issue 4's cases (crates/rustynet-lab/tests/netns_exit*.rs, netns_leak.rs).
+# Issue 4's cases (crates/rustynet-lab/tests/netns_exit*.rs, netns_leak.rs), and
+# issue 12's control failover (netns_replicas.rs).
 REQUIRED = {
     "netns_e2e": [
         "exit_selected_full_tunnel",
@@ -37,6 +38,8 @@ REQUIRED = {
         "lan_toggle_off_exit_refuses_forced_client",
         "exit_without_grant_refused",
         "exit_without_grant_forced_dropped_by_exit",
+        # Issue 12: a control replica killed under a node (netns_replicas.rs).
+        "replicas_failover",
     ]
     + [f"apply_fault_{s}_exit_off_keeps_protected_generation" for s in STEPS]
     + [f"apply_fault_{s}_lan_grant_map_keeps_protected_generation" for s in ["backend", "routes", "firewall"]]

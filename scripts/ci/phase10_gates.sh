@@ -80,7 +80,12 @@ for f in crates/rustynet-lab/tests/netns_*.rs; do
   t=$(basename "$f" .rs)
   threads=2
   [ "$t" = netns_relay ] && threads=1
-  run "lab_$t" -- cargo test --locked -p rustynet-lab --test "$t" -- --test-threads=$threads || status=1
+  # The control replicas suite runs two `serve` processes on one
+  # PostgreSQL database: a throwaway cluster lives for that suite only
+  # (the suite fails, never skips, without one).
+  pg=()
+  [ "$t" = netns_replicas ] && pg=(scripts/ci/with_postgres.sh)
+  run "lab_$t" -- "${pg[@]}" cargo test --locked -p rustynet-lab --test "$t" -- --test-threads=$threads || status=1
 done
 
 # A short soak (the 24 h one runs on demand: scripts/bench/soak.sh 86400).

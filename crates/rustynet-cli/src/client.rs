@@ -104,6 +104,7 @@ mod tests {
             .collect();
         let doc = StatusDoc {
             relays: Vec::new(),
+            control: Default::default(),
             state: DataplaneState::DataplaneApplied,
             self_node: None,
             peers,

@@ -168,6 +168,7 @@ pub(crate) mod tests {
             snat_subnet_routes: true,
             counters: Default::default(),
             relays: vec![],
+            control: Default::default(),
         }
     }
 

@@ -36,9 +36,11 @@ enum Cmd {
     /// the saved control server and CA.
     Up {
         /// Control server, https://HOST[:PORT] (port 443 by default); the
-        /// saved one when omitted.
-        #[arg(long)]
-        control: Option<String>,
+        /// saved one when omitted. Replicas of one control server (one CA):
+        /// comma-separated or the flag repeated, the preferred first; the
+        /// node fails over between them.
+        #[arg(long, value_name = "URL[,URL...]")]
+        control: Vec<String>,
         /// The control CA certificate to pin; the saved one when omitted
         /// (required with a new control server).
         #[arg(long)]
@@ -384,7 +386,7 @@ fn main() -> ExitCode {
             timeout,
         } => {
             let flags = up::UpFlags {
-                control,
+                control: up::control_list(&control),
                 ca_cert,
                 auth_key: auth_key.is_some(),
                 auth_key_file,
@@ -481,7 +483,7 @@ mod tests {
         else {
             panic!("not up");
         };
-        assert_eq!((control, ca_cert), (None, None));
+        assert_eq!((control, ca_cert), (vec![], None));
         assert_eq!((advertise_exit_node, advertise_routes), (None, None));
         assert!(!wait);
         let Cmd::Up {
@@ -566,5 +568,28 @@ mod tests {
         );
         assert!(parse(&["set", "lockdown", "maybe"]).is_err());
         assert!(parse(&["local-lan"]).is_err());
+    }
+
+    /// Several control URLs: comma-separated, the flag repeated, or both,
+    /// reach the daemon as one comma-separated list in the order typed.
+    #[test]
+    fn control_urls_may_be_listed_or_repeated() {
+        let Cmd::Up { control, .. } = parse(&[
+            "up",
+            "--control",
+            "https://a.example:8443,https://b.example:8443",
+            "--control",
+            "https://c.example",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not up");
+        };
+        assert_eq!(
+            up::control_list(&control).as_deref(),
+            Some("https://a.example:8443,https://b.example:8443,https://c.example")
+        );
+        assert_eq!(up::control_list(&[]), None);
     }
 }

@@ -29,6 +29,30 @@ fn path(p: PathKind) -> &'static str {
     }
 }
 
+/// The control line of `status`: the URL in use (or none), and with
+/// several URLs the others and how often the stream moved between them.
+fn control_line(c: &rustynet_proto::ipc::ControlView) -> String {
+    let mut line = match &c.in_use {
+        Some(url) => url.clone(),
+        None => "not connected".to_owned(),
+    };
+    if c.urls.len() > 1 {
+        let others: Vec<&str> = c
+            .urls
+            .iter()
+            .map(String::as_str)
+            .filter(|u| c.in_use.as_deref() != Some(*u))
+            .collect();
+        let _ = write!(
+            line,
+            " (also {}; failovers: {})",
+            others.join(", "),
+            c.failovers
+        );
+    }
+    line
+}
+
 /// Human-readable text.
 pub fn text(reply: &Reply) -> String {
     let mut out = String::new();
@@ -63,6 +87,9 @@ pub fn text(reply: &Reply) -> String {
                 if s.kill_switch { "on" } else { "off" },
                 if s.dns_protected { "on" } else { "off" }
             );
+            if !s.control.urls.is_empty() {
+                let _ = writeln!(out, "control:    {}", control_line(&s.control));
+            }
             let _ = writeln!(out, "engine:     {}", s.backend);
             if !s.dns_mode.is_empty() {
                 let _ = writeln!(out, "host DNS:   {}", s.dns_mode);
@@ -203,4 +230,28 @@ pub fn ping_line(p: &rustynet_proto::ipc::PingDoc) -> String {
         "pong from {} ({}) {via} in {ms:.1} ms\n",
         p.name, p.tunnel_ip
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustynet_proto::ipc::ControlView;
+
+    #[test]
+    fn the_control_line_names_the_url_in_use_and_the_failovers() {
+        let mut c = ControlView {
+            urls: vec!["https://a:1".into(), "https://b:1".into()],
+            in_use: Some("https://b:1".into()),
+            failovers: 2,
+        };
+        assert_eq!(
+            control_line(&c),
+            "https://b:1 (also https://a:1; failovers: 2)"
+        );
+        c.in_use = None;
+        assert!(control_line(&c).starts_with("not connected (also https://a:1, https://b:1"));
+        c.urls.truncate(1);
+        c.in_use = Some("https://a:1".into());
+        assert_eq!(control_line(&c), "https://a:1");
+    }
 }

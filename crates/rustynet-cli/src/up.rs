@@ -19,7 +19,7 @@ use crate::error::CliError;
 /// `up`'s flags as typed (before the CA and key files are read).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpFlags {
-    /// `--control`.
+    /// `--control`: one URL, or several comma-separated.
     pub control: Option<String>,
     /// `--ca-cert`.
     pub ca_cert: Option<PathBuf>,
@@ -153,6 +153,13 @@ pub fn command_line(flags: &UpFlags) -> String {
         out.push(format!("--timeout {t}"));
     }
     out.join(" ")
+}
+
+/// `--control` as given (each occurrence may itself list several URLs) as
+/// the one comma-separated list the daemon checks; `None` when not given.
+pub fn control_list(given: &[String]) -> Option<String> {
+    let list: Vec<&str> = given.iter().map(|c| c.trim()).collect();
+    (!list.is_empty()).then(|| list.join(","))
 }
 
 /// The request: the CA and key files read, empty control URL and CA for
@@ -444,6 +451,7 @@ mod tests {
             snat_subnet_routes: true,
             counters: Default::default(),
             relays: vec![],
+            control: Default::default(),
         }
     }
 

@@ -41,9 +41,14 @@ pub const MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 /// Why a control request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The control URL is not `https://HOST:PORT`.
-    #[error("invalid control URL {0:?}: expected https://HOST:PORT")]
-    Url(String),
+    /// The control URL is not `https://HOST[:PORT]`.
+    #[error("invalid control URL {url:?}: {reason} (expected https://HOST[:PORT])")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The pinned CA file is not a PEM certificate.
     #[error("invalid CA certificate: {0}")]
     Ca(String),
@@ -199,8 +204,11 @@ impl ControlClient {
         extra: Option<(&str, String)>,
     ) -> Result<Response<Incoming>, ClientError> {
         let tcp = self.connect_tcp().await?;
-        let server_name = ServerName::try_from(self.url.host.clone())
-            .map_err(|_| ClientError::Url(self.url.to_string()))?;
+        let server_name =
+            ServerName::try_from(self.url.host.clone()).map_err(|_| ClientError::Url {
+                url: self.url.to_string(),
+                reason: "the host is not a valid server name",
+            })?;
         let tls = self
             .connector
             .connect(server_name, tcp)
@@ -391,8 +399,11 @@ impl ControlClient {
     pub async fn health(&self) -> Result<(), ClientError> {
         let work = async {
             let tcp = self.connect_tcp().await?;
-            let server_name = ServerName::try_from(self.url.host.clone())
-                .map_err(|_| ClientError::Url(self.url.to_string()))?;
+            let server_name =
+                ServerName::try_from(self.url.host.clone()).map_err(|_| ClientError::Url {
+                    url: self.url.to_string(),
+                    reason: "the host is not a valid server name",
+                })?;
             self.connector
                 .connect(server_name, tcp)
                 .await

@@ -20,32 +20,47 @@ impl ControlUrl {
     /// spellings of the same server parse to the same value (and the same
     /// [`fmt::Display`] form), which is what `up` compares.
     pub fn parse(text: &str) -> Result<Self, ClientError> {
-        let bad = || ClientError::Url(text.to_owned());
-        let url = url::Url::parse(text).map_err(|_| bad())?;
-        if url.scheme() != "https"
-            || !url.username().is_empty()
-            || url.password().is_some()
-            || url.query().is_some()
-            || url.fragment().is_some()
-            || !matches!(url.path(), "" | "/")
-        {
-            return Err(bad());
+        let bad = |reason: &'static str| ClientError::Url {
+            url: text.to_owned(),
+            reason,
+        };
+        let url = url::Url::parse(text).map_err(|e| {
+            bad(match e {
+                url::ParseError::InvalidPort => "the port must be a number from 1 to 65535",
+                url::ParseError::EmptyHost => "it names no host",
+                url::ParseError::RelativeUrlWithoutBase => "it is not an https:// URL",
+                _ => "it is not a URL",
+            })
+        })?;
+        if url.scheme() != "https" {
+            return Err(bad(
+                "the scheme must be https (control speaks TLS 1.3 only)",
+            ));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(bad("it must not carry a user name or password"));
+        }
+        if url.query().is_some() || url.fragment().is_some() || !matches!(url.path(), "" | "/") {
+            return Err(bad("it must not have a path, query or fragment"));
         }
         let host = match url.host() {
             Some(url::Host::Domain(d)) => d.to_owned(),
             Some(url::Host::Ipv4(a)) => a.to_string(),
             Some(url::Host::Ipv6(a)) => a.to_string(),
-            None => return Err(bad()),
+            None => return Err(bad("it names no host")),
         };
-        let port = url.port_or_known_default().ok_or_else(bad)?;
         let host_ok = !host.is_empty()
             && host.len() <= 253
             && host
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || ".-:".contains(c));
-        if !host_ok || port == 0 {
-            return Err(bad());
+        if !host_ok {
+            return Err(bad("the host is not a valid host name or address"));
         }
+        let port = url
+            .port_or_known_default()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| bad("the port must be a number from 1 to 65535"))?;
         Ok(Self { host, port })
     }
 
@@ -103,6 +118,26 @@ mod tests {
             "https://a:x",
         ] {
             assert!(ControlUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Each refusal says what is wrong, naming the URL as typed.
+    #[test]
+    fn refusals_say_why() {
+        for (bad, why) in [
+            ("http://a:1", "scheme must be https"),
+            ("ctl.example:443", "scheme must be https"),
+            ("ctl.example", "not an https:// URL"),
+            ("https://u:p@a:1", "user name or password"),
+            ("https://a:1/api", "path, query or fragment"),
+            ("https://a:0", "port must be a number"),
+            ("https://a:99999", "port must be a number"),
+            ("https://a:x", "port must be a number"),
+            ("https://:1", "names no host"),
+            ("https://a_b:1", "not a valid host"),
+        ] {
+            let e = ControlUrl::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains(bad), "{bad}: {e}");
         }
     }
 

@@ -13,6 +13,10 @@ use crate::netns::Netns;
 use crate::services::{INTERNET_DNS_ANSWER, ProbeResult};
 use crate::topology::{CONTROL_IP, DNS_IP, ECHO_IP, ECHO_IP6, LAN_HOST_IP, Lab};
 
+mod replicas;
+
+pub use replicas::REPLICA_B_PORT;
+
 /// The control server's port.
 pub const CONTROL_PORT: u16 = 8443;
 
@@ -55,6 +59,11 @@ pub struct Cluster<'a> {
     /// Scratch directories of private systemd-resolved instances; their
     /// bus and resolved are killed on drop.
     resolved_scratch: Vec<PathBuf>,
+    /// The PostgreSQL connection string control uses (`--database`);
+    /// `None`: the data directory's SQLite file.
+    database: Option<String>,
+    /// The second control replica ([`Cluster::start_replicated`]).
+    replica_b: Option<Child>,
 }
 
 fn ok(out: &Output, what: &str) -> anyhow::Result<String> {
@@ -69,15 +78,23 @@ pub const RELAY_PORT: u16 = 443;
 /// UDP port of the embedded relay's binding service.
 pub const STUN_PORT: u16 = 3478;
 
-/// The control server's command line.
-fn serve_argv(ctl: &str, dir: &str, map_ttl: &str, relay: bool) -> Vec<String> {
+/// The control server's command line (listening on `port` of the control
+/// address; on the PostgreSQL `database` when given).
+fn serve_argv(
+    ctl: &str,
+    dir: &str,
+    map_ttl: &str,
+    relay: bool,
+    port: u16,
+    database: Option<&str>,
+) -> Vec<String> {
     let mut args: Vec<String> = [
         ctl,
         "serve",
         "--data-dir",
         dir,
         "--listen",
-        &format!("{CONTROL_IP}:{CONTROL_PORT}"),
+        &format!("{CONTROL_IP}:{port}"),
         "--map-ttl",
         map_ttl,
     ]
@@ -86,6 +103,9 @@ fn serve_argv(ctl: &str, dir: &str, map_ttl: &str, relay: bool) -> Vec<String> {
     .collect();
     if relay {
         args.extend(relay_args());
+    }
+    if let Some(db) = database {
+        args.extend(["--database".to_owned(), db.to_owned()]);
     }
     args
 }
@@ -126,21 +146,30 @@ impl<'a> Cluster<'a> {
     /// Starts control (TLS 1.3, SQLite) in the router namespace and the
     /// internet services (echo, DNS), with `map_ttl` for signed maps.
     pub fn start(lab: &'a Lab, map_ttl: &str) -> anyhow::Result<Self> {
-        Self::start_opts(lab, map_ttl, false)
+        Self::start_opts(lab, map_ttl, false, None)
     }
 
     /// Like [`Cluster::start`], with the relay embedded in control: TLS on
     /// [`RELAY_PORT`] of the control address, binding answers on both
     /// [`CONTROL_IP`] and [`RELAY_IP2`].
     pub fn start_with_relay(lab: &'a Lab, map_ttl: &str) -> anyhow::Result<Self> {
-        Self::start_opts(lab, map_ttl, true)
+        Self::start_opts(lab, map_ttl, true, None)
     }
 
-    fn start_opts(lab: &'a Lab, map_ttl: &str, relay: bool) -> anyhow::Result<Self> {
+    fn start_opts(
+        lab: &'a Lab,
+        map_ttl: &str,
+        relay: bool,
+        database: Option<String>,
+    ) -> anyhow::Result<Self> {
         let bins = bins()?;
         let control_dir = lab.path("control");
         let dir_arg = control_dir.to_string_lossy().into_owned();
         let ctl = bins.control.to_string_lossy().into_owned();
+        let db_args: Vec<&str> = database
+            .as_deref()
+            .map(|db| vec!["--database", db])
+            .unwrap_or_default();
         ok(
             &lab.router
                 .command(&bins.control)
@@ -151,10 +180,18 @@ impl<'a> Cluster<'a> {
                     "--san",
                     &CONTROL_IP.to_string(),
                 ])
+                .args(&db_args)
                 .output()?,
             "control init",
         )?;
-        let args = serve_argv(&ctl, &dir_arg, map_ttl, relay);
+        let args = serve_argv(
+            &ctl,
+            &dir_arg,
+            map_ttl,
+            relay,
+            CONTROL_PORT,
+            database.as_deref(),
+        );
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let control = lab.router.spawn(&argv, &lab.path("control.log"))?;
         let lab_bin = bins.lab.to_string_lossy().into_owned();
@@ -188,6 +225,8 @@ impl<'a> Cluster<'a> {
             etc_dirs: Vec::new(),
             relay,
             resolved_scratch: Vec::new(),
+            database,
+            replica_b: None,
         };
         let up = wait_for(Duration::from_secs(20), || {
             lab.router
@@ -216,6 +255,7 @@ impl<'a> Cluster<'a> {
             .command(&self.bins.control)
             .args(args)
             .args(["--data-dir", &dir])
+            .args(self.database.iter().flat_map(|db| ["--database", db]))
             .output()?;
         ok(&out, &format!("rustynet-control {}", args.join(" ")))
     }
@@ -508,7 +548,14 @@ impl<'a> Cluster<'a> {
         let dir = self.control_dir.to_string_lossy().into_owned();
         let ctl = self.bins.control.to_string_lossy().into_owned();
         let log = self.lab.path(&format!("control-restart-{}.log", unix_ms()));
-        let args = serve_argv(&ctl, &dir, map_ttl, self.relay);
+        let args = serve_argv(
+            &ctl,
+            &dir,
+            map_ttl,
+            self.relay,
+            CONTROL_PORT,
+            self.database.as_deref(),
+        );
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         self.control = Some(self.lab.router.spawn(&argv, &log)?);
         let probe = format!("exec 3<>/dev/tcp/{CONTROL_IP}/{CONTROL_PORT}");
@@ -736,6 +783,7 @@ impl Drop for Cluster<'_> {
             kill(&mut node.child);
         }
         kill(&mut self.control);
+        kill(&mut self.replica_b);
         for s in &mut self.services {
             let _ = s.kill();
             let _ = s.wait();

@@ -41,8 +41,10 @@ pub struct IpcRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpArgs {
-    /// Control URL, `https://HOST[:PORT]` (normalised by the daemon); empty
-    /// for the one the node is enrolled with (a bare `rustynet up`).
+    /// Control URL, `https://HOST[:PORT]` (normalised by the daemon), or
+    /// several comma-separated (replicas of one control server sharing its
+    /// CA, the preferred first); empty for the ones the node is enrolled
+    /// with (a bare `rustynet up`).
     #[serde(default)]
     pub control_url: String,
     /// PEM of the control CA to pin; empty for the saved one.
@@ -379,6 +381,22 @@ pub struct StatusDoc {
     /// Relay connections.
     #[serde(default)]
     pub relays: Vec<RelayView>,
+    /// The control connection: the URLs known and the one in use.
+    #[serde(default)]
+    pub control: ControlView,
+}
+
+/// `status`: the control connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlView {
+    /// Every control URL the node is enrolled with (replicas of one
+    /// control server), preferred first.
+    pub urls: Vec<String>,
+    /// The URL whose map stream is open; `None` while none is.
+    pub in_use: Option<String>,
+    /// Times the map stream moved from one URL to another since the
+    /// daemon started (failing over, or back to the preferred URL).
+    pub failovers: u64,
 }
 
 /// Dataplane counters shown by `status` (and exported as metrics).

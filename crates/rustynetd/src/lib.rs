@@ -14,6 +14,7 @@ pub mod audit_log;
 pub mod backend_manager;
 pub mod config;
 pub mod control_client;
+pub mod control_failover;
 pub mod dataplane_state;
 pub mod dns_manager;
 pub mod dns_os;

@@ -124,7 +124,12 @@ pub struct Caller {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlEvent {
     /// The map stream is open.
-    Connected,
+    Connected {
+        /// The control URL it is open to.
+        url: String,
+        /// It moved from another URL (failover, or back to the preferred).
+        switched: bool,
+    },
     /// The connection dropped (will retry).
     Disconnected(String),
     /// Control refused this node.

@@ -119,6 +119,7 @@ struct Inner {
     apply_seconds: Histogram,
     map_rejects: Family<ReasonLabel, Counter>,
     fail_closed: Counter,
+    control_switches: Counter,
     exit_failures: Family<ReasonLabel, Counter>,
     paths: PathMetrics,
     node: node::NodeMetrics,
@@ -157,6 +158,7 @@ impl Default for Metrics {
         let apply_seconds = Histogram::new([0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0, 2.0]);
         let map_rejects = Family::<ReasonLabel, Counter>::default();
         let fail_closed = Counter::default();
+        let control_switches = Counter::default();
         let exit_failures = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "dataplane_state",
@@ -196,6 +198,11 @@ impl Default for Metrics {
             fail_closed.clone(),
         );
         registry.register(
+            "control_switches",
+            "Times the control map stream moved to another control URL (replica)",
+            control_switches.clone(),
+        );
+        registry.register(
             "exit_activation_failure",
             "Exit node activations refused or failed",
             exit_failures.clone(),
@@ -214,6 +221,7 @@ impl Default for Metrics {
             apply_seconds,
             map_rejects,
             fail_closed,
+            control_switches,
             exit_failures,
             paths,
             node,
@@ -279,6 +287,11 @@ impl Metrics {
     /// The dataplane failed closed.
     pub fn fail_closed_entered(&self) {
         self.0.fail_closed.inc();
+    }
+
+    /// The control map stream moved to another control URL.
+    pub fn control_switched(&self) {
+        self.0.control_switches.inc();
     }
 
     /// An exit activation was refused or failed.

@@ -26,11 +26,15 @@ use hmac::{Hmac, Mac as _};
 use ipnet::IpNet;
 use rand_core::RngCore as _;
 use rustynet_proto::keyseal::{self, Kek};
-use rustynet_proto::{NodeId, NodeSigningKey, SignedEnvelope, SigningPublicKey};
+use rustynet_proto::{NodeSigningKey, SignedEnvelope};
 use rustynet_tunnel::TunnelPrivateKey;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::Zeroizing;
+
+mod enrollment;
+
+pub use enrollment::Enrollment;
 
 const STATE_FILE: &str = "state.json";
 const MAC_KEY_FILE: &str = "state.mac-key";
@@ -70,36 +74,6 @@ pub enum StateError {
         /// Mode bits.
         mode: u32,
     },
-}
-
-/// What the node learned when it enrolled.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Enrollment {
-    /// `https://HOST:PORT`.
-    pub control_url: String,
-    /// The pinned CA.
-    pub ca_pem: String,
-    /// This node's id.
-    pub node_id: NodeId,
-    /// The pinned map-signing key.
-    pub control_signing_key: SigningPublicKey,
-    /// Assigned host label.
-    pub hostname: String,
-    /// What the control host resolved to when the node connected (used
-    /// first, so a hostile network's DNS later cannot steer the control
-    /// connection; TLS with the pinned CA guards it either way).
-    #[serde(default)]
-    pub control_addrs: Vec<std::net::SocketAddr>,
-    /// Fingerprint of the pre-auth key the node enrolled (or last renewed)
-    /// with, never the key: a later `up --auth-key` with another key
-    /// renews the node. Absent in state written before it was kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth_key_fingerprint: Option<String>,
-    /// Control refused this node (expired or removed); cleared once control
-    /// accepts it again. Kept across restarts so `up --auth-key` enrolls
-    /// anew instead of reconnecting to a refusal.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub refused: bool,
 }
 
 /// What the user asked for; survives restarts.
@@ -555,6 +529,7 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustynet_proto::NodeId;
 
     #[test]
     fn prefs_from_before_the_dns_toggle_load() {
@@ -682,7 +657,7 @@ mod tests {
     fn enrollment(node: u64) -> Enrollment {
         Enrollment {
             control_addrs: Vec::new(),
-            control_url: "https://127.0.0.1:8443".into(),
+            control_urls: vec!["https://127.0.0.1:8443".into()],
             ca_pem: "ca".into(),
             node_id: NodeId(node),
             control_signing_key: NodeSigningKey::from_seed(&[9; 32]).public(),

@@ -17,10 +17,11 @@ use crate::state_store::{Enrollment, NodeKeys, Prefs};
 
 type CmdResult = Result<Reply, IpcFailure>;
 
-/// What `up` registers with: the client, the request, the fresh keys, and
-/// for a renewal the node's current signing key and id.
+/// What `up` registers with: a client per control URL (the preferred
+/// first), the request, the fresh keys, and for a renewal the node's
+/// current signing key and id.
 type Enrollment1 = (
-    ControlClient,
+    Vec<ControlClient>,
     RegisterRequest,
     NodeKeys,
     Option<(NodeSigningKey, rustynet_proto::NodeId)>,
@@ -131,10 +132,10 @@ impl Engine {
             Ok(None) => {
                 let _ = reply.send(self.finish_up(args));
             }
-            Ok(Some((client, request, keys, current))) => {
+            Ok(Some((clients, request, keys, current))) => {
                 self.enrolling = true;
                 let registration = Registration {
-                    client,
+                    clients,
                     request,
                     keys,
                     current,
@@ -178,7 +179,7 @@ impl Engine {
             .as_ref()
             .map(|k| up_plan::auth_key_fingerprint(k.expose()));
         let saved = self.state.enrollment.as_ref().map(|e| up_plan::Saved {
-            control_url: &e.control_url,
+            control_urls: &e.control_urls,
             ca_pem: &e.ca_pem,
             auth_key_fingerprint: e.auth_key_fingerprint.as_deref(),
             refused: e.refused,
@@ -193,22 +194,36 @@ impl Engine {
             auth_key_fingerprint: fingerprint.as_deref(),
             force_reauth: args.force_reauth,
         };
-        let plan =
-            up_plan::decide(saved, now, ask, |u| ControlUrl::normalize(u).ok()).map_err(|r| {
-                let code = match r {
-                    up_plan::Refusal::Refused => ErrorCode::WrongState,
-                    _ => ErrorCode::InvalidArgument,
-                };
-                Self::fail(code, r.to_string())
-            })?;
-        args.control_url = plan.control_url;
+        let plan = up_plan::decide(saved, now, ask, normalize_url).map_err(|r| {
+            let code = match r {
+                up_plan::Refusal::Refused => ErrorCode::WrongState,
+                _ => ErrorCode::InvalidArgument,
+            };
+            Self::fail(code, r.to_string())
+        })?;
+        args.control_url = plan.control_urls.join(",");
         args.ca_cert_pem = plan.ca_pem;
-        let client = ControlClient::new(&args.control_url, &args.ca_cert_pem)
+        // Enrolls through the preferred URL (the next when it cannot be
+        // reached); every URL must make a client.
+        let clients = plan
+            .control_urls
+            .iter()
+            .map(|url| {
+                ControlClient::new(url, &args.ca_cert_pem).map(|c| c.with_fwmark(self.cfg.fwmark))
+            })
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Self::fail(ErrorCode::InvalidArgument, e.to_string()))?;
+        if clients.is_empty() {
+            return Err(Self::fail(
+                ErrorCode::InvalidArgument,
+                "--control names no URL",
+            ));
+        }
         let renew = match plan.action {
             up_plan::Action::Reconnect => {
                 self.load_keys()
                     .map_err(|e| Self::fail(ErrorCode::Internal, e))?;
+                self.keep_control_urls(plan.control_urls);
                 return Ok(None);
             }
             up_plan::Action::Renew => true,
@@ -254,12 +269,7 @@ impl Engine {
             }
             _ => None,
         };
-        Ok(Some((
-            client.with_fwmark(self.cfg.fwmark),
-            request,
-            keys,
-            current,
-        )))
+        Ok(Some((clients, request, keys, current)))
     }
 
     /// Control answered a registration started by `up`.
@@ -300,8 +310,13 @@ impl Engine {
         // A renewal is the same node: its replay mark, preferences and the
         // control addresses stay. A new enrollment starts from a clean
         // state. Either way the keys and the enrollment are saved together.
+        let control_urls: Vec<String> = args.control_url.split(',').map(str::to_owned).collect();
         let control_addrs = match (renew, &self.state.enrollment) {
-            (true, Some(e)) => e.control_addrs.clone(),
+            (true, Some(e))
+                if control_urls.first().map(String::as_str) == Some(e.control_url()) =>
+            {
+                e.control_addrs.clone()
+            }
             _ => Vec::new(),
         };
         if !renew {
@@ -309,7 +324,7 @@ impl Engine {
             self.control_endpoints.clear();
         }
         self.state.enrollment = Some(Enrollment {
-            control_url: args.control_url.clone(),
+            control_urls,
             ca_pem: args.ca_cert_pem.clone(),
             node_id: response.node_id,
             control_signing_key: response.control_signing_key,
@@ -323,6 +338,24 @@ impl Engine {
         });
         self.current = None;
         let _ = reply.send(self.finish_up(args));
+    }
+
+    /// A reconnecting `up` may list other replicas of the same control
+    /// server: they replace the saved URLs (saved by [`Engine::finish_up`]).
+    /// Addresses resolved for another preferred URL are dropped.
+    fn keep_control_urls(&mut self, urls: Vec<String>) {
+        let Some(e) = self.state.enrollment.as_mut() else {
+            return;
+        };
+        if e.control_urls == urls {
+            return;
+        }
+        tracing::info!(from = ?e.control_urls, to = ?urls, "up: control URLs changed");
+        if e.control_urls.first() != urls.first() {
+            e.control_addrs.clear();
+            self.control_endpoints.clear();
+        }
+        e.control_urls = urls;
     }
 
     /// The part of `up` after enrollment: preferences, tunnel, control.
@@ -690,12 +723,7 @@ impl Engine {
         match tasks::permit(&self.task_permits) {
             Ok(permit) => {
                 let doc = self.netcheck_local();
-                let client = self.state.enrollment.as_ref().and_then(|e| {
-                    ControlClient::new(&e.control_url, &e.ca_pem).ok().map(|c| {
-                        c.with_fwmark(self.cfg.fwmark)
-                            .with_known_addrs(e.control_addrs.clone())
-                    })
-                });
+                let client = self.control_client();
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 self.fx.backend.netcheck(Box::new(move |report| {
                     let _ = tx.send(report);
@@ -707,6 +735,14 @@ impl Engine {
             }
         }
     }
+}
+
+/// `ControlUrl::normalize` with its refusal as one line for `up`.
+fn normalize_url(text: &str) -> Result<String, String> {
+    ControlUrl::normalize(text).map_err(|e| match e {
+        rustynet_control_client::ClientError::Url { reason, .. } => reason.to_owned(),
+        other => other.to_string(),
+    })
 }
 
 fn default_hostname() -> String {

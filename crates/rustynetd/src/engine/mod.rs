@@ -7,6 +7,7 @@
 //! (talking to control) runs on the tokio runtime through a [`Handle`].
 
 mod commands;
+mod control;
 mod explain;
 mod paths;
 mod status;
@@ -30,7 +31,7 @@ use crate::config::DaemonConfig;
 use crate::control_client::ControlTask;
 use crate::dataplane_state::{StateMachine, Transition, Trigger};
 use crate::health_monitor::{self, Observations, Verdict};
-use crate::messages::{ControlEvent, EngineHandle, EngineMsg, IpcFailure, TaskDone};
+use crate::messages::{EngineHandle, EngineMsg, IpcFailure, TaskDone};
 use crate::metrics::Metrics;
 use crate::plan::{self, Choices, Desired, LocalContext};
 use crate::state_store::{NodeKeys, PersistedState, StateStore};
@@ -50,7 +51,8 @@ pub struct Engine {
     desired: Option<Desired>,
     control: Option<ControlTask>,
     control_endpoints: Vec<SocketAddr>,
-    control_connected: bool,
+    /// The control connection as the control task reports it.
+    link: control::ControlLink,
     last_error: Option<String>,
     faults: Faults,
     integrity_failed: bool,
@@ -120,7 +122,7 @@ impl Engine {
             desired: None,
             control: None,
             control_endpoints: vec![],
-            control_connected: false,
+            link: control::ControlLink::default(),
             last_error: None,
             faults: Faults::from_env(),
             integrity_failed: false,
@@ -375,7 +377,7 @@ impl Engine {
         if self.control_endpoints.is_empty() {
             self.control_endpoints = enrollment.control_addrs.clone();
         }
-        tasks::resolve_control(&self.rt, &self.handle, enrollment.control_url.clone());
+        tasks::resolve_control(&self.rt, &self.handle, enrollment.control_url().to_owned());
     }
 
     fn on_done(&mut self, done: TaskDone) {
@@ -384,7 +386,7 @@ impl Engine {
                 let Some(enrollment) = self.state.enrollment.as_mut() else {
                     return;
                 };
-                if enrollment.control_url != control_url || addrs.is_empty() {
+                if enrollment.control_url() != control_url || addrs.is_empty() {
                     return;
                 }
                 self.control_endpoints = addrs.clone();
@@ -481,6 +483,7 @@ impl Engine {
         let generation = map.generation();
         self.transition(Trigger::TrustEstablished, generation);
         self.state.high_water = self.state.high_water.max(generation);
+        self.link.note_high_water(self.state.high_water);
         self.current = Some(map);
         self.reapply();
     }
@@ -687,64 +690,6 @@ impl Engine {
             }
         }
         endpoints
-    }
-
-    fn on_control(&mut self, event: ControlEvent) {
-        match event {
-            ControlEvent::Connected => {
-                self.control_connected = true;
-                // Control serves this node again: a refusal is over.
-                if let Some(e) = self.state.enrollment.as_mut().filter(|e| e.refused) {
-                    e.refused = false;
-                    self.save();
-                }
-            }
-            ControlEvent::Disconnected(reason) => {
-                self.control_connected = false;
-                tracing::info!(%reason, "control connection lost; keeping the current generation while it is valid");
-            }
-            ControlEvent::Refused { code, message } => {
-                self.control_connected = false;
-                // Control answers a request from a node it no longer knows
-                // (removed) as a bad signature: it reveals no node ids. Our
-                // own key never signs badly, so both mean "not a node here".
-                if code == "node_expired" || code == "bad_signature" {
-                    let generation = self.current.as_ref().map_or(0, |m| m.generation());
-                    let reason = format!("control refused this node: {message}");
-                    self.last_error = Some(reason.clone());
-                    // Remembered (and saved): `up --auth-key` then enrolls
-                    // anew, even after `down` or a restart.
-                    if let Some(e) = self.state.enrollment.as_mut() {
-                        e.refused = true;
-                    }
-                    self.save();
-                    self.transition(Trigger::TrustLost(reason), generation);
-                    self.current = None;
-                    self.enter_fail_closed();
-                }
-            }
-        }
-    }
-
-    fn start_control(&mut self) {
-        let (Some(enrollment), Some(keys)) = (&self.state.enrollment, &self.keys) else {
-            return;
-        };
-        if let Some(old) = self.control.take() {
-            old.stop();
-        }
-        match ControlTask::start(
-            &self.rt,
-            enrollment,
-            &keys.signing,
-            self.cfg.fwmark,
-            self.state.high_water,
-            self.handle.clone(),
-            self.update_request(),
-        ) {
-            Ok(task) => self.control = Some(task),
-            Err(e) => self.last_error = Some(format!("control client: {e}")),
-        }
     }
 
     fn update_request(&self) -> rustynet_proto::control_api::UpdateRequest {

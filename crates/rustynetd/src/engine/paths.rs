@@ -114,15 +114,9 @@ impl Engine {
         let (Some(enrollment), Some(keys)) = (&self.state.enrollment, &self.keys) else {
             return;
         };
-        let Ok(client) = rustynet_control_client::ControlClient::new(
-            &enrollment.control_url,
-            &enrollment.ca_pem,
-        ) else {
+        let Some(client) = self.control_client() else {
             return;
         };
-        let client = client
-            .with_fwmark(self.cfg.fwmark)
-            .with_known_addrs(enrollment.control_addrs.clone());
         self.ticket.pending = true;
         tasks::relay_ticket(
             &self.rt,

@@ -145,6 +145,7 @@ impl Engine {
             advertise_exit_node: self.state.prefs.advertise_exit_node,
             counters: counters(stats.as_ref()),
             relays,
+            control: self.control_view(),
         }
     }
 

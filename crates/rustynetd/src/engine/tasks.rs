@@ -17,6 +17,7 @@ use rustynet_tunnel::{NetcheckReport, PingReport};
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
+use crate::control_client::is_transport_failure;
 use crate::messages::{EngineHandle, EngineMsg, Enrolled, IpcFailure, TaskDone};
 use crate::state_store::NodeKeys;
 
@@ -64,7 +65,8 @@ pub(super) fn resolve_control(rt: &Handle, engine: &EngineHandle, control_url: S
 
 /// What the registration task needs.
 pub(super) struct Registration {
-    pub client: ControlClient,
+    /// One per control URL, the preferred first.
+    pub clients: Vec<ControlClient>,
     pub request: RegisterRequest,
     pub keys: NodeKeys,
     /// For a renewal (`up --force-reauth`): the node's current key and id.
@@ -78,17 +80,28 @@ pub(super) struct Registration {
 pub(super) fn register(rt: &Handle, engine: &EngineHandle, r: Registration) {
     let engine = engine.clone();
     rt.spawn(async move {
-        let result = match tokio::time::timeout(
-            REGISTER_TIMEOUT,
-            r.client.register(&r.keys.signing, &r.request),
-        )
-        .await
-        {
+        // Through the preferred URL; the next replica when one cannot be
+        // reached (control's own refusal is every replica's answer).
+        let work = async {
+            let mut last = None;
+            for client in &r.clients {
+                match client.register(&r.keys.signing, &r.request).await {
+                    Ok(response) => return Ok(response),
+                    Err(e) if is_transport_failure(&e) => {
+                        tracing::warn!(url = %client.url(), error = %e, "cannot enroll through this control URL; trying the next");
+                        last = Some(e);
+                    }
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            Err(last.map_or_else(|| "no control URL".to_owned(), |e| e.to_string()))
+        };
+        let result = match tokio::time::timeout(REGISTER_TIMEOUT, work).await {
             Err(_) => Err(IpcFailure::new(
                 ErrorCode::Control,
                 "control did not answer in time",
             )),
-            Ok(Err(e)) => Err(IpcFailure::new(ErrorCode::Control, e.to_string())),
+            Ok(Err(e)) => Err(IpcFailure::new(ErrorCode::Control, e)),
             Ok(Ok(response)) => Ok(response),
         };
         let done = TaskDone::Enrolled(Box::new(Enrolled {

@@ -9,12 +9,15 @@
 
 use sha2::{Digest as _, Sha256};
 
+/// Most control URLs a node keeps (replicas of one control server).
+pub const MAX_CONTROL_URLS: usize = 8;
+
 /// The node's enrollment as saved.
 #[derive(Debug, Clone, Copy)]
 pub struct Saved<'a> {
-    /// Control URL as saved (normalised again before comparing: state
-    /// written before normalisation holds it as typed).
-    pub control_url: &'a str,
+    /// Control URLs as saved, preferred first (normalised again before
+    /// comparing: state written before normalisation holds it as typed).
+    pub control_urls: &'a [String],
     /// The pinned CA.
     pub ca_pem: &'a str,
     /// [`auth_key_fingerprint`] of the key it enrolled (or last renewed)
@@ -37,7 +40,8 @@ pub struct Condition {
 /// What `up` was asked.
 #[derive(Debug, Clone, Copy)]
 pub struct Ask<'a> {
-    /// `--control`; empty for "the saved one".
+    /// `--control`: one URL or several, comma-separated (replicas of one
+    /// control server, preferred first); empty for "the saved ones".
     pub control_url: &'a str,
     /// `--ca-cert`'s PEM; empty for "the saved one".
     pub ca_pem: &'a str,
@@ -64,8 +68,8 @@ pub enum Action {
 pub struct Plan {
     /// What to do.
     pub action: Action,
-    /// Normalised control URL.
-    pub control_url: String,
+    /// Normalised control URLs, preferred first (never empty).
+    pub control_urls: Vec<String>,
     /// CA PEM to pin.
     pub ca_pem: String,
 }
@@ -78,9 +82,17 @@ pub enum Refusal {
         "not enrolled: run `rustynet up --control https://HOST:PORT --ca-cert FILE --auth-key KEY`"
     )]
     NotEnrolled,
-    /// The control URL does not parse.
-    #[error("--control {0}: not an https:// URL of a control server (https://HOST[:PORT])")]
-    BadUrl(String),
+    /// A control URL does not parse, or the list is malformed.
+    #[error("--control {url}: {reason}")]
+    BadUrl {
+        /// The entry as typed.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// More URLs than [`MAX_CONTROL_URLS`].
+    #[error("--control lists {0} URLs; at most {MAX_CONTROL_URLS} are kept")]
+    TooManyUrls(usize),
     /// A control server other than the saved one without its CA.
     #[error("--ca-cert is required with a control server this node is not enrolled with")]
     NeedsCa,
@@ -105,21 +117,67 @@ pub fn auth_key_fingerprint(key: &str) -> String {
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `--control`'s list: every entry normalised, none empty or repeated,
+/// at most [`MAX_CONTROL_URLS`].
+pub fn parse_control_urls(
+    text: &str,
+    normalize: impl Fn(&str) -> Result<String, String>,
+) -> Result<Vec<String>, Refusal> {
+    let mut urls: Vec<String> = Vec::new();
+    for entry in text.split(',').map(str::trim) {
+        let bad = |reason: String| Refusal::BadUrl {
+            url: entry.to_owned(),
+            reason,
+        };
+        if entry.is_empty() {
+            return Err(Refusal::BadUrl {
+                url: text.to_owned(),
+                reason: "an entry of the list is empty".into(),
+            });
+        }
+        let url = normalize(entry).map_err(bad)?;
+        if urls.contains(&url) {
+            return Err(bad(format!("{url} is listed twice")));
+        }
+        urls.push(url);
+    }
+    if urls.len() > MAX_CONTROL_URLS {
+        return Err(Refusal::TooManyUrls(urls.len()));
+    }
+    Ok(urls)
+}
+
 /// Decides `up`. `normalize` is the control URL normaliser
-/// (`ControlUrl::normalize`), passed in to keep this free of the client.
+/// (`ControlUrl::normalize`, its error as text), passed in to keep this
+/// free of the client.
+///
+/// The asked URLs name the control server the node is enrolled with when
+/// they share a URL with the saved ones (replicas are added or dropped
+/// without enrolling again; the pinned CA and signing key are the trust,
+/// not the URLs); the plan then carries the asked list.
 pub fn decide(
     saved: Option<Saved<'_>>,
     now: Condition,
     ask: Ask<'_>,
-    normalize: impl Fn(&str) -> Option<String>,
+    normalize: impl Fn(&str) -> Result<String, String>,
 ) -> Result<Plan, Refusal> {
-    let saved_url = saved.and_then(|s| normalize(s.control_url));
-    let control_url = if ask.control_url.is_empty() {
-        saved_url.clone().ok_or(Refusal::NotEnrolled)?
+    let saved_urls: Vec<String> = saved
+        .map(|s| {
+            s.control_urls
+                .iter()
+                .filter_map(|u| normalize(u).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let control_urls = if ask.control_url.is_empty() {
+        if saved_urls.is_empty() {
+            return Err(Refusal::NotEnrolled);
+        }
+        saved_urls.clone()
     } else {
-        normalize(ask.control_url).ok_or_else(|| Refusal::BadUrl(ask.control_url.to_owned()))?
+        parse_control_urls(ask.control_url, &normalize)?
     };
-    let same_control = saved_url.as_deref() == Some(control_url.as_str());
+    let same_control = control_urls.iter().any(|u| saved_urls.contains(u));
     let ca_pem = match (ask.ca_pem.is_empty(), saved) {
         (false, _) => ask.ca_pem.to_owned(),
         (true, Some(s)) if same_control => s.ca_pem.to_owned(),
@@ -163,7 +221,7 @@ pub fn decide(
     }
     Ok(Plan {
         action,
-        control_url,
+        control_urls,
         ca_pem,
     })
 }
@@ -175,13 +233,16 @@ mod tests {
     const URL: &str = "https://ctl.example:443";
     const CA: &str = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
 
-    fn normalize(text: &str) -> Option<String> {
-        rustynet_control_client::ControlUrl::normalize(text).ok()
+    fn normalize(text: &str) -> Result<String, String> {
+        rustynet_control_client::ControlUrl::normalize(text).map_err(|e| e.to_string())
     }
+
+    static SAVED_URLS: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| vec!["https://ctl.example".to_owned()]);
 
     fn saved(fp: Option<&'static str>, refused: bool) -> Saved<'static> {
         Saved {
-            control_url: "https://ctl.example",
+            control_urls: &SAVED_URLS,
             ca_pem: CA,
             auth_key_fingerprint: fp,
             refused,
@@ -329,7 +390,7 @@ mod tests {
             plan,
             Ok(Plan {
                 action: Action::Reconnect,
-                control_url: URL.into(),
+                control_urls: vec![URL.into()],
                 ca_pem: CA.into(),
             })
         );
@@ -389,7 +450,7 @@ mod tests {
         ));
         assert!(matches!(
             action(None, HEALTHY, ask("http://ctl.example", CA, Some("k"))),
-            Err(Refusal::BadUrl(_))
+            Err(Refusal::BadUrl { .. })
         ));
     }
 
@@ -400,5 +461,80 @@ mod tests {
         assert_ne!(a, auth_key_fingerprint("rnk_secret_two"));
         assert_eq!(a.len(), 32);
         assert!(!a.contains("secret"));
+    }
+
+    /// Several URLs: each normalised and checked, the order kept; an empty
+    /// entry, a repeat (in any spelling) or a bad URL is refused with what
+    /// is wrong, and nothing else is decided.
+    #[test]
+    fn a_list_of_control_urls_is_checked_entry_by_entry() {
+        assert_eq!(
+            parse_control_urls("https://a.example, https://B.example:8443/", normalize),
+            Ok(vec![
+                "https://a.example:443".to_owned(),
+                "https://b.example:8443".to_owned()
+            ])
+        );
+        for (text, why) in [
+            ("https://a.example,,https://b.example", "empty"),
+            ("https://a.example,", "empty"),
+            ("https://a.example,https://A.example:443/", "listed twice"),
+            ("https://a.example,http://b.example", "scheme must be https"),
+            ("https://a.example,https://b.example:0", "port"),
+            ("https://a.example,https://", "host"),
+        ] {
+            let e = parse_control_urls(text, normalize).unwrap_err();
+            assert!(matches!(e, Refusal::BadUrl { .. }), "{text}: {e}");
+            assert!(e.to_string().contains(why), "{text}: {e}");
+        }
+        let nine: Vec<String> = (1..=9).map(|i| format!("https://c{i}.example")).collect();
+        assert_eq!(
+            parse_control_urls(&nine.join(","), normalize),
+            Err(Refusal::TooManyUrls(9))
+        );
+        assert!(matches!(
+            action(
+                None,
+                HEALTHY,
+                ask("https://a.example,ftp://b", CA, Some("k"))
+            ),
+            Err(Refusal::BadUrl { .. })
+        ));
+    }
+
+    /// Adding a replica to (or dropping one from) the saved URLs is the
+    /// same control server: reconnect with the new list, no new identity.
+    /// A list sharing nothing with the saved one is another server.
+    #[test]
+    fn replicas_added_to_the_saved_control_reconnect_with_the_new_list() {
+        let plan = decide(
+            Some(saved(Some("k"), false)),
+            HEALTHY,
+            ask("https://ctl.example,https://ctl2.example:8443", "", None),
+            normalize,
+        )
+        .unwrap();
+        assert_eq!(plan.action, Action::Reconnect);
+        assert_eq!(
+            plan.control_urls,
+            ["https://ctl.example:443", "https://ctl2.example:8443"]
+        );
+        assert_eq!(plan.ca_pem, CA, "the saved CA serves every replica");
+        assert_eq!(
+            action(
+                Some(saved(Some("k"), false)),
+                HEALTHY,
+                ask("https://ctl2.example,https://ctl.example", "", None)
+            ),
+            Ok(Action::Reconnect)
+        );
+        assert_eq!(
+            action(
+                Some(saved(Some("k"), false)),
+                HEALTHY,
+                ask("https://x.example,https://y.example", "", Some("k"))
+            ),
+            Err(Refusal::NeedsCa)
+        );
     }
 }
