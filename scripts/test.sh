@@ -28,7 +28,10 @@ cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
 step "cargo test: unit, property, integration, tunnel and OS-effect namespace tests"
 # The lab's end-to-end suites run once, in the phase 10 gate below, which
 # records every case for the evidence reports.
-cargo test --workspace --all-targets --all-features --locked --exclude rustynet-lab
+# The control store's conformance suite also runs against PostgreSQL: a
+# throwaway cluster on loopback lives for this one command.
+scripts/ci/with_postgres.sh \
+  cargo test --workspace --all-targets --all-features --locked --exclude rustynet-lab
 cargo test -p rustynet-lab --lib --bins --all-features --locked
 
 step "Prometheus alert rules (promtool check rules, promtool test rules)"
@@ -61,7 +64,7 @@ else
 fi
 
 step "phase 9 gates (trust and control plane)"
-scripts/ci/phase9_gates.sh
+scripts/ci/with_postgres.sh scripts/ci/phase9_gates.sh
 
 step "phase 10 gates (dataplane: namespace end-to-end suites, leaks, boundary, budgets)"
 scripts/ci/phase10_gates.sh

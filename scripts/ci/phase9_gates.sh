@@ -15,6 +15,12 @@ run() { python3 scripts/ci/run_tests_report.py "$@"; }
 # everything again): scripts/ci/ws_test.py.
 ws=scripts/ci/ws_test.py
 status=0
+# The control store's PostgreSQL tests need a server: test.sh runs this
+# script inside scripts/ci/with_postgres.sh; say so plainly otherwise.
+if [ -z "${RUSTYNET_TEST_POSTGRES:-}" ]; then
+  echo "error: RUSTYNET_TEST_POSTGRES is not set: run scripts/ci/with_postgres.sh $0" >&2
+  exit 1
+fi
 
 run signed_envelope_and_verifier -- python3 $ws -p rustynet-proto || status=1
 run policy_validation_and_never_widened -- python3 $ws -p rustynet-policy || status=1
@@ -24,6 +30,7 @@ run control_bad_input -- python3 $ws -p rustynet-control --test bad_input || sta
 run control_hostile_load -- python3 $ws -p rustynet-control --test hostile_load --test fd_limit || status=1
 run control_per_node_limits -- python3 $ws -p rustynet-control --test node_limits || status=1
 run control_key_lifecycle -- python3 $ws -p rustynet-control --test key_rotation --test node_key_expiry --test admin_cli || status=1
+run control_replicas_postgres -- python3 $ws -p rustynet-control --test replicas_postgres || status=1
 run control_client -- python3 $ws -p rustynet-control-client || status=1
 
 boundary=pass

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the lab and the test suite need on a fresh Debian 12 machine (as root):
-# Debian packages for namespaces, nftables, capture and baselines, and the cargo tools
+# Debian packages for namespaces, nftables, capture and baselines, PostgreSQL for the
+# control store tests (scripts/ci/with_postgres.sh), and the cargo tools
 # the supply-chain gates use. Idempotent: each step is skipped when already satisfied.
 set -euo pipefail
 
@@ -13,7 +14,7 @@ need_root() {
 
 apt_packages=(nftables iproute2 iperf3 tcpdump wireguard-go wireguard-tools iputils-ping
               netcat-openbsd dnsutils procps psmisc python3 ca-certificates git iputils-arping
-              systemd mmdebstrap dbus-daemon)
+              systemd mmdebstrap dbus-daemon postgresql)
 
 install_apt() {
   local missing=()

@@ -12,7 +12,7 @@ use crate::admin::AdminError;
 use crate::datadir::DataDir;
 use crate::netmap_builder::node_facts;
 use crate::now_unix;
-use crate::store::{NodeRecord, Store as _};
+use crate::store::NodeRecord;
 
 /// A parsed `DST[:PORT]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -55,7 +55,7 @@ pub enum AdminError {
 pub fn policy_set(data: &DataDir, file: &Path) -> Result<(), AdminError> {
     let policy = read_policy_file(file)?;
     let store = data.open_store()?;
-    check_live(&store, &policy, None)?;
+    check_live(&*store, &policy, None)?;
     store.set_policy(&policy.to_json_pretty(), now_unix())?;
     Ok(())
 }
@@ -65,8 +65,8 @@ pub fn policy_set(data: &DataDir, file: &Path) -> Result<(), AdminError> {
 pub fn policy_check(data: &DataDir, file: &Path) -> Result<AccessDiff, AdminError> {
     let policy = read_policy_file(file)?;
     let store = data.open_store()?;
-    let live = check_live(&store, &policy, None)?;
-    let current = current_policy(&store)?;
+    let live = check_live(&*store, &policy, None)?;
+    let current = current_policy(&*store)?;
     Ok(access_diff(&current, &policy, &live))
 }
 
@@ -169,7 +169,7 @@ pub fn preauth_create(
         )));
     }
     let store = data.open_store()?;
-    let policy = current_policy(&store)?;
+    let policy = current_policy(&*store)?;
     for tag in tags {
         if !policy.tag_owned_by(tag, user) {
             return Err(AdminError::Invalid(format!(

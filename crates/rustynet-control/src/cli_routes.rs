@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use rustynet_control::datadir::DataDir;
+use rustynet_control::store::DatabaseUrl;
 use rustynet_control::{acl_explain, routes};
 
 #[derive(Subcommand)]
@@ -67,10 +68,10 @@ pub enum AclAction {
     },
 }
 
-pub fn run_routes(action: RoutesAction) -> anyhow::Result<()> {
+pub fn run_routes(action: RoutesAction, db: &Option<DatabaseUrl>) -> anyhow::Result<()> {
     match action {
         RoutesAction::List { data_dir, json } => {
-            let rows = routes::list(&DataDir::new(data_dir))?;
+            let rows = routes::list(&DataDir::new(data_dir).with_database(db.clone()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(());
@@ -93,7 +94,12 @@ pub fn run_routes(action: RoutesAction) -> anyhow::Result<()> {
             data_dir,
             json,
         } => decided(
-            routes::decide(&DataDir::new(data_dir), &node, &cidr, true)?,
+            routes::decide(
+                &DataDir::new(data_dir).with_database(db.clone()),
+                &node,
+                &cidr,
+                true,
+            )?,
             json,
         )?,
         RoutesAction::Reject {
@@ -102,7 +108,12 @@ pub fn run_routes(action: RoutesAction) -> anyhow::Result<()> {
             data_dir,
             json,
         } => decided(
-            routes::decide(&DataDir::new(data_dir), &node, &cidr, false)?,
+            routes::decide(
+                &DataDir::new(data_dir).with_database(db.clone()),
+                &node,
+                &cidr,
+                false,
+            )?,
             json,
         )?,
     }
@@ -120,7 +131,7 @@ fn decided(d: routes::Decision, json: bool) -> anyhow::Result<()> {
 
 /// Runs `acl explain`; with several protocols explained, succeeds when the
 /// answers could be given (a DENY is an answer, not an error).
-pub fn run_acl(action: AclAction) -> anyhow::Result<()> {
+pub fn run_acl(action: AclAction, db: &Option<DatabaseUrl>) -> anyhow::Result<()> {
     let AclAction::Explain {
         src,
         dst,
@@ -128,7 +139,12 @@ pub fn run_acl(action: AclAction) -> anyhow::Result<()> {
         data_dir,
         json,
     } = action;
-    let answers = acl_explain::explain(&DataDir::new(data_dir), &src, &dst, proto.as_deref())?;
+    let answers = acl_explain::explain(
+        &DataDir::new(data_dir).with_database(db.clone()),
+        &src,
+        &dst,
+        proto.as_deref(),
+    )?;
     if json {
         println!("{}", serde_json::to_string_pretty(&answers)?);
     } else {

@@ -14,7 +14,7 @@ use rustynet_proto::{NodeSigningKey, SigningPublicKey};
 use zeroize::Zeroizing;
 
 use crate::pki::{self, PkiError};
-use crate::store::{SqliteStore, StoreError};
+use crate::store::{CopyReport, DatabaseUrl, PostgresStore, SqliteStore, Store, StoreError};
 
 const SIGNING_KEY_HEADER: &str = "rustynet control signing key v1";
 const SIGNING_KEY_LABEL: &str = "rustynet control signing key";
@@ -77,6 +77,7 @@ enum Secret {
 pub struct DataDir {
     root: PathBuf,
     kek: Option<std::sync::Arc<Kek>>,
+    database: Option<DatabaseUrl>,
 }
 
 /// What `init` reports.
@@ -142,7 +143,16 @@ impl DataDir {
         Self {
             root: root.into(),
             kek: None,
+            database: None,
         }
+    }
+
+    /// Keeps the store in the PostgreSQL database at `url` instead of the
+    /// directory's SQLite file (replicas share one database; the directory
+    /// still holds the CA, TLS and signing keys, copied to every replica).
+    pub fn with_database(mut self, url: Option<DatabaseUrl>) -> Self {
+        self.database = url;
+        self
     }
 
     /// Keeps the signing key encrypted under `kek` (written so by `init`,
@@ -199,6 +209,13 @@ impl DataDir {
         if self.signing_key_path().exists() || self.db_path().exists() {
             return Err(DataDirError::AlreadyInitialized(self.root.clone()));
         }
+        // A database another control server initialized is refused before
+        // any key is written.
+        if let Some(url) = &self.database
+            && crate::store::open_postgres(url)?.suffix().is_ok()
+        {
+            return Err(StoreError::AlreadyInitialized.into());
+        }
         fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
         fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
             .map_err(io_err(&self.root))?;
@@ -215,17 +232,26 @@ impl DataDir {
             self.signing_key_text(&key).as_bytes(),
             0o600,
         )?;
-        SqliteStore::create(&self.db_path(), suffix)?;
-        fs::set_permissions(self.db_path(), fs::Permissions::from_mode(0o600))
-            .map_err(io_err(&self.db_path()))?;
+        match &self.database {
+            Some(url) => drop(PostgresStore::create(url.config()?, suffix)?),
+            None => {
+                SqliteStore::create(&self.db_path(), suffix)?;
+                fs::set_permissions(self.db_path(), fs::Permissions::from_mode(0o600))
+                    .map_err(io_err(&self.db_path()))?;
+            }
+        }
         Ok(InitReport {
             ca_cert: self.ca_cert(),
             signing_public_key: key.public(),
         })
     }
 
-    /// Opens the database (checking it is owner-only).
-    pub fn open_store(&self) -> Result<SqliteStore, DataDirError> {
+    /// Opens the store: the PostgreSQL database when one was given, else
+    /// the directory's SQLite file (checking it is owner-only).
+    pub fn open_store(&self) -> Result<Box<dyn Store>, DataDirError> {
+        if let Some(url) = &self.database {
+            return Ok(Box::new(crate::store::open_postgres(url)?));
+        }
         let db = self.db_path();
         if !db.exists() {
             return Err(DataDirError::Io {
@@ -237,7 +263,16 @@ impl DataDir {
             });
         }
         check_owner_only(&db)?;
-        Ok(SqliteStore::open(&db)?)
+        Ok(Box::new(SqliteStore::open(&db)?))
+    }
+
+    /// Copies this directory's SQLite store into the empty PostgreSQL
+    /// database at `url` (`rustynet-control migrate-store`); the SQLite
+    /// file is left as it was.
+    pub fn migrate_store_to(&self, url: &DatabaseUrl) -> Result<CopyReport, DataDirError> {
+        let db = self.db_path();
+        check_owner_only(&db)?;
+        Ok(crate::store::copy_sqlite_to_postgres(&db, url)?)
     }
 
     /// `plaintext` as it is written to a key file: sealed under the
@@ -432,7 +467,6 @@ impl DataDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store as _;
 
     #[test]
     fn init_then_open_and_permission_checks() {

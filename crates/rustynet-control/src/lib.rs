@@ -18,6 +18,7 @@ pub mod conn_limits;
 pub mod datadir;
 pub mod embedded_relay;
 pub mod fdlimit;
+pub mod generations;
 pub mod map_check;
 pub mod map_json;
 pub mod metrics;

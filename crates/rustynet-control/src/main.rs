@@ -14,6 +14,7 @@ use rustynet_control::datadir::DataDir;
 use rustynet_control::embedded_relay::{DEFAULT_RELAY_NAME, RelayOptions};
 use rustynet_control::relay_registry::{self, PinSource, RelaySpec};
 use rustynet_control::server::{ServeOptions, start};
+use rustynet_control::store::DatabaseUrl;
 use rustynet_control::{admin, node_admin, nodes_table, now_unix};
 
 /// Where the data directory is unless `--data-dir`, `data_dir` in the
@@ -25,6 +26,12 @@ const DATA_DIR_ENV: &str = "RUSTYNET_CONTROL_DATA_DIR";
 #[derive(Parser)]
 #[command(name = "rustynet-control", version, about = "Rustynet control server")]
 struct Cli {
+    /// PostgreSQL connection string (postgres://user@host/db or
+    /// key=value pairs) holding the store instead of the data directory's
+    /// SQLite file; `serve` replicas share one. A password belongs in the
+    /// `serve --config` file (`database = "…"`), not on a command line.
+    #[arg(long, global = true, value_name = "URL")]
+    database: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -133,6 +140,14 @@ enum Command {
     Acl {
         #[command(subcommand)]
         action: cli_routes::AclAction,
+    },
+    /// Copy the data directory's SQLite store into the empty PostgreSQL
+    /// database given by --database, then serve with --database
+    /// (docs/scaling.md). The SQLite file is left as it was.
+    MigrateStore {
+        /// Data directory holding the SQLite store.
+        #[arg(long, env = DATA_DIR_ENV, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
     },
     /// Rotate the control signing key.
     SigningKey {
@@ -386,6 +401,13 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // Checked here rather than by clap, whose error would repeat the
+    // string (and a password in it).
+    let db = &cli
+        .database
+        .as_deref()
+        .map(DatabaseUrl::parse)
+        .transpose()?;
     match cli.command {
         Command::Init {
             data_dir,
@@ -396,8 +418,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if sans.is_empty() {
                 sans = vec!["localhost".into(), "127.0.0.1".into()];
             }
-            let report =
-                data_dir_with(data_dir, key_encryption_file.as_deref())?.init(&suffix, &sans)?;
+            let report = data_dir_with(data_dir, db, key_encryption_file.as_deref())?
+                .init(&suffix, &sans)?;
             println!("ca certificate: {}", report.ca_cert.display());
             println!("signing public key: {}", report.signing_public_key);
         }
@@ -418,7 +440,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tls_cert,
             tls_key,
         } => {
-            let data = data_dir_with(data_dir, key_encryption_file.as_deref())?;
+            let data = data_dir_with(data_dir, db, key_encryption_file.as_deref())?;
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
             runtime.block_on(async {
                 let mut opts = ServeOptions::new(listen);
@@ -461,7 +483,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Policy { action } => match action {
             PolicyAction::Set { file, data_dir } => {
-                admin::policy_set(&DataDir::new(data_dir), &file)?;
+                admin::policy_set(&dir(data_dir, db), &file)?;
                 println!("policy updated");
             }
             PolicyAction::Check {
@@ -469,7 +491,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 data_dir,
                 json,
             } => {
-                let diff = admin::policy_check(&DataDir::new(data_dir), &file)?;
+                let diff = admin::policy_check(&dir(data_dir, db), &file)?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&diff)?);
                 } else if diff.is_empty() {
@@ -481,11 +503,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             PolicyAction::Get { data_dir } => {
-                println!("{}", admin::policy_get(&DataDir::new(data_dir))?);
+                println!("{}", admin::policy_get(&dir(data_dir, db))?);
             }
         },
-        Command::Preauth { action } => preauth(action)?,
-        Command::Nodes { action } => nodes(action)?,
+        Command::Preauth { action } => preauth(action, db)?,
+        Command::Nodes { action } => nodes(action, db)?,
         Command::SigningKey {
             action:
                 SigningKeyAction::Rotate {
@@ -493,14 +515,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     key_encryption_file,
                 },
         } => {
-            let data = data_dir_with(data_dir, key_encryption_file.as_deref())?;
+            let data = data_dir_with(data_dir, db, key_encryption_file.as_deref())?;
             let handover = admin::signing_key_rotate(&data)?;
             println!("signing public key: {}", handover.to);
             println!("handed over from: {}", handover.from);
         }
-        Command::Relays { action } => relays(action)?,
-        Command::Routes { action } => cli_routes::run_routes(action)?,
-        Command::Acl { action } => cli_routes::run_acl(action)?,
+        Command::Relays { action } => relays(action, db)?,
+        Command::Routes { action } => cli_routes::run_routes(action, db)?,
+        Command::Acl { action } => cli_routes::run_acl(action, db)?,
         Command::Cert {
             action:
                 CertAction::Reissue {
@@ -509,7 +531,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     key_encryption_file,
                 },
         } => {
-            let data = data_dir_with(data_dir, key_encryption_file.as_deref())?;
+            let data = data_dir_with(data_dir, db, key_encryption_file.as_deref())?;
             data.reissue_server_cert(&sans)?;
             println!(
                 "server certificate reissued for {}: {}",
@@ -517,6 +539,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 data.server_cert().display()
             );
             println!("restart `rustynet-control serve` to use it (nodes need no change)");
+        }
+        Command::MigrateStore { data_dir } => {
+            let Some(url) = db else {
+                anyhow::bail!("migrate-store copies into the database given by --database");
+            };
+            let copied = DataDir::new(data_dir).migrate_store_to(url)?;
+            println!(
+                "copied {} nodes, {} pre-auth keys, {} relays and {} into {}",
+                copied.nodes,
+                copied.preauth_keys,
+                copied.relays,
+                if copied.policy {
+                    "the policy"
+                } else {
+                    "no policy"
+                },
+                url.describe()
+            );
         }
     }
     Ok(())
@@ -530,7 +570,7 @@ fn join(addrs: &[SocketAddr]) -> String {
         .join(",")
 }
 
-fn relays(action: RelaysAction) -> anyhow::Result<()> {
+fn relays(action: RelaysAction, db: &Option<DatabaseUrl>) -> anyhow::Result<()> {
     match action {
         RelaysAction::Add {
             name,
@@ -553,7 +593,7 @@ fn relays(action: RelaysAction) -> anyhow::Result<()> {
                 pin,
                 stun,
             };
-            let relay = relay_registry::relays_add(&DataDir::new(data_dir), &spec)?;
+            let relay = relay_registry::relays_add(&dir(data_dir, db), &spec)?;
             println!(
                 "added relay {} ({}, pin {})",
                 relay.name,
@@ -562,7 +602,7 @@ fn relays(action: RelaysAction) -> anyhow::Result<()> {
             );
         }
         RelaysAction::List { data_dir, json } => {
-            let relays = relay_registry::relays_list(&DataDir::new(data_dir))?;
+            let relays = relay_registry::relays_list(&dir(data_dir, db))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&relays)?);
                 return Ok(());
@@ -582,15 +622,24 @@ fn relays(action: RelaysAction) -> anyhow::Result<()> {
             }
         }
         RelaysAction::Remove { name, data_dir } => {
-            let relay = relay_registry::relays_remove(&DataDir::new(data_dir), &name)?;
+            let relay = relay_registry::relays_remove(&dir(data_dir, db), &name)?;
             println!("removed relay {}", relay.name);
         }
     }
     Ok(())
 }
 
-fn data_dir_with(root: PathBuf, kek_file: Option<&std::path::Path>) -> anyhow::Result<DataDir> {
-    let data = DataDir::new(root);
+/// The data directory at `root`, its store in `db` when one was given.
+fn dir(root: PathBuf, db: &Option<DatabaseUrl>) -> DataDir {
+    DataDir::new(root).with_database(db.clone())
+}
+
+fn data_dir_with(
+    root: PathBuf,
+    db: &Option<DatabaseUrl>,
+    kek_file: Option<&std::path::Path>,
+) -> anyhow::Result<DataDir> {
+    let data = dir(root, db);
     Ok(match kek_file {
         Some(path) => data.with_key_encryption(rustynet_proto::keyseal::kek_from_file(path)?),
         None => data,
@@ -606,7 +655,7 @@ fn unix_time(t: Option<i64>) -> String {
         .unwrap_or_else(|| "never".into())
 }
 
-fn preauth(action: PreauthAction) -> anyhow::Result<()> {
+fn preauth(action: PreauthAction, db: &Option<DatabaseUrl>) -> anyhow::Result<()> {
     match action {
         PreauthAction::Create {
             user,
@@ -616,11 +665,11 @@ fn preauth(action: PreauthAction) -> anyhow::Result<()> {
             data_dir,
         } => {
             let (key, _) =
-                admin::preauth_create(&DataDir::new(data_dir), &user, &tags, reusable, expires.0)?;
+                admin::preauth_create(&dir(data_dir, db), &user, &tags, reusable, expires.0)?;
             println!("{}", key.as_str());
         }
         PreauthAction::List { data_dir, json } => {
-            let keys = admin::preauth_list(&DataDir::new(data_dir))?;
+            let keys = admin::preauth_list(&dir(data_dir, db))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&keys)?);
                 return Ok(());
@@ -641,17 +690,17 @@ fn preauth(action: PreauthAction) -> anyhow::Result<()> {
             }
         }
         PreauthAction::Revoke { id, data_dir } => {
-            let k = admin::preauth_revoke(&DataDir::new(data_dir), id)?;
+            let k = admin::preauth_revoke(&dir(data_dir, db), id)?;
             println!("revoked pre-auth key {} (user {})", k.id, k.user);
         }
     }
     Ok(())
 }
 
-fn nodes(action: NodesAction) -> anyhow::Result<()> {
+fn nodes(action: NodesAction, db: &Option<DatabaseUrl>) -> anyhow::Result<()> {
     match action {
         NodesAction::List { data_dir, json } => {
-            let data = DataDir::new(data_dir);
+            let data = dir(data_dir, db);
             let nodes = admin::nodes_list(&data)?;
             // Route states need a valid stored policy; without one the
             // listing still works and says nothing about approval.
@@ -682,11 +731,11 @@ fn nodes(action: NodesAction) -> anyhow::Result<()> {
             print!("{}", nodes_table::render(&nodes, now_unix(), &word));
         }
         NodesAction::Expire { name, data_dir } => {
-            let n = admin::nodes_expire(&DataDir::new(data_dir), &name)?;
+            let n = admin::nodes_expire(&dir(data_dir, db), &name)?;
             println!("expired {} ({})", n.hostname, n.tunnel_ip);
         }
         NodesAction::Remove { name, data_dir } => {
-            let n = admin::nodes_remove(&DataDir::new(data_dir), &name)?;
+            let n = admin::nodes_remove(&dir(data_dir, db), &name)?;
             println!("removed {} ({})", n.hostname, n.tunnel_ip);
         }
         NodesAction::Rename {
@@ -694,7 +743,7 @@ fn nodes(action: NodesAction) -> anyhow::Result<()> {
             new_name,
             data_dir,
         } => {
-            let n = node_admin::nodes_rename(&DataDir::new(data_dir), &name, &new_name)?;
+            let n = node_admin::nodes_rename(&dir(data_dir, db), &name, &new_name)?;
             println!("renamed {name} to {} ({})", n.hostname, n.tunnel_ip);
         }
         NodesAction::Tag {
@@ -702,7 +751,7 @@ fn nodes(action: NodesAction) -> anyhow::Result<()> {
             tags,
             data_dir,
         } => {
-            let n = node_admin::nodes_tag(&DataDir::new(data_dir), &name, &tags)?;
+            let n = node_admin::nodes_tag(&dir(data_dir, db), &name, &tags)?;
             println!("{} tags: {}", n.hostname, n.tags.join(","));
         }
     }

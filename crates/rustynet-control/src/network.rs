@@ -14,6 +14,7 @@ use rustynet_proto::netmap::RelayInfo;
 use rustynet_proto::{NodeId, VerifyError};
 use tokio::sync::{Notify, watch};
 
+use crate::generations::Generations;
 use crate::map_check::check_view;
 use crate::map_json::{MapJson, PeerFragments};
 use crate::netmap_builder::{NetworkView, node_facts};
@@ -86,6 +87,8 @@ type OpenStream = (u64, Arc<Notify>);
 /// Shared network state.
 pub struct Network {
     store: Arc<dyn Store>,
+    /// Where map generations come from (blocks, safe across replicas).
+    generations: Generations,
     state: watch::Sender<Arc<Snapshot>>,
     /// One map stream per node; a node is online while it has one.
     online: Mutex<HashMap<NodeId, OpenStream>>,
@@ -115,6 +118,7 @@ impl Network {
     ) -> Result<Arc<Self>, StoreError> {
         let (state, _) = watch::channel(Arc::new(Snapshot::default()));
         let network = Arc::new(Self {
+            generations: Generations::new(store.clone()),
             store,
             state,
             online: Mutex::new(HashMap::new()),
@@ -130,6 +134,11 @@ impl Network {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The source of map generations.
+    pub fn generations(&self) -> &Generations {
+        &self.generations
     }
 
     /// The relays to announce, from the registered ones in the store.

@@ -8,7 +8,7 @@ use rustynet_proto::names::{MAX_LABEL, validate_label};
 
 use crate::admin::{AdminError, check_live, current_policy};
 use crate::datadir::DataDir;
-use crate::store::{NodeRecord, Store as _};
+use crate::store::NodeRecord;
 
 /// Longest tag name after `tag:` (the policy's limit for names).
 const MAX_TAG: usize = 128;
@@ -20,13 +20,13 @@ pub fn nodes_rename(data: &DataDir, name: &str, new: &str) -> Result<NodeRecord,
     validate_label(&new, MAX_LABEL)
         .map_err(|e| AdminError::Invalid(format!("invalid name {new:?}: {e}")))?;
     let store = data.open_store()?;
-    let node = find(&store, name)?;
-    let policy = current_policy(&store)?;
+    let node = find(&*store, name)?;
+    let policy = current_policy(&*store)?;
     let edited = NodeRecord {
         hostname: new.clone(),
         ..node
     };
-    check_live(&store, &policy, Some(&edited))?;
+    check_live(&*store, &policy, Some(&edited))?;
     Ok(store.rename_node(name, &new)?)
 }
 
@@ -42,8 +42,8 @@ pub fn nodes_tag(data: &DataDir, name: &str, tags: &[String]) -> Result<NodeReco
     tags.sort();
     tags.dedup();
     let store = data.open_store()?;
-    let node = find(&store, name)?;
-    let policy = current_policy(&store)?;
+    let node = find(&*store, name)?;
+    let policy = current_policy(&*store)?;
     for tag in &tags {
         if !policy.tag_owned_by(tag, &node.user) {
             return Err(AdminError::Invalid(format!(
@@ -56,11 +56,11 @@ pub fn nodes_tag(data: &DataDir, name: &str, tags: &[String]) -> Result<NodeReco
         tags: tags.clone(),
         ..node
     };
-    check_live(&store, &policy, Some(&edited))?;
+    check_live(&*store, &policy, Some(&edited))?;
     Ok(store.set_node_tags(name, &tags)?)
 }
 
-fn find(store: &crate::store::SqliteStore, name: &str) -> Result<NodeRecord, AdminError> {
+fn find(store: &dyn crate::store::Store, name: &str) -> Result<NodeRecord, AdminError> {
     store
         .nodes()?
         .into_iter()

@@ -100,6 +100,11 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         }
     }
 
+    /// The rate each key gets.
+    pub fn rate(&self) -> Rate {
+        self.rate
+    }
+
     /// Takes a token for `key` at `now`; false when its bucket is empty.
     pub fn allow(&mut self, key: &K, now: Instant) -> bool {
         let rate = self.rate;

@@ -18,7 +18,6 @@ use rustynet_proto::netmap::{MAX_RELAY_ADDRS, MAX_RELAY_NAME, MAX_RELAYS, RelayI
 use crate::admin::AdminError;
 use crate::datadir::DataDir;
 use crate::now_unix;
-use crate::store::Store as _;
 
 /// Where `relays add` takes the relay's key pin from.
 #[derive(Debug, Clone)]

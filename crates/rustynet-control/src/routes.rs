@@ -21,7 +21,7 @@ use crate::datadir::DataDir;
 use crate::map_check::check_network;
 use crate::netmap_builder::node_facts;
 use crate::now_unix;
-use crate::store::{NodeRecord, Store as _};
+use crate::store::NodeRecord;
 
 /// One route of one node, as `routes list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

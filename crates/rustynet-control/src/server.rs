@@ -44,8 +44,8 @@ pub struct ServeOptions {
     /// Updates (`/v1/update`) allowed per node: each change rebuilds maps
     /// and makes every peer verify and apply one.
     pub update_rate: Rate,
-    /// Least time between two maps sent to one node (changes in between
-    /// are coalesced into the next).
+    /// Least time between two maps sent to one node once its small burst
+    /// is spent (changes in between are coalesced into the next).
     pub min_map_interval: Duration,
     /// Relay tickets (`/v1/relay-ticket`) allowed per node (a bucket of
     /// its own, as large as the update bucket).
@@ -227,7 +227,7 @@ pub async fn start(data: &DataDir, opts: ServeOptions) -> Result<RunningServer, 
     data.finish_rotation()?;
     data.check_secrets()?;
     let signer = RwLock::new(Arc::new(load_signer(data)?));
-    let store: Arc<dyn Store> = Arc::new(data.open_store()?);
+    let store: Arc<dyn Store> = Arc::from(data.open_store()?);
     let tls = match &opts.tls_files {
         Some(files) => {
             crate::datadir::check_owner_only(&files.key)?;
@@ -441,14 +441,26 @@ async fn watch_signing_key(data: DataDir, state: Arc<AppState>, every: Duration)
     }
 }
 
-/// Admin subcommands (`policy set`, `nodes expire`, ...) are separate
-/// processes writing the same database; SQLite's data_version tells us when
-/// someone else committed, and we republish.
+/// Admin subcommands (`policy set`, `nodes expire`, ...) and other replicas
+/// are separate processes writing the same database; the store's change
+/// marker (SQLite's data_version, a counter in PostgreSQL) tells us when
+/// someone else committed, and we republish. PostgreSQL also pushes a
+/// notification on every commit, which wakes this at once; the poll stays
+/// as the catch-up for a notification that never came.
 async fn watch_external_changes(network: Arc<Network>, every: Duration) {
     let mut last = network.store().external_change_marker().ok();
+    let pushed = network.store().change_notifications();
     let mut ticker = tokio::time::interval(every);
     loop {
-        ticker.tick().await;
+        match &pushed {
+            Some(pushed) => tokio::select! {
+                _ = ticker.tick() => {}
+                () = pushed.notified() => {}
+            },
+            None => {
+                ticker.tick().await;
+            }
+        }
         let network = network.clone();
         let result = tokio::task::spawn_blocking(move || {
             let marker = network.store().external_change_marker()?;

@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, POLICY_ALL, post_head_only, raw_post};
-use rustynet_control::store::Store as _;
 use rustynet_proto::control_api::{AUTH_HEADER, RequestAuth, paths};
 use rustynet_proto::{NodeId, NodeSigningKey};
 

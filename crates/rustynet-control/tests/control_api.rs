@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{Harness, POLICY_ALL, map_until, next_map};
-use rustynet_control::store::Store as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_dns_from_the_policy_reaches_every_map() {

@@ -8,7 +8,6 @@ mod common;
 use std::time::Duration;
 
 use common::{Harness, POLICY_ALL, map_until};
-use rustynet_control::store::Store as _;
 use rustynet_proto::NodeSigningKey;
 use rustynet_proto::TunnelPublicKey;
 

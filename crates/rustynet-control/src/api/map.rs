@@ -16,8 +16,10 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use rustynet_proto::control_api::{API_VERSION, MapRequest, StreamFrame, map_frame_pieces, paths};
 use rustynet_proto::{NodeId, VerifyError};
+use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
+use super::pacing::MapPacer;
 use super::{ApiFailure, AppState, Connection, Signer, blocking, parse_json, read_body};
 use crate::auth::{SignedRequest, verify_node};
 use crate::map_check::check_frame_len;
@@ -93,25 +95,21 @@ fn refuse_once(logged: &mut Option<u64>, version: u64, id: NodeId, reason: &Veri
     }
 }
 
-/// Seals `netmap` with a fresh generation and sends it, unless the line
-/// would exceed the node's size limit; false once the stream must end.
-/// `build_started`: when building this node's map began (for the metrics).
+/// The client went away: the stream ends.
+struct Gone;
+
+/// Seals `netmap` under `generation` (fresh) and sends it, unless the line
+/// would exceed the node's size limit. `Ok(true)`: sent. `build_started`: when building this node's map began (for
+/// the metrics).
 async fn seal_and_send(
     app: &AppState,
     signer: &Signer,
     tx: &mpsc::Sender<Bytes>,
     id: NodeId,
     netmap: MapJson,
-    last_sent: &mut Option<Bytes>,
+    generation: u64,
     build_started: std::time::Instant,
-) -> bool {
-    let generation = match app.network.store().reserve_generations(1) {
-        Ok(range) => range.start,
-        Err(e) => {
-            tracing::error!(node = %id, error = %e, "cannot reserve a generation");
-            return false;
-        }
-    };
+) -> Result<bool, Gone> {
     let sealed = seal_netmap_json(
         &signer.key,
         netmap,
@@ -125,26 +123,31 @@ async fn seal_and_send(
     let pieces = map_frame_pieces(sealed.sealed, &signer.handovers);
     if let Err(reason) = check_frame_len(pieces.iter().map(Bytes::len).sum()) {
         tracing::error!(node = %id, %reason, "map not sent: the node would refuse it");
-        return true;
+        return Ok(false);
     }
     if !send_all(tx, pieces).await {
-        return false;
+        return Err(Gone);
     }
     app.metrics.map_sent(build);
     tracing::debug!(node = %id, generation, "map sent");
-    *last_sent = Some(sealed.payload);
-    true
+    Ok(true)
 }
 
 async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
+    // Before any map: this stream's generations come from blocks reserved
+    // after this point (crate::generations).
+    let opened = app.network.generations().opened();
     let online = app.network.stream_opened(id);
     let _held = app.metrics.stream_opened();
     let mut changes = app.network.subscribe();
     let resign_every = Duration::from_secs((app.map_ttl_secs / 2).max(1) as u64);
-    let mut last_sent: Option<Bytes> = None;
+    // A digest of the last map sent, not the map: an idle stream of a big
+    // network then holds 32 bytes instead of its whole last map.
+    let mut last_sent: Option<[u8; 32]> = None;
     let mut last_signed = tokio::time::Instant::now();
-    // When the last map went out: the next waits `min_map_interval`.
-    let mut last_map_at: Option<tokio::time::Instant> = None;
+    // How soon the next map may go out (a burst, then one per
+    // `min_map_interval`).
+    let mut pacer = MapPacer::new(app.min_map_interval, tokio::time::Instant::now());
     let mut refused_version = None;
     // The key the last map was signed with: after a rotation the next map
     // goes out at once, with the handover, even if nothing else changed.
@@ -160,24 +163,27 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
         let signer = app.signer();
         let key = signer.key.public();
         let due = last_signed.elapsed() >= resign_every || signed_by != Some(key);
-        let changed = last_sent.as_deref() != Some(netmap.payload());
+        let digest: [u8; 32] = Sha256::digest(netmap.payload()).into();
+        let changed = last_sent != Some(digest);
         if changed || due {
             match snapshot.check_map(id) {
                 Err(reason) => refuse_once(&mut refused_version, snapshot.version, id, &reason),
                 Ok(()) => {
-                    let sent = seal_and_send(
-                        &app,
-                        &signer,
-                        &tx,
-                        id,
-                        netmap,
-                        &mut last_sent,
-                        build_started,
-                    );
-                    if !sent.await {
-                        break;
+                    let generation = match app.network.generations().next(opened) {
+                        Ok(generation) => generation,
+                        Err(e) => {
+                            tracing::error!(node = %id, error = %e, "cannot reserve a generation");
+                            break;
+                        }
+                    };
+                    let sent =
+                        seal_and_send(&app, &signer, &tx, id, netmap, generation, build_started);
+                    match sent.await {
+                        Err(Gone) => break,
+                        Ok(true) => last_sent = Some(digest),
+                        Ok(false) => {}
                     }
-                    last_map_at = Some(tokio::time::Instant::now());
+                    pacer.sent(tokio::time::Instant::now());
                     signed_by = Some(key);
                 }
             }
@@ -190,10 +196,10 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
             changed = changes.changed() => {
                 if changed.is_err() { break; }
                 // Coalesce: a burst of changes (a policy edit, a node that
-                // keeps updating) becomes one map, and one node gets at
-                // most one map per `min_map_interval`.
-                let soonest = last_map_at.map_or(tokio::time::Instant::now(), |at| at + app.min_map_interval);
-                let wait = soonest.max(tokio::time::Instant::now() + DEBOUNCE);
+                // keeps updating) becomes one map, and one node gets maps
+                // no faster than its pacer allows.
+                let now = tokio::time::Instant::now();
+                let wait = pacer.next_allowed(now).max(now + DEBOUNCE);
                 tokio::select! {
                     _ = tokio::time::sleep_until(wait) => {}
                     _ = tx.closed() => break,

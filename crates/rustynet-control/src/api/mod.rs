@@ -4,6 +4,7 @@
 //! code and a non-2xx status, produced before any state is changed.
 
 mod map;
+mod pacing;
 mod register;
 mod relay_ticket;
 mod update;
@@ -28,7 +29,7 @@ use crate::network::Network;
 use crate::nonce_cache::NonceCache;
 use crate::ratelimit::RateLimiter;
 use crate::relay_tickets::TicketIssuer;
-use crate::store::StoreError;
+use crate::store::{RateKind, StoreError};
 
 /// Shared state of the HTTP handlers.
 pub struct AppState {
@@ -74,6 +75,30 @@ pub struct Signer {
 }
 
 impl AppState {
+    /// Whether `node` may make one more request of `kind`: first against
+    /// this replica's own bucket (`local`, no database round trip for a
+    /// flood), then against the bucket every replica shares when the store
+    /// has one, so a node spreading requests over replicas gets no more.
+    pub(crate) fn allow_node(
+        &self,
+        local: &Mutex<RateLimiter<NodeId>>,
+        kind: RateKind,
+        node: NodeId,
+    ) -> Result<bool, StoreError> {
+        let rate = {
+            let mut local = lock(local);
+            if !local.allow(&node, std::time::Instant::now()) {
+                return Ok(false);
+            }
+            local.rate()
+        };
+        let shared = self
+            .network
+            .store()
+            .take_shared_token(node, kind, rate.burst, rate.every)?;
+        Ok(shared.unwrap_or(true))
+    }
+
     /// The current signer.
     pub fn signer(&self) -> Arc<Signer> {
         self.signer
@@ -148,7 +173,13 @@ impl From<StoreError> for ApiFailure {
             StoreError::AddressesExhausted | StoreError::NamesExhausted(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "exhausted")
             }
-            StoreError::Db(_) | StoreError::SchemaTooNew { .. } | StoreError::Corrupt(_) => {
+            StoreError::Db(_)
+            | StoreError::Postgres(_)
+            | StoreError::BadDatabaseUrl(_)
+            | StoreError::WorkerStopped
+            | StoreError::AlreadyInitialized
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "store failure");
                 return Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

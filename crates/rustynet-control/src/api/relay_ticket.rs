@@ -5,7 +5,6 @@
 //! node's peers in the current network state ([`crate::relay_tickets`]).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Json;
 use axum::body::Body;
@@ -13,9 +12,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use rustynet_proto::control_api::{API_VERSION, RelayTicketRequest, RelayTicketResponse, paths};
 
-use super::{ApiFailure, AppState, blocking, lock, parse_json, read_body};
+use super::{ApiFailure, AppState, blocking, parse_json, read_body};
 use crate::auth::{SignedRequest, verify_node};
 use crate::relay_tickets::TicketRefusal;
+use crate::store::RateKind;
 use crate::{now_unix, now_unix_ms};
 
 pub(super) async fn relay_ticket(
@@ -39,7 +39,7 @@ pub(super) async fn relay_ticket(
             body: &bytes,
         };
         let node = verify_node(store, &signed, now_unix_ms())?;
-        if !lock(&state.ticket_limit).allow(&node.id, Instant::now()) {
+        if !state.allow_node(&state.ticket_limit, RateKind::RelayTicket, node.id)? {
             return Err(ApiFailure::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",

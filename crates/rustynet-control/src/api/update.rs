@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -15,10 +14,11 @@ use rustynet_proto::PathPublicKey;
 use rustynet_proto::control_api::{API_VERSION, UpdateRequest, paths};
 use rustynet_proto::endpoint::{MAX_ENDPOINTS, check_endpoint};
 
-use super::{ApiFailure, AppState, blocking, lock, parse_json, read_body};
+use super::{ApiFailure, AppState, blocking, parse_json, read_body};
 use crate::auth::{SignedRequest, verify_node};
 use crate::now_unix_ms;
 use crate::store::NodeUpdate;
+use crate::store::RateKind;
 
 /// Most LAN prefixes a node may advertise.
 pub const MAX_ROUTES: usize = 64;
@@ -109,7 +109,7 @@ pub(super) async fn update(
             body: &bytes,
         };
         let node = verify_node(store, &signed, now_unix_ms())?;
-        if !lock(&state.update_limit).allow(&node.id, Instant::now()) {
+        if !state.allow_node(&state.update_limit, RateKind::Update, node.id)? {
             return Err(ApiFailure::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",

@@ -1,4 +1,28 @@
-//! Schema migrations, applied in order and recorded in `PRAGMA user_version`.
+//! Schema migrations, applied in order: the SQLite text of each is here, its
+//! PostgreSQL dialect at the same index in `postgres/migrations.rs` (a test
+//! keeps the two lists the same length). SQLite records the version in
+//! `PRAGMA user_version`, PostgreSQL in the `rustynet_schema` table; both
+//! decide what to apply with [`pending`].
+
+use std::ops::Range;
+
+use super::StoreError;
+
+/// The indexes of the migrations a database at schema version `found` still
+/// needs when this build knows `supported` of them; a database written by a
+/// newer build is refused (it may hold data this one would corrupt).
+pub fn pending(found: i64, supported: usize) -> Result<Range<usize>, StoreError> {
+    let newest = i64::try_from(supported).unwrap_or(i64::MAX);
+    if found > newest {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: newest,
+        });
+    }
+    let from = usize::try_from(found)
+        .map_err(|_| StoreError::Corrupt(format!("schema version {found}")))?;
+    Ok(from..supported)
+}
 
 /// Each entry moves the schema from version `index` to `index + 1`.
 pub const MIGRATIONS: &[&str] = &[
@@ -83,4 +107,35 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE nodes ADD COLUMN admin_routes TEXT NOT NULL DEFAULT '{"approved":[],"rejected":[]}';
     "#,
+    // 7: nothing for SQLite. (PostgreSQL: per-node rate buckets shared by
+    // replicas; one SQLite process keeps its buckets in memory.)
+    r#"
+    SELECT 1;
+    "#,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_dialects_have_every_migration() {
+        // A migration added for SQLite needs its PostgreSQL dialect too.
+        assert_eq!(MIGRATIONS.len(), super::super::postgres::MIGRATIONS.len());
+    }
+
+    #[test]
+    fn pending_applies_what_is_missing_and_refuses_newer() {
+        assert_eq!(pending(0, 5).unwrap(), 0..5);
+        assert_eq!(pending(3, 5).unwrap(), 3..5);
+        assert!(pending(5, 5).unwrap().is_empty());
+        assert!(matches!(
+            pending(6, 5),
+            Err(StoreError::SchemaTooNew {
+                found: 6,
+                supported: 5
+            })
+        ));
+        assert!(matches!(pending(-1, 5), Err(StoreError::Corrupt(_))));
+    }
+}

@@ -1,12 +1,19 @@
 //! Persistent state of the control server, behind a trait so the backing
-//! database can change (SQLite embedded by default).
+//! database can change: SQLite embedded by default, PostgreSQL when several
+//! control replicas share one database (`--database postgres://…`).
 //!
 //! Every method is one transaction. Writes that must not race — enrollment,
 //! which spends a pre-auth key and assigns a tunnel address and a Magic DNS
-//! name — run under a single writer (`BEGIN IMMEDIATE`), so concurrent joins
-//! and concurrent admin commands cannot collide.
+//! name — run under a single writer (SQLite: `BEGIN IMMEDIATE`; PostgreSQL:
+//! a transaction-scoped advisory lock), so concurrent joins and concurrent
+//! admin commands cannot collide, even through different replicas.
 
+#[cfg(test)]
+mod conformance;
+mod dump;
+mod location;
 mod migrations;
+mod postgres;
 mod sqlite;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -18,7 +25,22 @@ use rustynet_proto::netmap::{MAX_RELAYS, RelayInfo};
 use rustynet_proto::{NodeId, PathPublicKey, SigningPublicKey, TunnelPublicKey};
 use serde::Serialize;
 
+pub use dump::CopyReport;
+pub use location::{DatabaseUrl, open_postgres};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// Copies the SQLite store at `sqlite` into the empty PostgreSQL database
+/// at `url` (migrating both to this build's schema first), in one
+/// transaction; a database that already holds a control server's data is
+/// refused. The SQLite file is only read.
+pub fn copy_sqlite_to_postgres(
+    sqlite: &std::path::Path,
+    url: &DatabaseUrl,
+) -> Result<CopyReport, StoreError> {
+    let dump = sqlite::export(sqlite)?;
+    open_postgres(url)?.import(dump)
+}
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +48,20 @@ pub enum StoreError {
     /// The database itself failed (I/O, corruption, lock timeout).
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
+    /// The PostgreSQL server failed or could not be reached.
+    #[error("database error: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    /// The PostgreSQL connection string is malformed (the string itself is
+    /// never repeated: it may carry a password).
+    #[error("invalid --database connection string: {0}")]
+    BadDatabaseUrl(String),
+    /// The store's database worker stopped (it is restarted with the
+    /// process).
+    #[error("the database connection worker stopped")]
+    WorkerStopped,
+    /// `init` on a database that already holds a control server.
+    #[error("the database is already initialized (refusing to overwrite it)")]
+    AlreadyInitialized,
     /// The database was written by a newer Rustynet.
     #[error("database schema version {found} is newer than this build ({supported})")]
     SchemaTooNew {
@@ -221,6 +257,51 @@ pub struct NodeUpdate {
     pub home_relay: Option<Option<String>>,
 }
 
+/// What a node's self-reported fields become after a [`NodeUpdate`]: the
+/// same decision for every backend, which only writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UpdatedFields {
+    pub endpoints: Vec<SocketAddr>,
+    pub advertise_exit_node: bool,
+    pub advertised_routes: Vec<IpNet>,
+    pub lan_access: bool,
+    pub path_key: Option<PathPublicKey>,
+    pub home_relay: Option<String>,
+}
+
+impl NodeUpdate {
+    /// `current`'s fields with this update applied, or `None` when nothing
+    /// would change (no write, no new maps).
+    pub(crate) fn applied_to(&self, current: &NodeRecord) -> Option<UpdatedFields> {
+        let next = UpdatedFields {
+            endpoints: self
+                .endpoints
+                .clone()
+                .unwrap_or_else(|| current.endpoints.clone()),
+            advertise_exit_node: self
+                .advertise_exit_node
+                .unwrap_or(current.advertise_exit_node),
+            advertised_routes: self
+                .advertised_routes
+                .clone()
+                .unwrap_or_else(|| current.advertised_routes.clone()),
+            lan_access: self.lan_access.unwrap_or(current.lan_access),
+            path_key: self.path_key.or(current.path_key),
+            home_relay: self
+                .home_relay
+                .clone()
+                .unwrap_or_else(|| current.home_relay.clone()),
+        };
+        let same = next.endpoints == current.endpoints
+            && next.advertise_exit_node == current.advertise_exit_node
+            && next.advertised_routes == current.advertised_routes
+            && next.lan_access == current.lan_access
+            && next.path_key == current.path_key
+            && next.home_relay == current.home_relay;
+        (!same).then_some(next)
+    }
+}
+
 /// A pre-auth key as listed (never the key itself).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PreauthRecord {
@@ -243,6 +324,20 @@ pub struct PreauthRecord {
 }
 
 impl PreauthRecord {
+    /// `key` (as looked up by its hash) if it may enroll a node at `now`,
+    /// else why not: the same answer from every backend.
+    pub(crate) fn usable(key: Option<Self>, now: i64) -> Result<Self, StoreError> {
+        let Some(key) = key else {
+            return Err(StoreError::AuthKeyInvalid);
+        };
+        match key.state(now) {
+            "revoked" => Err(StoreError::AuthKeyRevoked),
+            "expired" => Err(StoreError::AuthKeyExpired),
+            "used" => Err(StoreError::AuthKeyUsed),
+            _ => Ok(key),
+        }
+    }
+
     /// `active`, `used` (single-use, spent), `expired` or `revoked` at `now`.
     pub fn state(&self, now: i64) -> &'static str {
         if self.revoked_at.is_some() {
@@ -255,6 +350,15 @@ impl PreauthRecord {
             "active"
         }
     }
+}
+
+/// Which per-node request limit a shared bucket is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateKind {
+    /// `POST /v1/update`.
+    Update = 1,
+    /// `POST /v1/relay-ticket`.
+    RelayTicket = 2,
 }
 
 /// The control server's storage.
@@ -317,6 +421,28 @@ pub trait Store: Send + Sync {
     /// A value that changes whenever another process commits to the store
     /// (admin commands run while `serve` does).
     fn external_change_marker(&self) -> Result<i64, StoreError>;
+    /// Wakes its holder soon after another process commits a change, so
+    /// replicas need not wait for their next poll of
+    /// [`Store::external_change_marker`]. `None` when the backend has no
+    /// such push (SQLite: the poll is a cheap local read).
+    fn change_notifications(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
+        None
+    }
+    /// Takes one token from `node`'s `kind` bucket shared by every replica
+    /// (`burst` tokens, one more each `every`), by the database's clock.
+    /// `Some(false)`: the bucket is empty, refuse the request. `None`: the
+    /// backend has no shared buckets (SQLite: one process, whose in-memory
+    /// limiter already sees every request).
+    fn take_shared_token(
+        &self,
+        node: NodeId,
+        kind: RateKind,
+        burst: u32,
+        every: std::time::Duration,
+    ) -> Result<Option<bool>, StoreError> {
+        let _ = (node, kind, burst, every);
+        Ok(None)
+    }
     /// The relays an admin registered, by name.
     fn relays(&self) -> Result<Vec<RelayInfo>, StoreError>;
     /// Registers a relay (checked by the caller). Refuses a name in use and

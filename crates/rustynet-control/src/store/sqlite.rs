@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use rustynet_proto::netmap::RelayInfo;
 
-use super::migrations::MIGRATIONS;
+use super::migrations::{MIGRATIONS, pending};
 use rustynet_policy::AdminRoutes;
 
 use super::{
@@ -21,8 +21,11 @@ use super::{
 };
 use crate::names::assign_label;
 
+mod export;
 mod node_admin;
 mod relays;
+
+pub(crate) use export::export;
 
 /// Generations are reserved from the database in blocks this large, so
 /// signing a map does not cost a durable write each time.
@@ -40,15 +43,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn to_json<T: Serialize>(v: &T) -> String {
+pub(super) fn to_json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
 
-fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+pub(super) fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-fn parse<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, StoreError> {
+pub(super) fn parse<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, StoreError> {
     text.parse()
         .map_err(|_| StoreError::Corrupt(format!("{what}: {text:?}")))
 }
@@ -152,15 +155,8 @@ impl SqliteStore {
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    let supported = MIGRATIONS.len() as i64;
-    if version > supported {
-        return Err(StoreError::SchemaTooNew {
-            found: version,
-            supported,
-        });
-    }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-        tx.execute_batch(sql)?;
+    for index in pending(version, MIGRATIONS.len())? {
+        tx.execute_batch(MIGRATIONS[index])?;
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
     }
     tx.commit()?;
@@ -192,7 +188,7 @@ fn now_micros() -> u64 {
 }
 
 /// First and last usable host offsets inside 100.64.0.0/10.
-fn address_span() -> (u32, u32) {
+pub(super) fn address_span() -> (u32, u32) {
     let base = u32::from(TUNNEL_NET.network());
     let last = u32::from(TUNNEL_NET.broadcast());
     (base + 1, last - 1)
@@ -264,15 +260,7 @@ fn usable_preauth(
         .query_row(params![&key_hash[..]], preauth_from_row)
         .optional()?
         .transpose()?;
-    let Some(key) = key else {
-        return Err(StoreError::AuthKeyInvalid);
-    };
-    match key.state(now) {
-        "revoked" => Err(StoreError::AuthKeyRevoked),
-        "expired" => Err(StoreError::AuthKeyExpired),
-        "used" => Err(StoreError::AuthKeyUsed),
-        _ => Ok(key),
-    }
+    PreauthRecord::usable(key, now)
 }
 
 impl Store for SqliteStore {
@@ -473,41 +461,25 @@ impl Store for SqliteStore {
         let Some(current) = query_nodes(&tx, "WHERE id = ?1", params![id.0 as i64])?.pop() else {
             return Err(StoreError::UnknownNode(id.to_string()));
         };
-        let endpoints = update.endpoints.as_ref().unwrap_or(&current.endpoints);
-        let exit = update
-            .advertise_exit_node
-            .unwrap_or(current.advertise_exit_node);
-        let routes = update
-            .advertised_routes
-            .as_ref()
-            .unwrap_or(&current.advertised_routes);
-        let lan = update.lan_access.unwrap_or(current.lan_access);
-        let path_key = update.path_key.or(current.path_key);
-        let home = update.home_relay.as_ref().unwrap_or(&current.home_relay);
-        let changed = *endpoints != current.endpoints
-            || exit != current.advertise_exit_node
-            || *routes != current.advertised_routes
-            || lan != current.lan_access
-            || path_key != current.path_key
-            || *home != current.home_relay;
-        if changed {
+        let next = update.applied_to(&current);
+        if let Some(next) = &next {
             tx.execute(
                 "UPDATE nodes SET endpoints = ?1, advertise_exit = ?2, advertised_routes = ?3,
                     lan_access = ?4, path_key = ?5, home_relay = ?6
                  WHERE id = ?7",
                 params![
-                    to_json(endpoints),
-                    exit,
-                    to_json(routes),
-                    lan,
-                    path_key.map(|k| k.to_base64()),
-                    home,
+                    to_json(&next.endpoints),
+                    next.advertise_exit_node,
+                    to_json(&next.advertised_routes),
+                    next.lan_access,
+                    next.path_key.map(|k| k.to_base64()),
+                    next.home_relay,
                     id.0 as i64
                 ],
             )?;
         }
         tx.commit()?;
-        Ok(changed)
+        Ok(next.is_some())
     }
 
     fn touch(&self, id: NodeId, now: i64) -> Result<(), StoreError> {
