@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rustynet_control_client::ControlClient;
-use rustynet_proto::NodeId;
+use rustynet_proto::control_api::UpdateRequest;
+use rustynet_proto::{NodeId, NodeSigningKey};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -16,7 +17,7 @@ use crate::LoadError;
 use crate::sim_node::{Identity, NodeState, States, enroll, hold_stream, lock};
 
 /// Enrollments in flight at once.
-const ENROLL_CONCURRENCY: usize = 32;
+const ENROLL_CONCURRENCY: usize = 16;
 /// Map streams being opened at once (each a TLS handshake and a first map).
 const OPEN_CONCURRENCY: usize = 128;
 
@@ -45,6 +46,8 @@ pub struct EnrollReport {
     pub elapsed: Duration,
     /// Attempts refused by the per-source rate limit (retried).
     pub rate_limited: u64,
+    /// Enrollments whose answer timed out (the node enrolled again).
+    pub orphaned: u64,
 }
 
 /// The fleet.
@@ -55,6 +58,8 @@ pub struct Fleet {
     pub ids: Vec<NodeId>,
     identities: Vec<Option<Identity>>,
     clients: Vec<ControlClient>,
+    /// The probe node's key and client, for changes it makes itself.
+    probe: Option<(NodeId, NodeSigningKey, ControlClient)>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -95,12 +100,13 @@ impl Fleet {
             });
         }
         let mut identities: Vec<Option<Identity>> = (0..plan.len()).map(|_| None).collect();
-        let mut rate_limited = 0u64;
+        let (mut rate_limited, mut orphaned) = (0u64, 0u64);
         let mut done = 0usize;
         while let Some(joined) = set.join_next().await {
             let (i, result) = joined.map_err(|e| LoadError::Setup(e.to_string()))?;
             let enrolled = result?;
             rate_limited += u64::from(enrolled.rate_limited);
+            orphaned += u64::from(enrolled.orphaned);
             identities[i] = Some(enrolled.identity);
             done += 1;
             if done.is_multiple_of(1000) {
@@ -118,6 +124,7 @@ impl Fleet {
         let report = EnrollReport {
             elapsed: started.elapsed(),
             rate_limited,
+            orphaned,
         };
         // Client index per node, kept in `clients` order for `open`.
         let per_node: Vec<ControlClient> = plan
@@ -131,6 +138,7 @@ impl Fleet {
                 ids,
                 identities,
                 clients: per_node,
+                probe: None,
                 stop,
                 tasks: JoinSet::new(),
             },
@@ -141,7 +149,12 @@ impl Fleet {
     /// Opens every node's map stream, a bounded number at a time (each
     /// waits for its first map before the next opens), and returns once
     /// all have a map or `deadline` passed.
-    pub async fn open_streams(&mut self, probe: NodeId, deadline: Duration) {
+    pub async fn open_streams(&mut self, probe_slot: usize, deadline: Duration) {
+        let probe = self.ids.get(probe_slot).copied().unwrap_or(NodeId(0));
+        if let Some(Some(identity)) = self.identities.get(probe_slot) {
+            let key = NodeSigningKey::from_seed(&identity.key.seed());
+            self.probe = Some((identity.id, key, self.clients[probe_slot].clone()));
+        }
         let gate = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
         let until = Instant::now() + deadline;
         for slot in 0..self.identities.len() {
@@ -177,6 +190,18 @@ impl Fleet {
         }
         let left = until.saturating_duration_since(Instant::now());
         self.wait_until(left, |s| s.maps > 0).await;
+    }
+
+    /// The probe node reports new endpoints (`/v1/update`) through its
+    /// own replica, as a node whose address changed does.
+    pub async fn probe_update(&self, req: &UpdateRequest) -> Result<(), LoadError> {
+        let Some((id, key, client)) = &self.probe else {
+            return Err(LoadError::Setup("no probe node".into()));
+        };
+        client
+            .update(key, *id, req)
+            .await
+            .map_err(|e| LoadError::Admin(format!("probe update: {e}")))
     }
 
     /// Waits until every node satisfies `done` or `deadline` passes;

@@ -8,6 +8,7 @@
 //! (and whether nodes they do not affect are sent maps anyway).
 #![warn(missing_docs)]
 
+pub mod changes;
 pub mod fleet;
 pub mod procstat;
 pub mod scenario;

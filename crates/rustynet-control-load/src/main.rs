@@ -32,10 +32,21 @@ struct Cli {
     /// The rustynet-control binary to spawn `serve` from.
     #[arg(long, conflicts_with = "url")]
     control_bin: Option<PathBuf>,
+    /// PostgreSQL store (`rustynet-control --database`) for setup, the
+    /// admin changes and every spawned replica; SQLite in the data
+    /// directory when absent. Only for a database without a password
+    /// (such as scripts/ci/with_postgres.sh's): it is passed to `serve`
+    /// on its command line.
+    #[arg(long, value_name = "URL", conflicts_with = "database_env")]
+    database: Option<String>,
+    /// Read --database from this environment variable (e.g.
+    /// RUSTYNET_TEST_POSTGRES, set by scripts/ci/with_postgres.sh).
+    #[arg(long, value_name = "VAR")]
+    database_env: Option<String>,
     /// Replicas to spawn (all on the data directory / --database).
     #[arg(long, default_value_t = 1)]
     replicas: usize,
-    /// Extra `serve` argument (repeatable), e.g. --serve-arg=--database=URL.
+    /// Extra `serve` argument (repeatable), e.g. --serve-arg=--map-ttl=1h.
     #[arg(long = "serve-arg", allow_hyphen_values = true)]
     serve_args: Vec<String>,
     /// A running server's URL (repeatable, one per replica) instead of
@@ -121,6 +132,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         let (k, v) = l.split_once('=').context("--label KEY=VALUE")?;
         labels.insert(k.to_owned(), v.into());
     }
+    let database = match (&cli.database, &cli.database_env) {
+        (Some(url), _) => Some(url.clone()),
+        (None, Some(var)) => {
+            Some(std::env::var(var).with_context(|| format!("--database-env: {var} is not set"))?)
+        }
+        (None, None) => None,
+    };
     let cfg = Config {
         nodes: cli.nodes,
         per_source: cli.per_source,
@@ -130,6 +148,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             .unwrap_or_else(|| cli.work_dir.join("data")),
         work_dir: cli.work_dir.clone(),
         server,
+        database,
         idle_window: cli.idle_window,
         quiet: Duration::from_secs(2),
         phase_deadline: cli.phase_deadline,

@@ -6,14 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustynet_control::datadir::DataDir;
+use rustynet_control::store::DatabaseUrl;
 use rustynet_control::{admin, node_admin};
-use rustynet_proto::NodeId;
+use std::net::SocketAddr;
+
+use rustynet_proto::control_api::{API_VERSION, UpdateRequest};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::changes::{Expect, observe};
 use crate::fleet::{Fleet, Planned};
 use crate::server::{Server, ServerSpec};
-use crate::stats::latency_ms;
 use crate::topology::{self, Role};
 use crate::{LoadError, procstat};
 
@@ -30,6 +33,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The server under test.
     pub server: ServerSpec,
+    /// The PostgreSQL store (`--database`); the data directory's SQLite
+    /// file when `None`.
+    pub database: Option<String>,
     /// How long the idle CPU is measured.
     pub idle_window: Duration,
     /// No map for this long: the server has sent everything.
@@ -45,12 +51,14 @@ pub struct Config {
 pub struct Verdict {
     /// Nodes holding a stream with a verified map.
     pub streaming: usize,
-    /// Nodes with a new map after the policy change.
-    pub policy_change_got: usize,
-    /// Nodes affected by the single-node change.
+    /// Every node got a new map after the policy change.
+    pub policy_change_ok: bool,
+    /// Every node the rename affects got a new map.
+    pub rename_ok: bool,
+    /// Every node the endpoint update affects got a new map.
+    pub endpoint_update_ok: bool,
+    /// Nodes the rename affects.
     pub single_affected: usize,
-    /// Of those, nodes with a new map.
-    pub single_got: usize,
     /// Maps refused because their generation went backwards (or repeated).
     pub backwards: u64,
     /// Maps refused by the verifier for any other reason.
@@ -64,9 +72,22 @@ const PROBE: usize = 1;
 pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
     let started = Instant::now();
     let load_before = procstat::loadavg();
-    let data = DataDir::new(&cfg.data_dir);
+    let database = match &cfg.database {
+        Some(url) => Some(
+            DatabaseUrl::parse(url).map_err(|e| LoadError::Setup(format!("--database: {e}")))?,
+        ),
+        None => None,
+    };
+    let data = DataDir::new(&cfg.data_dir).with_database(database);
     let keys = prepare(&data, &cfg.work_dir).await?;
-    let server = Server::start(&cfg.server, &data, &cfg.data_dir, &cfg.work_dir).await?;
+    let server = Server::start(
+        &cfg.server,
+        &data,
+        &cfg.data_dir,
+        cfg.database.as_deref(),
+        &cfg.work_dir,
+    )
+    .await?;
     let pids = server.pids();
     let ca = std::fs::read_to_string(data.ca_cert())
         .map_err(|e| LoadError::Setup(format!("read CA: {e}")))?;
@@ -77,7 +98,7 @@ pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
         .map(|i| Planned {
             hostname: topology::hostname(i),
             auth_key: keys.for_node(i),
-            target: i % replicas,
+            target: target(i, replicas),
         })
         .collect();
     tracing::info!(nodes = cfg.nodes, replicas, "enrolling");
@@ -87,9 +108,8 @@ pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
     let rss_enrolled = rss(&pids);
     let cpu_before_streams = cpu(&pids);
 
-    let probe = fleet.ids.get(PROBE).copied().unwrap_or(NodeId(0));
     let opening = Instant::now();
-    fleet.open_streams(probe, cfg.phase_deadline).await;
+    fleet.open_streams(PROBE, cfg.phase_deadline).await;
     let opened_in = opening.elapsed();
     let quiet = fleet.wait_quiet(cfg.quiet, cfg.phase_deadline).await;
     let settled_in = opening.elapsed();
@@ -113,38 +133,44 @@ pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
 
     // A policy change touching every node.
     tracing::info!("policy change");
+    let targets: Vec<usize> = (0..cfg.nodes).map(|i| target(i, replicas)).collect();
     fleet.mark();
     let policy_file = write_policy(&cfg.work_dir, 2)?;
-    let (admin_ms, committed) = admin_call({
+    let (policy_admin_ms, committed) = admin_call({
         let data = data.clone();
         move || admin::policy_set(&data, &policy_file).map(|_| ())
     })
     .await?;
-    fleet
-        .wait_until(cfg.phase_deadline, |s| s.changed_at.is_some())
-        .await;
-    fleet.wait_quiet(cfg.quiet, cfg.phase_deadline).await;
-    let after_policy = fleet.snapshot();
-    let policy_lat: Vec<Duration> = after_policy
-        .iter()
-        .filter_map(|s| {
-            s.changed_at
-                .map(|at| at.saturating_duration_since(committed))
-        })
-        .collect();
-    let policy_extra = after_policy
-        .iter()
-        .map(|s| u64::from(s.since_mark.saturating_sub(1)))
-        .sum::<u64>();
+    let all = vec![Expect::Affected; cfg.nodes];
+    let (mut policy_change, policy_ok) = observe(
+        &fleet,
+        &all,
+        committed,
+        cfg.phase_deadline,
+        cfg.quiet,
+        &targets,
+        None,
+    )
+    .await;
+    policy_change["admin_command_ms"] = json!(policy_admin_ms);
 
-    // A single-node change: rename the probe. Its peers (and itself) are
-    // affected; every other node should receive nothing.
-    tracing::info!("single-node change");
-    let affected: Vec<bool> = after_policy
-        .iter()
-        .enumerate()
-        .map(|(i, s)| i == PROBE || s.sees_probe)
-        .collect();
+    // The probe's peers (and the probe itself for a rename) are affected
+    // by a change to the probe; every other node should receive nothing.
+    let seers: Vec<bool> = fleet.snapshot().iter().map(|s| s.sees_probe).collect();
+    let expect = |probe_itself: Expect| -> Vec<Expect> {
+        seers
+            .iter()
+            .enumerate()
+            .map(|(i, sees)| match (i == PROBE, sees) {
+                (true, _) => probe_itself,
+                (false, true) => Expect::Affected,
+                (false, false) => Expect::Unaffected,
+            })
+            .collect()
+    };
+
+    // A single-node change by an admin command: rename the probe.
+    tracing::info!("single-node change: rename");
     fleet.mark();
     let (rename_ms, renamed) = admin_call({
         let data = data.clone();
@@ -152,27 +178,45 @@ pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
         move || node_admin::nodes_rename(&data, &name, &format!("{name}-renamed")).map(|_| ())
     })
     .await?;
-    wait_affected(&fleet, &affected, cfg.phase_deadline).await;
-    fleet.wait_quiet(cfg.quiet, cfg.phase_deadline).await;
-    let after_rename = fleet.snapshot();
-    let single_lat: Vec<Duration> = after_rename
-        .iter()
-        .zip(&affected)
-        .filter(|(_, a)| **a)
-        .filter_map(|(s, _)| s.changed_at.map(|at| at.saturating_duration_since(renamed)))
-        .collect();
-    let affected_count = affected.iter().filter(|a| **a).count();
-    let unaffected_sent = after_rename
-        .iter()
-        .zip(&affected)
-        .filter(|(s, a)| !**a && s.since_mark > 0)
-        .count();
-    let unaffected_maps = after_rename
-        .iter()
-        .zip(&affected)
-        .filter(|(_, a)| !**a)
-        .map(|(s, _)| u64::from(s.since_mark))
-        .sum::<u64>();
+    let (mut rename, rename_ok) = observe(
+        &fleet,
+        &expect(Expect::Affected),
+        renamed,
+        cfg.phase_deadline,
+        cfg.quiet,
+        &targets,
+        None,
+    )
+    .await;
+    rename["kind"] = json!("admin command: nodes rename of one client node");
+    rename["admin_command_ms"] = json!(rename_ms);
+
+    // A single-node change through the API: the probe reports a new
+    // endpoint through its replica (with two replicas its peers stream
+    // from the other one).
+    tracing::info!("single-node change: endpoint update through the API");
+    fleet.mark();
+    let update = UpdateRequest {
+        version: API_VERSION,
+        endpoints: Some(vec![SocketAddr::from(([198, 51, 100, 7], 41641))]),
+        ..UpdateRequest::default()
+    };
+    let sent = Instant::now();
+    fleet.probe_update(&update).await?;
+    let answered = sent.elapsed();
+    let (mut endpoint, endpoint_ok) = observe(
+        &fleet,
+        &expect(Expect::Either),
+        sent,
+        cfg.phase_deadline,
+        cfg.quiet,
+        &targets,
+        Some(targets.get(PROBE).copied().unwrap_or(0)),
+    )
+    .await;
+    endpoint["kind"] = json!("POST /v1/update (new endpoint) by one client node");
+    endpoint["latency_counted_from"] = json!("the request being sent");
+    endpoint["update_answered_ms"] = json!(answered.as_secs_f64() * 1000.0);
 
     let totals = fleet.snapshot();
     let sum = |f: fn(&crate::sim_node::NodeState) -> u32| -> u64 {
@@ -180,9 +224,10 @@ pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
     };
     let verdict = Verdict {
         streaming,
-        policy_change_got: policy_lat.len(),
-        single_affected: affected_count,
-        single_got: single_lat.len(),
+        policy_change_ok: policy_ok,
+        rename_ok,
+        endpoint_update_ok: endpoint_ok,
+        single_affected: rename["affected_nodes"].as_u64().unwrap_or(0) as usize,
         backwards: sum(|s| s.backwards),
         verify_failures: sum(|s| s.verify_failures),
     };
@@ -201,6 +246,7 @@ pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
             "loadavg_end": procstat::loadavg(),
             "nodes": cfg.nodes,
             "replicas": replicas,
+            "backend": if cfg.database.is_some() { "postgresql" } else { "sqlite" },
             "source_addresses": cfg.nodes.div_ceil(cfg.per_source.max(1)),
             "server": match &cfg.server {
                 ServerSpec::Spawn { .. } => "child process",
@@ -214,6 +260,7 @@ pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
             "seconds": enrolled.elapsed.as_secs_f64(),
             "per_second": n / enrolled.elapsed.as_secs_f64().max(1e-9),
             "rate_limited_retries": enrolled.rate_limited,
+            "orphaned_by_timeouts": enrolled.orphaned,
         },
         "streams": {
             "held": streaming,
@@ -237,23 +284,9 @@ pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
             "server_cpu_percent_of_a_core": idle_pct,
             "maps_sent": maps_while_idle,
         },
-        "policy_change": {
-            "nodes": cfg.nodes,
-            "nodes_with_new_map": policy_lat.len(),
-            "admin_command_ms": admin_ms,
-            "latency_from_commit_ms": latency_ms(&policy_lat),
-            "extra_maps_beyond_one_per_node": policy_extra,
-        },
-        "single_node_change": {
-            "kind": "rename one client node",
-            "affected_nodes": affected_count,
-            "affected_with_new_map": single_lat.len(),
-            "admin_command_ms": rename_ms,
-            "latency_from_commit_ms": latency_ms(&single_lat),
-            "unaffected_nodes": cfg.nodes - affected_count,
-            "unaffected_nodes_sent_a_map": unaffected_sent,
-            "maps_sent_to_unaffected_nodes": unaffected_maps,
-        },
+        "policy_change": policy_change,
+        "single_node_change": rename,
+        "single_node_update_via_api": endpoint,
         "maps": {
             "received": sum(|s| s.maps),
             "unchanged_content_resent": sum(|s| s.unchanged),
@@ -265,21 +298,11 @@ pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
     Ok((figures, verdict))
 }
 
-/// Waits until every affected node has a changed map.
-async fn wait_affected(fleet: &Fleet, affected: &[bool], deadline: Duration) {
-    let until = Instant::now() + deadline;
-    loop {
-        let missing = fleet
-            .states
-            .iter()
-            .zip(affected)
-            .filter(|(s, a)| **a && crate::sim_node::lock(s).changed_at.is_none())
-            .count();
-        if missing == 0 || Instant::now() >= until {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+/// The replica node `i` enrolls and streams through: groups of ten
+/// alternate, so each service's servers (and each team's clients) sit on
+/// one replica and the probe's peers on another than the probe.
+fn target(i: usize, replicas: usize) -> usize {
+    (i / 10) % replicas.max(1)
 }
 
 /// The pre-auth keys of every team and service.

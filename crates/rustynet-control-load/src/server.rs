@@ -82,6 +82,7 @@ impl Server {
         spec: &ServerSpec,
         data: &DataDir,
         data_path: &Path,
+        database: Option<&str>,
         logs: &Path,
     ) -> Result<Self, LoadError> {
         let setup =
@@ -104,6 +105,7 @@ impl Server {
                         .arg(data_path)
                         .arg("--listen")
                         .arg(addr.to_string())
+                        .args(database.map(|db| ["--database", db]).into_iter().flatten())
                         .args(extra)
                         .stdin(Stdio::null())
                         .stdout(Stdio::null())

@@ -41,16 +41,12 @@ pub struct Enrolled {
     pub identity: Identity,
     /// Attempts refused by the per-source enrollment rate limit.
     pub rate_limited: u32,
+    /// Earlier attempts that timed out but enrolled a node all the same.
+    pub orphaned: u32,
 }
 
-/// Enrolls a node named `hostname` with `auth_key`, retrying when the
-/// per-source rate limit refuses (that is the limit working, as for a fleet
-/// behind one NAT) and a few times on other failures.
-pub async fn enroll(
-    client: &ControlClient,
-    auth_key: &str,
-    hostname: &str,
-) -> Result<Enrolled, LoadError> {
+/// A fresh enrollment request for `hostname` and the key it registers.
+fn request(auth_key: &str, hostname: &str) -> (NodeSigningKey, RegisterRequest) {
     let key = NodeSigningKey::generate(&mut OsRng);
     let mut tunnel = [0u8; 32];
     OsRng.fill_bytes(&mut tunnel);
@@ -67,7 +63,23 @@ pub async fn enroll(
         path_key: None,
         renew: None,
     };
-    let (mut rate_limited, mut failures) = (0u32, 0u32);
+    (key, req)
+}
+
+/// Enrolls a node named `hostname` with `auth_key`, retrying when the
+/// per-source rate limit refuses (that is the limit working, as for a fleet
+/// behind one NAT) and a few times on other failures. An attempt that timed
+/// out may have enrolled the node all the same (control then refuses the
+/// retry as `duplicate_key`): the node enrolls again with fresh keys and
+/// the first enrollment is counted as orphaned.
+pub async fn enroll(
+    client: &ControlClient,
+    auth_key: &str,
+    hostname: &str,
+) -> Result<Enrolled, LoadError> {
+    let (mut key, mut req) = request(auth_key, hostname);
+    let (mut rate_limited, mut failures, mut orphaned) = (0u32, 0u32, 0u32);
+    let mut maybe_enrolled = false;
     loop {
         match client.register(&key, &req).await {
             Ok(resp) => {
@@ -78,15 +90,22 @@ pub async fn enroll(
                         control_key: resp.control_signing_key,
                     },
                     rate_limited,
+                    orphaned,
                 });
             }
             Err(e) if e.code() == Some("rate_limited") && rate_limited < MAX_RATE_LIMITED => {
                 rate_limited += 1;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            Err(e) if e.code() == Some("duplicate_key") && maybe_enrolled => {
+                orphaned += 1;
+                maybe_enrolled = false;
+                (key, req) = request(auth_key, hostname);
+            }
             Err(e) if failures < MAX_ENROLL_FAILURES && e.code().is_none() => {
                 failures += 1;
-                tracing::debug!(error = %e, hostname, "enrollment failed; retrying");
+                maybe_enrolled = true;
+                tracing::warn!(error = %e, hostname, "enrollment failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200 << failures)).await;
             }
             Err(e) => {

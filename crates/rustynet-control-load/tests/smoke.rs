@@ -25,6 +25,7 @@ async fn a_thousand_nodes_hold_streams_and_get_every_change() {
         work_dir: dir.path().to_owned(),
         data_dir: dir.path().join("data"),
         server: ServerSpec::InProcess,
+        database: None,
         idle_window: Duration::from_secs(1),
         quiet: Duration::from_millis(1500),
         phase_deadline: Duration::from_secs(60),
@@ -33,18 +34,16 @@ async fn a_thousand_nodes_hold_streams_and_get_every_change() {
     let (figures, v) = run(&cfg).await.unwrap();
     eprintln!("{}", serde_json::to_string_pretty(&figures).unwrap());
     assert_eq!(v.streaming, NODES, "every node holds a stream with a map");
-    assert_eq!(
-        v.policy_change_got, NODES,
-        "every node got the policy change"
-    );
+    assert!(v.policy_change_ok, "every node got the policy change");
     assert!(
         v.single_affected > 1,
         "the renamed node has peers: {}",
         v.single_affected
     );
-    assert_eq!(
-        v.single_got, v.single_affected,
-        "every affected node got the rename"
+    assert!(v.rename_ok, "every node the rename affects got its map");
+    assert!(
+        v.endpoint_update_ok,
+        "every peer of the node that reported an endpoint got its map"
     );
     assert_eq!(v.backwards, 0, "no generation went backwards or repeated");
     assert_eq!(v.verify_failures, 0, "every map verified");
