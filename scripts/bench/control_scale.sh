@@ -15,6 +15,7 @@
 # Usage (run it under `nice -n 10` on a shared machine; the generator, the
 # server and PostgreSQL inherit it): scripts/bench/control_scale.sh [N]
 # Env: CONTROL_SCALE_RUNS (default "sqlite postgres postgres-2"),
+#      CONTROL_SCALE_PG_NODES (nodes of the PostgreSQL runs, default N),
 #      CONTROL_SCALE_IDLE (idle CPU window, default 30s),
 #      CONTROL_SCALE_OUT (default artifacts/bench/control_scale.json).
 set -euo pipefail
@@ -23,6 +24,7 @@ export PATH="$HOME/.cargo/bin:$PATH"
 nodes="${1:-10000}"
 idle="${CONTROL_SCALE_IDLE:-30s}"
 which_runs="${CONTROL_SCALE_RUNS:-sqlite postgres postgres-2}"
+pg_nodes="${CONTROL_SCALE_PG_NODES:-$nodes}"
 out="${CONTROL_SCALE_OUT:-$(pwd)/artifacts/bench/control_scale.json}"
 
 echo "==> cargo build --release -p rustynet-control -p rustynet-control-load"
@@ -30,37 +32,45 @@ nice -n 10 cargo build --release --locked -p rustynet-control -p rustynet-contro
 bin=target/release
 
 work=$(mktemp -d /tmp/rustynet-control-scale.XXXXXX)
-cleanup() { rm -rf "$work"; }
+# CONTROL_SCALE_KEEP=1 keeps the work directory (logs, each run's JSON).
+cleanup() { if [ "${CONTROL_SCALE_KEEP:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi; }
 trap cleanup EXIT
 
 runs=()
-run() { # NAME ARGS... [--wrap CMD]: one generator run, figures in $work/NAME.json
-  local name=$1; shift
+run() { # NAME N ARGS... [--wrap CMD]: one generator run, figures in $work/NAME.json
+  local name=$1 n=$2; shift 2
   local wrap=()
   local args=()
   while [ $# -gt 0 ]; do
     if [ "$1" = --wrap ]; then wrap=("$2"); shift 2; else args+=("$1"); shift; fi
   done
-  echo "==> $name: $nodes nodes"
-  "${wrap[@]}" "$bin/rustynet-control-load" --nodes "$nodes" --work-dir "$work/$name" \
-    --idle-window "$idle" --out "$work/$name.json" --label "run=$name" "${args[@]}"
-  runs+=("$work/$name.json")
+  echo "==> $name: $n nodes"
+  if "${wrap[@]}" "$bin/rustynet-control-load" --nodes "$n" --work-dir "$work/$name" \
+      --idle-window "$idle" --out "$work/$name.json" --label "run=$name" "${args[@]}"; then
+    runs+=("$work/$name.json")
+  else
+    echo "error: run $name failed (its server log: $work/$name/serve-*.log)" >&2
+    tail -n 5 "$work/$name"/serve-*.log >&2 || true
+    failed=1
+  fi
 }
+failed=0
 
 ctl="$bin/rustynet-control"
 for r in $which_runs; do
   case "$r" in
-    sqlite) run sqlite --control-bin "$ctl" ;;
+    sqlite) run sqlite "$nodes" --control-bin "$ctl" ;;
     postgres|postgres-2)
       replicas=1; [ "$r" = postgres-2 ] && replicas=2
       # The cluster's connection string (no password: trust on loopback)
       # reaches the generator as RUSTYNET_TEST_POSTGRES.
-      run "$r" --control-bin "$ctl" --replicas "$replicas" \
+      run "$r" "$pg_nodes" --control-bin "$ctl" --replicas "$replicas" \
         --database-env RUSTYNET_TEST_POSTGRES --wrap scripts/ci/with_postgres.sh ;;
     *) echo "error: unknown run $r (sqlite, postgres, postgres-2)" >&2; exit 2 ;;
   esac
 done
 
+[ ${#runs[@]} -gt 0 ] || { echo "error: no run succeeded" >&2; exit 1; }
 python3 - "$out" "$(git rev-parse HEAD 2>/dev/null || true)" "${runs[@]}" <<'PY'
 import json, os, sys, time
 out, commit, files = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -73,7 +83,7 @@ def check(r):
         "memory_per_held_node_le_20_kib": r["memory"]["per_held_node_kib"] <= 20,
         "idle_cpu_le_1_percent": r["idle"]["server_cpu_percent_of_a_core"] <= 1.0,
         "policy_change_p95_le_2000_ms": pl["p95"] is not None and pl["p95"] <= 2000
-            and p["nodes_with_new_map"] == p["nodes"],
+            and p["affected_with_new_map"] == p["affected_nodes"],
         "single_node_change_p95_le_100_ms": sl["p95"] is not None and sl["p95"] <= 100
             and s["affected_with_new_map"] == s["affected_nodes"],
         "single_node_change_via_api_p95_le_100_ms": u["latency_from_commit_ms"]["p95"] is not None
@@ -109,10 +119,11 @@ for r in runs:
     pl, sl = p["latency_from_commit_ms"], s["latency_from_commit_ms"]
     print(f'{l}: {r["streams"]["held"]} held, {r["memory"]["per_held_node_kib"]:.1f} KiB/node, '
           f'idle {r["idle"]["server_cpu_percent_of_a_core"]:.2f}% of a core; policy change '
-          f'{p["nodes_with_new_map"]}/{p["nodes"]} p50 {pl["p50"]} p95 {pl["p95"]} max {pl["max"]} ms; '
+          f'{p["affected_with_new_map"]}/{p["affected_nodes"]} p50 {pl["p50"]} p95 {pl["p95"]} max {pl["max"]} ms; '
           f'rename {s["affected_with_new_map"]}/{s["affected_nodes"]} p95 {sl["p95"]} ms, '
           f'{s["unaffected_nodes_sent_a_map"]} unaffected nodes sent a map; endpoint update '
           f'p95 {r["single_node_update_via_api"]["latency_from_commit_ms"]["p95"]} ms')
     print("  goals:", r["goals_met"])
 print(f"wrote {out}")
 PY
+exit "$failed"

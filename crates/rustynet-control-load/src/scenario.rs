@@ -211,7 +211,7 @@ pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
         cfg.phase_deadline,
         cfg.quiet,
         &targets,
-        Some(targets.get(PROBE).copied().unwrap_or(0)),
+        (replicas > 1).then(|| targets.get(PROBE).copied().unwrap_or(0)),
     )
     .await;
     endpoint["kind"] = json!("POST /v1/update (new endpoint) by one client node");
