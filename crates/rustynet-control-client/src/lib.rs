@@ -97,6 +97,7 @@ pub struct ControlClient {
     timeout: Duration,
     fwmark: Option<u32>,
     known_addrs: Vec<std::net::SocketAddr>,
+    local_ip: Option<std::net::IpAddr>,
 }
 
 fn now_ms() -> i64 {
@@ -135,6 +136,7 @@ impl ControlClient {
             timeout: Duration::from_secs(15),
             fwmark: None,
             known_addrs: Vec::new(),
+            local_ip: None,
         })
     }
 
@@ -151,6 +153,15 @@ impl ControlClient {
     /// CA would refuse an impostor anyway; this keeps the node connected).
     pub fn with_known_addrs(mut self, addrs: Vec<std::net::SocketAddr>) -> Self {
         self.known_addrs = addrs;
+        self
+    }
+
+    /// Connects from this local address. The load generator spreads
+    /// thousands of simulated nodes over several loopback addresses, as
+    /// nodes behind many NATs would arrive: each source address has its
+    /// own ports and its own share of control's per-source limits.
+    pub fn with_local_ip(mut self, ip: std::net::IpAddr) -> Self {
+        self.local_ip = Some(ip);
         self
     }
 
@@ -181,6 +192,9 @@ impl ControlClient {
         };
         if let Some(mark) = self.fwmark {
             socket2::SockRef::from(&socket).set_mark(mark)?;
+        }
+        if let Some(ip) = self.local_ip {
+            socket.bind(std::net::SocketAddr::new(ip, 0))?;
         }
         let stream = tokio::time::timeout(self.timeout, socket.connect(addr))
             .await
