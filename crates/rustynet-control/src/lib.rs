@@ -19,6 +19,7 @@ pub mod datadir;
 pub mod embedded_relay;
 pub mod fdlimit;
 pub mod generations;
+pub mod map_changes;
 pub mod map_check;
 pub mod map_json;
 pub mod metrics;

@@ -2,8 +2,10 @@
 //!
 //! A [`Snapshot`] is an immutable picture: live nodes, the compiled per-node
 //! policy views and who is online. Any change publishes a new snapshot on a
-//! `watch` channel; every open map stream wakes, rebuilds its node's map and
-//! sends it only if it differs from what the node already has.
+//! `watch` channel; every open map stream wakes and, unless the publication
+//! touched neither its node nor a peer it sees ([`crate::map_changes`]),
+//! rebuilds its node's map and sends it only if it differs from what the
+//! node already has.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +17,7 @@ use rustynet_proto::{NodeId, VerifyError};
 use tokio::sync::{Notify, watch};
 
 use crate::generations::Generations;
+use crate::map_changes::{ChangeLog, differing, online_differing, same_in_maps, views_differing};
 use crate::map_check::check_view;
 use crate::map_json::{MapJson, PeerFragments};
 use crate::netmap_builder::{NetworkView, node_facts};
@@ -46,6 +49,8 @@ pub struct Snapshot {
     pub next_expiry: Option<i64>,
     /// Shared map entries, serialized by the first stream that needs them.
     fragments: OnceLock<PeerFragments>,
+    /// Which nodes the last publications touched.
+    changes: ChangeLog,
 }
 
 impl Snapshot {
@@ -58,6 +63,20 @@ impl Snapshot {
                     .with_relays(self.relays.clone())
             })
             .netmap_json(id, view)
+    }
+
+    /// Whether `id`'s map may differ from the one built at version `since`:
+    /// false only when no publication since touched the node, a peer it
+    /// sees or an exit node it may use ([`crate::map_changes`]).
+    pub fn map_may_differ(&self, id: NodeId, since: u64) -> bool {
+        let Some(view) = self.views.get(&id) else {
+            return true;
+        };
+        self.changes.may_differ(since, |touched| {
+            touched.contains(&id)
+                || view.visible_peers.iter().any(|p| touched.contains(p))
+                || view.exit_grants.iter().any(|p| touched.contains(p))
+        })
     }
 
     /// Checks `id`'s map against the node's verifier limits before it is
@@ -202,16 +221,30 @@ impl Network {
             .flatten()
             .filter(|t| *t > now)
             .min();
-        self.publish(|prev| Snapshot {
-            version: prev.version + 1,
-            suffix,
-            nodes: Arc::new(nodes),
-            views,
-            online: Arc::new(online),
-            relays,
-            policy_error,
-            next_expiry,
-            fragments: OnceLock::new(),
+        self.publish(|prev| {
+            // Relative to the snapshot this one replaces (another thread
+            // may have published since this reload began).
+            let touched = (prev.version > 0 && prev.suffix == suffix && prev.relays == relays)
+                .then(|| {
+                    let mut touched = HashSet::new();
+                    differing(&prev.nodes, &nodes, same_in_maps, &mut touched);
+                    views_differing(&prev.views, &views, &mut touched);
+                    online_differing(&prev.online, &online, &mut touched);
+                    Arc::new(touched)
+                });
+            let version = prev.version + 1;
+            Snapshot {
+                version,
+                suffix,
+                nodes: Arc::new(nodes),
+                views,
+                online: Arc::new(online),
+                relays,
+                policy_error,
+                next_expiry,
+                fragments: OnceLock::new(),
+                changes: prev.changes.with(version, touched),
+            }
         });
         Ok(())
     }
@@ -224,16 +257,22 @@ impl Network {
 
     fn publish_online(&self) {
         let online: HashSet<NodeId> = lock(&self.online).keys().copied().collect();
-        self.publish(|prev| Snapshot {
-            version: prev.version + 1,
-            suffix: prev.suffix.clone(),
-            nodes: prev.nodes.clone(),
-            views: prev.views.clone(),
-            online: Arc::new(online),
-            relays: prev.relays.clone(),
-            policy_error: prev.policy_error.clone(),
-            next_expiry: prev.next_expiry,
-            fragments: OnceLock::new(),
+        self.publish(|prev| {
+            let mut touched = HashSet::new();
+            online_differing(&prev.online, &online, &mut touched);
+            let version = prev.version + 1;
+            Snapshot {
+                version,
+                suffix: prev.suffix.clone(),
+                nodes: prev.nodes.clone(),
+                views: prev.views.clone(),
+                online: Arc::new(online),
+                relays: prev.relays.clone(),
+                policy_error: prev.policy_error.clone(),
+                next_expiry: prev.next_expiry,
+                fragments: OnceLock::new(),
+                changes: prev.changes.with(version, Some(Arc::new(touched))),
+            }
         });
     }
 
@@ -250,6 +289,9 @@ impl Network {
             policy_error: prev.policy_error.clone(),
             next_expiry: prev.next_expiry,
             fragments: OnceLock::new(),
+            // Whatever the nudge is for (a new signing key) is not in the
+            // snapshot: every stream looks.
+            changes: prev.changes.with(prev.version + 1, None),
         });
     }
 
@@ -323,9 +365,26 @@ mod tests {
     use rustynet_proto::{SigningPublicKey, TunnelPublicKey};
     use sha2::{Digest as _, Sha256};
 
-    #[test]
-    fn compiled_views_are_reused_until_policy_or_facts_change() {
-        let dir = tempfile::tempdir().unwrap();
+    fn enroll(store: &SqliteStore, name: &str, key: u8) -> NodeRecord {
+        store
+            .register(
+                &Registration {
+                    key_hash: Sha256::digest(b"k").into(),
+                    hostname: name.into(),
+                    node_key: TunnelPublicKey([key; 32]),
+                    signing_key: SigningPublicKey([key; 32]),
+                    endpoints: vec![],
+                    advertise_exit_node: false,
+                    advertised_routes: vec![],
+                    path_key: None,
+                    key_expires_at: None,
+                },
+                2,
+            )
+            .unwrap()
+    }
+
+    fn store_with_key(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
         let store = Arc::new(SqliteStore::create(&dir.path().join("c.db"), "x.internal").unwrap());
         store
             .create_preauth(
@@ -339,22 +398,68 @@ mod tests {
                 1,
             )
             .unwrap();
-        let node = store
-            .register(
-                &Registration {
-                    key_hash: Sha256::digest(b"k").into(),
-                    hostname: "a".into(),
-                    node_key: TunnelPublicKey([1; 32]),
-                    signing_key: SigningPublicKey([1; 32]),
-                    endpoints: vec![],
-                    advertise_exit_node: false,
-                    advertised_routes: vec![],
-                    path_key: None,
-                    key_expires_at: None,
-                },
-                2,
+        store
+    }
+
+    #[test]
+    fn a_map_is_rebuilt_only_when_its_node_or_a_peer_was_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_key(&dir);
+        let a = enroll(&store, "a", 1);
+        let b = enroll(&store, "b", 2);
+        let c = enroll(&store, "c", 3);
+        store
+            .set_policy(
+                &format!(
+                    r#"{{"acls":[{{"action":"accept","src":["{}"],"dst":["{}:*"]}}]}}"#,
+                    a.tunnel_ip, b.tunnel_ip
+                ),
+                3,
             )
             .unwrap();
+        let net = Network::load(store.clone()).unwrap();
+        let v0 = net.current().version;
+        assert!(net.current().views[&a.id].visible_peers.contains(&b.id));
+        let endpoint = |id| {
+            let update = NodeUpdate {
+                endpoints: Some(vec!["192.0.2.1:41641".parse().unwrap()]),
+                ..NodeUpdate::default()
+            };
+            assert!(store.update_node(id, &update).unwrap());
+            net.reload().unwrap();
+        };
+        endpoint(c.id);
+        let now = net.current();
+        assert!(!now.map_may_differ(a.id, v0), "c is not a's peer");
+        assert!(!now.map_may_differ(b.id, v0));
+        assert!(now.map_may_differ(c.id, v0), "c itself changed");
+        assert!(
+            !now.map_may_differ(c.id, now.version),
+            "nothing after the last build"
+        );
+        let v1 = now.version;
+        endpoint(b.id);
+        let now = net.current();
+        assert!(now.map_may_differ(a.id, v1), "b is a's peer");
+        assert!(!now.map_may_differ(c.id, v1));
+        let v2 = now.version;
+        let online = net.stream_opened(b.id);
+        assert!(net.current().map_may_differ(a.id, v2), "b came online");
+        assert!(!net.current().map_may_differ(c.id, v2));
+        drop(online);
+        let v3 = net.current().version;
+        net.nudge();
+        assert!(
+            net.current().map_may_differ(c.id, v3),
+            "a nudge may change anything"
+        );
+    }
+
+    #[test]
+    fn compiled_views_are_reused_until_policy_or_facts_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_key(&dir);
+        let node = enroll(&store, "a", 1);
         let net = Network::load(store.clone()).unwrap();
         let before = net.current().views.clone();
         let update = NodeUpdate {

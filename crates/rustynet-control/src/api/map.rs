@@ -153,19 +153,32 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
     // goes out at once, with the handover, even if nothing else changed.
     let mut signed_by = None;
     tracing::debug!(node = %id, "map stream opened");
+    // The snapshot version the last map (or refusal) was decided at: a
+    // later snapshot that touched neither this node nor its peers needs no
+    // build to know the map is the same.
+    let mut decided_at: Option<u64> = None;
     loop {
         let build_started = std::time::Instant::now();
         let snapshot = changes.borrow_and_update().clone();
-        let Some(netmap) = snapshot.netmap_json(id) else {
-            tracing::info!(node = %id, "node removed or expired; closing its map stream");
-            break;
-        };
         let signer = app.signer();
         let key = signer.key.public();
         let due = last_signed.elapsed() >= resign_every || signed_by != Some(key);
-        let digest: [u8; 32] = Sha256::digest(netmap.payload()).into();
-        let changed = last_sent != Some(digest);
-        if changed || due {
+        let untouched = decided_at.is_some_and(|v| !snapshot.map_may_differ(id, v));
+        decided_at = Some(snapshot.version);
+        // Skipped when the snapshot cannot have changed the map (unless a
+        // re-signing is due); a node no longer live ends the stream.
+        let built = if untouched && !due {
+            None
+        } else if let Some(netmap) = snapshot.netmap_json(id) {
+            let digest: [u8; 32] = Sha256::digest(netmap.payload()).into();
+            Some((netmap, digest))
+        } else {
+            tracing::info!(node = %id, "node removed or expired; closing its map stream");
+            break;
+        };
+        if let Some((netmap, digest)) = built
+            && (last_sent != Some(digest) || due)
+        {
             match snapshot.check_map(id) {
                 Err(reason) => refuse_once(&mut refused_version, snapshot.version, id, &reason),
                 Ok(()) => {
