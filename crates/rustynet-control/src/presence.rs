@@ -37,8 +37,8 @@ pub fn ago(last_seen: Option<i64>, now: i64) -> String {
 }
 
 /// Runs in `serve`: every `interval`, writes `last_seen = now` for each
-/// node with an open map stream (one store call per node, off the async
-/// threads; a failure is logged and retried next round).
+/// node with an open map stream (one transaction for all of them, off the
+/// async threads; a failure is logged and retried next round).
 pub async fn record_presence(network: Arc<Network>, interval: Duration) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -50,11 +50,7 @@ pub async fn record_presence(network: Arc<Network>, interval: Duration) {
             continue;
         }
         let store = network.store().clone();
-        let done = tokio::task::spawn_blocking(move || {
-            let now = now_unix();
-            online.into_iter().try_for_each(|id| store.touch(id, now))
-        })
-        .await;
+        let done = tokio::task::spawn_blocking(move || store.touch(&online, now_unix())).await;
         match done {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot record which nodes are online"),

@@ -51,7 +51,7 @@ pub(super) async fn map_stream(
             body: &bytes,
         };
         let node = verify_node(store, &signed, now_unix_ms())?;
-        store.touch(node.id, now_unix())?;
+        store.touch(&[node.id], now_unix())?;
         Ok(node)
     })
     .await?;

@@ -23,6 +23,7 @@ macro_rules! conformance_suite {
             bad_keys_change_nothing,
             nonces_are_single_use_and_forgotten,
             update_expire_remove,
+            touch_records_every_node_given,
             path_key_and_home_relay_are_stored,
             relays_add_list_remove,
             revoked_keys_enroll_nothing_and_are_listed,
@@ -127,6 +128,21 @@ pub(crate) fn nonces_are_single_use_and_forgotten(s: &dyn Store) {
     // Old entries are pruned once outside the window.
     assert!(s.record_nonce(NodeId(3), &[2; 16], 5000, 2000).unwrap());
     assert!(s.record_nonce(NodeId(1), &[1; 16], 5000, 2000).unwrap());
+}
+
+pub(crate) fn touch_records_every_node_given(s: &dyn Store) {
+    preauth(s, "k", true, None);
+    let a = s.register(&reg("k", "a", 1), 200).unwrap();
+    let b = s.register(&reg("k", "b", 2), 200).unwrap();
+    let c = s.register(&reg("k", "c", 3), 200).unwrap();
+    s.touch(&[a.id, c.id, NodeId(9_999)], 400).unwrap();
+    let seen = |id| s.node(id).unwrap().unwrap().last_seen;
+    assert_eq!(
+        (seen(a.id), seen(b.id), seen(c.id)),
+        (Some(400), Some(200), Some(400))
+    );
+    s.touch(&[], 500).unwrap();
+    assert_eq!(seen(a.id), Some(400));
 }
 
 pub(crate) fn update_expire_remove(s: &dyn Store) {

@@ -393,8 +393,9 @@ pub trait Store: Send + Sync {
     fn node(&self, id: NodeId) -> Result<Option<NodeRecord>, StoreError>;
     /// Applies a self-reported update; returns whether anything changed.
     fn update_node(&self, id: NodeId, update: &NodeUpdate) -> Result<bool, StoreError>;
-    /// Records that the node was heard from.
-    fn touch(&self, id: NodeId, now: i64) -> Result<(), StoreError>;
+    /// Records that the nodes were heard from (one transaction for all:
+    /// `serve` records every streaming node each minute).
+    fn touch(&self, ids: &[NodeId], now: i64) -> Result<(), StoreError>;
     /// Marks a node expired (by host label).
     fn expire_node(&self, hostname: &str, now: i64) -> Result<NodeRecord, StoreError>;
     /// Deletes a node (by host label).

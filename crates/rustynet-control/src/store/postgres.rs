@@ -605,11 +605,12 @@ impl Store for PostgresStore {
         self.run(move |c| update_node(c, id, &update))
     }
 
-    fn touch(&self, id: NodeId, now: i64) -> Result<(), StoreError> {
+    fn touch(&self, ids: &[NodeId], now: i64) -> Result<(), StoreError> {
+        let ids: Vec<i64> = ids.iter().map(|id| id.0 as i64).collect();
         self.run(move |c| {
             c.execute(
-                "UPDATE nodes SET last_seen = $1 WHERE id = $2",
-                &[&now, &(id.0 as i64)],
+                "UPDATE nodes SET last_seen = $1 WHERE id = ANY($2)",
+                &[&now, &ids],
             )?;
             Ok(())
         })

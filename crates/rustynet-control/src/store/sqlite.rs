@@ -482,11 +482,16 @@ impl Store for SqliteStore {
         Ok(next.is_some())
     }
 
-    fn touch(&self, id: NodeId, now: i64) -> Result<(), StoreError> {
-        lock(&self.conn).execute(
-            "UPDATE nodes SET last_seen = ?1 WHERE id = ?2",
-            params![now, id.0 as i64],
-        )?;
+    fn touch(&self, ids: &[NodeId], now: i64) -> Result<(), StoreError> {
+        let mut conn = lock(&self.conn);
+        let tx = conn.transaction()?;
+        {
+            let mut update = tx.prepare_cached("UPDATE nodes SET last_seen = ?1 WHERE id = ?2")?;
+            for id in ids {
+                update.execute(params![now, id.0 as i64])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 

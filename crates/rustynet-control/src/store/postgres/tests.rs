@@ -213,7 +213,7 @@ fn every_committed_change_moves_the_marker_for_other_replicas() {
     let node = a.register(&reg("k", "a", 1), 200).unwrap();
     let before = b.external_change_marker().unwrap();
     // Bookkeeping that changes no map does not move it.
-    a.touch(node.id, 300).unwrap();
+    a.touch(&[node.id], 300).unwrap();
     a.record_nonce(node.id, &[1; 16], 1, 0).unwrap();
     a.reserve_generations(1).unwrap();
     assert_eq!(b.external_change_marker().unwrap(), before);
