@@ -35,6 +35,9 @@ pub enum Part {
     All,
     /// Only one TCP stream direct against relayed (quick, for tuning).
     Throughput,
+    /// Only the first packet between two nodes behind destination-dependent
+    /// NAT (quick, for tuning).
+    HardNat,
 }
 
 /// Runs `part` and writes `out`.
@@ -56,6 +59,7 @@ pub fn run(out: &Path, trials: usize, part: Part) -> anyhow::Result<()> {
             roaming(&mut doc, trials.min(5)).context("roaming lab")?;
         }
         Part::Throughput => throughput_lab(&mut doc, trials).context("throughput lab")?,
+        Part::HardNat => hard_nat(&mut doc).context("hard-NAT lab")?,
     }
     doc["wall_secs"] = json!(started.elapsed().as_secs());
     doc["host"] = json!({

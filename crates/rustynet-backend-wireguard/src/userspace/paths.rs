@@ -216,7 +216,9 @@ impl PathCell {
             st.path_key = path_key;
             st.probe = probe_key(dev.paths.secret().as_deref(), path_key);
         }
-        drain(
+        // No session here to resend on: set_peers contacts new and
+        // reconfigured peers itself.
+        let _ = drain(
             dev,
             &cfg.public_key,
             cfg.home_relay.as_deref(),
@@ -300,7 +302,7 @@ pub(crate) fn send_on_route(dev: &Device, peer: &Peer, route: Route, datagram: &
 }
 
 /// Runs the peer's machine outputs: probes out, events handled, route
-/// published.
+/// published. Returns whether the published route changed.
 fn drain(
     dev: &Device,
     key: &TunnelPublicKey,
@@ -308,7 +310,7 @@ fn drain(
     cell: &PathCell,
     st: &mut PathState,
     now: Instant,
-) {
+) -> bool {
     // Work an input made due at once (a pong asks for its confirming ping
     // now, not at the next tick): failback takes round trips, not ticks.
     if st.machine.poll_timeout().is_some_and(|t| t <= now) {
@@ -369,7 +371,11 @@ fn drain(
             Event::Observed(addr) => lock(&dev.paths.discovery).observed(addr, now),
         }
     }
-    *lock(&cell.route) = st.machine.route();
+    let route = st.machine.route();
+    let mut published = lock(&cell.route);
+    let changed = *published != route;
+    *published = route;
+    changed
 }
 
 /// An incoming probe, directly from `from` or through `relay`. The sender
@@ -412,7 +418,7 @@ pub(crate) fn on_probe(
         return;
     };
     st.machine.handle_probe(now, via, msg);
-    drain(
+    let changed = drain(
         dev,
         &peer.key,
         peer.config.home_relay.as_deref(),
@@ -420,6 +426,10 @@ pub(crate) fn on_probe(
         &mut st,
         now,
     );
+    drop(st);
+    if changed {
+        resend_after_route_change(dev, &peer);
+    }
 }
 
 /// An authenticated tunnel packet from the peer, from `from` (`None`: it
@@ -428,7 +438,7 @@ pub(crate) fn note_rx(dev: &Device, peer: &Peer, from: Option<SocketAddr>, now: 
     let cell = &peer.path;
     let mut st = lock(&cell.state);
     st.machine.note_rx(now, from);
-    drain(
+    let changed = drain(
         dev,
         &peer.key,
         peer.config.home_relay.as_deref(),
@@ -436,6 +446,10 @@ pub(crate) fn note_rx(dev: &Device, peer: &Peer, from: Option<SocketAddr>, now: 
         &mut st,
         now,
     );
+    drop(st);
+    if changed {
+        resend_after_route_change(dev, peer);
+    }
 }
 
 /// The timer worker's round: discovery, then every peer's machine.
@@ -490,7 +504,7 @@ pub(crate) fn tick(dev: &Device, table: &PeerTable) {
                 i += 1;
             }
         }
-        drain(
+        let changed = drain(
             dev,
             &peer.key,
             peer.config.home_relay.as_deref(),
@@ -498,6 +512,10 @@ pub(crate) fn tick(dev: &Device, table: &PeerTable) {
             &mut st,
             now,
         );
+        drop(st);
+        if changed {
+            resend_after_route_change(dev, peer);
+        }
     }
 }
 
@@ -527,7 +545,7 @@ pub(crate) fn ping(dev: &Device, peer: &Peer, all_paths: bool, done: PingDone) {
         deadline: now + PING_DEADLINE,
         done,
     });
-    drain(
+    let changed = drain(
         dev,
         &peer.key,
         peer.config.home_relay.as_deref(),
@@ -535,6 +553,10 @@ pub(crate) fn ping(dev: &Device, peer: &Peer, all_paths: bool, done: PingDone) {
         &mut st,
         now,
     );
+    drop(st);
+    if changed {
+        resend_after_route_change(dev, peer);
+    }
 }
 
 /// Path changes of every peer in `table`, by reason (all reasons listed).
@@ -640,20 +662,33 @@ const RESEND_WINDOW: Duration = Duration::from_secs(10);
 /// wanted are sent again now. Peers with a session, or not wanted lately,
 /// are left alone (no rekeys, no work for idle peers).
 fn resend_pending_handshakes(dev: &Device) {
-    let now_ns = now_ns(dev);
     for peer in dev.table().by_key.values() {
-        if !peer.path.wanted_within(now_ns, RESEND_WINDOW) {
-            continue;
+        if matches!(peer.path.route(), Route::Relay | Route::Both(_)) {
+            resend_pending(dev, peer);
         }
-        let route = peer.path.route();
-        if !matches!(route, Route::Relay | Route::Both(_)) {
-            continue;
-        }
-        if lock(&peer.tunn).stats().0.is_some() {
-            continue;
-        }
-        send_initiation(dev, peer, route, true);
     }
+}
+
+/// A peer's route changed: a handshake still pending went out on the old
+/// one (a guessed address, or the relay before the peer was on it) and
+/// WireGuard would retry only after 5 s, so it goes again on the new one.
+fn resend_after_route_change(dev: &Device, peer: &Peer) {
+    if peer.path.route() != Route::None {
+        resend_pending(dev, peer);
+    }
+}
+
+/// Sends the handshake in progress again on the current route, for a peer
+/// without a session that was wanted within [`RESEND_WINDOW`] (no rekeys,
+/// no work for idle peers).
+fn resend_pending(dev: &Device, peer: &Peer) {
+    if !peer.path.wanted_within(now_ns(dev), RESEND_WINDOW) {
+        return;
+    }
+    if lock(&peer.tunn).stats().0.is_some() {
+        return;
+    }
+    send_initiation(dev, peer, peer.path.route(), true);
 }
 
 /// Sends the peer a handshake initiation along `route` (`resend`: the one in
