@@ -287,6 +287,13 @@ def relay(cases, bench_dir):
          "source": "artifacts/bench/relay.json"},
         {"goal": "throughput through the TLS relay vs direct", "limit": ">= 50 %",
          "measured": paths_bench.get("tls_relay_vs_direct"), "source": "artifacts/bench/paths.json"},
+        {"goal": "throughput through the UDP relay vs direct", "limit": ">= 80 %",
+         "measured": paths_bench.get("udp_relay_vs_direct"), "source": "artifacts/bench/paths.json"},
+        {"goal": "both behind destination-dependent NAT: first packet (relay RTT alongside)",
+         "limit": "<= relay RTT + 100 ms",
+         "measured": [(paths_bench.get("hard_nat") or {}).get("first_packet_rtt_ms"),
+                      (paths_bench.get("hard_nat") or {}).get("relay_rtt_ms")],
+         "source": "artifacts/bench/paths.json"},
     ]
     ok = not missing and not failed
     return {

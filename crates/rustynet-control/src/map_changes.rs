@@ -1,69 +1,104 @@
-//! Which nodes a publication of the network touched, so a map stream can
+//! Which nodes each publication of the network touched, so a map stream can
 //! tell without building its map that the map cannot have changed.
 //!
 //! Every change wakes every open map stream. Building a map and hashing it
 //! costs tens of microseconds; at 10,000 streams a change to one node kept a
-//! core busy for half a second before its peers had their maps. A node's map
-//! is made of its own record and view, its visible peers' records and
-//! online state, the suffix and the relays: when a publication says which
-//! nodes it touched, a stream whose node and peers are not among them skips
-//! the build. A publication that may change anything (the suffix, the
-//! relays, a nudge after a key rotation) records no set, and every stream
-//! builds.
+//! core busy for half a second before its peers had their maps, and every
+//! keepalive rebuilt a map too. A node's map is made of its own record and
+//! view, its visible peers' records and online state, the suffix and the
+//! relays: the network remembers, per node, the last version that touched
+//! it, and a stream whose node and peers were not touched since its last map
+//! skips the build (one lookup per peer, however many versions it slept
+//! through). A publication that may change anything (the suffix, the
+//! relays, a nudge after a key rotation) touches every node.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, RwLock};
 
 use rustynet_policy::NodeView;
 use rustynet_proto::NodeId;
 
 use crate::store::NodeRecord;
 
-/// How many publications are remembered: a stream that slept through more
-/// (it was paced, or its client is slow) builds its map.
-const REMEMBERED: usize = 64;
+/// Hashes a node id with one multiplication (ids are control's own
+/// sequence numbers, not attacker-chosen keys; SipHash cost more than the
+/// rest of the check).
+#[derive(Default)]
+pub struct IdHasher(u64);
 
-/// The nodes one publication touched; `None`: anything may have changed.
-type Touched = Option<Arc<HashSet<NodeId>>>;
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
 
-/// The last publications' touched sets, oldest first, one per version.
-#[derive(Debug, Default, Clone)]
-pub struct ChangeLog {
-    entries: Arc<VecDeque<(u64, Touched)>>,
-}
-
-impl ChangeLog {
-    /// This log with `version`'s publication appended (the oldest dropped
-    /// beyond [`REMEMBERED`]).
-    pub fn with(&self, version: u64, touched: Touched) -> Self {
-        let mut entries = VecDeque::clone(&self.entries);
-        if entries.len() == REMEMBERED {
-            entries.pop_front();
-        }
-        entries.push_back((version, touched));
-        Self {
-            entries: Arc::new(entries),
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x517c_c1b7_2722_0a95);
         }
     }
 
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+type IdMap<V> = HashMap<NodeId, V, BuildHasherDefault<IdHasher>>;
+
+#[derive(Debug, Default)]
+struct Touches {
+    /// The last version that may have changed every map.
+    everything: u64,
+    /// Per node: the last version that touched it.
+    nodes: IdMap<u64>,
+}
+
+/// The last version that touched each node. Written by the publisher before
+/// the snapshot of that version is visible, so a stream that holds version
+/// `v` sees every touch up to `v` (and maybe later ones: it then builds,
+/// which is only slower).
+#[derive(Debug, Default)]
+pub struct TouchTable {
+    inner: RwLock<Touches>,
+}
+
+impl TouchTable {
+    /// Records that `version` touched `touched` (`None`: everything).
+    pub fn record(&self, version: u64, touched: Option<&HashSet<NodeId>>) {
+        let mut t = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        match touched {
+            None => t.everything = version,
+            Some(ids) => {
+                for id in ids {
+                    t.nodes.insert(*id, version);
+                }
+            }
+        }
+    }
+
+    /// Forgets nodes that are no longer live (called with the live set on
+    /// reload; a node that comes back is touched by that reload anyway).
+    pub fn retain(&self, live: &BTreeMap<NodeId, NodeRecord>) {
+        let mut t = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        t.nodes.retain(|id, _| live.contains_key(id));
+    }
+
     /// Whether a map built at version `since` may differ from one built at
-    /// the newest version for a node that reads exactly `reads`.
-    pub fn may_differ(&self, since: u64, reads: impl Fn(&HashSet<NodeId>) -> bool) -> bool {
-        let Some(&(newest, _)) = self.entries.back() else {
-            return true;
-        };
-        if since >= newest {
-            return since != newest;
+    /// `now` for a node whose map reads exactly `reads`.
+    pub fn may_differ(
+        &self,
+        since: u64,
+        now: u64,
+        reads: impl IntoIterator<Item = NodeId>,
+    ) -> bool {
+        if since >= now {
+            return since != now;
         }
-        // Every version after `since` must be remembered.
-        match self.entries.front() {
-            Some(&(oldest, _)) if oldest <= since + 1 => {}
-            _ => return true,
-        }
-        self.entries
-            .iter()
-            .filter(|(version, _)| *version > since)
-            .any(|(_, touched)| touched.as_ref().is_none_or(|set| reads(set)))
+        let t = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        t.everything > since
+            || reads
+                .into_iter()
+                .any(|id| t.nodes.get(&id).is_some_and(|v| *v > since))
     }
 }
 
@@ -151,52 +186,65 @@ pub fn online_differing(
 mod tests {
     use super::*;
 
-    fn set(ids: &[u64]) -> Touched {
-        Some(Arc::new(ids.iter().map(|&i| NodeId(i)).collect()))
+    fn ids(ids: &[u64]) -> HashSet<NodeId> {
+        ids.iter().map(|&i| NodeId(i)).collect()
     }
 
-    fn reads(ids: &'static [u64]) -> impl Fn(&HashSet<NodeId>) -> bool {
-        move |s| ids.iter().any(|i| s.contains(&NodeId(*i)))
+    fn reads(ids: &[u64]) -> Vec<NodeId> {
+        ids.iter().map(|&i| NodeId(i)).collect()
     }
 
     #[test]
     fn a_change_to_other_nodes_leaves_the_map_alone() {
-        let log = ChangeLog::default()
-            .with(1, None)
-            .with(2, set(&[7]))
-            .with(3, set(&[8]));
-        assert!(!log.may_differ(1, reads(&[1, 2])));
-        assert!(log.may_differ(1, reads(&[1, 8])), "a peer was touched");
-        assert!(log.may_differ(2, reads(&[8])));
-        assert!(!log.may_differ(2, reads(&[7])), "version 2 is already seen");
-        assert!(!log.may_differ(3, reads(&[7, 8])), "nothing newer");
+        let t = TouchTable::default();
+        t.record(1, None);
+        t.record(2, Some(&ids(&[7])));
+        t.record(3, Some(&ids(&[8])));
+        assert!(!t.may_differ(1, 3, reads(&[1, 2])));
+        assert!(t.may_differ(1, 3, reads(&[1, 8])), "a peer was touched");
+        assert!(t.may_differ(2, 3, reads(&[8])));
+        assert!(
+            !t.may_differ(2, 3, reads(&[7])),
+            "version 2 is already seen"
+        );
+        assert!(!t.may_differ(3, 3, reads(&[7, 8])), "nothing newer");
+        assert!(t.may_differ(4, 3, reads(&[])), "a version from elsewhere");
     }
 
     #[test]
-    fn an_unknown_change_or_a_forgotten_version_means_build() {
-        let log = ChangeLog::default()
-            .with(1, set(&[]))
-            .with(2, None)
-            .with(3, set(&[]));
+    fn everything_touched_means_build() {
+        let t = TouchTable::default();
+        t.record(1, Some(&ids(&[])));
+        t.record(2, None);
+        t.record(3, Some(&ids(&[])));
         assert!(
-            log.may_differ(1, reads(&[])),
+            t.may_differ(1, 3, reads(&[])),
             "version 2 may change anything"
         );
-        assert!(!log.may_differ(2, reads(&[])));
-        assert!(ChangeLog::default().may_differ(0, reads(&[])), "empty log");
-        let mut log = ChangeLog::default();
-        for v in 1..=(REMEMBERED as u64 + 10) {
-            log = log.with(v, set(&[]));
-        }
+        assert!(!t.may_differ(2, 3, reads(&[])));
+        assert!(t.may_differ(0, 3, reads(&[])), "anything after version 0");
+    }
+
+    #[test]
+    fn a_later_touch_than_the_snapshot_is_conservative() {
+        // The stream holds version 2; version 3 (touching its peer) was
+        // published since: it builds, which is only slower.
+        let t = TouchTable::default();
+        t.record(2, Some(&ids(&[1])));
+        t.record(3, Some(&ids(&[5])));
         assert!(
-            log.may_differ(1, reads(&[])),
-            "versions 2..=10 are forgotten"
+            !t.may_differ(2, 2, reads(&[5])),
+            "nothing after its own version"
         );
-        assert!(!log.may_differ(REMEMBERED as u64, reads(&[])));
-        assert!(
-            log.may_differ(REMEMBERED as u64 + 11, reads(&[])),
-            "a version from elsewhere"
-        );
+        assert!(t.may_differ(1, 2, reads(&[5])));
+    }
+
+    #[test]
+    fn forgotten_nodes_are_dropped() {
+        let t = TouchTable::default();
+        t.record(1, Some(&ids(&[1, 2])));
+        t.retain(&BTreeMap::new());
+        assert!(!t.may_differ(0, 1, reads(&[1, 2])));
     }
 
     #[test]
@@ -205,13 +253,9 @@ mod tests {
         let after: BTreeMap<NodeId, u8> = [(NodeId(1), 1), (NodeId(2), 9), (NodeId(4), 4)].into();
         let mut out = HashSet::new();
         differing(&before, &after, |a, b| a == b, &mut out);
-        assert_eq!(out, [NodeId(2), NodeId(3), NodeId(4)].into());
+        assert_eq!(out, ids(&[2, 3, 4]));
         let mut out = HashSet::new();
-        online_differing(
-            &[NodeId(1), NodeId(2)].into(),
-            &[NodeId(2), NodeId(5)].into(),
-            &mut out,
-        );
-        assert_eq!(out, [NodeId(1), NodeId(5)].into());
+        online_differing(&ids(&[1, 2]), &ids(&[2, 5]), &mut out);
+        assert_eq!(out, ids(&[1, 5]));
     }
 }

@@ -17,7 +17,7 @@ use rustynet_proto::{NodeId, VerifyError};
 use tokio::sync::{Notify, watch};
 
 use crate::generations::Generations;
-use crate::map_changes::{ChangeLog, differing, online_differing, same_in_maps, views_differing};
+use crate::map_changes::{TouchTable, differing, online_differing, same_in_maps, views_differing};
 use crate::map_check::check_view;
 use crate::map_json::{MapJson, PeerFragments};
 use crate::netmap_builder::{NetworkView, node_facts};
@@ -49,8 +49,6 @@ pub struct Snapshot {
     pub next_expiry: Option<i64>,
     /// Shared map entries, serialized by the first stream that needs them.
     fragments: OnceLock<PeerFragments>,
-    /// Which nodes the last publications touched.
-    changes: ChangeLog,
 }
 
 impl Snapshot {
@@ -63,20 +61,6 @@ impl Snapshot {
                     .with_relays(self.relays.clone())
             })
             .netmap_json(id, view)
-    }
-
-    /// Whether `id`'s map may differ from the one built at version `since`:
-    /// false only when no publication since touched the node, a peer it
-    /// sees or an exit node it may use ([`crate::map_changes`]).
-    pub fn map_may_differ(&self, id: NodeId, since: u64) -> bool {
-        let Some(view) = self.views.get(&id) else {
-            return true;
-        };
-        self.changes.may_differ(since, |touched| {
-            touched.contains(&id)
-                || view.visible_peers.iter().any(|p| touched.contains(p))
-                || view.exit_grants.iter().any(|p| touched.contains(p))
-        })
     }
 
     /// Checks `id`'s map against the node's verifier limits before it is
@@ -117,6 +101,8 @@ pub struct Network {
     embedded_relay: Option<RelayInfo>,
     /// Relays last left out of the list (logged when this changes).
     skipped_relays: Mutex<Vec<Skipped>>,
+    /// The last version that touched each node ([`crate::map_changes`]).
+    touches: TouchTable,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -145,6 +131,7 @@ impl Network {
             compiled: Mutex::new(None),
             embedded_relay,
             skipped_relays: Mutex::new(Vec::new()),
+            touches: TouchTable::default(),
         });
         network.reload()?;
         Ok(network)
@@ -230,9 +217,11 @@ impl Network {
                     differing(&prev.nodes, &nodes, same_in_maps, &mut touched);
                     views_differing(&prev.views, &views, &mut touched);
                     online_differing(&prev.online, &online, &mut touched);
-                    Arc::new(touched)
+                    touched
                 });
             let version = prev.version + 1;
+            self.touches.retain(&nodes);
+            self.touches.record(version, touched.as_ref());
             Snapshot {
                 version,
                 suffix,
@@ -243,7 +232,6 @@ impl Network {
                 policy_error,
                 next_expiry,
                 fragments: OnceLock::new(),
-                changes: prev.changes.with(version, touched),
             }
         });
         Ok(())
@@ -261,6 +249,7 @@ impl Network {
             let mut touched = HashSet::new();
             online_differing(&prev.online, &online, &mut touched);
             let version = prev.version + 1;
+            self.touches.record(version, Some(&touched));
             Snapshot {
                 version,
                 suffix: prev.suffix.clone(),
@@ -271,7 +260,6 @@ impl Network {
                 policy_error: prev.policy_error.clone(),
                 next_expiry: prev.next_expiry,
                 fragments: OnceLock::new(),
-                changes: prev.changes.with(version, Some(Arc::new(touched))),
             }
         });
     }
@@ -279,20 +267,35 @@ impl Network {
     /// Wakes every map stream without changing the network (they then see
     /// what else changed, such as the signing key).
     pub fn nudge(&self) {
-        self.publish(|prev| Snapshot {
-            version: prev.version + 1,
-            suffix: prev.suffix.clone(),
-            nodes: prev.nodes.clone(),
-            views: prev.views.clone(),
-            online: prev.online.clone(),
-            relays: prev.relays.clone(),
-            policy_error: prev.policy_error.clone(),
-            next_expiry: prev.next_expiry,
-            fragments: OnceLock::new(),
+        self.publish(|prev| {
             // Whatever the nudge is for (a new signing key) is not in the
             // snapshot: every stream looks.
-            changes: prev.changes.with(prev.version + 1, None),
+            self.touches.record(prev.version + 1, None);
+            Snapshot {
+                version: prev.version + 1,
+                suffix: prev.suffix.clone(),
+                nodes: prev.nodes.clone(),
+                views: prev.views.clone(),
+                online: prev.online.clone(),
+                relays: prev.relays.clone(),
+                policy_error: prev.policy_error.clone(),
+                next_expiry: prev.next_expiry,
+                fragments: OnceLock::new(),
+            }
         });
+    }
+
+    /// Whether `id`'s map in `snapshot` may differ from the one built at
+    /// version `since`: false only when no version since touched the node,
+    /// a peer it sees or an exit node it may use ([`crate::map_changes`]).
+    pub fn map_may_differ(&self, snapshot: &Snapshot, id: NodeId, since: u64) -> bool {
+        let Some(view) = snapshot.views.get(&id) else {
+            return true;
+        };
+        let reads = std::iter::once(id)
+            .chain(view.visible_peers.iter().copied())
+            .chain(view.exit_grants.iter().copied());
+        self.touches.may_differ(since, snapshot.version, reads)
     }
 
     /// The latest snapshot.
@@ -430,27 +433,30 @@ mod tests {
         };
         endpoint(c.id);
         let now = net.current();
-        assert!(!now.map_may_differ(a.id, v0), "c is not a's peer");
-        assert!(!now.map_may_differ(b.id, v0));
-        assert!(now.map_may_differ(c.id, v0), "c itself changed");
+        assert!(!net.map_may_differ(&now, a.id, v0), "c is not a's peer");
+        assert!(!net.map_may_differ(&now, b.id, v0));
+        assert!(net.map_may_differ(&now, c.id, v0), "c itself changed");
         assert!(
-            !now.map_may_differ(c.id, now.version),
+            !net.map_may_differ(&now, c.id, now.version),
             "nothing after the last build"
         );
         let v1 = now.version;
         endpoint(b.id);
         let now = net.current();
-        assert!(now.map_may_differ(a.id, v1), "b is a's peer");
-        assert!(!now.map_may_differ(c.id, v1));
+        assert!(net.map_may_differ(&now, a.id, v1), "b is a's peer");
+        assert!(!net.map_may_differ(&now, c.id, v1));
         let v2 = now.version;
         let online = net.stream_opened(b.id);
-        assert!(net.current().map_may_differ(a.id, v2), "b came online");
-        assert!(!net.current().map_may_differ(c.id, v2));
+        assert!(
+            net.map_may_differ(&net.current(), a.id, v2),
+            "b came online"
+        );
+        assert!(!net.map_may_differ(&net.current(), c.id, v2));
         drop(online);
         let v3 = net.current().version;
         net.nudge();
         assert!(
-            net.current().map_may_differ(c.id, v3),
+            net.map_may_differ(&net.current(), c.id, v3),
             "a nudge may change anything"
         );
     }

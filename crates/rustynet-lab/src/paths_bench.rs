@@ -49,7 +49,8 @@ pub fn run(out: &Path, trials: usize, part: Part) -> anyhow::Result<()> {
         "benchmark": "paths",
         "method": "real control (embedded TLS relay), real daemons (release build), NAT routers made \
                    of nftables masquerade / masquerade random, faults as nftables drops in the lab \
-                   router; 100 pkt/s ICMP floods; iperf3 TCP, one stream, 8 s",
+                   router; 100 pkt/s ICMP floods; iperf3 TCP, one stream, 8 s, five runs each of \
+                   direct, UDP relay and TLS relay, interleaved (medians compared)",
         "trials": trials,
     });
     match part {
@@ -263,7 +264,7 @@ fn easy_nat(doc: &mut Value, trials: usize) -> anyhow::Result<()> {
         "goal_ms": 2000,
     });
 
-    throughput(doc, &lab, &c, 3)?;
+    throughput(doc, &lab, &c, 5)?;
 
     let (mut gaps, mut backs, mut losses) = (vec![], vec![], vec![]);
     for _ in 0..trials {

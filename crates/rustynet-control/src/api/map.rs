@@ -163,7 +163,7 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, tx: mpsc::Sender<Bytes>) {
         let signer = app.signer();
         let key = signer.key.public();
         let due = last_signed.elapsed() >= resign_every || signed_by != Some(key);
-        let untouched = decided_at.is_some_and(|v| !snapshot.map_may_differ(id, v));
+        let untouched = decided_at.is_some_and(|v| !app.network.map_may_differ(&snapshot, id, v));
         decided_at = Some(snapshot.version);
         // Skipped when the snapshot cannot have changed the map (unless a
         // re-signing is due); a node no longer live ends the stream.
