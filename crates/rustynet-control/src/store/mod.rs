@@ -424,8 +424,9 @@ pub trait Store: Send + Sync {
     fn external_change_marker(&self) -> Result<i64, StoreError>;
     /// Wakes its holder soon after another process commits a change, so
     /// replicas need not wait for their next poll of
-    /// [`Store::external_change_marker`]. `None` when the backend has no
-    /// such push (SQLite: the poll is a cheap local read).
+    /// [`Store::external_change_marker`] (PostgreSQL: LISTEN/NOTIFY; SQLite:
+    /// inotify on the database's directory). `None` when the backend has no
+    /// such push; the poll then does it alone.
     fn change_notifications(&self) -> Option<std::sync::Arc<tokio::sync::Notify>> {
         None
     }

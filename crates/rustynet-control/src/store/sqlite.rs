@@ -2,8 +2,8 @@
 
 use std::net::Ipv4Addr;
 use std::ops::Range;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rustynet_proto::NodeId;
@@ -24,6 +24,7 @@ use crate::names::assign_label;
 mod export;
 mod node_admin;
 mod relays;
+mod watch;
 
 pub(crate) use export::export;
 
@@ -35,6 +36,9 @@ const GENERATION_BLOCK: u64 = 4096;
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     generations: Mutex<Range<u64>>,
+    /// The database file, watched for other processes' commits.
+    path: PathBuf,
+    changes: OnceLock<Option<Arc<tokio::sync::Notify>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -125,7 +129,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
-        Self::setup(conn)
+        Self::setup(conn, path)
     }
 
     /// Creates a store at `path` with the Magic DNS `suffix`.
@@ -138,7 +142,7 @@ impl SqliteStore {
         Ok(store)
     }
 
-    fn setup(conn: Connection) -> Result<Self, StoreError> {
+    fn setup(conn: Connection, path: &Path) -> Result<Self, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -148,6 +152,8 @@ impl SqliteStore {
         Ok(Self {
             conn: Mutex::new(conn),
             generations: Mutex::new(0..0),
+            path: path.to_owned(),
+            changes: OnceLock::new(),
         })
     }
 }
@@ -588,6 +594,12 @@ impl Store for SqliteStore {
 
     fn external_change_marker(&self) -> Result<i64, StoreError> {
         Ok(lock(&self.conn).pragma_query_value(None, "data_version", |r| r.get(0))?)
+    }
+
+    fn change_notifications(&self) -> Option<Arc<tokio::sync::Notify>> {
+        self.changes
+            .get_or_init(|| watch::start(&self.path))
+            .clone()
     }
 
     fn relays(&self) -> Result<Vec<RelayInfo>, StoreError> {

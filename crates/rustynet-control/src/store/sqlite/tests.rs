@@ -97,3 +97,19 @@ fn a_version_2_database_migrates_with_its_nodes() {
     assert!(s.relays().unwrap().is_empty());
     s.add_relay(&relay("r1"), 1).unwrap();
 }
+
+/// Another process's commit (here: another connection, as an admin command
+/// opens) wakes the watcher at once, and `data_version` then tells it
+/// apart from the server's own commits.
+#[tokio::test]
+async fn another_connections_commit_wakes_the_watcher() {
+    let (server, dir) = store();
+    let woken = server.change_notifications().expect("inotify works here");
+    let before = server.external_change_marker().unwrap();
+    let admin = SqliteStore::open(&dir.path().join("c.db")).unwrap();
+    admin.add_relay(&relay("r9"), 1_700_000_000).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(2), woken.notified())
+        .await
+        .expect("no wake-up within 2 s of the commit");
+    assert_ne!(server.external_change_marker().unwrap(), before);
+}
