@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -36,8 +36,7 @@ const GENERATION_BLOCK: u64 = 4096;
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     generations: Mutex<Range<u64>>,
-    /// The database file, watched for other processes' commits.
-    path: PathBuf,
+    /// Wakes `serve` on other processes' commits (set up on first use).
     changes: OnceLock<Option<Arc<tokio::sync::Notify>>>,
 }
 
@@ -129,7 +128,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
-        Self::setup(conn, path)
+        Self::setup(conn)
     }
 
     /// Creates a store at `path` with the Magic DNS `suffix`.
@@ -142,7 +141,7 @@ impl SqliteStore {
         Ok(store)
     }
 
-    fn setup(conn: Connection, path: &Path) -> Result<Self, StoreError> {
+    fn setup(conn: Connection) -> Result<Self, StoreError> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -152,7 +151,6 @@ impl SqliteStore {
         Ok(Self {
             conn: Mutex::new(conn),
             generations: Mutex::new(0..0),
-            path: path.to_owned(),
             changes: OnceLock::new(),
         })
     }
@@ -598,7 +596,12 @@ impl Store for SqliteStore {
 
     fn change_notifications(&self) -> Option<Arc<tokio::sync::Notify>> {
         self.changes
-            .get_or_init(|| watch::start(&self.path))
+            .get_or_init(|| {
+                // The file SQLite opened (absolute); none for a database
+                // that has no file, which nothing else can write to.
+                let path = lock(&self.conn).path().map(std::path::PathBuf::from)?;
+                watch::start(&path)
+            })
             .clone()
     }
 
