@@ -24,9 +24,9 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 use rustynet_proto::NodeId;
 use rustynet_proto::control_api::{
-    API_VERSION, AUTH_HEADER, ApiError, MapRequest, RENEW_HEADER, RegisterRequest,
-    RegisterResponse, RelayTicketRequest, RelayTicketResponse, RequestAuth, StreamFrame,
-    UpdateRequest, paths,
+    API_VERSION, AUTH_HEADER, ApiError, MAP_STREAM_SILENCE, MapRequest, RENEW_HEADER,
+    RegisterRequest, RegisterResponse, RelayTicketRequest, RelayTicketResponse, RequestAuth,
+    STREAM_SILENCE_HEADER, StreamFrame, UpdateRequest, paths,
 };
 use rustynet_proto::{NodeSigningKey, SignedEnvelope};
 use tokio::net::TcpStream;
@@ -399,7 +399,15 @@ impl ControlClient {
         let body = serde_json::to_vec(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let response = tokio::time::timeout(
             self.timeout,
-            self.send(paths::MAP_STREAM, body, Some((key, node)), None),
+            self.send(
+                paths::MAP_STREAM,
+                body,
+                Some((key, node)),
+                Some((
+                    STREAM_SILENCE_HEADER,
+                    MAP_STREAM_SILENCE.as_secs().to_string(),
+                )),
+            ),
         )
         .await
         .map_err(|_| ClientError::Timeout(self.timeout))??;
@@ -454,14 +462,22 @@ pub struct MapStream {
 impl MapStream {
     /// The next frame; `Ok(None)` when control closed the stream.
     pub async fn next_frame(&mut self) -> Result<Option<StreamFrame>, ClientError> {
+        match self.next_line().await? {
+            Some(line) => parse_frame(&line).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The next non-blank line of the stream, unparsed (for a caller that
+    /// parses it elsewhere with [`parse_frame`]); `Ok(None)` when control
+    /// closed the stream.
+    pub async fn next_line(&mut self) -> Result<Option<Bytes>, ClientError> {
         loop {
             if let Some(line) = self.lines.next_line()? {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                return serde_json::from_slice(&line)
-                    .map(Some)
-                    .map_err(|e| ClientError::Protocol(format!("bad stream frame: {e}")));
+                return Ok(Some(line));
             }
             match self.body.frame().await {
                 None => return Ok(None),
@@ -473,6 +489,12 @@ impl MapStream {
             }
         }
     }
+}
+
+/// Parses one line of a map stream ([`MapStream::next_line`]).
+pub fn parse_frame(line: &[u8]) -> Result<StreamFrame, ClientError> {
+    serde_json::from_slice(line)
+        .map_err(|e| ClientError::Protocol(format!("bad stream frame: {e}")))
 }
 
 /// HTTP status helper for callers that map refusals.

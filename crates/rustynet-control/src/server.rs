@@ -35,7 +35,9 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Validity of each signed map.
     pub map_ttl: Duration,
-    /// Keepalive on idle map streams.
+    /// Keepalive on idle map streams at most this often apart (less for a
+    /// client that declares a shorter silence limit, see
+    /// `rustynet_proto::control_api::STREAM_SILENCE_HEADER`).
     pub keepalive: Duration,
     /// How often to look for changes committed by admin commands.
     pub change_poll: Duration,
@@ -92,7 +94,7 @@ impl ServeOptions {
         Self {
             listen,
             map_ttl: Duration::from_secs(30 * 60),
-            keepalive: Duration::from_secs(15),
+            keepalive: Duration::from_secs(60),
             change_poll: Duration::from_millis(250),
             // A fleet enrolling from behind one NAT gets 64 at once and 10 a
             // second; a flood from one address gets no further.
@@ -476,9 +478,11 @@ async fn watch_external_changes(network: Arc<Network>, every: Duration) {
             .is_some_and(|t| t <= crate::now_unix());
         if Some(marker) != last || expiry_due {
             last = Some(marker);
+            let started = std::time::Instant::now();
             let reloaded = tokio::task::spawn_blocking(move || network.reload()).await;
             match reloaded {
                 Ok(Ok(())) => tracing::info!(
+                    took_ms = started.elapsed().as_secs_f64() * 1000.0,
                     "network reloaded (an admin command committed, or a node expired)"
                 ),
                 Ok(Err(e)) => tracing::error!(error = %e, "reload after external change failed"),

@@ -31,6 +31,19 @@ pub const AUTH_HEADER: &str = "x-rustynet-auth";
 /// the same request made with the node's current signing key, as that node.
 pub const RENEW_HEADER: &str = "x-rustynet-renew";
 
+/// Header of a map stream request: how many seconds without a frame the
+/// client takes for a dead stream. Control sends keepalives at a third of
+/// that (never more often than every 10 s, never less often than its own
+/// setting); a client without the header gets them every 15 s, which the
+/// 45 s limit of earlier clients expects.
+pub const STREAM_SILENCE_HEADER: &str = "x-rustynet-stream-silence";
+
+/// The silence after which a map stream is dead, as this crate's clients
+/// declare it ([`STREAM_SILENCE_HEADER`]): three missed keepalives at the
+/// 60 s control sends them at by default. A few idle TLS records a minute per
+/// node are what 10,000 held streams cost control when nothing changes.
+pub const MAP_STREAM_SILENCE: std::time::Duration = std::time::Duration::from_secs(180);
+
 /// Largest request body control accepts.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 

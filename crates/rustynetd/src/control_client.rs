@@ -25,8 +25,9 @@ use crate::control_failover::{Failover, MAX_BACKOFF};
 use crate::messages::{ControlEvent, EngineHandle, EngineMsg};
 use crate::state_store::Enrollment;
 
-/// Control keeps idle streams alive every 15 s; three missed means dead.
-const STREAM_SILENCE: Duration = Duration::from_secs(45);
+/// The silence the client declares to control (which then keeps idle
+/// streams alive at a third of it); three missed keepalives mean dead.
+const STREAM_SILENCE: Duration = rustynet_proto::control_api::MAP_STREAM_SILENCE;
 /// Control lets a node report 10 times at once, then once each 6 s.
 const UPDATE_RETRY: Duration = Duration::from_secs(10);
 
@@ -355,7 +356,7 @@ impl Session {
                     Ok(Ok(Some(StreamFrame::Keepalive))) => {}
                     Ok(Ok(None)) => return End::Closed(format!("{}: control closed the stream", client.url())),
                     Ok(Err(e)) => return End::Broke(format!("{}: {e}", client.url())),
-                    Err(_) => return End::Broke(format!("{}: no data from control for 45 s", client.url())),
+                    Err(_) => return End::Broke(format!("{}: no data from control for {} s", client.url(), STREAM_SILENCE.as_secs())),
                 },
                 Some(update) = updates.recv() => {
                     // Every report carries the whole state: the newest
