@@ -47,7 +47,9 @@ pub async fn observe(
         if missing == 0 || Instant::now() >= until {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        // Only how soon the wait ends: each node's arrival time is stamped
+        // by its own stream task.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     fleet.wait_quiet(quiet, deadline).await;
     let states = fleet.snapshot();

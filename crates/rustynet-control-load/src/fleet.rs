@@ -14,7 +14,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::LoadError;
-use crate::sim_node::{Identity, NodeState, States, enroll, hold_stream, lock};
+use crate::sim_node::{
+    Identity, NodeState, Reporting, States, StreamEnds, enroll, hold_stream, lock,
+};
+use crate::verify_pool::VerifyPool;
 
 /// Enrollments in flight at once.
 const ENROLL_CONCURRENCY: usize = 16;
@@ -56,12 +59,16 @@ pub struct Fleet {
     pub states: States,
     /// Each node's id (same order as `states`).
     pub ids: Vec<NodeId>,
+    /// Why streams ended (or could not open), and how often.
+    pub ends: StreamEnds,
     identities: Vec<Option<Identity>>,
     clients: Vec<ControlClient>,
     /// The probe node's key and client, for changes it makes itself.
     probe: Option<(NodeId, NodeSigningKey, ControlClient)>,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// Verifies what the nodes receive (started with the streams).
+    verify: Option<VerifyPool>,
 }
 
 impl Fleet {
@@ -136,11 +143,13 @@ impl Fleet {
             Self {
                 states,
                 ids,
+                ends: StreamEnds::default(),
                 identities,
                 clients: per_node,
                 probe: None,
                 stop,
                 tasks: JoinSet::new(),
+                verify: None,
             },
             report,
         ))
@@ -155,6 +164,9 @@ impl Fleet {
             let key = NodeSigningKey::from_seed(&identity.key.seed());
             self.probe = Some((identity.id, key, self.clients[probe_slot].clone()));
         }
+        let pool = VerifyPool::start(self.states.clone(), probe);
+        let submitter = pool.submitter();
+        self.verify = Some(pool);
         let gate = Arc::new(Semaphore::new(OPEN_CONCURRENCY));
         let until = Instant::now() + deadline;
         for slot in 0..self.identities.len() {
@@ -167,14 +179,14 @@ impl Fleet {
             let states = self.states.clone();
             let client = self.clients[slot].clone();
             let stop = self.stop.subscribe();
-            self.tasks.spawn(hold_stream(
-                client,
-                identity,
+            let report = Reporting {
+                states: states.clone(),
                 slot,
-                states.clone(),
-                probe,
-                stop,
-            ));
+                ends: self.ends.clone(),
+                verify: submitter.clone(),
+            };
+            self.tasks
+                .spawn(hold_stream(client, identity, report, stop));
             // The permit is released when the node has its first map (or
             // after a while, so one stuck node does not stall the rest).
             tokio::spawn(async move {
@@ -217,14 +229,15 @@ impl Fleet {
         }
     }
 
-    /// Waits until no node has received a map for `quiet` (or `deadline`
-    /// passed): the server has sent everything it was going to.
+    /// Waits until no node has received a map for `quiet` and every map
+    /// received is verified (or `deadline` passed): the server has sent
+    /// everything it was going to.
     pub async fn wait_quiet(&self, quiet: Duration, deadline: Duration) -> bool {
         let until = Instant::now() + deadline;
         loop {
             let last = self.states.iter().filter_map(|s| lock(s).last_at).max();
             let now = Instant::now();
-            if last.is_none_or(|at| now.duration_since(at) >= quiet) {
+            if self.unverified() == 0 && last.is_none_or(|at| now.duration_since(at) >= quiet) {
                 return true;
             }
             if now >= until {
@@ -232,6 +245,11 @@ impl Fleet {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Lines received but not verified yet.
+    pub fn unverified(&self) -> usize {
+        self.verify.as_ref().map_or(0, VerifyPool::pending)
     }
 
     /// Nodes satisfying `f`.
@@ -260,6 +278,10 @@ impl Fleet {
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
+        if let Some(pool) = self.verify.take() {
+            // Joins threads: off the runtime.
+            let _ = tokio::task::spawn_blocking(move || pool.finish()).await;
+        }
     }
 }
 

@@ -16,6 +16,7 @@ pub mod server;
 pub mod sim_node;
 pub mod stats;
 pub mod topology;
+pub mod verify_pool;
 
 /// Why a load run failed.
 #[derive(Debug, thiserror::Error)]

@@ -142,6 +142,7 @@ pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
     })
     .await?;
     let all = vec![Expect::Affected; cfg.nodes];
+    let cpu_at_change = CpuSplit::now(&pids);
     let (mut policy_change, policy_ok) = observe(
         &fleet,
         &all,
@@ -153,6 +154,7 @@ pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
     )
     .await;
     policy_change["admin_command_ms"] = json!(policy_admin_ms);
+    policy_change["cpu_seconds_until_quiet"] = cpu_at_change.since(&pids);
 
     // The probe's peers (and the probe itself for a rename) are affected
     // by a change to the probe; every other node should receive nothing.
@@ -178,6 +180,7 @@ pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
         move || node_admin::nodes_rename(&data, &name, &format!("{name}-renamed")).map(|_| ())
     })
     .await?;
+    let cpu_at_change = CpuSplit::now(&pids);
     let (mut rename, rename_ok) = observe(
         &fleet,
         &expect(Expect::Affected),
@@ -190,6 +193,7 @@ pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
     .await;
     rename["kind"] = json!("admin command: nodes rename of one client node");
     rename["admin_command_ms"] = json!(rename_ms);
+    rename["cpu_seconds_until_quiet"] = cpu_at_change.since(&pids);
 
     // A single-node change through the API: the probe reports a new
     // endpoint through its replica (with two replicas its peers stream
@@ -201,6 +205,7 @@ pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
         endpoints: Some(vec![SocketAddr::from(([198, 51, 100, 7], 41641))]),
         ..UpdateRequest::default()
     };
+    let cpu_at_change = CpuSplit::now(&pids);
     let sent = Instant::now();
     fleet.probe_update(&update).await?;
     let answered = sent.elapsed();
@@ -217,6 +222,7 @@ pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
     endpoint["kind"] = json!("POST /v1/update (new endpoint) by one client node");
     endpoint["latency_counted_from"] = json!("the request being sent");
     endpoint["update_answered_ms"] = json!(answered.as_secs_f64() * 1000.0);
+    endpoint["cpu_seconds_until_quiet"] = cpu_at_change.since(&pids);
 
     let totals = fleet.snapshot();
     let sum = |f: fn(&crate::sim_node::NodeState) -> u32| -> u64 {
@@ -232,6 +238,8 @@ pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
         verify_failures: sum(|s| s.verify_failures),
     };
     let generator_rss = procstat::rss_kib(std::process::id()).unwrap_or(0);
+    // Before the stop, which ends every stream on purpose.
+    let stream_ends = json!(*fleet.ends.lock().unwrap_or_else(|e| e.into_inner()));
     fleet.stop().await;
     drop(server);
 
@@ -293,6 +301,7 @@ pub async fn run(cfg: &Config) -> Result<(Value, Verdict), LoadError> {
             "generation_backwards": verdict.backwards,
             "verify_failures": verdict.verify_failures,
             "reconnects": sum(|s| s.reconnects),
+            "stream_ends": stream_ends,
         },
     });
     Ok((figures, verdict))
@@ -376,6 +385,32 @@ fn rss(pids: &[u32]) -> u64 {
     pids.iter()
         .map(|p| procstat::rss_kib(*p).unwrap_or(0))
         .sum()
+}
+
+/// CPU used by the server processes and by the generator (which verifies
+/// every map its nodes receive on the same CPUs), to tell whose work a
+/// change's latency is.
+struct CpuSplit {
+    server: Duration,
+    generator: Duration,
+}
+
+impl CpuSplit {
+    fn now(pids: &[u32]) -> Self {
+        Self {
+            server: cpu(pids),
+            generator: procstat::cpu_time(std::process::id()).unwrap_or_default(),
+        }
+    }
+
+    /// The CPU seconds each used since `self` (including the quiet wait).
+    fn since(&self, pids: &[u32]) -> Value {
+        let now = Self::now(pids);
+        json!({
+            "server": now.server.saturating_sub(self.server).as_secs_f64(),
+            "generator": now.generator.saturating_sub(self.generator).as_secs_f64(),
+        })
+    }
 }
 
 fn cpu(pids: &[u32]) -> Duration {

@@ -1,24 +1,24 @@
 //! One simulated node: enrolls with real keys over real TLS 1.3, then holds
-//! its map stream and verifies every map as the daemon does (signature with
+//! its map stream; every map is verified as the daemon does (signature with
 //! the pinned control key, addressee, strictly increasing generation,
-//! validity), recording what it received in its [`NodeState`].
+//! validity, [`crate::verify_pool`]) and what it received is recorded in its
+//! [`NodeState`].
 
-use std::hash::{DefaultHasher, Hasher as _};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rand_core::{OsRng, RngCore as _};
 use rustynet_control_client::ControlClient;
-use rustynet_proto::control_api::{API_VERSION, RegisterRequest, SecretString, StreamFrame};
-use rustynet_proto::verify::GenerationRule;
+use rustynet_proto::control_api::{API_VERSION, RegisterRequest, SecretString};
 use rustynet_proto::{
-    NetmapVerifier, NodeId, NodeSigningKey, SignedEnvelope, SigningPublicKey, TunnelPublicKey,
-    VerifyError, VerifyPolicy,
+    NetmapVerifier, NodeId, NodeSigningKey, SigningPublicKey, TunnelPublicKey, VerifyPolicy,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::LoadError;
+use crate::verify_pool::{Received, Submitter};
 
 /// Enrollment attempts refused with `rate_limited` before giving up.
 const MAX_RATE_LIMITED: u32 = 2_000;
@@ -163,22 +163,57 @@ impl NodeState {
 /// The states of every node of a fleet, one lock each.
 pub type States = Arc<[Mutex<NodeState>]>;
 
+/// Why streams ended or failed to open, with how often: when streams drop,
+/// the run says whether control closed them or the connection failed, and
+/// how.
+pub type StreamEnds = Arc<Mutex<BTreeMap<String, u64>>>;
+
+fn count_end(ends: &StreamEnds, reason: String) {
+    *ends
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(reason)
+        .or_default() += 1;
+}
+
 /// Locks a node state (a panicked holder leaves consistent counters).
 pub fn lock(state: &Mutex<NodeState>) -> MutexGuard<'_, NodeState> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Where a held stream reports to.
+pub struct Reporting {
+    /// Every node's state; this node's is `states[slot]`.
+    pub states: States,
+    /// This node's index.
+    pub slot: usize,
+    /// Why streams ended.
+    pub ends: StreamEnds,
+    /// Where the lines it reads are verified and recorded.
+    pub verify: Submitter,
+}
+
 /// Holds `identity`'s map stream until `stop`, reopening it after a second
-/// when it ends; every frame is verified and recorded in `states[slot]`.
+/// when it ends; every line is stamped when it arrived and handed to the
+/// verifying threads ([`crate::verify_pool`]), which record it in
+/// `states[slot]`.
 pub async fn hold_stream(
     client: ControlClient,
     identity: Identity,
-    slot: usize,
-    states: States,
-    probe: NodeId,
+    report: Reporting,
     mut stop: watch::Receiver<bool>,
 ) {
-    let verifier = NetmapVerifier::new(identity.control_key, identity.id, VerifyPolicy::default());
+    let Reporting {
+        states,
+        slot,
+        ends,
+        verify,
+    } = report;
+    let verifier = Arc::new(NetmapVerifier::new(
+        identity.control_key,
+        identity.id,
+        VerifyPolicy::default(),
+    ));
     let mut opened = 0u32;
     loop {
         let since = lock(&states[slot]).generation;
@@ -196,75 +231,44 @@ pub async fn hold_stream(
                     }
                 }
                 opened += 1;
-                let mut first = true;
+                let mut first_on_stream = true;
                 loop {
-                    let frame = tokio::select! {
-                        f = stream.next_frame() => f,
+                    let line = tokio::select! {
+                        l = stream.next_line() => l,
                         _ = stop.changed() => return,
                     };
-                    match frame {
-                        Ok(Some(StreamFrame::Map { envelope, .. })) => {
-                            let at = Instant::now();
-                            record(&verifier, envelope, &states[slot], probe, first, at);
-                            first = false;
+                    match line {
+                        Ok(Some(line)) => {
+                            verify.submit(Received {
+                                slot,
+                                verifier: verifier.clone(),
+                                line,
+                                at: Instant::now(),
+                                first_on_stream,
+                            });
+                            first_on_stream = false;
                         }
-                        Ok(Some(StreamFrame::Keepalive)) => {}
-                        Ok(None) => break,
+                        Ok(None) => {
+                            count_end(&ends, "control ended the stream".into());
+                            break;
+                        }
                         Err(e) => {
                             tracing::debug!(node = %identity.id, error = %e, "map stream failed");
+                            count_end(&ends, format!("stream failed: {e}"));
                             break;
                         }
                     }
                 }
                 lock(&states[slot]).streaming = false;
             }
-            Err(e) => tracing::debug!(node = %identity.id, error = %e, "cannot open map stream"),
+            Err(e) => {
+                tracing::debug!(node = %identity.id, error = %e, "cannot open map stream");
+                count_end(&ends, format!("cannot open: {e}"));
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.changed() => return,
-        }
-    }
-}
-
-/// Verifies one received map and records it (or the refusal).
-fn record(
-    verifier: &NetmapVerifier,
-    envelope: SignedEnvelope,
-    state: &Mutex<NodeState>,
-    probe: NodeId,
-    first_on_stream: bool,
-    at: Instant,
-) {
-    let high_water = lock(state).generation;
-    let verified = verifier.verify(
-        envelope,
-        GenerationRule::After(high_water),
-        rustynet_control::now_unix(),
-    );
-    let mut s = lock(state);
-    match verified {
-        Ok(map) => {
-            let mut hasher = DefaultHasher::new();
-            hasher.write(&serde_json::to_vec(map.netmap()).unwrap_or_default());
-            let content = hasher.finish();
-            if !first_on_stream && s.maps > 0 && content == s.content {
-                s.unchanged += 1;
-            }
-            s.generation = map.generation();
-            s.maps += 1;
-            s.last_at = Some(at);
-            s.content = content;
-            s.sees_probe = map.netmap().peers.iter().any(|p| p.node_id == probe);
-            s.since_mark += 1;
-            if s.changed_at.is_none() && content != s.mark_content {
-                s.changed_at = Some(at);
-            }
-        }
-        Err(VerifyError::Replayed { .. }) => s.backwards += 1,
-        Err(e) => {
-            tracing::warn!(error = %e, "map refused by the verifier");
-            s.verify_failures += 1;
         }
     }
 }

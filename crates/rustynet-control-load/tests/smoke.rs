@@ -16,6 +16,14 @@ const NODES: usize = 1_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_nodes_hold_streams_and_get_every_change() {
+    // The server runs in this process: what it logs (why it closed a
+    // stream, a store error) shows in the output of a failed run.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "warn,rustynet_control=info",
+        ))
+        .with_test_writer()
+        .try_init();
     let fds = rustynet_control_load::raise_fd_limit(8_192).unwrap();
     assert!(fds >= 2 * NODES as u64 + 256, "open-file limit {fds}");
     let dir = tempfile::tempdir().unwrap();
@@ -33,7 +41,11 @@ async fn a_thousand_nodes_hold_streams_and_get_every_change() {
     };
     let (figures, v) = run(&cfg).await.unwrap();
     eprintln!("{}", serde_json::to_string_pretty(&figures).unwrap());
-    assert_eq!(v.streaming, NODES, "every node holds a stream with a map");
+    assert_eq!(
+        v.streaming, NODES,
+        "every node holds a stream with a map; why streams ended: {}",
+        figures["maps"]["stream_ends"]
+    );
     assert!(v.policy_change_ok, "every node got the policy change");
     assert!(
         v.single_affected > 1,
@@ -47,5 +59,9 @@ async fn a_thousand_nodes_hold_streams_and_get_every_change() {
     );
     assert_eq!(v.backwards, 0, "no generation went backwards or repeated");
     assert_eq!(v.verify_failures, 0, "every map verified");
-    assert_eq!(figures["maps"]["reconnects"], 0, "no stream dropped");
+    assert_eq!(
+        figures["maps"]["reconnects"], 0,
+        "no stream dropped; why streams ended: {}",
+        figures["maps"]["stream_ends"]
+    );
 }

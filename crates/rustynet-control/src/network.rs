@@ -80,9 +80,16 @@ impl Snapshot {
 }
 
 /// The inputs and output of the last policy compilation: a change that
-/// leaves both inputs equal (an endpoint update, a node coming online)
-/// reuses the compiled views instead of recompiling the network.
-type Compiled = (String, Vec<NodeFacts>, Arc<BTreeMap<NodeId, NodeView>>);
+/// leaves both inputs the same for the policy (an endpoint update, a node
+/// coming online, a rename under a policy that names no host,
+/// [`Policy::same_for`]) reuses the compiled views instead of recompiling
+/// the network.
+struct Compiled {
+    json: String,
+    policy: Policy,
+    facts: Vec<NodeFacts>,
+    views: Arc<BTreeMap<NodeId, NodeView>>,
+}
 
 /// A node's open map stream: its number, and how to tell it to close.
 type OpenStream = (u64, Arc<Notify>);
@@ -97,6 +104,10 @@ pub struct Network {
     online: Mutex<HashMap<NodeId, OpenStream>>,
     next_stream: AtomicU64,
     compiled: Mutex<Option<Compiled>>,
+    /// Held for a whole reload, from reading the store to publishing: two
+    /// reloads at once could otherwise publish out of order, leaving the
+    /// older reading in force until the next change.
+    reloading: Mutex<()>,
     /// The relay running inside this process, announced first.
     embedded_relay: Option<RelayInfo>,
     /// Relays last left out of the list (logged when this changes).
@@ -129,6 +140,7 @@ impl Network {
             online: Mutex::new(HashMap::new()),
             next_stream: AtomicU64::new(0),
             compiled: Mutex::new(None),
+            reloading: Mutex::new(()),
             embedded_relay,
             skipped_relays: Mutex::new(Vec::new()),
             touches: TouchTable::default(),
@@ -162,8 +174,7 @@ impl Network {
 
     /// Re-reads nodes, relays and policy, recompiles, publishes.
     pub fn reload(&self) -> Result<(), StoreError> {
-        let suffix = self.store.suffix()?;
-        let relays = self.relays()?;
+        let _one_at_a_time = lock(&self.reloading);
         let now = now_unix();
         let nodes: BTreeMap<NodeId, NodeRecord> = self
             .store
@@ -172,12 +183,40 @@ impl Network {
             .filter(|n| !n.is_expired(now))
             .map(|n| (n.id, n))
             .collect();
+        self.rebuild(nodes, now)
+    }
+
+    /// [`Network::reload`] after a change to node `id` alone (its own
+    /// update, its enrollment): that node's record is read again and the
+    /// rest kept from the current snapshot, instead of reading every node.
+    /// Anything else that changed the store reloads it whole: admin commands
+    /// and other replicas through [`crate::server`]'s change watcher.
+    pub fn reload_node(&self, id: NodeId) -> Result<(), StoreError> {
+        let _one_at_a_time = lock(&self.reloading);
+        let now = now_unix();
+        let record = self.store.node(id)?.filter(|n| !n.is_expired(now));
+        let mut nodes = (*self.current().nodes).clone();
+        match record {
+            Some(record) => nodes.insert(id, record),
+            None => nodes.remove(&id),
+        };
+        self.rebuild(nodes, now)
+    }
+
+    /// Publishes `nodes` (the live ones) with the stored suffix, relays and
+    /// policy, recompiling the views unless the policy and the facts it
+    /// reads are as last time. Called with `reloading` held.
+    fn rebuild(&self, nodes: BTreeMap<NodeId, NodeRecord>, now: i64) -> Result<(), StoreError> {
+        let suffix = self.store.suffix()?;
+        let relays = self.relays()?;
         let policy_json = self.store.policy()?.unwrap_or_default();
         let facts: Vec<NodeFacts> = nodes.values().map(node_facts).collect();
         let mut compiled = lock(&self.compiled);
-        let (views, policy_error) = match compiled.as_ref() {
-            Some((json, f, views)) if *json == policy_json && *f == facts => {
-                (views.clone(), self.current().policy_error.clone())
+        let (views, policy_error) = match compiled.as_mut() {
+            Some(c) if c.json == policy_json && c.policy.same_for(&c.facts, &facts) => {
+                // The facts the views stand for from now on.
+                c.facts = facts;
+                (c.views.clone(), self.current().policy_error.clone())
             }
             _ => {
                 let (policy, policy_error) = if policy_json.is_empty() {
@@ -192,7 +231,12 @@ impl Network {
                     }
                 };
                 let views = Arc::new(rustynet_policy::compile(&policy, &facts));
-                *compiled = Some((policy_json, facts, views.clone()));
+                *compiled = Some(Compiled {
+                    json: policy_json,
+                    policy,
+                    facts,
+                    views: views.clone(),
+                });
                 (views, policy_error)
             }
         };
@@ -500,5 +544,71 @@ mod tests {
             !Arc::ptr_eq(&before, &net.current().views),
             "a policy change recompiles"
         );
+    }
+
+    #[test]
+    fn reloading_one_node_reads_it_again_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_key(&dir);
+        let a = enroll(&store, "a", 1);
+        let b = enroll(&store, "b", 2);
+        let net = Network::load(store.clone()).unwrap();
+        let views = net.current().views.clone();
+        let update = NodeUpdate {
+            endpoints: Some(vec!["192.0.2.1:41641".parse().unwrap()]),
+            ..NodeUpdate::default()
+        };
+        assert!(store.update_node(a.id, &update).unwrap());
+        let v0 = net.current().version;
+        net.reload_node(a.id).unwrap();
+        let now = net.current();
+        assert_eq!(now.nodes[&a.id].endpoints.len(), 1, "a read again");
+        assert_eq!(now.nodes[&b.id], b, "b kept");
+        assert!(
+            Arc::ptr_eq(&views, &now.views),
+            "an endpoint does not recompile"
+        );
+        assert!(net.map_may_differ(&now, a.id, v0));
+        assert!(!net.map_may_differ(&now, b.id, v0), "b does not see a");
+        store.expire_node("a", now_unix() - 1).unwrap();
+        net.reload_node(a.id).unwrap();
+        assert!(
+            !net.current().nodes.contains_key(&a.id),
+            "an expired node leaves"
+        );
+        assert!(net.current().nodes.contains_key(&b.id));
+    }
+
+    #[test]
+    fn a_rename_recompiles_only_when_the_policy_names_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_key(&dir);
+        enroll(&store, "a", 1);
+        enroll(&store, "b", 2);
+        store
+            .set_policy(
+                r#"{"acls":[{"action":"accept","src":["alice"],"dst":["alice:*"]}]}"#,
+                3,
+            )
+            .unwrap();
+        let net = Network::load(store.clone()).unwrap();
+        let views = net.current().views.clone();
+        store.rename_node("a", "a2").unwrap();
+        net.reload().unwrap();
+        assert!(
+            Arc::ptr_eq(&views, &net.current().views),
+            "no node: selector"
+        );
+        store
+            .set_policy(
+                r#"{"acls":[{"action":"accept","src":["alice"],"dst":["node:b:*"]}]}"#,
+                4,
+            )
+            .unwrap();
+        net.reload().unwrap();
+        let views = net.current().views.clone();
+        store.rename_node("b", "b2").unwrap();
+        net.reload().unwrap();
+        assert!(!Arc::ptr_eq(&views, &net.current().views), "node:b named");
     }
 }

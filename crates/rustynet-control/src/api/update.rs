@@ -127,7 +127,7 @@ pub(super) async fn update(
             home_relay,
         };
         if store.update_node(node.id, &update)? {
-            network.reload().map_err(ApiFailure::from)?;
+            network.reload_node(node.id).map_err(ApiFailure::from)?;
         }
         Ok(StatusCode::NO_CONTENT)
     })
