@@ -187,12 +187,13 @@ impl Fleet {
             };
             self.tasks
                 .spawn(hold_stream(client, identity, report, stop));
-            // The permit is released when the node has its first map (or
-            // after a while, so one stuck node does not stall the rest).
+            // The permit is released when the node has read its first map
+            // (verified later, off this runtime), or after a while, so one
+            // stuck node does not stall the rest.
             tokio::spawn(async move {
                 let _permit = permit;
                 let give_up = Instant::now() + Duration::from_secs(20);
-                while lock(&states[slot]).maps == 0 && Instant::now() < give_up {
+                while lock(&states[slot]).lines == 0 && Instant::now() < give_up {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             });

@@ -125,6 +125,8 @@ pub struct NodeState {
     pub generation: u64,
     /// Verified maps received.
     pub maps: u32,
+    /// Lines read from the stream, verified yet or not.
+    pub lines: u32,
     /// Maps whose content equals the previous map on the same stream: sent
     /// although nothing in the node's map changed.
     pub unchanged: u32,
@@ -239,6 +241,7 @@ pub async fn hold_stream(
                     };
                     match line {
                         Ok(Some(line)) => {
+                            lock(&states[slot]).lines += 1;
                             verify.submit(Received {
                                 slot,
                                 verifier: verifier.clone(),
