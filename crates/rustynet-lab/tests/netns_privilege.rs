@@ -41,6 +41,10 @@ fn unprivileged_user_with_ambient_caps_runs_the_dataplane() {
         c.up("alice", &key, &[])?;
         enroll_as(&mut c, "bob", "bob", &[], "bob", &[])?;
         let s = wait_peers(&c, "alice", &["bob"])?;
+        // Bob must have applied alice too: a packet that reaches bob before
+        // his routes and firewall are in place is dropped (fail closed), and
+        // the single ping below would race that.
+        wait_peers(&c, "bob", &["alice"])?;
         let pid = c.daemon_pid("alice").unwrap();
         let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let uid = status_field(&status, "Uid:");
