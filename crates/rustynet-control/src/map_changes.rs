@@ -1,7 +1,7 @@
 //! Which nodes each publication of the network touched, so a map stream can
 //! tell without building its map that the map cannot have changed.
 //!
-//! Every change wakes every open map stream. Building a map and hashing it
+//! Building a map and hashing it
 //! costs tens of microseconds; at 10,000 streams a change to one node kept a
 //! core busy for half a second before its peers had their maps, and every
 //! keepalive rebuilt a map too. A node's map is made of its own record and
@@ -11,6 +11,10 @@
 //! skips the build (one lookup per peer, however many versions it slept
 //! through). A publication that may change anything (the suffix, the
 //! relays, a nudge after a key rotation) touches every node.
+//!
+//! A publication wakes only the streams that may need a map ([`affected`]);
+//! the touch table then tells a woken stream whether it really does (a
+//! stream that slept through several versions checks them all at once).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -100,6 +104,24 @@ impl TouchTable {
                 .into_iter()
                 .any(|id| t.nodes.get(&id).is_some_and(|v| *v > since))
     }
+}
+
+/// The nodes whose map may change when the nodes `touched` change:
+/// themselves and every node whose map shows them. A map shows its node's
+/// visible peers and usable exits; exits are visible peers too, and
+/// visibility is symmetric ([`rustynet_policy::PolicyIndex::nodes_affected_by`]),
+/// so the nodes showing `t` are `t`'s own visible peers. A publication wakes
+/// only these streams: at 10,000 streams, waking every stream for a change
+/// to one node cost more than building the affected maps. (A node may
+/// appear more than once.)
+pub fn affected<'a>(
+    views: &'a BTreeMap<NodeId, NodeView>,
+    touched: &'a HashSet<NodeId>,
+) -> impl Iterator<Item = NodeId> + 'a {
+    touched.iter().flat_map(move |id| {
+        let readers = views.get(id).map_or(&[][..], |v| &v.visible_peers[..]);
+        std::iter::once(*id).chain(readers.iter().copied())
+    })
 }
 
 /// Whether `a` and `b` read the same in every map: all fields but
@@ -245,6 +267,58 @@ mod tests {
         t.record(1, Some(&ids(&[1, 2])));
         t.retain(&BTreeMap::new());
         assert!(!t.may_differ(0, 1, reads(&[1, 2])));
+    }
+
+    #[test]
+    fn a_touch_wakes_the_node_and_the_nodes_that_show_it() {
+        let compiled = |policy: &str| {
+            let policy = rustynet_policy::Policy::parse(policy).unwrap();
+            let facts: Vec<rustynet_policy::NodeFacts> = (1..=4)
+                .map(|i| rustynet_policy::NodeFacts {
+                    id: NodeId(i),
+                    hostname: format!("n{i}"),
+                    user: if i == 4 { "bob".into() } else { "alice".into() },
+                    tags: if i == 3 {
+                        vec!["tag:exit".into()]
+                    } else {
+                        vec![]
+                    },
+                    tunnel_ip: std::net::Ipv4Addr::new(100, 64, 0, i as u8),
+                    advertise_exit_node: i == 3,
+                    advertised_routes: vec![],
+                    lan_access: false,
+                    admin_routes: rustynet_policy::AdminRoutes::default(),
+                })
+                .collect();
+            rustynet_policy::compile(&policy, &facts)
+        };
+        // alice's nodes reach each other; bob (4) uses the exit (3) only.
+        let views = compiled(
+            r#"{"tag_owners":{"tag:exit":["alice"]},
+                "acls":[{"action":"accept","src":["alice"],"dst":["alice:*"]}],
+                "exit_nodes":[{"users":["bob"],"nodes":["tag:exit"]}]}"#,
+        );
+        let woken = |touched: &[u64]| {
+            let touched = ids(touched);
+            let mut out: Vec<u64> = affected(&views, &touched).map(|id| id.0).collect();
+            out.sort_unstable();
+            out.dedup();
+            out
+        };
+        assert_eq!(woken(&[3]), [1, 2, 3, 4], "the exit's users see it");
+        assert_eq!(woken(&[4]), [3, 4], "bob is shown to his exit only");
+        assert_eq!(woken(&[1]), [1, 2, 3]);
+        assert_eq!(woken(&[]), Vec::<u64>::new());
+        assert_eq!(woken(&[9]), [9], "an unknown node is still woken itself");
+        // Whoever shows a node in its map is woken when it is touched.
+        for (reader, view) in &views {
+            for shown in view.visible_peers.iter().chain(&view.exit_grants) {
+                assert!(
+                    woken(&[shown.0]).contains(&reader.0),
+                    "{reader:?} shows {shown:?}"
+                );
+            }
+        }
     }
 
     #[test]

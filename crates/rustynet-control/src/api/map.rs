@@ -161,7 +161,6 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, keepalive: Duration, tx: mp
     let opened = app.network.generations().opened();
     let online = app.network.stream_opened(id);
     let _held = app.metrics.stream_opened();
-    let mut changes = app.network.subscribe();
     let resign_every = Duration::from_secs((app.map_ttl_secs / 2).max(1) as u64);
     // A digest of the last map sent, not the map: an idle stream of a big
     // network then holds 32 bytes instead of its whole last map.
@@ -181,7 +180,7 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, keepalive: Duration, tx: mp
     let mut decided_at: Option<u64> = None;
     loop {
         let build_started = std::time::Instant::now();
-        let snapshot = changes.borrow_and_update().clone();
+        let snapshot = app.network.current();
         let signer = app.signer();
         let key = signer.key.public();
         let due = last_signed.elapsed() >= resign_every || signed_by != Some(key);
@@ -228,10 +227,13 @@ async fn stream_task(app: Arc<AppState>, id: NodeId, keepalive: Duration, tx: mp
             // next re-signing time instead of spinning.
             last_signed = tokio::time::Instant::now();
         }
+        // Not held while waiting: a stream woken rarely would otherwise
+        // keep an old snapshot (every node and its serialized entries)
+        // alive for as long as it sleeps.
+        drop(snapshot);
         let resign_at = last_signed + resign_every;
         tokio::select! {
-            changed = changes.changed() => {
-                if changed.is_err() { break; }
+            () = online.changed() => {
                 // Coalesce: a burst of changes (a policy edit, a node that
                 // keeps updating) becomes one map, and one node gets maps
                 // no faster than its pacer allows.

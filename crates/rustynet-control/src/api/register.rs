@@ -116,7 +116,7 @@ pub(super) async fn register(
                 store.renew(&renewal, now_unix())?
             }
         };
-        network.reload_node(node.id).map_err(ApiFailure::from)?;
+        network.reload().map_err(ApiFailure::from)?;
         Ok(node)
     })
     .await?;

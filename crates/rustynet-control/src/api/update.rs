@@ -100,6 +100,7 @@ pub(super) async fn update(
     validate_path_key(req.path_key.as_ref())?;
     let state = app.clone();
     blocking(move || {
+        let started = std::time::Instant::now();
         let network = &state.network;
         let store = network.store().as_ref();
         let signed = SignedRequest {
@@ -126,9 +127,16 @@ pub(super) async fn update(
             path_key: req.path_key,
             home_relay,
         };
+        let verified = started.elapsed();
         if store.update_node(node.id, &update)? {
-            network.reload_node(node.id).map_err(ApiFailure::from)?;
+            network.reload().map_err(ApiFailure::from)?;
         }
+        tracing::debug!(
+            node = %node.id,
+            verify_ms = verified.as_secs_f64() * 1000.0,
+            total_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "node update handled"
+        );
         Ok(StatusCode::NO_CONTENT)
     })
     .await

@@ -10,7 +10,8 @@ use rustynet_proto::{NodeId, PathPublicKey, SigningPublicKey, TunnelPublicKey};
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    MAX_REGISTERED_RELAYS, NewPreauth, NodeUpdate, Registration, Renewal, Store, StoreError,
+    MAX_REGISTERED_RELAYS, NewPreauth, NodeChanges, NodeUpdate, Registration, Renewal, Store,
+    StoreError,
 };
 
 /// Declares one `#[test]` per conformance test, each on a fresh store from
@@ -31,6 +32,7 @@ macro_rules! conformance_suite {
             generations_are_fresh_and_never_overlap,
             suffix_and_policy_round_trip,
             admin_edits_rename_tag_and_route_decisions,
+            node_changes_name_exactly_what_changed,
         );
     };
     (@tests $fresh:path; $($name:ident),* $(,)?) => {
@@ -384,5 +386,67 @@ pub(crate) fn admin_edits_rename_tag_and_route_decisions(s: &dyn Store) {
     assert!(matches!(
         s.set_admin_routes("zz", &routes),
         Err(StoreError::UnknownNode(_))
+    ));
+}
+
+/// The ids changed and removed since `since`, and the version read.
+fn changes_since(s: &dyn Store, since: i64) -> (Vec<NodeId>, Vec<NodeId>, i64) {
+    match s.node_changes(Some(since)).unwrap() {
+        NodeChanges::Since {
+            changed,
+            removed,
+            version,
+        } => (changed.iter().map(|n| n.id).collect(), removed, version),
+        other => panic!("expected changes since {since}, got {other:?}"),
+    }
+}
+
+pub(crate) fn node_changes_name_exactly_what_changed(s: &dyn Store) {
+    let NodeChanges::All { nodes, version: v0 } = s.node_changes(None).unwrap() else {
+        panic!("no version asked: every node");
+    };
+    assert!(nodes.is_empty());
+    preauth(s, "k", true, None);
+    let a = s.register(&reg("k", "a", 1), 200).unwrap();
+    let b = s.register(&reg("k", "b", 2), 200).unwrap();
+    let (changed, removed, v1) = changes_since(s, v0);
+    assert_eq!((changed, removed), (vec![a.id, b.id], vec![]));
+    assert!(v1 > v0);
+    // Nothing changed: nothing read, same version.
+    assert_eq!(changes_since(s, v1), (vec![], vec![], v1));
+    // last_seen is not in any map: no new version.
+    s.touch(&[a.id, b.id], 300).unwrap();
+    assert_eq!(changes_since(s, v1), (vec![], vec![], v1), "touch");
+    // Every change a map shows takes a new version, for that node only.
+    let upd = NodeUpdate {
+        endpoints: Some(vec!["192.0.2.9:41641".parse().unwrap()]),
+        ..NodeUpdate::default()
+    };
+    assert!(s.update_node(a.id, &upd).unwrap());
+    let (changed, _, v2) = changes_since(s, v1);
+    assert_eq!(changed, vec![a.id], "update");
+    s.rename_node("b", "b2").unwrap();
+    let (changed, _, v3) = changes_since(s, v2);
+    assert_eq!(changed, vec![b.id], "rename");
+    s.set_node_tags("b2", &["tag:db".to_owned()]).unwrap();
+    let (changed, _, v4) = changes_since(s, v3);
+    assert_eq!(changed, vec![b.id], "tags");
+    s.set_admin_routes("b2", &rustynet_policy::AdminRoutes::default())
+        .unwrap();
+    let (changed, _, v5) = changes_since(s, v4);
+    assert_eq!(changed, vec![b.id], "route decisions");
+    s.expire_node("a", 400).unwrap();
+    let (changed, _, v6) = changes_since(s, v5);
+    assert_eq!(changed, vec![a.id], "expiry");
+    s.remove_node("a").unwrap();
+    let (changed, removed, v7) = changes_since(s, v6);
+    assert_eq!((changed, removed), (vec![], vec![a.id]), "removal");
+    // Everything since the start, in one reading.
+    let (changed, removed, v) = changes_since(s, v0);
+    assert_eq!((changed, removed, v), (vec![b.id], vec![a.id], v7));
+    // A version the database has not reached (it was replaced): all.
+    assert!(matches!(
+        s.node_changes(Some(v7 + 1)).unwrap(),
+        NodeChanges::All { nodes, version } if nodes.len() == 1 && version == v7
     ));
 }

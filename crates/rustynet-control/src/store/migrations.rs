@@ -112,6 +112,39 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     SELECT 1;
     "#,
+    // 8: row versions, so a reload reads only the nodes changed since the
+    // last one: every insert, removal and change to a column maps show
+    // (not `last_seen`) takes the next number from `row_versions`, by
+    // trigger so that no writer can forget it. Removed nodes leave their
+    // number in `removed_nodes`.
+    r#"
+    ALTER TABLE nodes ADD COLUMN row_version INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX nodes_row_version ON nodes(row_version);
+    CREATE TABLE row_versions (
+        id   INTEGER PRIMARY KEY CHECK (id = 1),
+        last INTEGER NOT NULL
+    );
+    INSERT INTO row_versions(id, last) VALUES (1, 0);
+    CREATE TABLE removed_nodes (
+        id          INTEGER PRIMARY KEY,
+        row_version INTEGER NOT NULL
+    );
+    CREATE TRIGGER nodes_versioned_insert AFTER INSERT ON nodes BEGIN
+        UPDATE row_versions SET last = last + 1 WHERE id = 1;
+        UPDATE nodes SET row_version = (SELECT last FROM row_versions WHERE id = 1)
+            WHERE id = NEW.id;
+    END;
+    CREATE TRIGGER nodes_versioned_update AFTER UPDATE OF hostname, requested_hostname, user, tags, tunnel_ip, node_key, signing_key, endpoints, advertise_exit, advertised_routes, created_at, expired_at, preauth_id, lan_access, key_expires_at, path_key, home_relay, admin_routes ON nodes BEGIN
+        UPDATE row_versions SET last = last + 1 WHERE id = 1;
+        UPDATE nodes SET row_version = (SELECT last FROM row_versions WHERE id = 1)
+            WHERE id = NEW.id;
+    END;
+    CREATE TRIGGER nodes_versioned_delete AFTER DELETE ON nodes BEGIN
+        UPDATE row_versions SET last = last + 1 WHERE id = 1;
+        INSERT OR REPLACE INTO removed_nodes(id, row_version)
+            VALUES (OLD.id, (SELECT last FROM row_versions WHERE id = 1));
+    END;
+    "#,
 ];
 
 #[cfg(test)]

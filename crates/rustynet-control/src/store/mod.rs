@@ -240,6 +240,30 @@ impl NodeRecord {
     }
 }
 
+/// What [`Store::node_changes`] read, in one consistent snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeChanges {
+    /// Every node: asked for, or the database's row versions are behind
+    /// the one asked about (it was replaced or restored), so a difference
+    /// cannot be trusted.
+    All {
+        /// All nodes, by id.
+        nodes: Vec<NodeRecord>,
+        /// The row version the reading is complete up to.
+        version: i64,
+    },
+    /// The nodes inserted or changed, and the ids removed, since the row
+    /// version asked about.
+    Since {
+        /// Inserted or changed nodes, by id.
+        changed: Vec<NodeRecord>,
+        /// Removed nodes.
+        removed: Vec<NodeId>,
+        /// The row version the reading is complete up to.
+        version: i64,
+    },
+}
+
 /// Changes a node reports about itself (`None` = unchanged).
 #[derive(Debug, Clone, Default)]
 pub struct NodeUpdate {
@@ -389,6 +413,10 @@ pub trait Store: Send + Sync {
     fn renew(&self, renewal: &Renewal, now: i64) -> Result<NodeRecord, StoreError>;
     /// All nodes, by id.
     fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError>;
+    /// The nodes changed since row version `since` (every node for
+    /// `None`). Inserting, removing or changing anything a map shows takes
+    /// the next row version; recording `last_seen` does not.
+    fn node_changes(&self, since: Option<i64>) -> Result<NodeChanges, StoreError>;
     /// One node.
     fn node(&self, id: NodeId) -> Result<Option<NodeRecord>, StoreError>;
     /// Applies a self-reported update; returns whether anything changed.

@@ -30,8 +30,8 @@ use rustynet_proto::netmap::RelayInfo;
 use super::migrations::pending;
 use super::sqlite::{address_span, from_json, parse, to_json};
 use super::{
-    NewPreauth, NodeRecord, NodeUpdate, PreauthRecord, RateKind, Registration, Renewal, Store,
-    StoreError,
+    NewPreauth, NodeChanges, NodeRecord, NodeUpdate, PreauthRecord, RateKind, Registration,
+    Renewal, Store, StoreError,
 };
 use crate::names::assign_label;
 
@@ -594,6 +594,40 @@ impl Store for PostgresStore {
 
     fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         self.run(|c| query_nodes(c, "", &[]))
+    }
+
+    fn node_changes(&self, since: Option<i64>) -> Result<NodeChanges, StoreError> {
+        self.run(move |c| {
+            // One snapshot for the versions and the rows.
+            let mut tx = c
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()?;
+            let version: i64 = tx
+                .query_one("SELECT last FROM row_versions WHERE id = 1", &[])?
+                .try_get(0)?;
+            let changes = match since {
+                Some(since) if since <= version => NodeChanges::Since {
+                    changed: query_nodes(&mut tx, "WHERE row_version > $1", &[&since])?,
+                    removed: tx
+                        .query(
+                            "SELECT id FROM removed_nodes WHERE row_version > $1",
+                            &[&since],
+                        )?
+                        .iter()
+                        .map(|r| r.try_get::<_, i64>(0).map(|id| NodeId(id as u64)))
+                        .collect::<Result<_, _>>()?,
+                    version,
+                },
+                _ => NodeChanges::All {
+                    nodes: query_nodes(&mut tx, "", &[])?,
+                    version,
+                },
+            };
+            tx.commit()?;
+            Ok(changes)
+        })
     }
 
     fn node(&self, id: NodeId) -> Result<Option<NodeRecord>, StoreError> {

@@ -17,7 +17,8 @@ use super::migrations::{MIGRATIONS, pending};
 use rustynet_policy::AdminRoutes;
 
 use super::{
-    NewPreauth, NodeRecord, NodeUpdate, PreauthRecord, Registration, Renewal, Store, StoreError,
+    NewPreauth, NodeChanges, NodeRecord, NodeUpdate, PreauthRecord, Registration, Renewal, Store,
+    StoreError,
 };
 use crate::names::assign_label;
 
@@ -453,6 +454,37 @@ impl Store for SqliteStore {
 
     fn nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
         query_nodes(&lock(&self.conn), "", [])
+    }
+
+    fn node_changes(&self, since: Option<i64>) -> Result<NodeChanges, StoreError> {
+        let mut conn = lock(&self.conn);
+        // One read transaction: one snapshot of the versions and the rows.
+        let tx = conn.transaction()?;
+        let version: i64 = tx.query_row("SELECT last FROM row_versions WHERE id = 1", [], |r| {
+            r.get(0)
+        })?;
+        let changes = match since {
+            Some(since) if since <= version => {
+                let changed = query_nodes(&tx, "WHERE row_version > ?1", params![since])?;
+                let mut stmt =
+                    tx.prepare_cached("SELECT id FROM removed_nodes WHERE row_version > ?1")?;
+                let removed = stmt
+                    .query_map(params![since], |r| r.get::<_, i64>(0))?
+                    .map(|id| id.map(|id| NodeId(id as u64)))
+                    .collect::<Result<_, _>>()?;
+                NodeChanges::Since {
+                    changed,
+                    removed,
+                    version,
+                }
+            }
+            _ => NodeChanges::All {
+                nodes: query_nodes(&tx, "", [])?,
+                version,
+            },
+        };
+        drop(tx);
+        Ok(changes)
     }
 
     fn node(&self, id: NodeId) -> Result<Option<NodeRecord>, StoreError> {

@@ -97,4 +97,42 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (node_id, kind)
     );
     "#,
+    // 8: row versions (see the SQLite text). Every writer of these columns
+    // holds the write lock, so numbers are taken, and committed, in order:
+    // a reading sees every number up to the last it sees.
+    r#"
+    ALTER TABLE nodes ADD COLUMN row_version BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX nodes_row_version ON nodes(row_version);
+    CREATE TABLE row_versions (
+        id   INTEGER PRIMARY KEY CHECK (id = 1),
+        last BIGINT NOT NULL
+    );
+    INSERT INTO row_versions(id, last) VALUES (1, 0);
+    CREATE TABLE removed_nodes (
+        id          BIGINT PRIMARY KEY,
+        row_version BIGINT NOT NULL
+    );
+    CREATE FUNCTION rustynet_next_row_version() RETURNS BIGINT LANGUAGE sql AS $$
+        UPDATE row_versions SET last = last + 1 WHERE id = 1 RETURNING last
+    $$;
+    CREATE FUNCTION rustynet_node_versioned() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        NEW.row_version := rustynet_next_row_version();
+        RETURN NEW;
+    END
+    $$;
+    CREATE FUNCTION rustynet_node_removed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO removed_nodes(id, row_version) VALUES (OLD.id, rustynet_next_row_version())
+            ON CONFLICT (id) DO UPDATE SET row_version = excluded.row_version;
+        RETURN OLD;
+    END
+    $$;
+    CREATE TRIGGER nodes_versioned_insert BEFORE INSERT ON nodes
+        FOR EACH ROW EXECUTE FUNCTION rustynet_node_versioned();
+    CREATE TRIGGER nodes_versioned_update BEFORE UPDATE OF hostname, requested_hostname, "user", tags, tunnel_ip, node_key, signing_key, endpoints, advertise_exit, advertised_routes, created_at, expired_at, preauth_id, lan_access, key_expires_at, path_key, home_relay, admin_routes ON nodes
+        FOR EACH ROW EXECUTE FUNCTION rustynet_node_versioned();
+    CREATE TRIGGER nodes_versioned_delete AFTER DELETE ON nodes
+        FOR EACH ROW EXECUTE FUNCTION rustynet_node_removed();
+    "#,
 ];
