@@ -9,14 +9,14 @@
 //! number of peers and bytes per map.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 use rustynet_control::map_json::{PeerFragments, seal_netmap_json};
-use rustynet_control::netmap_builder::node_facts;
+use rustynet_control::netmap_builder::{LiveNodes, node_facts};
 use rustynet_control::store::NodeRecord;
 use rustynet_policy::{NodeFacts, Policy, PolicyIndex};
 use rustynet_proto::control_api::map_frame_pieces;
@@ -53,7 +53,7 @@ fn policy() -> Policy {
     Policy::parse(&doc.to_string()).expect("bench policy is valid")
 }
 
-fn nodes(n: usize) -> BTreeMap<NodeId, NodeRecord> {
+fn nodes(n: usize) -> LiveNodes {
     (0..n)
         .map(|i| {
             let id = NodeId(i as u64 + 1);
@@ -90,7 +90,7 @@ fn nodes(n: usize) -> BTreeMap<NodeId, NodeRecord> {
                 admin_routes: Default::default(),
                 key_expires_at: None,
             };
-            (id, record)
+            (id, Arc::new(record))
         })
         .collect()
 }
@@ -121,7 +121,7 @@ fn main() {
     let sizes: &[usize] = if measuring { &[1_000, 10_000] } else { &[200] };
     for &n in sizes {
         let nodes = Arc::new(nodes(n));
-        let facts: Vec<NodeFacts> = nodes.values().map(node_facts).collect();
+        let facts: Vec<NodeFacts> = nodes.values().map(|n| node_facts(n)).collect();
         // What the map streams do after a change that touches every map:
         // a new snapshot (empty fragment slots), then each node's map JSON,
         // sealed and framed for the wire.

@@ -103,7 +103,7 @@ pub(crate) fn check_live(
     let suffix = store.suffix()?;
     check_split_dns(policy, &suffix)?;
     let now = now_unix();
-    let live: std::collections::BTreeMap<_, _> = store
+    let live: crate::netmap_builder::LiveNodes = store
         .nodes()?
         .into_iter()
         .filter(|n| !n.is_expired(now))
@@ -111,13 +111,16 @@ pub(crate) fn check_live(
             Some(r) if r.id == n.id => r.clone(),
             _ => n,
         })
-        .map(|n| (n.id, n))
+        .map(|n| (n.id, std::sync::Arc::new(n)))
         .collect();
     // Registered relays are in every map (the embedded relay, known only
     // to `serve`, adds at most one entry of a few hundred bytes).
     let (relays, _) = crate::relay_registry::announce(None, &store.relays()?);
     check_network(policy, &suffix, live.clone(), &relays)?;
-    Ok(live.into_values().collect())
+    Ok(live
+        .into_values()
+        .map(std::sync::Arc::unwrap_or_clone)
+        .collect())
 }
 
 /// A split-DNS domain may not be the tailnet suffix or lie under it: Magic

@@ -82,7 +82,7 @@ impl TouchTable {
 
     /// Forgets nodes that are no longer live (called with the live set on
     /// reload; a node that comes back is touched by that reload anyway).
-    pub fn retain(&self, live: &BTreeMap<NodeId, NodeRecord>) {
+    pub fn retain<V>(&self, live: &BTreeMap<NodeId, V>) {
         let mut t = self.inner.write().unwrap_or_else(|e| e.into_inner());
         t.nodes.retain(|id, _| live.contains_key(id));
     }
@@ -265,7 +265,7 @@ mod tests {
     fn forgotten_nodes_are_dropped() {
         let t = TouchTable::default();
         t.record(1, Some(&ids(&[1, 2])));
-        t.retain(&BTreeMap::new());
+        t.retain(&BTreeMap::<NodeId, ()>::new());
         assert!(!t.may_differ(0, 1, reads(&[1, 2])));
     }
 

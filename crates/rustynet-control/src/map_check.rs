@@ -8,7 +8,7 @@
 //! pass, and `policy set` refuses a policy whose maps would not
 //! ([`check_network`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use rustynet_policy::{NodeView, Policy};
@@ -16,8 +16,7 @@ use rustynet_proto::netmap::{MapShape, RelayInfo, check_allowed_ips};
 use rustynet_proto::{NodeId, NodeSigningKey, VerifyError, VerifyPolicy};
 
 use crate::map_json::{PeerFragments, seal_netmap_json};
-use crate::netmap_builder::{NetworkView, node_facts};
-use crate::store::NodeRecord;
+use crate::netmap_builder::{LiveNodes, NetworkView, node_facts};
 
 /// Checks the lists `view` puts into its node's map, as the node's verifier
 /// will.
@@ -75,10 +74,10 @@ pub struct MapRefusal {
 pub fn check_network(
     policy: &Policy,
     suffix: &str,
-    nodes: BTreeMap<NodeId, NodeRecord>,
+    nodes: LiveNodes,
     relays: &[RelayInfo],
 ) -> Result<(), MapRefusal> {
-    let facts: Vec<_> = nodes.values().map(node_facts).collect();
+    let facts: Vec<_> = nodes.values().map(|n| node_facts(n)).collect();
     let views = rustynet_policy::compile(policy, &facts);
     // Offline peers are written with the longer flag: the worst case.
     let fragments = PeerFragments::new(suffix, Arc::new(nodes), Arc::new(HashSet::new()))
@@ -111,10 +110,11 @@ pub fn check_network(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::NodeRecord;
     use rustynet_proto::netmap::{MAX_SET_ELEMENTS, NetmapError};
     use rustynet_proto::{SigningPublicKey, TunnelPublicKey};
 
-    fn nodes(n: u32) -> BTreeMap<NodeId, NodeRecord> {
+    fn nodes(n: u32) -> LiveNodes {
         (1..=n)
             .map(|i| {
                 let id = NodeId(u64::from(i));
@@ -142,7 +142,7 @@ mod tests {
                     admin_routes: Default::default(),
                     key_expires_at: None,
                 };
-                (id, record)
+                (id, Arc::new(record))
             })
             .collect()
     }

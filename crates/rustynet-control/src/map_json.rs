@@ -11,7 +11,7 @@
 //! signed header goes into room left in front of it, so the map is never
 //! re-serialized nor copied on its way to the wire.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, OnceLock};
 
@@ -21,7 +21,9 @@ use rustynet_proto::netmap::{NETMAP_VERSION, RelayInfo};
 use rustynet_proto::{NodeId, NodeSigningKey, SealedBody};
 use serde::Serialize;
 
-use crate::netmap_builder::{NetworkView, dns_record, exit_grants, peer_info, self_info};
+use crate::netmap_builder::{
+    LiveNodes, NetworkView, dns_record, exit_grants, peer_info, self_info,
+};
 use crate::store::NodeRecord;
 
 /// One network state (live nodes, who is online, the DNS suffix) and, per
@@ -31,7 +33,7 @@ use crate::store::NodeRecord;
 #[derive(Debug)]
 pub struct PeerFragments {
     suffix: String,
-    nodes: Arc<BTreeMap<NodeId, NodeRecord>>,
+    nodes: Arc<LiveNodes>,
     online: Arc<HashSet<NodeId>>,
     /// The relays every map announces.
     relays: Arc<[RelayInfo]>,
@@ -142,11 +144,7 @@ impl MapJson {
 
 impl PeerFragments {
     /// Empty slots for the live `nodes`.
-    pub fn new(
-        suffix: &str,
-        nodes: Arc<BTreeMap<NodeId, NodeRecord>>,
-        online: Arc<HashSet<NodeId>>,
-    ) -> Self {
+    pub fn new(suffix: &str, nodes: Arc<LiveNodes>, online: Arc<HashSet<NodeId>>) -> Self {
         let slots = nodes.keys().map(|id| (*id, Fragment::default())).collect();
         Self {
             suffix: suffix.to_owned(),

@@ -4,6 +4,7 @@
 //! no clock (time is an argument).
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net};
 use rustynet_policy::{NodeFacts, NodeView};
@@ -15,13 +16,19 @@ use rustynet_proto::{
 
 use crate::store::NodeRecord;
 
+/// Live nodes by id. Each record is shared: a reload copies the map but
+/// not the records it did not read again (cloning 10,000 records took
+/// 30 ms inside a loaded server, for a change to one), and a record that
+/// is the same allocation as before is the same node.
+pub type LiveNodes = BTreeMap<NodeId, Arc<NodeRecord>>;
+
 /// Everything shared by the maps of one network state.
 #[derive(Debug, Clone, Copy)]
 pub struct NetworkView<'a> {
     /// Magic DNS suffix.
     pub suffix: &'a str,
     /// Live (not expired) nodes.
-    pub nodes: &'a BTreeMap<NodeId, NodeRecord>,
+    pub nodes: &'a LiveNodes,
     /// Nodes holding an open map stream.
     pub online: &'a HashSet<NodeId>,
     /// The relays every map announces.

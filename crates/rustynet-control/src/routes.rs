@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::admin::AdminError;
 use crate::datadir::DataDir;
 use crate::map_check::check_network;
-use crate::netmap_builder::node_facts;
+use crate::netmap_builder::{LiveNodes, node_facts};
 use crate::now_unix;
 use crate::store::NodeRecord;
 
@@ -56,7 +56,7 @@ pub struct Decision {
 struct Network {
     policy: Policy,
     suffix: String,
-    live: BTreeMap<NodeId, NodeRecord>,
+    live: LiveNodes,
 }
 
 fn load(data: &DataDir) -> Result<Network, AdminError> {
@@ -70,7 +70,7 @@ fn load(data: &DataDir) -> Result<Network, AdminError> {
         .nodes()?
         .into_iter()
         .filter(|n| !n.is_expired(now))
-        .map(|n| (n.id, n))
+        .map(|n| (n.id, std::sync::Arc::new(n)))
         .collect();
     Ok(Network {
         policy,
@@ -81,7 +81,7 @@ fn load(data: &DataDir) -> Result<Network, AdminError> {
 
 impl Network {
     fn facts(&self) -> Vec<NodeFacts> {
-        self.live.values().map(node_facts).collect()
+        self.live.values().map(|n| node_facts(n)).collect()
     }
 
     fn rows(&self) -> Vec<RouteRow> {
@@ -207,7 +207,7 @@ pub fn decide(
         .find(|n| n.hostname == node)
         .ok_or_else(|| AdminError::Invalid(format!("no live node named {node:?}")))?;
     let next = decide_on(&record.admin_routes, prefix, approve).map_err(AdminError::Invalid)?;
-    record.admin_routes = next.clone();
+    std::sync::Arc::make_mut(record).admin_routes = next.clone();
     let id = record.id;
     if approve {
         let facts = net.facts();

@@ -88,7 +88,7 @@ fn relays() -> Arc<[RelayInfo]> {
 /// Every shape a map entry takes: exit grants, approved LAN and subnet
 /// routes (an IPv6 one too), a node that is not granted as exit though it
 /// offers it, split DNS, a renamed duplicate, an invisible node.
-fn network() -> (BTreeMap<NodeId, NodeRecord>, BTreeMap<NodeId, NodeView>) {
+fn network() -> (LiveNodes, BTreeMap<NodeId, NodeView>) {
     let mut exit = node(3, "exit", "ops", &["tag:exit"]);
     exit.advertise_exit_node = true;
     exit.advertised_routes = vec!["192.168.77.0/24".parse().unwrap()];
@@ -104,7 +104,7 @@ fn network() -> (BTreeMap<NodeId, NodeRecord>, BTreeMap<NodeId, NodeView>) {
     // Homes: an announced relay, and one no longer announced (removed).
     alice.home_relay = Some("r1".into());
     exit.home_relay = Some("gone".into());
-    let nodes: BTreeMap<NodeId, NodeRecord> = [
+    let nodes: LiveNodes = [
         alice,
         node(2, "alice-2", "bob", &[]),
         exit,
@@ -113,7 +113,7 @@ fn network() -> (BTreeMap<NodeId, NodeRecord>, BTreeMap<NodeId, NodeView>) {
         spare,
     ]
     .into_iter()
-    .map(|n| (n.id, n))
+    .map(|n| (n.id, Arc::new(n)))
     .collect();
     let policy = Policy::parse(
         r#"{"groups": {"group:staff": ["alice", "bob"]},
@@ -129,7 +129,7 @@ fn network() -> (BTreeMap<NodeId, NodeRecord>, BTreeMap<NodeId, NodeView>) {
             "dns": {"split": {"corp.example": ["192.168.77.53"]}}}"#,
     )
     .unwrap();
-    let facts: Vec<_> = nodes.values().map(node_facts).collect();
+    let facts: Vec<_> = nodes.values().map(|n| node_facts(n)).collect();
     (nodes, rustynet_policy::compile(&policy, &facts))
 }
 
