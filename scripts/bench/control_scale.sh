@@ -16,13 +16,14 @@
 # server and PostgreSQL inherit it): scripts/bench/control_scale.sh [N]
 # Env: CONTROL_SCALE_RUNS (default "sqlite postgres postgres-2"),
 #      CONTROL_SCALE_PG_NODES (nodes of the PostgreSQL runs, default N),
-#      CONTROL_SCALE_IDLE (idle CPU window, default 30s),
+#      CONTROL_SCALE_IDLE (idle CPU window, default 60s: one round of the
+#      server's once-a-minute presence writes, so the figure is an average),
 #      CONTROL_SCALE_OUT (default artifacts/bench/control_scale.json).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export PATH="$HOME/.cargo/bin:$PATH"
 nodes="${1:-10000}"
-idle="${CONTROL_SCALE_IDLE:-30s}"
+idle="${CONTROL_SCALE_IDLE:-60s}"
 which_runs="${CONTROL_SCALE_RUNS:-sqlite postgres postgres-2}"
 pg_nodes="${CONTROL_SCALE_PG_NODES:-$nodes}"
 out="${CONTROL_SCALE_OUT:-$(pwd)/artifacts/bench/control_scale.json}"

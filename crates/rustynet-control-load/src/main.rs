@@ -59,8 +59,11 @@ struct Cli {
     /// Nodes per loopback source address (127.1.x.y).
     #[arg(long, default_value_t = 100)]
     per_source: usize,
-    /// How long to measure idle CPU, e.g. 30s.
-    #[arg(long, default_value = "30s", value_parser = humantime_secs)]
+    /// How long to measure idle CPU, e.g. 60s: the default is one round
+    /// of the server's presence writes (every streaming node's `last_seen`,
+    /// once a minute), so the figure is the average an idle server costs,
+    /// not a lucky or unlucky slice of it.
+    #[arg(long, default_value = "60s", value_parser = humantime_secs)]
     idle_window: Duration,
     /// Longest wait for one phase, e.g. 300s.
     #[arg(long, default_value = "600s", value_parser = humantime_secs)]
