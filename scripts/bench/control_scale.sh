@@ -16,8 +16,9 @@
 # server and PostgreSQL inherit it): scripts/bench/control_scale.sh [N]
 # Env: CONTROL_SCALE_RUNS (default "sqlite postgres postgres-2"),
 #      CONTROL_SCALE_PG_NODES (nodes of the PostgreSQL runs, default N),
-#      CONTROL_SCALE_IDLE (idle CPU window, default 60s: one round of the
-#      server's once-a-minute presence writes, so the figure is an average),
+#      CONTROL_SCALE_IDLE (idle CPU window, default 60s: one period of the
+#      server's once-a-minute keepalives and presence writes, so the figure
+#      is an average),
 #      CONTROL_SCALE_OUT (default artifacts/bench/control_scale.json).
 set -euo pipefail
 cd "$(dirname "$0")/../.."

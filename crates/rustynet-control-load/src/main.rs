@@ -59,10 +59,10 @@ struct Cli {
     /// Nodes per loopback source address (127.1.x.y).
     #[arg(long, default_value_t = 100)]
     per_source: usize,
-    /// How long to measure idle CPU, e.g. 60s: the default is one round
-    /// of the server's presence writes (every streaming node's `last_seen`,
-    /// once a minute), so the figure is the average an idle server costs,
-    /// not a lucky or unlucky slice of it.
+    /// How long to measure idle CPU, e.g. 60s: the default spans one
+    /// period of everything an idle server does once a minute (a keepalive
+    /// on every stream, the presence writes), so the figure is the average
+    /// an idle server costs, not a lucky or unlucky slice of it.
     #[arg(long, default_value = "60s", value_parser = humantime_secs)]
     idle_window: Duration,
     /// Longest wait for one phase, e.g. 300s.
