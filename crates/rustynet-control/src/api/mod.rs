@@ -4,6 +4,7 @@
 //! code and a non-2xx status, produced before any state is changed.
 
 mod map;
+mod map_stream;
 mod pacing;
 mod register;
 mod relay_ticket;
