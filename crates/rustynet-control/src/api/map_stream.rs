@@ -66,6 +66,10 @@ pub(super) struct MapStream {
     decided_at: Option<u64>,
     /// The rest of the frame being sent.
     pending: Option<Pieces>,
+    /// When a keepalive is due: `keepalive` after the last frame, however
+    /// many wakes since sent nothing (a stream woken more often than that
+    /// by changes that do not touch its map must still carry keepalives).
+    keepalive_at: Instant,
     /// Whether the map is to be looked at before waiting again: not after a
     /// keepalive, which changed nothing.
     look: bool,
@@ -110,6 +114,7 @@ impl MapStream {
             signed_by: None,
             decided_at: None,
             pending: None,
+            keepalive_at: now + keepalive,
             look: true,
         }
     }
@@ -133,13 +138,14 @@ impl MapStream {
                 match self.decide() {
                     Decision::Send(pieces) => {
                         self.pending = Some(pieces);
+                        self.keepalive_at = Instant::now() + self.keepalive;
                         continue;
                     }
                     Decision::Nothing => {}
                     Decision::End => return None,
                 }
             }
-            let keepalive_at = Instant::now() + self.keepalive;
+            let keepalive_at = self.keepalive_at;
             let resign_at = self.last_signed + self.resign_every;
             let woke = tokio::select! {
                 () = self.online.changed() => Woke::Changed,
@@ -161,7 +167,10 @@ impl MapStream {
                     self.look = true;
                 }
                 Woke::Timer if resign_at <= keepalive_at => self.look = true,
-                Woke::Timer => return Some(Bytes::from_static(KEEPALIVE)),
+                Woke::Timer => {
+                    self.keepalive_at = Instant::now() + self.keepalive;
+                    return Some(Bytes::from_static(KEEPALIVE));
+                }
                 Woke::Replaced => return self.replaced(),
             }
         }
