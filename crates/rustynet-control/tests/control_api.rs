@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{Harness, POLICY_ALL, map_until, next_map};
+use rustynet_proto::control_api::StreamFrame;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_dns_from_the_policy_reaches_every_map() {
@@ -184,4 +185,40 @@ async fn maps_are_resigned_before_expiry() {
     assert!(second.generation() > first.generation());
     assert_eq!(second.netmap(), first.netmap());
     assert!(second.body.issued_at < first.body.expires_at);
+}
+
+/// Wakes that leave a node's map the same (a nudge, as a signing-key reload
+/// makes, wakes every stream) must not hold its keepalives off: the client
+/// would take the silence for a dead stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalives_go_out_while_wakes_change_nothing() {
+    let h = Harness::start(Duration::from_secs(3600)).await;
+    h.set_policy(POLICY_ALL);
+    let key = h.preauth("alice", true, None);
+    let node = h.enroll(&key, "a", 1).await;
+    let mut stream = node.stream(&h).await;
+    let mut high_water = 0;
+    next_map(&mut stream, &node, &mut high_water).await;
+    // Five wakes per keepalive interval (1 s in the harness).
+    let network = h.server.network.clone();
+    let nudger = tokio::spawn(async move {
+        loop {
+            network.nudge();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let keepalive = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let frame = stream.next_frame().await.unwrap().expect("stream closed");
+            if matches!(frame, StreamFrame::Keepalive) {
+                break;
+            }
+        }
+    })
+    .await;
+    nudger.abort();
+    assert!(
+        keepalive.is_ok(),
+        "no keepalive in 5 s while the stream was woken every 200 ms"
+    );
 }
