@@ -33,7 +33,7 @@ const DEBOUNCE: Duration = Duration::from_millis(10);
 
 /// `StreamFrame::Keepalive` as a line, encoded once (a test checks it is
 /// what serializing the frame gives).
-pub(super) const KEEPALIVE: &[u8] = b"{\"type\":\"keepalive\"}\n";
+const KEEPALIVE: &[u8] = b"{\"type\":\"keepalive\"}\n";
 
 /// The pieces of one frame.
 type Pieces = std::array::IntoIter<Bytes, 3>;
